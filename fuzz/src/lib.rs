@@ -1,0 +1,10 @@
+//! Stable-toolchain replay: runs a target over the files named on the command line (a
+//! crash or corpus file from cargo-fuzz), so a finding can be reproduced without nightly.
+
+pub fn replay(target: &str) {
+    for path in std::env::args().skip(1) {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        connbeat::inspect::fuzzing::run(target, &data);
+        println!("{target}: {path}: ok");
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Deep-inspection benchmark: a generated capture of >= 1M packets of HTTP, DNS and Redis,
+# decoded by `connbeat -I` and by `tshark -r` (same protocols to fields) in the same run.
+#   perf/inspect_bench.sh [PACKETS]      (default 1000000; needs tshark and /usr/bin/time)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+W=$(mktemp -d /tmp/connbeat-bench.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+python3 perf/gen_capture.py "$W/bench.pcap" "$N"
+cargo build --release -q --bin connbeat --example inspect_bench
+cat >"$W/c.yml" <<YML
+logging.level: info
+output.file: {path: $W/out, filename: events, rotate_every_kb: 10485760, number_of_files: 2}
+connbeat.protocols:
+  - {type: http, ports: [80]}
+  - {type: dns, ports: [53]}
+  - {type: redis, ports: [6379]}
+YML
+chmod 600 "$W/c.yml"
+PKTS=$(tshark -r "$W/bench.pcap" -T fields -e frame.number 2>/dev/null | wc -l)
+
+measure() { # measure <label> <command...>: wall seconds and peak RSS
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >"$W/$label.out" 2>"$W/$label.err"
+  read -r secs rss <"$W/time"
+  echo "$label $secs $rss"
+}
+
+echo "== engine only (events built, then dropped; one thread)"
+./target/release/examples/inspect_bench "$W/c.yml" "$W/bench.pcap"
+echo "== label wall_s peak_rss_kb"
+R1=$(measure connbeat_dry_run ./target/release/connbeat -c "$W/c.yml" -I "$W/bench.pcap" -N); echo "$R1"
+R2=$(measure connbeat_file ./target/release/connbeat -c "$W/c.yml" -I "$W/bench.pcap"); echo "$R2"
+R3=$(measure tshark tshark -r "$W/bench.pcap" -n -T fields -e frame.number -e http.request.method \
+  -e http.response.code -e dns.qry.name -e dns.a -e resp.bulk_string.value); echo "$R3"
+TX=$(grep -o '[0-9]* transactions' "$W/connbeat_file.err" | head -1 | cut -d' ' -f1)
+python3 - "$PKTS" "$TX" "$R1" "$R2" "$R3" <<'PY'
+import sys
+pk, tx = int(sys.argv[1]), int(sys.argv[2])
+rows = [r.split() for r in sys.argv[3:]]
+t_shark = float(rows[2][1])
+for label, secs, rss in rows:
+    s = float(secs)
+    print(f"{label:18} {pk/s:>10.0f} packets/s {tx/s:>10.0f} transactions/s  {s:6.2f} s  peak RSS {int(rss)/1024:.0f} MiB  x{t_shark/s:.1f} tshark")
+PY
+echo "== memory under a flood of 300000 half-open requests (default max_streams 65536)"
+python3 perf/gen_capture.py "$W/flood.pcap" 300000 --flood
+measure flood ./target/release/connbeat -c "$W/c.yml" -I "$W/flood.pcap" -N

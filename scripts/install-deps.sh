@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what connbeat needs on a Debian machine, and only what is missing.
+#   scripts/install-deps.sh run    packages to build and run the agent
+#   scripts/install-deps.sh test   the above plus what the test suite drives
+# Uses sudo when not root. Idempotent: a second run installs nothing.
+set -euo pipefail
+
+RUN_PKGS=(pkg-config make gcc libpcap-dev libssl-dev zlib1g-dev iproute2 procps util-linux ca-certificates)
+TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb-server
+  mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static)
+
+want=("${RUN_PKGS[@]}")
+if [[ "${1:-run}" == "test" ]]; then
+  want+=("${TEST_PKGS[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo (the Rust toolchain) is required and was not found on PATH" >&2
+  exit 1
+fi
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=(sudo)
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture; answer once, non-interactively.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | "${SUDO[@]}" debconf-set-selections
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Servers that Debian starts on install would hold the test ports; tests start their own.
+for svc in redis-server mariadb postgresql nginx; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    "${SUDO[@]}" systemctl stop "$svc" || true
+  fi
+done
+echo "install-deps: done"

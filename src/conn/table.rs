@@ -1,0 +1,799 @@
+//! The connection table: what the previous polls saw, keyed by the kernel socket cookie.
+//!
+//! Pure state, no I/O: a poll's records and the kernel's close notifications go in,
+//! connection events come out. This is where `listening` / `open` / `active` / `closed`,
+//! `direction` and the fall-back attributions (`listener`, `cache`) are decided, so all of it
+//! is tested with synthetic records.
+
+use super::diag::{SockRecord, Transport, state};
+use super::procs::ProcessInfo;
+use super::tcp_info::TcpInfo;
+use crate::monitor::{self, METRICS};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Finds the process owning a socket inode (the process index, or a stand-in in tests).
+pub trait OwnerLookup {
+    fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>>;
+}
+
+/// Settings of the table, from `connbeat.*`.
+#[derive(Debug, Clone)]
+pub struct TableSettings {
+    pub aggregation: Duration,
+    pub max_connections: usize,
+    pub local_connections: bool,
+    pub expose_process_info: bool,
+    pub tcp_info: bool,
+    /// How long a closed cookie is remembered, so that a poll that raced with the close
+    /// does not bring the connection back.
+    pub closed_memory: Duration,
+}
+
+/// Which way a connection goes, seen from this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Listening,
+    Incoming,
+    Outgoing,
+}
+
+/// How `local_process` was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attribution {
+    Procfs,
+    Cache,
+    Listener,
+    None,
+}
+
+/// The lifecycle step an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Listening,
+    Open,
+    Active,
+    Closed,
+}
+
+/// The `tcp` object of an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpFields {
+    pub state: &'static str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub info: Option<TcpInfoFields>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpInfoFields {
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    pub retransmits: u8,
+    pub total_retrans: u32,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub cwnd: u32,
+}
+
+impl From<&TcpInfo> for TcpInfoFields {
+    fn from(t: &TcpInfo) -> Self {
+        TcpInfoFields {
+            rtt_us: t.rtt_us,
+            rttvar_us: t.rttvar_us,
+            retransmits: t.retransmits,
+            total_retrans: t.total_retrans,
+            bytes_acked: t.bytes_acked,
+            bytes_received: t.bytes_received,
+            segs_in: t.segs_in,
+            segs_out: t.segs_out,
+            cwnd: t.snd_cwnd,
+        }
+    }
+}
+
+/// One connection event, before the common fields are added.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnEvent {
+    #[serde(skip)]
+    pub timestamp: SystemTime,
+    pub action: Action,
+    pub direction: Direction,
+    pub transport: &'static str,
+    pub family: &'static str,
+    pub local_ip: IpAddr,
+    pub local_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_process: Option<Arc<ProcessInfo>>,
+    pub attribution: Attribution,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub cookie: String,
+    pub netns: u64,
+}
+
+/// Listeners are per namespace, transport and port.
+type ListenerKey = (u64, Transport, u16);
+
+/// A listening socket's address and owner.
+type BoundListener = (IpAddr, Option<Arc<ProcessInfo>>);
+
+/// What the table remembers of a connection.
+#[derive(Debug, Clone)]
+struct Conn {
+    record: SockRecord,
+    first_seen: SystemTime,
+    last_published: SystemTime,
+    owner: Option<Arc<ProcessInfo>>,
+    attribution: Attribution,
+    direction: Direction,
+    epoch: u64,
+}
+
+impl Conn {
+    fn new(
+        r: &SockRecord,
+        now: SystemTime,
+        owner: Option<Arc<ProcessInfo>>,
+        attribution: Attribution,
+        direction: Direction,
+        epoch: u64,
+    ) -> Conn {
+        Conn {
+            record: *r,
+            first_seen: now,
+            last_published: now,
+            owner,
+            attribution,
+            direction,
+            epoch,
+        }
+    }
+}
+
+/// An owner lookup that knows nothing (a destroyed socket has no inode any more).
+struct NoOwners;
+
+impl OwnerLookup for NoOwners {
+    fn owner(&self, _inode: u64) -> Option<Arc<ProcessInfo>> {
+        None
+    }
+}
+
+/// Hashes socket cookies. Cookies are sequential counters, already unique: one
+/// multiplication spreads them over the table (SipHash's DoS resistance buys nothing for
+/// kernel-issued keys, and costs on every lookup of every poll).
+#[derive(Default, Clone, Copy)]
+pub struct CookieHasher(u64);
+
+impl std::hash::Hasher for CookieHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type CookieMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<CookieHasher>>;
+type CookieSet = HashSet<u64, std::hash::BuildHasherDefault<CookieHasher>>;
+
+/// The table itself.
+pub struct ConnTable {
+    settings: TableSettings,
+    conns: CookieMap<Conn>,
+    /// Listening sockets by (transport, port): the addresses they are bound to and owners.
+    listeners: HashMap<ListenerKey, Vec<BoundListener>>,
+    recently_closed: CookieSet,
+    closed_order: VecDeque<(SystemTime, u64)>,
+    epoch: u64,
+    last_poll: Option<SystemTime>,
+    /// When the earliest tracked connection is due for an `active` event.
+    next_due: Option<SystemTime>,
+}
+
+impl ConnTable {
+    pub fn new(settings: TableSettings) -> ConnTable {
+        ConnTable {
+            settings,
+            conns: CookieMap::default(),
+            listeners: HashMap::new(),
+            recently_closed: CookieSet::default(),
+            closed_order: VecDeque::new(),
+            epoch: 0,
+            last_poll: None,
+            next_due: None,
+        }
+    }
+
+    /// Every tracked connection of namespace `netns` with a known owner, and every
+    /// listener with one: (local, remote or None for a listener, owner).
+    pub fn owners_in(
+        &self,
+        netns: u64,
+    ) -> impl Iterator<
+        Item = (
+            std::net::SocketAddr,
+            Option<std::net::SocketAddr>,
+            &Arc<ProcessInfo>,
+        ),
+    > {
+        self.conns
+            .values()
+            .filter(move |c| c.record.netns == netns)
+            .filter_map(|c| {
+                let owner = c.owner.as_ref()?;
+                let remote = (c.direction != Direction::Listening).then_some(c.record.remote);
+                Some((c.record.local, remote, owner))
+            })
+    }
+
+    /// Connections currently tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Whether some tracked connection is due to be published again (`active`) at `now`,
+    /// which is when a poll needs every socket's `tcp_info`.
+    pub fn active_due(&self, now: SystemTime) -> bool {
+        self.next_due.is_some_and(|due| now >= due)
+    }
+
+    /// Whether a record of a poll is a connection the table has not seen yet (it will get
+    /// an `open` or `listening` event).
+    pub fn is_new(&self, r: &SockRecord) -> bool {
+        !self.conns.contains_key(&r.cookie)
+            && !self.recently_closed.contains(&r.cookie)
+            && (r.transport != Transport::Tcp
+                || !matches!(
+                    r.state,
+                    state::TIME_WAIT | state::SYN_RECV | state::NEW_SYN_RECV
+                ))
+            && (self.settings.local_connections || !is_local(r))
+    }
+
+    /// Inodes of the records whose owner the table does not know yet: what the process
+    /// index should look for.
+    pub fn unknown_inodes(&self, records: &[SockRecord], out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(
+            records
+                .iter()
+                .filter(|r| r.inode != 0)
+                .filter(|r| {
+                    self.conns
+                        .get(&r.cookie)
+                        .is_none_or(|c| c.attribution != Attribution::Procfs)
+                })
+                .map(|r| r.inode),
+        );
+    }
+
+    /// Applies one complete poll, whose dump started at `started`. `emit` receives the
+    /// events in order.
+    pub fn apply_poll(
+        &mut self,
+        records: &[SockRecord],
+        started: SystemTime,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+        emit: &mut dyn FnMut(ConnEvent),
+    ) {
+        self.epoch += 1;
+        self.forget_old_closes(now);
+        self.rebuild_listeners(records, owners);
+        let mut not_tracked = 0u64;
+        let mut seen_tracked = 0usize;
+        let mut earliest: Option<SystemTime> = None;
+        for r in records {
+            if !self.reportable(r) || self.recently_closed.contains(&r.cookie) {
+                continue;
+            }
+            let epoch = self.epoch;
+            if let Some(c) = self.conns.get_mut(&r.cookie) {
+                seen_tracked += 1;
+                c.epoch = epoch;
+                c.record = *r;
+                if c.attribution != Attribution::Procfs
+                    && let Some(p) = owners.owner(r.inode)
+                {
+                    c.owner = Some(p);
+                    c.attribution = Attribution::Procfs;
+                }
+                let due = now
+                    .duration_since(c.last_published)
+                    .is_ok_and(|d| d >= self.settings.aggregation);
+                if due {
+                    c.last_published = now;
+                }
+                earliest = Some(earliest.map_or(c.last_published, |e| e.min(c.last_published)));
+                if due {
+                    let c = c.clone();
+                    emit(self.event(&c, Action::Active, now, None));
+                }
+                continue;
+            }
+            if self.conns.len() >= self.settings.max_connections {
+                not_tracked += 1;
+                continue;
+            }
+            let direction = self.direction_of(r);
+            let (owner, attribution) = self.attribute(r, direction, owners);
+            let conn = Conn::new(r, now, owner, attribution, direction, epoch);
+            let action = if direction == Direction::Listening {
+                Action::Listening
+            } else {
+                Action::Open
+            };
+            emit(self.event(&conn, action, now, None));
+            self.conns.insert(r.cookie, conn);
+            seen_tracked += 1;
+            earliest = Some(earliest.map_or(now, |e| e.min(now)));
+        }
+        if not_tracked > 0 {
+            monitor::add(&METRICS.conn_table_evicted, not_tracked);
+            tracing::warn!(target: "conn",
+                "{not_tracked} connections not tracked: connbeat.max_connections ({}) reached",
+                self.settings.max_connections);
+        }
+        // Whatever the poll did not see is gone, and no notification said so. In steady
+        // state (closes arrive as notifications) the poll saw every tracked connection and
+        // there is nothing to look for.
+        let gone: Vec<u64> = if seen_tracked == self.conns.len() {
+            Vec::new()
+        } else {
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.epoch != self.epoch)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        for cookie in gone {
+            if let Some(c) = self.conns.remove(&cookie) {
+                monitor::inc(&METRICS.conn_closes_by_poll);
+                self.remember_closed(cookie, now);
+                let duration = now.duration_since(c.first_seen).unwrap_or_default();
+                emit(self.event(&c, Action::Closed, now, Some(duration)));
+            }
+        }
+        self.next_due = earliest.map(|e| e + self.settings.aggregation);
+        // A connection this poll did not see may have opened while it ran: the poll's
+        // start, not its end, bounds the age of what it missed.
+        self.last_poll = Some(started);
+        monitor::set(&METRICS.conn_sockets_tracked, self.conns.len() as u64);
+    }
+
+    /// Applies one kernel close notification; `None` when it adds nothing (already closed,
+    /// or not reportable).
+    pub fn apply_close(&mut self, r: &SockRecord, now: SystemTime) -> Option<ConnEvent> {
+        if self.recently_closed.contains(&r.cookie) {
+            return None;
+        }
+        if let Some(mut c) = self.conns.remove(&r.cookie) {
+            self.remember_closed(r.cookie, now);
+            // The notification has the final counters; keep the addresses we knew.
+            if r.tcp_info.is_some() {
+                c.record.tcp_info = r.tcp_info;
+            }
+            c.record.state = r.state;
+            if c.owner.is_some() {
+                c.attribution = Attribution::Cache;
+                monitor::inc(&METRICS.procs_cache);
+            }
+            let duration = now.duration_since(c.first_seen).unwrap_or_default();
+            monitor::set(&METRICS.conn_sockets_tracked, self.conns.len() as u64);
+            return Some(self.event(&c, Action::Closed, now, Some(duration)));
+        }
+        if !self.reportable_close(r) {
+            return None;
+        }
+        // Never seen by a poll: opened and closed in between.
+        self.remember_closed(r.cookie, now);
+        // A closing listener is already in state CLOSE; its unset peer still tells.
+        let direction = if r.remote.port() == 0 && r.remote.ip().is_unspecified() {
+            Direction::Listening
+        } else {
+            self.direction_of(r)
+        };
+        // Its inode is gone with it: only the listener can tell the owner.
+        let (owner, attribution) = self.attribute(r, direction, &NoOwners);
+        let conn = Conn::new(r, now, owner, attribution, direction, self.epoch);
+        let age = self.estimated_age(r, now);
+        Some(self.event(&conn, Action::Closed, now, Some(age)))
+    }
+
+    /// Age of a connection no poll saw: the tcp_info idle timers prove a lower bound, the
+    /// previous poll (which did not see it) an upper one.
+    fn estimated_age(&self, r: &SockRecord, now: SystemTime) -> Duration {
+        let lower = Duration::from_millis(r.tcp_info.map_or(0, |t| u64::from(t.min_age_ms())));
+        match self.last_poll.and_then(|p| now.duration_since(p).ok()) {
+            Some(upper) => lower.min(upper),
+            None => lower,
+        }
+    }
+
+    fn reportable(&self, r: &SockRecord) -> bool {
+        if r.transport == Transport::Tcp {
+            match r.state {
+                state::TIME_WAIT => {
+                    monitor::inc(&METRICS.conn_timewait_skipped);
+                    return false;
+                }
+                // Half-open request sockets become a new socket (and cookie) once accepted.
+                state::SYN_RECV | state::NEW_SYN_RECV => return false,
+                _ => {}
+            }
+        }
+        self.settings.local_connections || !is_local(r)
+    }
+
+    fn reportable_close(&self, r: &SockRecord) -> bool {
+        self.settings.local_connections || !is_local(r)
+    }
+
+    fn rebuild_listeners(&mut self, records: &[SockRecord], owners: &dyn OwnerLookup) {
+        self.listeners.clear();
+        for r in records.iter().filter(|r| is_listening(r)) {
+            let owner = owners
+                .owner(r.inode)
+                .or_else(|| self.conns.get(&r.cookie).and_then(|c| c.owner.clone()));
+            self.listeners
+                .entry((r.netns, r.transport, r.local.port()))
+                .or_default()
+                .push((r.local.ip(), owner));
+        }
+    }
+
+    fn direction_of(&self, r: &SockRecord) -> Direction {
+        if is_listening(r) {
+            return Direction::Listening;
+        }
+        match self.listeners.get(&(r.netns, r.transport, r.local.port())) {
+            Some(bound)
+                if bound
+                    .iter()
+                    .any(|(ip, _)| ip.is_unspecified() || *ip == r.local.ip()) =>
+            {
+                Direction::Incoming
+            }
+            _ => Direction::Outgoing,
+        }
+    }
+
+    fn listener_owner(&self, r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+        let bound = self
+            .listeners
+            .get(&(r.netns, r.transport, r.local.port()))?;
+        bound
+            .iter()
+            .find(|(ip, _)| *ip == r.local.ip())
+            .or_else(|| bound.iter().find(|(ip, _)| ip.is_unspecified()))
+            .and_then(|(_, p)| p.clone())
+    }
+
+    fn attribute(
+        &self,
+        r: &SockRecord,
+        direction: Direction,
+        owners: &dyn OwnerLookup,
+    ) -> (Option<Arc<ProcessInfo>>, Attribution) {
+        if let Some(p) = owners.owner(r.inode) {
+            monitor::inc(&METRICS.procs_hits);
+            return (Some(p), Attribution::Procfs);
+        }
+        if direction == Direction::Incoming
+            && let Some(p) = self.listener_owner(r)
+        {
+            monitor::inc(&METRICS.procs_listener);
+            return (Some(p), Attribution::Listener);
+        }
+        monitor::inc(&METRICS.procs_misses);
+        (None, Attribution::None)
+    }
+
+    fn remember_closed(&mut self, cookie: u64, now: SystemTime) {
+        if self.recently_closed.insert(cookie) {
+            self.closed_order.push_back((now, cookie));
+        }
+        // Bounded: the memory only needs to cover a poll or two.
+        while self.closed_order.len() > self.settings.max_connections {
+            if let Some((_, c)) = self.closed_order.pop_front() {
+                self.recently_closed.remove(&c);
+            }
+        }
+    }
+
+    fn forget_old_closes(&mut self, now: SystemTime) {
+        while let Some((t, c)) = self.closed_order.front().copied() {
+            if now.duration_since(t).unwrap_or_default() <= self.settings.closed_memory {
+                break;
+            }
+            self.closed_order.pop_front();
+            self.recently_closed.remove(&c);
+        }
+    }
+
+    fn event(
+        &self,
+        c: &Conn,
+        action: Action,
+        now: SystemTime,
+        duration: Option<Duration>,
+    ) -> ConnEvent {
+        let r = &c.record;
+        match action {
+            Action::Listening => monitor::inc(&METRICS.conn_events_listening),
+            Action::Open => monitor::inc(&METRICS.conn_events_open),
+            Action::Active => monitor::inc(&METRICS.conn_events_active),
+            Action::Closed => monitor::inc(&METRICS.conn_events_closed),
+        }
+        let listening = c.direction == Direction::Listening;
+        let tcp = (r.transport == Transport::Tcp).then(|| TcpFields {
+            state: state::name(r.state),
+            info: if self.settings.tcp_info {
+                r.tcp_info.as_ref().map(TcpInfoFields::from)
+            } else {
+                None
+            },
+        });
+        ConnEvent {
+            timestamp: now,
+            action,
+            direction: c.direction,
+            transport: r.transport.name(),
+            family: r.family.name(),
+            local_ip: r.local.ip(),
+            local_port: r.local.port(),
+            remote_ip: (!listening).then(|| r.remote.ip()),
+            remote_port: (!listening).then(|| r.remote.port()),
+            local_process: if self.settings.expose_process_info {
+                c.owner.clone()
+            } else {
+                None
+            },
+            attribution: c.attribution,
+            tcp,
+            duration_ms: duration.map(|d| d.as_millis() as u64),
+            cookie: r.cookie.to_string(),
+            netns: r.netns,
+        }
+    }
+}
+
+fn is_listening(r: &SockRecord) -> bool {
+    match r.transport {
+        Transport::Tcp => r.state == state::LISTEN,
+        // An unconnected UDP socket receives from anyone: it is the UDP "listener".
+        Transport::Udp => r.remote.port() == 0 && r.remote.ip().is_unspecified(),
+    }
+}
+
+fn is_local(r: &SockRecord) -> bool {
+    r.local.ip().is_loopback() && (r.remote.ip().is_loopback() || r.remote.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::diag::Family;
+    use std::net::SocketAddr;
+
+    struct Owners(HashMap<u64, Arc<ProcessInfo>>);
+    impl OwnerLookup for Owners {
+        fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>> {
+            self.0.get(&inode).cloned()
+        }
+    }
+
+    fn proc_info(pid: u32, name: &str) -> Arc<ProcessInfo> {
+        Arc::new(ProcessInfo {
+            pid,
+            binary: name.into(),
+            exe: format!("/usr/bin/{name}"),
+            cmdline: Some(name.into()),
+            environ: vec![],
+            user: "root".into(),
+            ppid: 1,
+            ns_pid: None,
+        })
+    }
+
+    fn rec(cookie: u64, st: u8, local: &str, remote: &str, inode: u64) -> SockRecord {
+        SockRecord {
+            family: Family::V4,
+            transport: Transport::Tcp,
+            state: st,
+            local: local.parse::<SocketAddr>().unwrap(),
+            remote: remote.parse::<SocketAddr>().unwrap(),
+            inode,
+            uid: 0,
+            cookie,
+            tcp_info: None,
+            netns: 1,
+        }
+    }
+
+    fn settings() -> TableSettings {
+        TableSettings {
+            aggregation: Duration::from_secs(30),
+            max_connections: 100,
+            local_connections: true,
+            expose_process_info: true,
+            tcp_info: true,
+            closed_memory: Duration::from_secs(10),
+        }
+    }
+
+    fn poll(t: &mut ConnTable, recs: &[SockRecord], now: SystemTime, o: &Owners) -> Vec<ConnEvent> {
+        let mut out = Vec::new();
+        t.apply_poll(recs, now, now, o, &mut |e| out.push(e));
+        out
+    }
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+    }
+
+    #[test]
+    fn first_sight_gives_listening_and_open_with_direction() {
+        let owners = Owners(HashMap::from([
+            (10, proc_info(100, "nginx")),
+            (11, proc_info(100, "nginx")),
+            (12, proc_info(200, "curl")),
+        ]));
+        let mut t = ConnTable::new(settings());
+        let recs = [
+            rec(1, state::LISTEN, "0.0.0.0:80", "0.0.0.0:0", 10),
+            rec(2, state::ESTABLISHED, "127.0.0.1:80", "127.0.0.1:40000", 11),
+            rec(3, state::ESTABLISHED, "127.0.0.1:40000", "127.0.0.1:80", 12),
+        ];
+        let ev = poll(&mut t, &recs, at(0), &owners);
+        assert_eq!(ev.len(), 3);
+        assert_eq!(
+            (ev[0].action, ev[0].direction),
+            (Action::Listening, Direction::Listening)
+        );
+        assert_eq!(ev[0].remote_ip, None);
+        assert_eq!(
+            (ev[1].action, ev[1].direction),
+            (Action::Open, Direction::Incoming)
+        );
+        assert_eq!(ev[1].local_process.as_ref().unwrap().pid, 100);
+        assert_eq!(
+            (ev[2].action, ev[2].direction),
+            (Action::Open, Direction::Outgoing)
+        );
+        assert_eq!(ev[2].local_process.as_ref().unwrap().binary, "curl");
+        assert_eq!(ev[2].attribution, Attribution::Procfs);
+        // Nothing new on the next poll, inside the aggregation window.
+        assert!(poll(&mut t, &recs, at(5), &owners).is_empty());
+        // After the window, each open socket is re-published once.
+        let ev = poll(&mut t, &recs, at(31), &owners);
+        assert_eq!(ev.len(), 3);
+        assert!(ev.iter().all(|e| e.action == Action::Active));
+    }
+
+    #[test]
+    fn close_notification_then_poll_gives_one_closed_event() {
+        let owners = Owners(HashMap::from([(12, proc_info(200, "curl"))]));
+        let mut t = ConnTable::new(settings());
+        let r = rec(3, state::ESTABLISHED, "10.0.0.5:40000", "10.0.0.9:5432", 12);
+        poll(&mut t, std::slice::from_ref(&r), at(0), &owners);
+        let mut closing = r;
+        closing.inode = 0;
+        closing.state = state::CLOSE;
+        let e = t.apply_close(&closing, at(4)).unwrap();
+        assert_eq!(e.action, Action::Closed);
+        assert_eq!(e.attribution, Attribution::Cache);
+        assert_eq!(e.local_process.unwrap().pid, 200);
+        assert_eq!(e.duration_ms, Some(4000));
+        // A poll that raced with the close still lists it: no resurrection, no second close.
+        assert!(poll(&mut t, std::slice::from_ref(&r), at(4), &owners).is_empty());
+        assert!(poll(&mut t, &[], at(5), &owners).is_empty());
+        assert!(t.apply_close(&closing, at(5)).is_none());
+    }
+
+    #[test]
+    fn poll_diff_closes_what_disappeared_without_notification() {
+        let owners = Owners(HashMap::new());
+        let mut t = ConnTable::new(settings());
+        let r = rec(3, state::ESTABLISHED, "10.0.0.5:40000", "10.0.0.9:5432", 12);
+        poll(&mut t, &[r], at(0), &owners);
+        let ev = poll(&mut t, &[], at(2), &owners);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].action, Action::Closed);
+        assert_eq!(ev[0].attribution, Attribution::None);
+        assert!(ev[0].local_process.is_none());
+        assert_eq!(ev[0].duration_ms, Some(2000));
+    }
+
+    #[test]
+    fn short_lived_incoming_connection_gets_the_listener_and_an_estimated_age() {
+        let owners = Owners(HashMap::from([(10, proc_info(100, "server"))]));
+        let mut t = ConnTable::new(settings());
+        poll(
+            &mut t,
+            &[rec(1, state::LISTEN, "127.0.0.1:9000", "0.0.0.0:0", 10)],
+            at(0),
+            &owners,
+        );
+        let mut r = rec(50, state::CLOSE, "127.0.0.1:9000", "127.0.0.1:45000", 0);
+        r.tcp_info = Some(TcpInfo {
+            last_data_recv_ms: 40,
+            ..Default::default()
+        });
+        let e = t.apply_close(&r, at(1)).unwrap();
+        assert_eq!(e.direction, Direction::Incoming);
+        assert_eq!(e.attribution, Attribution::Listener);
+        assert_eq!(e.local_process.unwrap().pid, 100);
+        assert_eq!(e.duration_ms, Some(40));
+        assert_eq!(e.remote_port, Some(45000));
+        // The client side of the same connection: outgoing, owner unknown.
+        let c = rec(51, state::CLOSE, "127.0.0.1:45000", "127.0.0.1:9000", 0);
+        let e = t.apply_close(&c, at(1)).unwrap();
+        assert_eq!(
+            (e.direction, e.attribution),
+            (Direction::Outgoing, Attribution::None)
+        );
+    }
+
+    #[test]
+    fn skips_time_wait_and_bounds_the_table() {
+        let owners = Owners(HashMap::new());
+        let mut s = settings();
+        s.max_connections = 2;
+        let mut t = ConnTable::new(s);
+        let recs: Vec<SockRecord> = (0..5)
+            .map(|i| {
+                rec(
+                    i,
+                    state::ESTABLISHED,
+                    &format!("10.0.0.5:{}", 40000 + i),
+                    "10.0.0.9:80",
+                    0,
+                )
+            })
+            .chain([rec(9, state::TIME_WAIT, "10.0.0.5:1", "10.0.0.9:80", 0)])
+            .collect();
+        let ev = poll(&mut t, &recs, at(0), &owners);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn local_connections_can_be_left_out() {
+        let owners = Owners(HashMap::new());
+        let mut s = settings();
+        s.local_connections = false;
+        let mut t = ConnTable::new(s);
+        let recs = [
+            rec(1, state::ESTABLISHED, "127.0.0.1:1000", "127.0.0.1:2000", 0),
+            rec(2, state::ESTABLISHED, "10.0.0.5:1000", "10.0.0.9:2000", 0),
+        ];
+        let ev = poll(&mut t, &recs, at(0), &owners);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].cookie, "2");
+    }
+}

@@ -1,0 +1,213 @@
+//! libpcap: the only place deep inspection touches the outside world.
+//!
+//! Offline, a pcap or pcapng file is read as fast as libpcap gives packets. Live, the
+//! device is opened non-blocking with the configured snaplen, buffer and BPF filter, on a
+//! thread of its own that polls the capture descriptor with a short timeout: a blocking
+//! read with a timeout never returned while the link was idle (NOTES.md), and the poll is
+//! what lets `stop` and transaction timeouts be honoured on a quiet link.
+
+use super::engine::{Engine, Summary};
+use super::proto;
+use super::{ProcessLookup, decode::linktype};
+use crate::config::Config;
+use crate::event::Event;
+use crate::monitor::{self, METRICS};
+use crate::publish::Publisher;
+use anyhow::Context;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The BPF filter for the configured protocols, or the user's own `bpf_filter`.
+pub fn bpf_filter(config: &Config) -> String {
+    let user = config.connbeat.interfaces.bpf_filter.trim();
+    if !user.is_empty() {
+        return user.to_string();
+    }
+    let mut parts = Vec::new();
+    for p in config.connbeat.protocols.iter().filter(|p| p.enabled) {
+        let Some(def) = proto::ALL.iter().find(|d| d.name == p.kind) else {
+            continue;
+        };
+        for port in &p.ports {
+            if def.tcp.is_some() {
+                parts.push(format!("tcp port {port}"));
+            }
+            if def.udp.is_some() {
+                parts.push(format!("udp port {port}"));
+            }
+        }
+    }
+    parts.sort();
+    parts.dedup();
+    if parts.is_empty() {
+        return String::new();
+    }
+    // Non-first IPv4 fragments carry no ports: let every fragment through to the reassembler.
+    format!("{} or (ip[6:2] & 0x3fff != 0)", parts.join(" or "))
+}
+
+fn micros(ts: &libc::timeval) -> u64 {
+    (ts.tv_sec.max(0) as u64) * 1_000_000 + (ts.tv_usec.max(0) as u64)
+}
+
+/// Reads a capture file through the engine.
+pub fn read_file(
+    config: &Config,
+    path: &Path,
+    sink: &mut dyn FnMut(Event),
+    lookup: Option<&dyn ProcessLookup>,
+) -> anyhow::Result<Summary> {
+    let mut cap = pcap::Capture::from_file(path)
+        .with_context(|| format!("opening capture file {}", path.display()))?;
+    let link = cap.get_datalink().0;
+    let parse_errors_before = monitor::get(&METRICS.inspect_parse_errors);
+    let mut engine = Engine::new(config, sink, lookup).map_err(anyhow::Error::msg)?;
+    loop {
+        match cap.next_packet() {
+            Ok(p) => {
+                monitor::inc(&METRICS.inspect_pcap_received);
+                monitor::add(&METRICS.inspect_pcap_bytes, u64::from(p.header.caplen));
+                engine.packet(link, micros(&p.header.ts), p.data);
+            }
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => {
+                // A truncated file ends with an error: what was read still counts.
+                tracing::warn!(target: "inspect", "{}: stopped reading: {e}", path.display());
+                monitor::inc(&METRICS.inspect_decode_errors);
+                break;
+            }
+        }
+    }
+    engine.finish();
+    let mut s = engine.summary;
+    s.parse_errors = monitor::get(&METRICS.inspect_parse_errors) - parse_errors_before;
+    Ok(s)
+}
+
+/// Opens the configured device for live capture.
+fn open_live(config: &Config) -> anyhow::Result<pcap::Capture<pcap::Active>> {
+    let i = &config.connbeat.interfaces;
+    let device = if i.device.is_empty() {
+        "any"
+    } else {
+        i.device.as_str()
+    };
+    let inactive = pcap::Capture::from_device(device)
+        .with_context(|| format!("connbeat.interfaces.device: {device}"))?
+        .snaplen(i.snaplen.min(i32::MAX as u32) as i32)
+        .buffer_size(
+            i.buffer_size_mb
+                .saturating_mul(1 << 20)
+                .min(i32::MAX as u32) as i32,
+        )
+        .immediate_mode(true)
+        .timeout(100);
+    let mut cap = inactive.open().with_context(|| {
+        format!("opening capture device {device:?} (needs root or CAP_NET_RAW)")
+    })?;
+    if device == "any" {
+        // Cooked v2 carries the interface index; v1 is the fallback libpcap picks by itself.
+        let _ = cap.set_datalink(pcap::Linktype(linktype::LINUX_SLL2));
+    }
+    let filter = bpf_filter(config);
+    if !filter.is_empty() {
+        cap.filter(&filter, true).with_context(|| {
+            format!("connbeat.interfaces.bpf_filter: cannot compile {filter:?}")
+        })?;
+    }
+    Ok(cap)
+}
+
+/// Starts the live capture thread.
+pub fn spawn_live(
+    config: &Config,
+    publisher: Publisher,
+    lookup: Option<Arc<dyn ProcessLookup>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let cap = open_live(config)?
+        .setnonblock()
+        .context("setting the capture non-blocking")?;
+    let config = config.clone();
+    // Registry errors surface here, before the thread starts.
+    super::proto::Registry::new(
+        &config.connbeat.protocols,
+        &super::engine::Settings::from_config(&config).common,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let t = std::thread::Builder::new()
+        .name("inspect".into())
+        .spawn(move || live_loop(cap, &config, publisher, lookup, &stop))
+        .context("spawning the capture thread")?;
+    Ok(t)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn live_loop(
+    mut cap: pcap::Capture<pcap::Active>,
+    config: &Config,
+    publisher: Publisher,
+    lookup: Option<Arc<dyn ProcessLookup>>,
+    stop: &AtomicBool,
+) {
+    let link = cap.get_datalink().0;
+    let mut sink = |e: Event| {
+        publisher.publish(e);
+    };
+    let lookup = lookup.as_deref();
+    let mut engine = match Engine::new(config, &mut sink, lookup) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(target: "inspect", "{e}");
+            return;
+        }
+    };
+    let fd = cap.as_raw_fd();
+    let mut last_stats = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match cap.next_packet() {
+            Ok(p) => {
+                monitor::inc(&METRICS.inspect_pcap_received);
+                monitor::add(&METRICS.inspect_pcap_bytes, u64::from(p.header.caplen));
+                let ts = micros(&p.header.ts);
+                engine.packet(link, ts, p.data);
+            }
+            Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+            }
+            Err(e) => {
+                tracing::error!(target: "inspect", "capture failed: {e}; deep inspection stops");
+                break;
+            }
+        }
+        let now = now_micros();
+        engine.tick(now);
+        if now.saturating_sub(last_stats) >= 1_000_000 {
+            last_stats = now;
+            if let Ok(s) = cap.stats() {
+                monitor::set(&METRICS.inspect_pcap_dropped, u64::from(s.dropped));
+                monitor::set(&METRICS.inspect_pcap_if_dropped, u64::from(s.if_dropped));
+            }
+        }
+    }
+    if let Ok(s) = cap.stats() {
+        monitor::set(&METRICS.inspect_pcap_dropped, u64::from(s.dropped));
+        monitor::set(&METRICS.inspect_pcap_if_dropped, u64::from(s.if_dropped));
+    }
+    engine.finish();
+}

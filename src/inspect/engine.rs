@@ -1,0 +1,783 @@
+//! The packet pipeline after capture: decode, defragment, find the connection, reassemble,
+//! feed the protocol parser, turn its transactions into events.
+//!
+//! The engine has no I/O and no clock of its own: the caller gives each frame with its
+//! capture timestamp, and time only moves with those timestamps (or [`Engine::tick`] in
+//! live mode while the link is idle). That is what makes an offline run reproducible and
+//! lets tests drive it with synthetic frames.
+
+use super::decode::{self, DecodeError, Network, TcpSegment, Transport, UdpDatagram, tcpflags};
+use super::frag::Defrag;
+use super::proto::txn::Endpoints;
+use super::proto::{Common, Cx, Dir, Registry, TcpParser, Txn, UdpParser};
+use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
+use super::{ProcessLookup, ProcessRef};
+use crate::config::Config;
+use crate::event::Event;
+use crate::monitor::{self, METRICS};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+
+/// Bounds and timeouts of the engine, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub transaction_timeout_us: u64,
+    pub idle_timeout_us: u64,
+    pub max_streams: usize,
+    pub limits: Limits,
+    pub memory: usize,
+    pub max_fragment_datagrams: usize,
+    pub fragment_timeout_us: u64,
+    pub common: Common,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let i = &c.connbeat.interfaces;
+        Settings {
+            transaction_timeout_us: c.connbeat.transaction_timeout.get().as_micros() as u64,
+            idle_timeout_us: i.stream_idle_timeout.get().as_micros() as u64,
+            max_streams: i.max_streams.max(1),
+            limits: Limits {
+                window: u32::try_from(i.reorder_window_kb.saturating_mul(1024))
+                    .unwrap_or(u32::MAX / 2),
+                max_ooo_bytes: i.max_out_of_order_kb.saturating_mul(1024),
+            },
+            memory: i.reassembly_memory_mb.saturating_mul(1 << 20),
+            max_fragment_datagrams: i.max_fragment_datagrams,
+            fragment_timeout_us: i.fragment_timeout.get().as_micros() as u64,
+            common: Common {
+                max_pending: i.max_pending_requests.max(1),
+            },
+        }
+    }
+}
+
+/// Counts of one run, returned by an offline read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub packets: u64,
+    pub bytes: u64,
+    pub decode_errors: u64,
+    pub transactions: u64,
+    pub tcp_streams: u64,
+    pub tcp_gaps: u64,
+    pub parse_errors: u64,
+}
+
+/// FxHash: the connection table is on the per-packet path, SipHash costs too much there.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+/// A connection's key: its two endpoints, smaller first.
+type Key = (SocketAddr, SocketAddr);
+
+fn key(a: SocketAddr, b: SocketAddr) -> Key {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// Owners of both ends, found once per connection.
+#[derive(Default)]
+struct Owners {
+    client: Option<ProcessRef>,
+    server: Option<ProcessRef>,
+}
+
+struct TcpConn {
+    proto: usize,
+    client: SocketAddr,
+    server: SocketAddr,
+    half: [HalfStream; 2],
+    buf: [Vec<u8>; 2],
+    skip: [usize; 2],
+    parser: Box<dyn TcpParser>,
+    last_seen: u64,
+    owners: Owners,
+}
+
+struct UdpFlow {
+    proto: usize,
+    client: SocketAddr,
+    server: SocketAddr,
+    parser: Box<dyn UdpParser>,
+    last_seen: u64,
+    owners: Owners,
+}
+
+const SWEEP_EVERY_US: u64 = 1_000_000;
+
+/// Where finished events go.
+pub type Sink<'a> = dyn FnMut(Event) + 'a;
+
+/// The per-packet state machine.
+pub struct Engine<'a> {
+    reg: Registry,
+    s: Settings,
+    tcp: HashMap<Key, TcpConn, Fx>,
+    udp: HashMap<Key, UdpFlow, Fx>,
+    defrag: Defrag,
+    budget: Budget,
+    now: u64,
+    next_sweep: u64,
+    out: Vec<Txn>,
+    sink: &'a mut Sink<'a>,
+    lookup: Option<&'a dyn ProcessLookup>,
+    pub summary: Summary,
+}
+
+fn dir_index(d: Dir) -> usize {
+    match d {
+        Dir::ToServer => 0,
+        Dir::ToClient => 1,
+    }
+}
+
+const DIRS: [Dir; 2] = [Dir::ToServer, Dir::ToClient];
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        config: &Config,
+        sink: &'a mut Sink<'a>,
+        lookup: Option<&'a dyn ProcessLookup>,
+    ) -> Result<Engine<'a>, String> {
+        let s = Settings::from_config(config);
+        let reg = Registry::new(&config.connbeat.protocols, &s.common)?;
+        Ok(Engine {
+            reg,
+            tcp: HashMap::default(),
+            udp: HashMap::default(),
+            defrag: Defrag::new(s.max_fragment_datagrams, s.fragment_timeout_us),
+            budget: Budget::new(s.memory),
+            now: 0,
+            next_sweep: 0,
+            out: Vec::new(),
+            sink,
+            lookup,
+            summary: Summary::default(),
+            s,
+        })
+    }
+
+    /// One captured frame of link type `link`, captured at `ts` (µs since the epoch).
+    pub fn packet(&mut self, link: i32, ts: u64, frame: &[u8]) {
+        self.summary.packets += 1;
+        self.summary.bytes += frame.len() as u64;
+        if ts > self.now {
+            self.now = ts;
+        }
+        if self.now >= self.next_sweep {
+            self.sweep();
+        }
+        match decode::decode_frame(link, frame) {
+            Ok(Network::Ip(p)) => self.ip(&p),
+            Ok(Network::Fragment(f)) => {
+                if let Some(whole) = self.defrag.add(&f, self.now) {
+                    let p = decode::IpPayload {
+                        src: f.src.into(),
+                        dst: f.dst.into(),
+                        protocol: f.protocol,
+                        data: &whole,
+                        missing: 0,
+                    };
+                    self.ip(&p);
+                }
+            }
+            Err(e) => self.decode_error(e),
+        }
+    }
+
+    fn decode_error(&mut self, e: DecodeError) {
+        if matches!(e, DecodeError::Unsupported(_)) {
+            monitor::inc(&METRICS.inspect_decode_unsupported);
+        } else {
+            self.summary.decode_errors += 1;
+            monitor::inc(&METRICS.inspect_decode_errors);
+            tracing::debug!(target: "inspect", "decode error: {e}");
+        }
+    }
+
+    fn ip(&mut self, p: &decode::IpPayload<'_>) {
+        match decode::decode_transport(p) {
+            Ok(Transport::Tcp(t)) => self.tcp_segment(
+                SocketAddr::new(p.src, t.src_port),
+                SocketAddr::new(p.dst, t.dst_port),
+                &t,
+            ),
+            Ok(Transport::Udp(u)) => self.udp_datagram(
+                SocketAddr::new(p.src, u.src_port),
+                SocketAddr::new(p.dst, u.dst_port),
+                &u,
+            ),
+            Err(e) => self.decode_error(e),
+        }
+    }
+
+    /// Which end serves, and with which protocol, for a new flow.
+    fn classify(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        client_first: Option<bool>,
+    ) -> Option<(usize, bool)> {
+        match (self.reg.on_port(dst.port()), self.reg.on_port(src.port())) {
+            (Some(p), None) => Some((p, true)),
+            (None, Some(p)) => Some((p, false)),
+            (Some(p), Some(q)) => match client_first {
+                Some(false) => Some((q, false)),
+                _ => Some((p, true)),
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn tcp_segment(&mut self, src: SocketAddr, dst: SocketAddr, t: &TcpSegment<'_>) {
+        let k = key(src, dst);
+        let syn = t.has(tcpflags::SYN);
+        let ack = t.has(tcpflags::ACK);
+        // A new SYN on a finished tuple starts a new connection.
+        if syn
+            && !ack
+            && let Some(c) = self.tcp.get(&k)
+            && (c.half[0].finished() || c.half[1].finished())
+        {
+            self.close_tcp(&k);
+        }
+        if !self.tcp.contains_key(&k) {
+            if t.has(tcpflags::RST) {
+                return;
+            }
+            let client_first = if syn { Some(!ack) } else { None };
+            let Some((proto, server_is_dst)) = self.classify(src, dst, client_first) else {
+                return;
+            };
+            let Some(factory) = self.reg.get(proto).tcp.clone() else {
+                return;
+            };
+            if self.tcp.len() >= self.s.max_streams {
+                monitor::inc(&METRICS.inspect_tcp_streams_dropped);
+                return;
+            }
+            let (client, server) = if server_is_dst {
+                (src, dst)
+            } else {
+                (dst, src)
+            };
+            self.tcp.insert(
+                k,
+                TcpConn {
+                    proto,
+                    client,
+                    server,
+                    half: Default::default(),
+                    buf: Default::default(),
+                    skip: [0, 0],
+                    parser: factory(),
+                    last_seen: self.now,
+                    owners: Owners::default(),
+                },
+            );
+            self.summary.tcp_streams += 1;
+            monitor::inc(&METRICS.inspect_tcp_streams_opened);
+            monitor::set(&METRICS.inspect_tcp_streams, self.tcp.len() as u64);
+        }
+        let Some(conn) = self.tcp.get_mut(&k) else {
+            return;
+        };
+        conn.last_seen = self.now;
+        let dir = if src == conn.client {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        let d = dir_index(dir);
+        let max_msg = self.reg.get(conn.proto).max_message_size;
+        let seg = Segment {
+            seq: t.seq,
+            syn,
+            fin: t.has(tcpflags::FIN),
+            payload: t.payload,
+            missing: t.missing,
+        };
+        let mut cx = Cx {
+            now: self.now,
+            timeout: self.s.transaction_timeout_us,
+            out: &mut self.out,
+        };
+        let budget = &self.budget;
+        let TcpConn {
+            half,
+            buf,
+            skip,
+            parser,
+            ..
+        } = conn;
+        let st = half[d].segment(seg, self.s.limits, budget, &mut |c| {
+            feed_chunk(
+                parser.as_mut(),
+                dir,
+                c,
+                &mut buf[d],
+                &mut skip[d],
+                budget,
+                max_msg,
+                &mut cx,
+            )
+        });
+        let rst = t.has(tcpflags::RST);
+        let done = conn.half[0].finished() && conn.half[1].finished();
+        self.count(st);
+        if rst || done {
+            self.close_tcp(&k);
+        } else if !self.out.is_empty() {
+            self.emit_tcp(&k);
+        }
+    }
+
+    fn count(&mut self, st: SegmentStats) {
+        if st.retransmitted {
+            monitor::inc(&METRICS.inspect_tcp_retransmitted);
+        }
+        if st.out_of_order {
+            monitor::inc(&METRICS.inspect_tcp_out_of_order);
+        }
+        if st.gaps > 0 {
+            self.summary.tcp_gaps += u64::from(st.gaps);
+            monitor::add(&METRICS.inspect_tcp_gaps, u64::from(st.gaps));
+            monitor::add(&METRICS.inspect_tcp_gap_bytes, st.gap_bytes);
+        }
+    }
+
+    /// Flushes both directions of a connection, publishes what is pending, forgets it.
+    fn close_tcp(&mut self, k: &Key) {
+        let Some(mut conn) = self.tcp.remove(k) else {
+            return;
+        };
+        let max_msg = self.reg.get(conn.proto).max_message_size;
+        let mut cx = Cx {
+            now: self.now,
+            timeout: self.s.transaction_timeout_us,
+            out: &mut self.out,
+        };
+        let budget = &self.budget;
+        let mut total = SegmentStats::default();
+        {
+            let TcpConn {
+                half,
+                buf,
+                skip,
+                parser,
+                ..
+            } = &mut conn;
+            for dir in DIRS {
+                let d = dir_index(dir);
+                let st = half[d].flush(budget, &mut |c| {
+                    feed_chunk(
+                        parser.as_mut(),
+                        dir,
+                        c,
+                        &mut buf[d],
+                        &mut skip[d],
+                        budget,
+                        max_msg,
+                        &mut cx,
+                    )
+                });
+                total.gaps += st.gaps;
+                total.gap_bytes += st.gap_bytes;
+                half[d].release(budget);
+                budget.give(buf[d].len());
+                buf[d] = Vec::new();
+            }
+            parser.close(&mut cx);
+        }
+        self.count(total);
+        monitor::set(&METRICS.inspect_tcp_streams, self.tcp.len() as u64);
+        if !self.out.is_empty() {
+            let proto = self.reg.get(conn.proto).name;
+            let ep = endpoints(
+                self.lookup,
+                "tcp",
+                conn.client,
+                conn.server,
+                &mut conn.owners,
+            );
+            self.publish(proto, &ep);
+        }
+    }
+
+    fn emit_tcp(&mut self, k: &Key) {
+        let Some(conn) = self.tcp.get_mut(k) else {
+            return;
+        };
+        let proto = self.reg.get(conn.proto).name;
+        let ep = endpoints(
+            self.lookup,
+            "tcp",
+            conn.client,
+            conn.server,
+            &mut conn.owners,
+        );
+        self.publish(proto, &ep);
+    }
+
+    fn publish(&mut self, proto: &'static str, ep: &Endpoints) {
+        for txn in self.out.drain(..) {
+            self.summary.transactions += 1;
+            monitor::inc(&METRICS.inspect_transactions);
+            (self.sink)(txn.into_event(proto, ep));
+        }
+    }
+
+    fn udp_datagram(&mut self, src: SocketAddr, dst: SocketAddr, u: &UdpDatagram<'_>) {
+        let k = key(src, dst);
+        if !self.udp.contains_key(&k) {
+            let Some((proto, server_is_dst)) = self.classify(src, dst, None) else {
+                return;
+            };
+            let Some(factory) = self.reg.get(proto).udp.clone() else {
+                return;
+            };
+            if self.udp.len() >= self.s.max_streams {
+                monitor::inc(&METRICS.inspect_udp_flows_dropped);
+                return;
+            }
+            let (client, server) = if server_is_dst {
+                (src, dst)
+            } else {
+                (dst, src)
+            };
+            self.udp.insert(
+                k,
+                UdpFlow {
+                    proto,
+                    client,
+                    server,
+                    parser: factory(),
+                    last_seen: self.now,
+                    owners: Owners::default(),
+                },
+            );
+            monitor::set(&METRICS.inspect_udp_flows, self.udp.len() as u64);
+        }
+        let Some(flow) = self.udp.get_mut(&k) else {
+            return;
+        };
+        flow.last_seen = self.now;
+        let dir = if src == flow.client {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        let mut cx = Cx {
+            now: self.now,
+            timeout: self.s.transaction_timeout_us,
+            out: &mut self.out,
+        };
+        if let Err(e) = flow.parser.datagram(dir, u.payload, &mut cx) {
+            self.summary.parse_errors += 1;
+            parse_error(self.reg.get(flow.proto).name, &e);
+        }
+        let idle = !flow.parser.pending();
+        if !self.out.is_empty() {
+            let proto = self.reg.get(flow.proto).name;
+            let ep = endpoints(
+                self.lookup,
+                "udp",
+                flow.client,
+                flow.server,
+                &mut flow.owners,
+            );
+            self.publish(proto, &ep);
+        }
+        // Nothing waits for an answer: the flow costs nothing to forget (DNS clients use a
+        // new port per query, so keeping answered flows would only fill the table).
+        if idle {
+            self.udp.remove(&k);
+            monitor::set(&METRICS.inspect_udp_flows, self.udp.len() as u64);
+        }
+    }
+
+    /// Live mode: lets time pass while no packet arrives.
+    pub fn tick(&mut self, now: u64) {
+        if now > self.now {
+            self.now = now;
+        }
+        if self.now >= self.next_sweep {
+            self.sweep();
+        }
+    }
+
+    /// Expires transactions, idle connections and stale fragments.
+    fn sweep(&mut self) {
+        self.next_sweep = self.now + SWEEP_EVERY_US;
+        self.defrag.expire(self.now);
+        let idle = self.s.idle_timeout_us;
+        let now = self.now;
+        let mut stale = Vec::new();
+        let keys: Vec<Key> = self.tcp.keys().copied().collect();
+        for k in keys {
+            let Some(conn) = self.tcp.get_mut(&k) else {
+                continue;
+            };
+            if now.saturating_sub(conn.last_seen) >= idle {
+                stale.push(k);
+                continue;
+            }
+            let mut cx = Cx {
+                now,
+                timeout: self.s.transaction_timeout_us,
+                out: &mut self.out,
+            };
+            conn.parser.expire(&mut cx);
+            if !self.out.is_empty() {
+                self.emit_tcp(&k);
+            }
+        }
+        for k in stale {
+            monitor::inc(&METRICS.inspect_tcp_streams_expired);
+            self.close_tcp(&k);
+        }
+        let keys: Vec<Key> = self.udp.keys().copied().collect();
+        for k in keys {
+            let Some(flow) = self.udp.get_mut(&k) else {
+                continue;
+            };
+            let mut cx = Cx {
+                now,
+                timeout: self.s.transaction_timeout_us,
+                out: &mut self.out,
+            };
+            flow.parser.expire(&mut cx);
+            let forget = !flow.parser.pending()
+                && now.saturating_sub(flow.last_seen) >= self.s.transaction_timeout_us;
+            if !self.out.is_empty() {
+                let proto = self.reg.get(flow.proto).name;
+                let ep = endpoints(
+                    self.lookup,
+                    "udp",
+                    flow.client,
+                    flow.server,
+                    &mut flow.owners,
+                );
+                self.publish(proto, &ep);
+            }
+            if forget {
+                self.udp.remove(&k);
+            }
+        }
+        monitor::set(&METRICS.inspect_udp_flows, self.udp.len() as u64);
+    }
+
+    /// End of input: every connection is closed and every pending request published.
+    pub fn finish(&mut self) {
+        let keys: Vec<Key> = self.tcp.keys().copied().collect();
+        for k in keys {
+            self.close_tcp(&k);
+        }
+        let flows: Vec<Key> = self.udp.keys().copied().collect();
+        for k in flows {
+            let Some(mut flow) = self.udp.remove(&k) else {
+                continue;
+            };
+            let mut cx = Cx {
+                now: self.now,
+                timeout: self.s.transaction_timeout_us,
+                out: &mut self.out,
+            };
+            flow.parser.close(&mut cx);
+            if !self.out.is_empty() {
+                let proto = self.reg.get(flow.proto).name;
+                let ep = endpoints(
+                    self.lookup,
+                    "udp",
+                    flow.client,
+                    flow.server,
+                    &mut flow.owners,
+                );
+                self.publish(proto, &ep);
+            }
+        }
+        monitor::set(&METRICS.inspect_udp_flows, 0);
+        monitor::set(&METRICS.inspect_tcp_streams, 0);
+    }
+
+    /// Bytes held for reassembly and unparsed data right now.
+    pub fn memory_used(&self) -> usize {
+        self.budget.used()
+    }
+}
+
+fn parse_error(proto: &str, e: &super::proto::ParseError) {
+    monitor::inc(&METRICS.inspect_parse_errors);
+    tracing::debug!(target: "inspect", "{proto}: parse error: {e}");
+}
+
+fn endpoints(
+    lookup: Option<&dyn ProcessLookup>,
+    transport: &'static str,
+    client: SocketAddr,
+    server: SocketAddr,
+    owners: &mut Owners,
+) -> Endpoints {
+    if let Some(l) = lookup {
+        if owners.client.is_none() {
+            owners.client = l.lookup(client, server);
+        }
+        if owners.server.is_none() {
+            owners.server = l.lookup(server, client);
+        }
+    }
+    Endpoints {
+        transport,
+        client,
+        server,
+        client_process: owners.client.clone(),
+        server_process: owners.server.clone(),
+    }
+}
+
+/// Hands one reassembled chunk to the parser, buffering what it cannot use yet.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn feed_chunk(
+    parser: &mut dyn TcpParser,
+    dir: Dir,
+    chunk: Chunk<'_>,
+    buf: &mut Vec<u8>,
+    skip: &mut usize,
+    budget: &Budget,
+    max_msg: usize,
+    cx: &mut Cx<'_>,
+) {
+    match chunk {
+        Chunk::Data(mut data) => {
+            if *skip > 0 {
+                let n = (*skip).min(data.len());
+                data = &data[n..];
+                *skip -= n;
+            }
+            if data.is_empty() {
+                return;
+            }
+            if buf.is_empty() {
+                match run(parser, dir, data, skip, cx) {
+                    Ok(used) if used < data.len() => {
+                        let rest = &data[used..];
+                        if rest.len() > max_msg || !budget.try_take(rest.len()) {
+                            overflow(parser, dir, rest.len(), cx);
+                        } else {
+                            buf.extend_from_slice(rest);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(()) => {}
+                }
+            } else {
+                if buf.len() + data.len() > max_msg || !budget.try_take(data.len()) {
+                    let n = buf.len() + data.len();
+                    budget.give(buf.len());
+                    buf.clear();
+                    overflow(parser, dir, n, cx);
+                    return;
+                }
+                buf.extend_from_slice(data);
+                let r = run(parser, dir, buf, skip, cx);
+                let used = match r {
+                    Ok(u) => u,
+                    Err(()) => buf.len(),
+                };
+                budget.give(used);
+                buf.drain(..used);
+                if buf.capacity() > 64 * 1024 && buf.len() < 16 * 1024 {
+                    buf.shrink_to(16 * 1024);
+                }
+            }
+        }
+        Chunk::Gap(n) => {
+            if *skip >= n {
+                *skip -= n;
+                return;
+            }
+            let n = n - *skip;
+            *skip = 0;
+            budget.give(buf.len());
+            buf.clear();
+            parser.gap(dir, n, cx);
+        }
+        Chunk::Fin => {
+            budget.give(buf.len());
+            buf.clear();
+            *skip = 0;
+            parser.fin(dir, cx);
+        }
+    }
+}
+
+/// Calls the parser while it makes progress. Err(()) after a parse error (already counted;
+/// the parser was told to reset that direction).
+fn run(
+    parser: &mut dyn TcpParser,
+    dir: Dir,
+    data: &[u8],
+    skip: &mut usize,
+    cx: &mut Cx<'_>,
+) -> Result<usize, ()> {
+    let mut off = 0;
+    while off < data.len() {
+        match parser.parse(dir, &data[off..], cx) {
+            Ok(0) => break,
+            Ok(n) if n > data.len() - off => {
+                *skip += n - (data.len() - off);
+                off = data.len();
+            }
+            Ok(n) => off += n,
+            Err(e) => {
+                parse_error("tcp", &e);
+                parser.gap(dir, 0, cx);
+                return Err(());
+            }
+        }
+    }
+    Ok(off)
+}
+
+fn overflow(parser: &mut dyn TcpParser, dir: Dir, n: usize, cx: &mut Cx<'_>) {
+    monitor::inc(&METRICS.inspect_tcp_buffer_overflows);
+    parser.gap(dir, n, cx);
+}

@@ -1,0 +1,197 @@
+//! DNS transactions over UDP and TCP: queries paired with responses by message id.
+//!
+//! One state type serves both transports; TCP only adds the two-byte length prefix.
+
+pub mod parser;
+
+use super::txn::{Pairing, complete, unmatched_response};
+use super::{
+    Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, UdpFactory, UdpParser,
+    status,
+};
+use crate::config::ProtocolConfig;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub const DEF: Def = Def {
+    name: "dns",
+    tcp: Some(tcp_factory),
+    udp: Some(udp_factory),
+};
+
+fn tcp_factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+    let max = common.max_pending;
+    Arc::new(move || Box::new(Dns::new(max)) as Box<dyn TcpParser>)
+}
+
+fn udp_factory(_c: &ProtocolConfig, common: &Common) -> UdpFactory {
+    let max = common.max_pending;
+    Arc::new(move || Box::new(Dns::new(max)) as Box<dyn UdpParser>)
+}
+
+/// Queries waiting for answers on one flow or connection.
+pub struct Dns {
+    pending: Pairing<u16>,
+}
+
+impl Dns {
+    pub fn new(max_pending: usize) -> Dns {
+        Dns {
+            pending: Pairing::new(max_pending),
+        }
+    }
+
+    /// One whole DNS message of `wire_len` bytes (with the TCP length prefix, if any).
+    fn message(&mut self, data: &[u8], wire_len: usize, cx: &mut Cx<'_>) -> Result<(), ParseError> {
+        let m = parser::parse(data)?;
+        if !m.response {
+            let mut t = Txn::new(cx.now, wire_len as u64);
+            t.method = Some(parser::opcode_name(m.opcode));
+            let mut dns = serde_json::Map::new();
+            dns.insert("id".into(), json!(m.id));
+            dns.insert("op_code".into(), json!(parser::opcode_name(m.opcode)));
+            dns.insert("flags".into(), flags(m.flags, false));
+            if let Some(q) = &m.question {
+                let (ty, class) = (parser::type_name(q.qtype), parser::class_name(q.qclass));
+                t.query = Some(format!("class {class}, type {ty}, {}", q.name));
+                t.resource = Some(q.name.clone());
+                dns.insert(
+                    "question".into(),
+                    json!({"name": q.name, "type": ty, "class": class}),
+                );
+            }
+            t.fields = dns;
+            self.pending.push(t, m.id, cx);
+            return Ok(());
+        }
+        let Some(p) = self.pending.take(|id| *id == m.id) else {
+            unmatched_response();
+            return Ok(());
+        };
+        let mut t = p.txn;
+        let rcode = parser::rcode_name(m.rcode);
+        if m.rcode != 0 {
+            t.status = status::ERROR;
+        }
+        t.set("flags", flags(m.flags, true));
+        t.set("response_code", rcode);
+        t.set("answers_count", m.answers_count);
+        t.set("authorities_count", m.authorities_count);
+        t.set("additionals_count", m.additionals_count);
+        let answers: Vec<Value> = m
+            .answers
+            .iter()
+            .map(|r| {
+                json!({"name": r.name, "type": parser::type_name(r.rtype),
+                       "class": parser::class_name(r.class), "ttl": r.ttl, "data": r.data})
+            })
+            .collect();
+        if !answers.is_empty() {
+            t.set("answers", answers);
+        }
+        complete(t, cx.now, wire_len as u64, cx);
+        Ok(())
+    }
+}
+
+fn flags(f: u16, response: bool) -> Value {
+    let mut v = json!({
+        "recursion_desired": f & 0x0100 != 0,
+        "checking_disabled": f & 0x0010 != 0,
+    });
+    if response {
+        v["authoritative"] = json!(f & 0x0400 != 0);
+        v["truncated_response"] = json!(f & 0x0200 != 0);
+        v["recursion_available"] = json!(f & 0x0080 != 0);
+        v["authentic_data"] = json!(f & 0x0020 != 0);
+    }
+    v
+}
+
+impl UdpParser for Dns {
+    fn datagram(&mut self, _dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<(), ParseError> {
+        self.message(data, data.len(), cx)
+    }
+
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(super::txn::NOTE_TIMEOUT, cx);
+    }
+
+    fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+impl TcpParser for Dns {
+    fn parse(&mut self, _dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        if data.len() < 2 {
+            return Ok(0);
+        }
+        let len = usize::from(u16::from_be_bytes([data[0], data[1]]));
+        if len < 12 {
+            return Err(ParseError("dns: tcp message shorter than a header"));
+        }
+        if data.len() < 2 + len {
+            return Ok(0);
+        }
+        self.message(&data[2..2 + len], 2 + len, cx)?;
+        Ok(2 + len)
+    }
+
+    fn gap(&mut self, _dir: Dir, _len: usize, _cx: &mut Cx<'_>) -> GapAction {
+        GapAction::Reset
+    }
+
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(super::txn::NOTE_CLOSED, cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::proto::testutil::drive;
+
+    #[test]
+    fn pairs_by_id_over_udp_and_tcp() {
+        let mut d = Dns::new(8);
+        let mut out = Vec::new();
+        let mut cx = Cx {
+            now: 10,
+            timeout: 1000,
+            out: &mut out,
+        };
+        d.datagram(Dir::ToServer, &parser::tests::sample_query(1), &mut cx)
+            .unwrap();
+        d.datagram(Dir::ToServer, &parser::tests::sample_query(2), &mut cx)
+            .unwrap();
+        cx.now = 500;
+        d.datagram(Dir::ToClient, &parser::tests::sample_response(2), &mut cx)
+            .unwrap();
+        assert_eq!(cx.out.len(), 1);
+        assert_eq!(cx.out[0].fields["id"], 2);
+        assert_eq!(cx.out[0].fields["answers"][0]["data"], "93.184.216.34");
+        assert_eq!(
+            cx.out[0].query.as_deref(),
+            Some("class IN, type A, example.com")
+        );
+
+        let mut t = Dns::new(8);
+        let mut q = vec![0, 29];
+        q.extend(parser::tests::sample_query(5));
+        let mut r = vec![0, 45];
+        r.extend(parser::tests::sample_response(5));
+        let out = drive(&mut t, &[(Dir::ToServer, &q), (Dir::ToClient, &r)], 3);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, status::OK);
+        assert_eq!(out[0].bytes_out, 47);
+    }
+}

@@ -1,0 +1,532 @@
+//! HTTP/1.x transactions: per-direction message state (head, then a body delimited by
+//! length, chunks or close), pipelined requests paired in order with their responses.
+//!
+//! Bodies are never buffered whole: a body nobody asked for is skipped (the stream layer
+//! drops those bytes unseen), and a kept body (`include_body_for`, or URL-encoded form
+//! parameters) is copied up to `max_message_size`.
+
+pub mod parser;
+
+use super::txn::{self, Pairing, complete, unmatched_response};
+use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
+use crate::config::ProtocolConfig;
+use parser::{Framing, Head};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+pub const DEF: Def = Def {
+    name: "http",
+    tcp: Some(factory),
+    udp: None,
+};
+
+/// The HTTP settings of one `connbeat.protocols` entry, prepared once.
+#[derive(Debug)]
+struct Options {
+    send_all_headers: bool,
+    send_headers: Vec<String>,
+    real_ip_header: String,
+    include_body_for: Vec<String>,
+    redact_authorization: bool,
+    hide_keywords: Vec<String>,
+    max_body: usize,
+    max_pending: usize,
+}
+
+impl Options {
+    fn keep(&self, lower: &str) -> bool {
+        self.send_all_headers
+            || self.send_headers.iter().any(|h| h == lower)
+            || (!self.real_ip_header.is_empty() && self.real_ip_header == lower)
+    }
+
+    fn include_body(&self, content_type: Option<&str>) -> bool {
+        let Some(ct) = content_type else { return false };
+        let ct = ct.to_ascii_lowercase();
+        self.include_body_for
+            .iter()
+            .any(|b| ct.contains(b.as_str()))
+    }
+}
+
+fn factory(c: &ProtocolConfig, common: &Common) -> TcpFactory {
+    let o = Arc::new(Options {
+        send_all_headers: c.send_all_headers,
+        send_headers: super::lower_all(&c.send_headers),
+        real_ip_header: c.real_ip_header.to_ascii_lowercase(),
+        include_body_for: super::lower_all(&c.include_body_for),
+        redact_authorization: c.redact_authorization,
+        hide_keywords: super::lower_all(&c.hide_keywords),
+        max_body: c.max_message_size,
+        max_pending: common.max_pending,
+    });
+    Arc::new(move || Box::new(Http::new(o.clone())) as Box<dyn TcpParser>)
+}
+
+/// Where a direction is in its current message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+    UntilClose,
+}
+
+/// The message being read in one direction.
+#[derive(Debug)]
+struct Msg {
+    start: u64,
+    bytes: u64,
+    head: Head,
+    body: Option<Vec<u8>>,
+    truncated: bool,
+}
+
+struct Side {
+    state: State,
+    msg: Option<Msg>,
+}
+
+impl Side {
+    fn new() -> Side {
+        Side {
+            state: State::Head,
+            msg: None,
+        }
+    }
+}
+
+/// What a parked request needs for reading its response.
+#[derive(Debug)]
+struct ReqInfo {
+    method: String,
+}
+
+/// One HTTP connection.
+pub struct Http {
+    o: Arc<Options>,
+    sides: [Side; 2],
+    pending: Pairing<ReqInfo>,
+}
+
+fn idx(d: Dir) -> usize {
+    match d {
+        Dir::ToServer => 0,
+        Dir::ToClient => 1,
+    }
+}
+
+impl Http {
+    fn new(o: Arc<Options>) -> Http {
+        let max = o.max_pending;
+        Http {
+            o,
+            sides: [Side::new(), Side::new()],
+            pending: Pairing::new(max),
+        }
+    }
+
+    fn start_body(&mut self, dir: Dir, framing: Framing) {
+        let s = &mut self.sides[idx(dir)];
+        s.state = match framing {
+            Framing::None => State::Head,
+            Framing::Length(n) => State::Body(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+    }
+
+    /// The current message of `dir` is complete.
+    fn finish(&mut self, dir: Dir, cx: &mut Cx<'_>) {
+        let s = &mut self.sides[idx(dir)];
+        s.state = State::Head;
+        let Some(msg) = s.msg.take() else { return };
+        match dir {
+            Dir::ToServer => self.request_done(msg, cx),
+            Dir::ToClient => self.response_done(msg, cx),
+        }
+    }
+
+    fn headers_object(&self, headers: &[(String, String)]) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in headers {
+            if !self.o.send_all_headers && !self.o.send_headers.iter().any(|h| h == k) {
+                continue;
+            }
+            let v = if self.o.redact_authorization
+                && (k == "authorization" || k == "proxy-authorization")
+            {
+                "*".to_string()
+            } else {
+                v.clone()
+            };
+            m.insert(k.clone(), Value::String(v));
+        }
+        m
+    }
+
+    fn request_done(&mut self, msg: Msg, cx: &mut Cx<'_>) {
+        let head = &msg.head;
+        let method = head.method.clone().unwrap_or_default();
+        let target = head.target.clone().unwrap_or_default();
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (target.clone(), None),
+        };
+        let mut t = Txn::new(msg.start, msg.bytes);
+        let mut params: Vec<String> = Vec::new();
+        if let Some(q) = query.as_deref().filter(|q| !q.is_empty()) {
+            params.push(parser::hide_params(q, &self.o.hide_keywords));
+        }
+        let form = head.content_type.as_deref().is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+        let mut request = Map::new();
+        if let Some(body) = &msg.body {
+            let text = String::from_utf8_lossy(body);
+            let text = if form {
+                let hidden = parser::hide_params(&text, &self.o.hide_keywords);
+                params.push(hidden.clone());
+                hidden
+            } else {
+                text.into_owned()
+            };
+            if self.o.include_body(head.content_type.as_deref()) {
+                request.insert("body".into(), Value::String(text));
+            }
+        }
+        if !self.o.real_ip_header.is_empty()
+            && let Some((_, v)) = head
+                .headers
+                .iter()
+                .find(|(k, _)| *k == self.o.real_ip_header)
+        {
+            t.real_ip = v.split(',').next().map(|s| s.trim().to_string());
+        }
+        let headers = self.headers_object(&head.headers);
+        if !headers.is_empty() {
+            request.insert("headers".into(), Value::Object(headers));
+        }
+        if !params.is_empty() {
+            request.insert("params".into(), Value::String(params.join("&")));
+        }
+        if msg.truncated {
+            t.notes
+                .push("request body truncated to max_message_size or lost".into());
+        }
+        t.query = Some(format!("{method} {path}"));
+        t.resource = Some(path.clone());
+        t.path = Some(path);
+        t.method = Some(method.clone());
+        t.set("request", Value::Object(request));
+        self.pending.push(t, ReqInfo { method }, cx);
+    }
+
+    fn response_done(&mut self, msg: Msg, cx: &mut Cx<'_>) {
+        let Some(p) = self.pending.pop() else {
+            unmatched_response();
+            return;
+        };
+        let mut t = p.txn;
+        let code = msg.head.code.unwrap_or(0);
+        t.status = match code {
+            500.. => status::SERVER_ERROR,
+            400..500 => status::CLIENT_ERROR,
+            _ => status::OK,
+        };
+        let mut response = Map::new();
+        response.insert("code".into(), json!(code));
+        if let Some(ph) = &msg.head.phrase {
+            response.insert("phrase".into(), json!(ph));
+        }
+        let headers = self.headers_object(&msg.head.headers);
+        if !headers.is_empty() {
+            response.insert("headers".into(), Value::Object(headers));
+        }
+        if let Some(b) = &msg.body {
+            response.insert(
+                "body".into(),
+                Value::String(String::from_utf8_lossy(b).into_owned()),
+            );
+        }
+        if msg.truncated {
+            t.notes
+                .push("response body truncated to max_message_size or lost".into());
+        }
+        t.set("response", Value::Object(response));
+        complete(t, msg.start, msg.bytes, cx);
+    }
+
+    /// Body bytes of the current message: counted, kept if wanted.
+    fn body_bytes(&mut self, dir: Dir, data: &[u8]) {
+        let max = self.o.max_body;
+        if let Some(m) = self.sides[idx(dir)].msg.as_mut() {
+            m.bytes += data.len() as u64;
+            if let Some(b) = m.body.as_mut() {
+                let room = max.saturating_sub(b.len());
+                if data.len() > room {
+                    m.truncated = true;
+                }
+                b.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    }
+
+    fn wants_body(&self, dir: Dir) -> bool {
+        self.sides[idx(dir)]
+            .msg
+            .as_ref()
+            .is_some_and(|m| m.body.is_some())
+    }
+
+    fn head(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        let o = self.o.clone();
+        let keep = |n: &str| o.keep(n);
+        let head = match dir {
+            Dir::ToServer => parser::parse_request(data, &keep)?,
+            Dir::ToClient => parser::parse_response(data, &keep)?,
+        };
+        let Some(head) = head else { return Ok(0) };
+        let len = head.len;
+        let framing = match dir {
+            Dir::ToServer => parser::request_framing(&head),
+            Dir::ToClient => {
+                let m = self.pending.front().map(|p| p.extra.method.as_str());
+                parser::response_framing(&head, m)
+            }
+        };
+        // Interim responses (100 Continue) answer nothing yet.
+        if dir == Dir::ToClient
+            && head.code.is_some_and(|c| (100..200).contains(&c))
+            && head.code != Some(101)
+        {
+            return Ok(len);
+        }
+        let is_form = head.content_type.as_deref().is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+        let keep_body =
+            self.o.include_body(head.content_type.as_deref()) || (dir == Dir::ToServer && is_form);
+        self.sides[idx(dir)].msg = Some(Msg {
+            start: cx.now,
+            bytes: len as u64,
+            head,
+            body: keep_body.then(Vec::new),
+            truncated: false,
+        });
+        self.start_body(dir, framing);
+        if framing == Framing::None {
+            self.finish(dir, cx);
+        } else if let Framing::Length(n) = framing
+            && !keep_body
+        {
+            // Nothing to keep: count the body, skip it unseen, and finish now.
+            if let Some(m) = self.sides[idx(dir)].msg.as_mut() {
+                m.bytes += n;
+            }
+            self.finish(dir, cx);
+            return Ok(len.saturating_add(usize::try_from(n).unwrap_or(usize::MAX)));
+        }
+        Ok(len)
+    }
+}
+
+impl TcpParser for Http {
+    fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        let state = self.sides[idx(dir)].state;
+        match state {
+            State::Head => self.head(dir, data, cx),
+            State::Body(left) => {
+                let n = (data.len() as u64).min(left) as usize;
+                self.body_bytes(dir, &data[..n]);
+                let left = left - n as u64;
+                self.sides[idx(dir)].state = State::Body(left);
+                if left == 0 {
+                    self.finish(dir, cx);
+                }
+                Ok(n)
+            }
+            State::UntilClose => {
+                self.body_bytes(dir, data);
+                Ok(data.len())
+            }
+            State::ChunkSize => {
+                let Some((l, used)) = parser::line(data)? else {
+                    return Ok(0);
+                };
+                let size = parser::chunk_size(l)?;
+                self.body_bytes_count(dir, used);
+                self.sides[idx(dir)].state = if size == 0 {
+                    State::Trailers
+                } else {
+                    State::ChunkData(size)
+                };
+                Ok(used)
+            }
+            State::ChunkData(left) => {
+                let n = (data.len() as u64).min(left) as usize;
+                if self.wants_body(dir) {
+                    self.body_bytes(dir, &data[..n]);
+                } else {
+                    self.body_bytes_count(dir, n);
+                }
+                let left = left - n as u64;
+                self.sides[idx(dir)].state = if left == 0 {
+                    State::ChunkEnd
+                } else {
+                    State::ChunkData(left)
+                };
+                Ok(n)
+            }
+            State::ChunkEnd => {
+                if data.len() < 2 {
+                    return Ok(0);
+                }
+                if &data[..2] != b"\r\n" {
+                    return Err(ParseError("http: chunk not followed by CRLF"));
+                }
+                self.body_bytes_count(dir, 2);
+                self.sides[idx(dir)].state = State::ChunkSize;
+                Ok(2)
+            }
+            State::Trailers => {
+                let Some((l, used)) = parser::line(data)? else {
+                    return Ok(0);
+                };
+                self.body_bytes_count(dir, used);
+                if l.is_empty() {
+                    self.finish(dir, cx);
+                }
+                Ok(used)
+            }
+        }
+    }
+
+    fn gap(&mut self, dir: Dir, len: usize, cx: &mut Cx<'_>) -> GapAction {
+        let s = &mut self.sides[idx(dir)];
+        if let State::Body(left) = s.state
+            && left >= len as u64
+            && len > 0
+        {
+            s.state = State::Body(left - len as u64);
+            if let Some(m) = s.msg.as_mut() {
+                m.bytes += len as u64;
+                m.truncated = true;
+            }
+            if left == len as u64 {
+                self.finish(dir, cx);
+            }
+            return GapAction::Continue;
+        }
+        if s.state == State::UntilClose {
+            if let Some(m) = s.msg.as_mut() {
+                m.bytes += len as u64;
+                m.truncated = true;
+            }
+            return GapAction::Continue;
+        }
+        let lost_response = dir == Dir::ToClient && s.msg.is_some();
+        *s = Side::new();
+        if lost_response && let Some(p) = self.pending.pop() {
+            txn::fail(p.txn, "response lost in a gap of the capture", cx);
+        }
+        GapAction::Reset
+    }
+
+    fn fin(&mut self, dir: Dir, cx: &mut Cx<'_>) {
+        if self.sides[idx(dir)].state == State::UntilClose {
+            self.finish(dir, cx);
+        }
+        self.sides[idx(dir)] = Side::new();
+    }
+
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        if self.sides[1].state == State::UntilClose {
+            self.finish(Dir::ToClient, cx);
+        }
+        self.pending.drain(txn::NOTE_CLOSED, cx);
+    }
+}
+
+impl Http {
+    fn body_bytes_count(&mut self, dir: Dir, n: usize) {
+        if let Some(m) = self.sides[idx(dir)].msg.as_mut() {
+            m.bytes += n as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::proto::testutil::drive;
+
+    fn http(cfg: ProtocolConfig) -> Box<dyn TcpParser> {
+        factory(&cfg, &Common { max_pending: 8 })()
+    }
+
+    #[test]
+    fn pipelined_chunked_and_length_bodies() {
+        let mut p = http(ProtocolConfig {
+            send_headers: vec!["User-Agent".into()],
+            hide_keywords: vec!["pass".into()],
+            real_ip_header: "X-Forwarded-For".into(),
+            include_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        let req = b"GET /a?x=1&pass=2 HTTP/1.1\r\nUser-Agent: t\r\nAuthorization: Basic xx\r\nX-Forwarded-For: 9.9.9.9, 1.1.1.1\r\n\r\n\
+POST /b HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\nuser=u&pass=pw";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
+HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, &req[..]), (Dir::ToClient, &resp[..])],
+            7,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].method.as_deref(), Some("GET"));
+        assert_eq!(out[0].path.as_deref(), Some("/a"));
+        assert_eq!(out[0].real_ip.as_deref(), Some("9.9.9.9"));
+        assert_eq!(out[0].fields["request"]["params"], "x=1&pass=xxxxx");
+        assert_eq!(out[0].fields["request"]["headers"]["user-agent"], "t");
+        assert_eq!(out[0].fields["response"]["body"], "abcde");
+        assert_eq!(out[0].status, status::OK);
+        assert_eq!(out[1].fields["request"]["params"], "user=u&pass=xxxxx");
+        assert_eq!(out[1].status, status::CLIENT_ERROR);
+        assert_eq!(out[1].fields["response"]["code"], 404);
+        assert_eq!(out[1].bytes_out, 48);
+    }
+
+    #[test]
+    fn send_all_headers_redacts_authorization() {
+        let mut p = http(ProtocolConfig {
+            send_all_headers: true,
+            ..Default::default()
+        });
+        let out = drive(
+            p.as_mut(),
+            &[
+                (
+                    Dir::ToServer,
+                    b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+                ),
+                (
+                    Dir::ToClient,
+                    b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+                ),
+            ],
+            1,
+        );
+        assert_eq!(out[0].fields["request"]["headers"]["authorization"], "*");
+        assert_eq!(out[0].status, status::SERVER_ERROR);
+    }
+}

@@ -1,0 +1,343 @@
+//! MySQL / MariaDB transactions: COM_QUERY and prepared statements (COM_STMT_PREPARE,
+//! COM_STMT_EXECUTE), each paired with its OK, ERR or result set; rows are counted, not kept.
+//!
+//! The connection phase (greeting, login, auth switch) produces no transaction: server
+//! packets with no request waiting are read only for their capability flags, which say
+//! whether result sets end with EOF packets or with OK packets (CLIENT_DEPRECATE_EOF).
+
+pub mod parser;
+
+use super::txn::{self, Pairing, complete, unmatched_response};
+use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
+use crate::config::ProtocolConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const DEF: Def = Def {
+    name: "mysql",
+    tcp: Some(factory),
+    udp: None,
+};
+
+/// Prepared statements remembered per connection.
+const MAX_STATEMENTS: usize = 1024;
+/// Longest query text kept.
+const MAX_QUERY: usize = 4096;
+
+fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+    let max = common.max_pending;
+    Arc::new(move || Box::new(Mysql::new(max)) as Box<dyn TcpParser>)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Query,
+    Prepare,
+    Other,
+}
+
+/// Where the response of the oldest request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resp {
+    /// Its first packet.
+    First,
+    /// Column definitions still to come.
+    Columns(u64),
+    /// The EOF after column definitions.
+    ColumnsEof,
+    /// Rows until EOF/OK or ERR.
+    Rows,
+    /// Packets of a finished response still to skip (prepare's parameter and column defs).
+    Skip(u64),
+}
+
+pub struct Mysql {
+    pending: Pairing<Cmd>,
+    resp: Resp,
+    resp_start: u64,
+    resp_bytes: u64,
+    rows: u64,
+    fields: u64,
+    client_caps: Option<u32>,
+    server_caps: Option<u32>,
+    statements: HashMap<u32, String>,
+}
+
+fn method_of(query: &str) -> String {
+    query
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('(')
+        .to_ascii_uppercase()
+}
+
+impl Mysql {
+    fn new(max: usize) -> Mysql {
+        Mysql {
+            pending: Pairing::new(max),
+            resp: Resp::First,
+            resp_start: 0,
+            resp_bytes: 0,
+            rows: 0,
+            fields: 0,
+            client_caps: None,
+            server_caps: None,
+            statements: HashMap::new(),
+        }
+    }
+
+    fn deprecate_eof(&self) -> bool {
+        let c = self.client_caps.unwrap_or(0) & self.server_caps.unwrap_or(u32::MAX);
+        c & parser::DEPRECATE_EOF != 0
+    }
+
+    fn request(&mut self, p: parser::Packet<'_>, cx: &mut Cx<'_>) {
+        if p.seq != 0 {
+            // Login and auth-switch packets: the login response carries the client's flags.
+            if p.seq == 1 && self.pending.is_empty() && p.payload.len() >= 4 {
+                self.client_caps = Some(u32::from_le_bytes([
+                    p.payload[0],
+                    p.payload[1],
+                    p.payload[2],
+                    p.payload[3],
+                ]));
+            }
+            return;
+        }
+        let Some(&c) = p.payload.first() else { return };
+        let body = &p.payload[1..];
+        let text = |b: &[u8]| super::text(b, MAX_QUERY);
+        let mut t = Txn::new(cx.now, p.len as u64);
+        let cmd = match c {
+            0x01 | 0x18 | 0x19 => return, // QUIT, SEND_LONG_DATA, STMT_CLOSE: no response
+            0x03 => {
+                let q = text(body);
+                t.method = Some(method_of(&q));
+                t.query = Some(q);
+                Cmd::Query
+            }
+            0x16 => {
+                let q = text(body);
+                t.method = Some("PREPARE".into());
+                t.query = Some(q);
+                Cmd::Prepare
+            }
+            0x17 => {
+                let id = body
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let q = id.and_then(|id| self.statements.get(&id)).cloned();
+                t.method = Some(q.as_deref().map_or("EXECUTE".into(), method_of));
+                t.query = q;
+                if let Some(id) = id {
+                    t.set("statement_id", id);
+                }
+                Cmd::Query
+            }
+            other => {
+                t.method = Some(parser::command_name(other).into());
+                if other == 0x02 {
+                    t.query = Some(format!("USE {}", text(body)));
+                }
+                Cmd::Other
+            }
+        };
+        self.pending.push(t, cmd, cx);
+    }
+
+    fn finish(&mut self, payload: Option<&[u8]>, cx: &mut Cx<'_>) {
+        self.resp = Resp::First;
+        let Some(p) = self.pending.pop() else { return };
+        let mut t = p.txn;
+        match payload.and_then(|b| (b.first() == Some(&0xff)).then(|| parser::err(b)).flatten()) {
+            Some((code, state, msg)) => {
+                t.status = status::ERROR;
+                t.set("error_code", code);
+                t.set("error_message", msg);
+                if let Some(s) = state {
+                    t.set("sqlstate", s);
+                }
+            }
+            None => {
+                if let Some((affected, insert_id)) = payload
+                    .filter(|b| b.first() == Some(&0))
+                    .and_then(parser::ok)
+                {
+                    t.set("affected_rows", affected);
+                    t.set("insert_id", insert_id);
+                }
+            }
+        }
+        if self.fields > 0 {
+            t.set("num_rows", self.rows);
+            t.set("num_fields", self.fields);
+        }
+        let bytes = self.resp_bytes;
+        let start = self.resp_start;
+        self.rows = 0;
+        self.fields = 0;
+        complete(t, start, bytes, cx);
+    }
+
+    fn response(&mut self, p: parser::Packet<'_>, cx: &mut Cx<'_>) {
+        let b = p.payload;
+        if let Resp::Skip(n) = self.resp {
+            self.resp = if n <= 1 {
+                Resp::First
+            } else {
+                Resp::Skip(n - 1)
+            };
+            return;
+        }
+        let Some(front) = self.pending.front().map(|p| p.extra) else {
+            if let Some(c) = parser::greeting_caps(b) {
+                self.server_caps = Some(c);
+            } else if p.seq == 0 && b.first() != Some(&10) {
+                unmatched_response();
+            }
+            return;
+        };
+        if self.resp == Resp::First {
+            self.resp_start = cx.now;
+            self.resp_bytes = 0;
+        }
+        self.resp_bytes += p.len as u64;
+        let first = b.first().copied().unwrap_or(0);
+        match self.resp {
+            Resp::First => match first {
+                0xff => self.finish(Some(b), cx),
+                0x00 if front == Cmd::Prepare => {
+                    let (id, cols, params) = parser::prepare_ok(b).unwrap_or((0, 0, 0));
+                    if self.statements.len() < MAX_STATEMENTS
+                        && let Some(q) = self.pending.front().and_then(|p| p.txn.query.clone())
+                    {
+                        self.statements.insert(id, q);
+                    }
+                    let eof = u64::from(!self.deprecate_eof());
+                    let skip = u64::from(params)
+                        + u64::from(cols)
+                        + if params > 0 { eof } else { 0 }
+                        + if cols > 0 { eof } else { 0 };
+                    if let Some(p) = self.pending.front_mut() {
+                        p.txn.set("statement_id", id);
+                    }
+                    self.finish(None, cx);
+                    if skip > 0 {
+                        self.resp = Resp::Skip(skip);
+                    }
+                }
+                0x00 | 0xfe if b.len() < 0xff_ffff => self.finish(Some(b), cx),
+                0xfb => self.finish(None, cx),
+                _ => {
+                    let n = parser::lenenc(b, 0).map_or(0, |(n, _)| n);
+                    self.fields = n;
+                    self.rows = 0;
+                    self.resp = if n == 0 {
+                        Resp::First
+                    } else {
+                        Resp::Columns(n)
+                    };
+                }
+            },
+            Resp::Columns(n) => {
+                self.resp = if n > 1 {
+                    Resp::Columns(n - 1)
+                } else if self.deprecate_eof() {
+                    Resp::Rows
+                } else {
+                    Resp::ColumnsEof
+                };
+            }
+            Resp::ColumnsEof => {
+                self.resp = Resp::Rows;
+                if !parser::is_eof(b) {
+                    self.rows += 1;
+                }
+            }
+            Resp::Rows => {
+                if first == 0xff {
+                    self.finish(Some(b), cx);
+                } else if parser::is_eof(b) {
+                    self.finish(None, cx);
+                } else {
+                    self.rows += 1;
+                }
+            }
+            Resp::Skip(_) => {}
+        }
+    }
+}
+
+impl TcpParser for Mysql {
+    fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        let Some(p) = parser::packet(data) else {
+            // Rows bigger than the buffer bound are skipped by the stream layer after an overflow.
+            return Ok(0);
+        };
+        match dir {
+            Dir::ToServer => self.request(p, cx),
+            Dir::ToClient => self.response(p, cx),
+        }
+        Ok(p.len)
+    }
+
+    fn gap(&mut self, dir: Dir, _len: usize, cx: &mut Cx<'_>) -> GapAction {
+        if dir == Dir::ToClient && self.resp != Resp::First {
+            self.resp = Resp::First;
+            if let Some(p) = self.pending.pop() {
+                txn::fail(p.txn, "response lost in a gap of the capture", cx);
+            }
+        }
+        GapAction::Reset
+    }
+
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(txn::NOTE_CLOSED, cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::proto::testutil::drive;
+
+    fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut v = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn query_result_set_ok_and_error() {
+        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut req = pkt(0, b"\x03SELECT * FROM t");
+        req.extend(pkt(0, b"\x03UPDATE t SET a=1"));
+        req.extend(pkt(0, b"\x03SELEC oops"));
+        let mut resp = pkt(1, b"\x02");
+        resp.extend(pkt(2, b"coldef1"));
+        resp.extend(pkt(3, b"coldef2"));
+        resp.extend(pkt(4, b"\xfe\x00\x00\x02\x00"));
+        resp.extend(pkt(5, b"\x01a\x01b"));
+        resp.extend(pkt(6, b"\x01c\x01d"));
+        resp.extend(pkt(7, b"\xfe\x00\x00\x02\x00"));
+        resp.extend(pkt(1, b"\x00\x03\x00\x02\x00\x00\x00"));
+        resp.extend(pkt(1, b"\xff\x28\x04#42000You have an error"));
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, &req[..]), (Dir::ToClient, &resp[..])],
+            7,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].method.as_deref(), Some("SELECT"));
+        assert_eq!(out[0].fields["num_rows"], 2);
+        assert_eq!(out[1].fields["affected_rows"], 3);
+        assert_eq!(out[2].status, status::ERROR);
+        assert_eq!(out[2].fields["error_code"], 1064);
+    }
+}

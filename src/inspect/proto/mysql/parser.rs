@@ -1,0 +1,144 @@
+//! MySQL/MariaDB client/server protocol framing: packets, length-encoded integers, and
+//! the OK, ERR, handshake and COM_STMT_PREPARE_OK payloads. Pure functions over bytes.
+
+/// One protocol packet at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub seq: u8,
+    pub payload: &'a [u8],
+    /// Header plus payload.
+    pub len: usize,
+}
+
+/// The packet at the start of `data`, `None` until it is all there.
+pub fn packet(data: &[u8]) -> Option<Packet<'_>> {
+    if data.len() < 4 {
+        return None;
+    }
+    let n = usize::from(data[0]) | usize::from(data[1]) << 8 | usize::from(data[2]) << 16;
+    let payload = data.get(4..4 + n)?;
+    Some(Packet {
+        seq: data[3],
+        payload,
+        len: 4 + n,
+    })
+}
+
+/// Length of the packet announced at the start of `data` (header included), if readable.
+pub fn announced_len(data: &[u8]) -> Option<usize> {
+    (data.len() >= 4).then(|| {
+        4 + (usize::from(data[0]) | usize::from(data[1]) << 8 | usize::from(data[2]) << 16)
+    })
+}
+
+/// A length-encoded integer at `at`: (value, position after it).
+pub fn lenenc(b: &[u8], at: usize) -> Option<(u64, usize)> {
+    let first = *b.get(at)?;
+    let le = |n: usize| -> Option<u64> {
+        let s = b.get(at + 1..at + 1 + n)?;
+        Some(s.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+    };
+    match first {
+        0..=0xfa => Some((u64::from(first), at + 1)),
+        0xfc => Some((le(2)?, at + 3)),
+        0xfd => Some((le(3)?, at + 4)),
+        0xfe => Some((le(8)?, at + 9)),
+        _ => None,
+    }
+}
+
+/// OK packet: affected rows and last insert id.
+pub fn ok(payload: &[u8]) -> Option<(u64, u64)> {
+    let (affected, at) = lenenc(payload, 1)?;
+    let (insert_id, _) = lenenc(payload, at)?;
+    Some((affected, insert_id))
+}
+
+/// ERR packet: code, SQL state (when sent) and message.
+pub fn err(payload: &[u8]) -> Option<(u16, Option<String>, String)> {
+    let code = u16::from_le_bytes([*payload.get(1)?, *payload.get(2)?]);
+    let rest = payload.get(3..)?;
+    if rest.first() == Some(&b'#') && rest.len() >= 6 {
+        let state = String::from_utf8_lossy(&rest[1..6]).into_owned();
+        return Some((
+            code,
+            Some(state),
+            String::from_utf8_lossy(&rest[6..]).into_owned(),
+        ));
+    }
+    Some((code, None, String::from_utf8_lossy(rest).into_owned()))
+}
+
+/// True for an EOF packet, or the OK packet that replaces it (CLIENT_DEPRECATE_EOF):
+/// header 0xfe in a packet too short to be a row starting with an 8-byte length.
+pub fn is_eof(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xfe) && payload.len() < 0xff_ffff
+}
+
+/// COM_STMT_PREPARE_OK: statement id, number of columns, number of parameters.
+pub fn prepare_ok(payload: &[u8]) -> Option<(u32, u16, u16)> {
+    if payload.first() != Some(&0) || payload.len() < 9 {
+        return None;
+    }
+    let id = u32::from_le_bytes(payload[1..5].try_into().ok()?);
+    let cols = u16::from_le_bytes([payload[5], payload[6]]);
+    let params = u16::from_le_bytes([payload[7], payload[8]]);
+    Some((id, cols, params))
+}
+
+/// Capability flags of a server greeting (protocol 10).
+pub fn greeting_caps(payload: &[u8]) -> Option<u32> {
+    if payload.first() != Some(&10) {
+        return None;
+    }
+    let nul = payload.iter().skip(1).position(|&b| b == 0)? + 1;
+    // version NUL, thread id (4), auth data (8), filler (1), caps low (2), charset (1), status (2), caps high (2)
+    let at = nul + 1 + 4 + 8 + 1;
+    let lo = u16::from_le_bytes([*payload.get(at)?, *payload.get(at + 1)?]);
+    let hi = u16::from_le_bytes([*payload.get(at + 5)?, *payload.get(at + 6)?]);
+    Some(u32::from(lo) | u32::from(hi) << 16)
+}
+
+/// CLIENT_DEPRECATE_EOF.
+pub const DEPRECATE_EOF: u32 = 1 << 24;
+
+/// Name of a command byte, as Packetbeat-style `method` for non-query commands.
+pub fn command_name(c: u8) -> &'static str {
+    match c {
+        0x01 => "QUIT",
+        0x02 => "INIT_DB",
+        0x03 => "QUERY",
+        0x04 => "FIELD_LIST",
+        0x09 => "STATISTICS",
+        0x0e => "PING",
+        0x11 => "CHANGE_USER",
+        0x16 => "STMT_PREPARE",
+        0x17 => "STMT_EXECUTE",
+        0x18 => "STMT_SEND_LONG_DATA",
+        0x19 => "STMT_CLOSE",
+        0x1a => "STMT_RESET",
+        0x1f => "RESET_CONNECTION",
+        _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_and_payloads() {
+        let p = packet(b"\x05\x00\x00\x01\x00\x02\x00\x02\x00rest").unwrap();
+        assert_eq!((p.seq, p.len), (1, 9));
+        assert_eq!(ok(p.payload), Some((2, 0)));
+        assert!(packet(b"\x05\x00\x00\x01\x00").is_none());
+        assert_eq!(lenenc(b"\xfc\x10\x27", 0), Some((10000, 3)));
+        assert_eq!(lenenc(b"\xfe\x01", 0), None);
+        let e = err(b"\xff\x48\x04#42S22Unknown column").unwrap();
+        assert_eq!(
+            (e.0, e.1.as_deref(), e.2.as_str()),
+            (1096, Some("42S22"), "Unknown column")
+        );
+        assert!(is_eof(b"\xfe\x00\x00\x02\x00"));
+    }
+}

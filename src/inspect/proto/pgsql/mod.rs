@@ -1,0 +1,343 @@
+//! PostgreSQL transactions: a simple Query, or an extended-protocol batch (Parse / Bind /
+//! Describe / Execute up to Sync), paired with everything the server sends up to
+//! ReadyForQuery: row descriptions, data rows (counted), CommandComplete, ErrorResponse.
+//!
+//! The startup phase (StartupMessage, SSLRequest and the one-byte answer, authentication)
+//! produces no transaction. When the server accepts TLS, the rest of the connection is
+//! encrypted and skipped.
+
+pub mod parser;
+
+use super::txn::{self, Pairing, complete, unmatched_response};
+use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
+use crate::config::ProtocolConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const DEF: Def = Def {
+    name: "pgsql",
+    tcp: Some(factory),
+    udp: None,
+};
+
+const MAX_STATEMENTS: usize = 1024;
+const MAX_QUERY: usize = 4096;
+
+fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+    let max = common.max_pending;
+    Arc::new(move || Box::new(Pgsql::new(max)) as Box<dyn TcpParser>)
+}
+
+/// What the server has said so far about the oldest request.
+#[derive(Default)]
+struct Response {
+    started: bool,
+    start: u64,
+    bytes: u64,
+    rows: u64,
+    fields: u64,
+    tags: Vec<String>,
+    error: Vec<(u8, String)>,
+}
+
+pub struct Pgsql {
+    pending: Pairing<()>,
+    client_typed: bool,
+    ssl_answer_due: bool,
+    encrypted: bool,
+    statements: HashMap<String, String>,
+    /// The extended-protocol batch being built until Sync.
+    batch: Option<Txn>,
+    resp: Response,
+}
+
+fn method_of(q: &str) -> String {
+    q.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
+}
+
+impl Pgsql {
+    fn new(max: usize) -> Pgsql {
+        Pgsql {
+            pending: Pairing::new(max),
+            client_typed: false,
+            ssl_answer_due: false,
+            encrypted: false,
+            statements: HashMap::new(),
+            batch: None,
+            resp: Response::default(),
+        }
+    }
+
+    fn batch(&mut self, now: u64) -> &mut Txn {
+        self.batch.get_or_insert_with(|| Txn::new(now, 0))
+    }
+
+    fn client(&mut self, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        if !self.client_typed && data.first() == Some(&0) {
+            let Some((code, len)) = parser::startup(data)? else {
+                return Ok(0);
+            };
+            match code {
+                parser::SSL_REQUEST | parser::GSSENC_REQUEST => self.ssl_answer_due = true,
+                parser::CANCEL_REQUEST => {}
+                _ => self.client_typed = true,
+            }
+            return Ok(len);
+        }
+        self.client_typed = true;
+        let Some((t, body, len)) = parser::message(data)? else {
+            return Ok(0);
+        };
+        let n = len as u64;
+        match t {
+            b'Q' => {
+                let q = parser::cstr(body, 0).map(|(q, _)| q).unwrap_or_default();
+                let mut txn = Txn::new(cx.now, n);
+                txn.method = Some(method_of(&q));
+                txn.query = Some(truncate(q));
+                self.pending.push(txn, (), cx);
+            }
+            b'P' => {
+                let (name, at) = parser::cstr(body, 0).unwrap_or_default();
+                let q = parser::cstr(body, at).map(|(q, _)| q).unwrap_or_default();
+                if self.statements.len() < MAX_STATEMENTS || self.statements.contains_key(&name) {
+                    self.statements.insert(name, q.clone());
+                }
+                let b = self.batch(cx.now);
+                b.bytes_in += n;
+                if b.query.is_none() {
+                    b.method = Some(method_of(&q));
+                    b.query = Some(truncate(q));
+                }
+            }
+            b'B' => {
+                let stmt = parser::cstr(body, 0)
+                    .and_then(|(_, at)| parser::cstr(body, at))
+                    .map(|(s, _)| s)
+                    .unwrap_or_default();
+                let known = self.statements.get(&stmt).cloned();
+                let b = self.batch(cx.now);
+                b.bytes_in += n;
+                if b.query.is_none()
+                    && let Some(q) = known
+                {
+                    b.method = Some(method_of(&q));
+                    b.query = Some(truncate(q));
+                }
+            }
+            b'S' => {
+                let mut b = self.batch.take().unwrap_or_else(|| Txn::new(cx.now, 0));
+                b.bytes_in += n;
+                if b.method.is_none() {
+                    b.method = Some("SYNC".into());
+                }
+                self.pending.push(b, (), cx);
+            }
+            b'D' | b'E' | b'C' | b'H' => self.batch(cx.now).bytes_in += n,
+            b'F' => {
+                let mut txn = Txn::new(cx.now, n);
+                txn.method = Some("FUNCTION CALL".into());
+                self.pending.push(txn, (), cx);
+            }
+            _ => {} // Terminate, password, copy data
+        }
+        Ok(len)
+    }
+
+    fn server(&mut self, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        if self.ssl_answer_due {
+            self.ssl_answer_due = false;
+            match data.first() {
+                Some(b'S') | Some(b'G') => self.encrypted = true,
+                Some(b'N') => {}
+                _ => return Err(ParseError("pgsql: bad answer to SSLRequest")),
+            }
+            return Ok(1);
+        }
+        let Some((t, body, len)) = parser::message(data)? else {
+            return Ok(0);
+        };
+        if self.pending.is_empty() {
+            // Authentication and startup parameters: nothing is waiting for them.
+            if t == b'Z' && self.resp.started {
+                unmatched_response();
+                self.resp = Response::default();
+            }
+            return Ok(len);
+        }
+        let r = &mut self.resp;
+        if !r.started {
+            r.started = true;
+            r.start = cx.now;
+        }
+        r.bytes += len as u64;
+        match t {
+            b'T' => {
+                r.fields = u64::from(u16::from_be_bytes([
+                    *body.first().unwrap_or(&0),
+                    *body.get(1).unwrap_or(&0),
+                ]))
+            }
+            b'D' => r.rows += 1,
+            b'C' => r
+                .tags
+                .push(parser::cstr(body, 0).map(|(s, _)| s).unwrap_or_default()),
+            b'E' => r.error = parser::fields(body),
+            b'Z' => self.finish(cx),
+            _ => {}
+        }
+        Ok(len)
+    }
+
+    fn finish(&mut self, cx: &mut Cx<'_>) {
+        let r = std::mem::take(&mut self.resp);
+        let Some(p) = self.pending.pop() else { return };
+        let mut t = p.txn;
+        if !r.error.is_empty() {
+            t.status = status::ERROR;
+            for (code, key) in [
+                (b'C', "error_code"),
+                (b'M', "error_message"),
+                (b'S', "error_severity"),
+            ] {
+                if let Some((_, v)) = r.error.iter().find(|(c, _)| *c == code) {
+                    t.set(key, v.clone());
+                }
+            }
+        }
+        let affected: u64 = r
+            .tags
+            .iter()
+            .filter(|tag| !tag.starts_with("SELECT"))
+            .filter_map(|tag| parser::tag_rows(tag))
+            .sum();
+        t.set(
+            "num_rows",
+            if r.fields > 0 || r.rows > 0 {
+                r.rows
+            } else {
+                affected
+            },
+        );
+        t.set("num_fields", r.fields);
+        if let Some(tag) = r.tags.last() {
+            t.set("command_tag", tag.clone());
+        }
+        if affected > 0 {
+            t.set("affected_rows", affected);
+        }
+        complete(t, r.start, r.bytes, cx);
+    }
+}
+
+fn truncate(mut q: String) -> String {
+    if q.len() > MAX_QUERY {
+        let mut cut = MAX_QUERY;
+        while !q.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        q.truncate(cut);
+    }
+    q
+}
+
+impl TcpParser for Pgsql {
+    fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        if self.encrypted {
+            return Ok(data.len());
+        }
+        match dir {
+            Dir::ToServer => self.client(data, cx),
+            Dir::ToClient => self.server(data, cx),
+        }
+    }
+
+    fn gap(&mut self, dir: Dir, _len: usize, cx: &mut Cx<'_>) -> GapAction {
+        match dir {
+            Dir::ToServer => self.batch = None,
+            Dir::ToClient => {
+                if self.resp.started {
+                    self.resp = Response::default();
+                    if let Some(p) = self.pending.pop() {
+                        txn::fail(p.txn, "response lost in a gap of the capture", cx);
+                    }
+                }
+            }
+        }
+        GapAction::Reset
+    }
+
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(txn::NOTE_CLOSED, cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::proto::testutil::drive;
+
+    fn msg(t: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![t];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn simple_and_extended_queries() {
+        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut c = b"\x00\x00\x00\x08\x04\xd2\x16\x2f".to_vec();
+        c.extend(b"\x00\x00\x00\x09\x00\x03\x00\x00\x00");
+        let mut c2 = msg(b'Q', b"SELECT * FROM kv\0");
+        c2.extend(msg(b'P', b"s1\0SELECT v FROM kv WHERE k = $1\0\0\0"));
+        c2.extend(msg(b'B', b"\0s1\0\0\0\0\0\0\0"));
+        c2.extend(msg(b'E', b"\0\0\0\0\0"));
+        c2.extend(msg(b'S', b""));
+        c2.extend(msg(b'Q', b"SELECT nope\0"));
+        let mut s = b"N".to_vec();
+        s.extend(msg(b'R', b"\0\0\0\0"));
+        s.extend(msg(b'Z', b"I"));
+        let mut s2 = msg(b'T', b"\0\x02rest");
+        s2.extend(msg(b'D', b"row1"));
+        s2.extend(msg(b'D', b"row2"));
+        s2.extend(msg(b'C', b"SELECT 2\0"));
+        s2.extend(msg(b'Z', b"I"));
+        s2.extend(msg(b'1', b""));
+        s2.extend(msg(b'2', b""));
+        s2.extend(msg(b'D', b"row"));
+        s2.extend(msg(b'C', b"SELECT 1\0"));
+        s2.extend(msg(b'Z', b"I"));
+        s2.extend(msg(
+            b'E',
+            b"SERROR\0C42703\0Mcolumn \"nope\" does not exist\0\0",
+        ));
+        s2.extend(msg(b'Z', b"I"));
+        let out = drive(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, &c[..]),
+                (Dir::ToClient, &s[..]),
+                (Dir::ToServer, &c2[..]),
+                (Dir::ToClient, &s2[..]),
+            ],
+            6,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].fields["num_rows"], 2);
+        assert_eq!(
+            out[1].query.as_deref(),
+            Some("SELECT v FROM kv WHERE k = $1")
+        );
+        assert_eq!(out[1].fields["num_rows"], 1);
+        assert_eq!(out[2].status, status::ERROR);
+        assert_eq!(out[2].fields["error_code"], "42703");
+    }
+}

@@ -1,0 +1,149 @@
+//! Redis transactions: each command paired in order with its reply (pipelining is just a
+//! longer queue); RESP3 pushes are not replies and are skipped.
+
+pub mod parser;
+
+use super::txn::{self, Pairing, complete, unmatched_response};
+use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
+use crate::config::ProtocolConfig;
+use std::sync::Arc;
+
+pub const DEF: Def = Def {
+    name: "redis",
+    tcp: Some(factory),
+    udp: None,
+};
+
+/// Longest `return_value` / `query` rendered.
+const MAX_TEXT: usize = 1024;
+
+fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+    let max = common.max_pending;
+    Arc::new(move || {
+        Box::new(Redis {
+            pending: Pairing::new(max),
+        }) as Box<dyn TcpParser>
+    })
+}
+
+pub struct Redis {
+    pending: Pairing<()>,
+}
+
+impl TcpParser for Redis {
+    fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        match dir {
+            Dir::ToServer => {
+                let Some(c) = parser::command(data)? else {
+                    return Ok(0);
+                };
+                if c.args.is_empty() {
+                    return Ok(c.len);
+                }
+                let mut t = Txn::new(cx.now, c.len as u64);
+                let method = c
+                    .args
+                    .first()
+                    .map(|m| m.to_ascii_uppercase())
+                    .unwrap_or_default();
+                let mut query = c.args.join(" ");
+                if query.len() > MAX_TEXT {
+                    let mut cut = MAX_TEXT;
+                    while !query.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    query.truncate(cut);
+                }
+                t.resource = c.args.get(1).cloned();
+                t.method = Some(method);
+                t.query = Some(query);
+                self.pending.push(t, (), cx);
+                Ok(c.len)
+            }
+            Dir::ToClient => {
+                let mut text = String::new();
+                let Some((len, kind)) = parser::value(data, 0, 0, &mut text, MAX_TEXT)? else {
+                    return Ok(0);
+                };
+                if kind == parser::Kind::Push {
+                    return Ok(len);
+                }
+                let Some(p) = self.pending.pop() else {
+                    unmatched_response();
+                    return Ok(len);
+                };
+                let mut t = p.txn;
+                if kind == parser::Kind::Error {
+                    t.status = status::ERROR;
+                    t.set("error", text);
+                } else {
+                    t.set("return_value", text);
+                }
+                complete(t, cx.now, len as u64, cx);
+                Ok(len)
+            }
+        }
+    }
+
+    fn gap(&mut self, dir: Dir, _len: usize, cx: &mut Cx<'_>) -> GapAction {
+        if dir == Dir::ToClient
+            && let Some(p) = self.pending.pop()
+        {
+            txn::fail(p.txn, "reply lost in a gap of the capture", cx);
+        }
+        GapAction::Reset
+    }
+
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
+
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(txn::NOTE_CLOSED, cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::proto::testutil::drive;
+
+    #[test]
+    fn pipelined_commands_pair_in_order() {
+        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let req = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nNOPE\r\n";
+        let resp = b"+OK\r\n$1\r\nv\r\n>2\r\n+message\r\n+x\r\n-ERR unknown command 'NOPE'\r\n";
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, &req[..]), (Dir::ToClient, &resp[..])],
+            5,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].method.as_deref(), Some("SET"));
+        assert_eq!(out[0].resource.as_deref(), Some("k"));
+        assert_eq!(out[0].fields["return_value"], "OK");
+        assert_eq!(out[1].fields["return_value"], "v");
+        assert_eq!(out[2].status, status::ERROR);
+        assert_eq!(out[2].fields["error"], "ERR unknown command 'NOPE'");
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::inspect::proto::testutil::drive;
+
+    #[test]
+    fn command_split_before_final_crlf() {
+        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let a = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINCR\r\n$7\r\ncounter";
+        let b = b"\r\n\r\n*2\r\n$4\r\nECHO\r\n$2\r\nab\r\n";
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, &a[..]), (Dir::ToServer, &b[..])],
+            1000,
+        );
+        let m: Vec<_> = out.iter().map(|t| t.method.clone().unwrap()).collect();
+        assert_eq!(m, vec!["PING", "INCR", "ECHO"]);
+    }
+}

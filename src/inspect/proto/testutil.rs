@@ -1,0 +1,43 @@
+//! Drives a TCP parser the way the engine does (buffering, skipping), for unit tests.
+
+use super::{Cx, Dir, TcpParser, Txn};
+use crate::inspect::engine::feed_chunk;
+use crate::inspect::tcp::{Budget, Chunk};
+
+/// Feeds each (direction, bytes) in pieces of `split` bytes; returns the transactions,
+/// including those published when the connection closes.
+pub fn drive(p: &mut dyn TcpParser, msgs: &[(Dir, &[u8])], split: usize) -> Vec<Txn> {
+    let mut out = Vec::new();
+    let budget = Budget::new(1 << 30);
+    let mut bufs: [Vec<u8>; 2] = Default::default();
+    let mut skips = [0usize; 2];
+    let mut now = 1_000_000u64;
+    for (dir, data) in msgs {
+        let d = usize::from(*dir == Dir::ToClient);
+        for piece in data.chunks(split.max(1)) {
+            now += 1000;
+            let mut cx = Cx {
+                now,
+                timeout: 10_000_000,
+                out: &mut out,
+            };
+            feed_chunk(
+                p,
+                *dir,
+                Chunk::Data(piece),
+                &mut bufs[d],
+                &mut skips[d],
+                &budget,
+                1 << 20,
+                &mut cx,
+            );
+        }
+    }
+    let mut cx = Cx {
+        now,
+        timeout: 10_000_000,
+        out: &mut out,
+    };
+    p.close(&mut cx);
+    out
+}

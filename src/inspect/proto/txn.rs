@@ -1,0 +1,288 @@
+//! Transactions and the request/response pairing every protocol shares.
+//!
+//! A protocol fills a [`Txn`] from a request, parks it in a [`Pairing`] until the response
+//! completes it, and the engine turns finished ones into events (see
+//! [`Txn::into_event`]). Timeouts, unmatched responses, the bound on pending requests and
+//! their counters are handled here once, not per protocol.
+
+use crate::event::Event;
+use crate::inspect::ProcessRef;
+use crate::monitor::{self, METRICS};
+use serde_json::{Map, Value, json};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::Cx;
+
+/// Packetbeat's `status` values.
+pub mod status {
+    pub const OK: &str = "OK";
+    pub const ERROR: &str = "Error";
+    pub const CLIENT_ERROR: &str = "Client Error";
+    pub const SERVER_ERROR: &str = "Server Error";
+}
+
+/// One request/response exchange, as the protocol knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Txn {
+    /// Request start, µs since the epoch (`@timestamp`).
+    pub start: u64,
+    /// Response end, when there was a response.
+    pub end: Option<u64>,
+    pub status: &'static str,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    pub resource: Option<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub real_ip: Option<String>,
+    pub notes: Vec<String>,
+    /// The protocol object (`http`, `dns`, ...).
+    pub fields: Map<String, Value>,
+}
+
+impl Txn {
+    /// A transaction whose request started at `start` and took `bytes_in` bytes.
+    pub fn new(start: u64, bytes_in: u64) -> Txn {
+        Txn {
+            start,
+            end: None,
+            status: status::OK,
+            method: None,
+            path: None,
+            query: None,
+            resource: None,
+            bytes_in,
+            bytes_out: 0,
+            real_ip: None,
+            notes: Vec::new(),
+            fields: Map::new(),
+        }
+    }
+
+    /// Sets a protocol field.
+    pub fn set(&mut self, key: &str, v: impl Into<Value>) {
+        self.fields.insert(key.into(), v.into());
+    }
+
+    /// The event for this transaction between these endpoints.
+    pub fn into_event(self, proto: &str, ep: &Endpoints) -> Event {
+        let mut m = Map::new();
+        m.insert("status".into(), json!(self.status));
+        for (k, v) in [
+            ("method", self.method),
+            ("path", self.path),
+            ("query", self.query),
+            ("resource", self.resource),
+            ("real_ip", self.real_ip),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::String(v));
+            }
+        }
+        if let Some(end) = self.end {
+            m.insert(
+                "responsetime".into(),
+                json!(end.saturating_sub(self.start) / 1000),
+            );
+        }
+        m.insert("bytes_in".into(), json!(self.bytes_in));
+        m.insert("bytes_out".into(), json!(self.bytes_out));
+        m.insert("transport".into(), json!(ep.transport));
+        m.insert("client_ip".into(), json!(ep.client.ip().to_string()));
+        m.insert("client_port".into(), json!(ep.client.port()));
+        m.insert("ip".into(), json!(ep.server.ip().to_string()));
+        m.insert("port".into(), json!(ep.server.port()));
+        if let Some(p) = &ep.client_process {
+            m.insert("client_process".into(), json!(p));
+        }
+        if let Some(p) = &ep.server_process {
+            m.insert("server_process".into(), json!(p));
+        }
+        if ep.server_process.is_some() {
+            m.insert("direction".into(), json!("in"));
+        } else if ep.client_process.is_some() {
+            m.insert("direction".into(), json!("out"));
+        }
+        if !self.notes.is_empty() {
+            m.insert("notes".into(), json!(self.notes));
+        }
+        m.insert(proto.into(), Value::Object(self.fields));
+        Event::new(
+            UNIX_EPOCH + Duration::from_micros(self.start),
+            proto,
+            Value::Object(m),
+        )
+    }
+}
+
+/// The two ends of a connection, and who owns them when known.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub transport: &'static str,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub client_process: Option<ProcessRef>,
+    pub server_process: Option<ProcessRef>,
+}
+
+/// A request waiting for its response, with what the protocol needs to read the response.
+#[derive(Debug)]
+pub struct Pending<X> {
+    pub txn: Txn,
+    pub extra: X,
+}
+
+/// Requests waiting for responses, in order; bounded.
+#[derive(Debug)]
+pub struct Pairing<X> {
+    q: VecDeque<Pending<X>>,
+    max: usize,
+}
+
+/// Note on a request that never got an answer.
+pub const NOTE_TIMEOUT: &str = "no response within transaction_timeout";
+/// Note on a request still waiting when its connection ended.
+pub const NOTE_CLOSED: &str = "connection closed before the response";
+
+impl<X> Pairing<X> {
+    pub fn new(max: usize) -> Pairing<X> {
+        Pairing {
+            q: VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Parks a request. When the bound is reached, the oldest one fails.
+    pub fn push(&mut self, txn: Txn, extra: X, cx: &mut Cx<'_>) {
+        if self.q.len() >= self.max
+            && let Some(old) = self.q.pop_front()
+        {
+            fail(old.txn, "too many requests waiting for a response", cx);
+        }
+        self.q.push_back(Pending { txn, extra });
+    }
+
+    pub fn front(&self) -> Option<&Pending<X>> {
+        self.q.front()
+    }
+
+    pub fn front_mut(&mut self) -> Option<&mut Pending<X>> {
+        self.q.front_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Takes the oldest request.
+    pub fn pop(&mut self) -> Option<Pending<X>> {
+        self.q.pop_front()
+    }
+
+    /// Takes the oldest request matching `pred` (DNS pairs by id).
+    pub fn take(&mut self, pred: impl Fn(&X) -> bool) -> Option<Pending<X>> {
+        let i = self.q.iter().position(|p| pred(&p.extra))?;
+        self.q.remove(i)
+    }
+
+    /// Fails requests older than the transaction timeout.
+    pub fn expire(&mut self, cx: &mut Cx<'_>) {
+        while let Some(p) = self.q.front() {
+            if cx.now.saturating_sub(p.txn.start) < cx.timeout {
+                break;
+            }
+            if let Some(p) = self.q.pop_front() {
+                fail(p.txn, NOTE_TIMEOUT, cx);
+            }
+        }
+    }
+
+    /// Fails every pending request with `note`.
+    pub fn drain(&mut self, note: &str, cx: &mut Cx<'_>) {
+        while let Some(p) = self.q.pop_front() {
+            fail(p.txn, note, cx);
+        }
+    }
+}
+
+/// Publishes a completed transaction.
+pub fn complete(mut txn: Txn, end: u64, bytes_out: u64, cx: &mut Cx<'_>) {
+    txn.end = Some(end);
+    txn.bytes_out = bytes_out;
+    cx.out.push(txn);
+}
+
+/// Publishes a request that got no response.
+pub fn fail(mut txn: Txn, note: &str, cx: &mut Cx<'_>) {
+    txn.status = status::ERROR;
+    txn.notes.push(note.into());
+    monitor::inc(&METRICS.inspect_txn_no_response);
+    cx.out.push(txn);
+}
+
+/// Counts a response that matched no request.
+pub fn unmatched_response() {
+    monitor::inc(&METRICS.inspect_unmatched_responses);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_expires_bounds_and_takes_by_key() {
+        let mut out = Vec::new();
+        let mut cx = Cx {
+            now: 0,
+            timeout: 1000,
+            out: &mut out,
+        };
+        let mut p: Pairing<u16> = Pairing::new(2);
+        p.push(Txn::new(0, 1), 1, &mut cx);
+        p.push(Txn::new(10, 1), 2, &mut cx);
+        p.push(Txn::new(20, 1), 3, &mut cx);
+        assert_eq!(cx.out.len(), 1, "oldest failed when the bound was reached");
+        assert_eq!(p.take(|x| *x == 3).map(|x| x.extra), Some(3));
+        cx.now = 5000;
+        p.expire(&mut cx);
+        assert!(p.is_empty());
+        assert_eq!(out.len(), 2);
+        assert!(
+            out.iter()
+                .all(|t| t.status == status::ERROR && !t.notes.is_empty())
+        );
+    }
+
+    #[test]
+    fn event_has_packetbeat_fields() {
+        let mut t = Txn::new(1_000_000, 10);
+        t.method = Some("GET".into());
+        t.set("x", 1);
+        t.end = Some(1_250_000);
+        let ep = Endpoints {
+            transport: "tcp",
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:80".parse().unwrap(),
+            client_process: None,
+            server_process: Some(ProcessRef {
+                pid: 7,
+                binary: "nginx".into(),
+            }),
+        };
+        let e = t.into_event("http", &ep);
+        assert_eq!(e.body["type"], "http");
+        assert_eq!(e.body["responsetime"], 250);
+        assert_eq!(e.body["ip"], "10.0.0.2");
+        assert_eq!(e.body["client_port"], 5000);
+        assert_eq!(e.body["server_process"]["binary"], "nginx");
+        assert_eq!(e.body["direction"], "in");
+        assert_eq!(e.body["http"]["x"], 1);
+    }
+}

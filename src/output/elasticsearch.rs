@@ -1,0 +1,221 @@
+//! `output.elasticsearch`: the `_bulk` API over the shared HTTP client, round-robin over
+//! `hosts`, one `create` action per event into the index named by `index`
+//! (`connbeat-%{+yyyy.MM.dd}`).
+//!
+//! `_bulk` answers 200 even when items fail, so every response's `errors` and `items` are
+//! read: an item created (2xx), or already there (409 on `create`: a retried bulk request),
+//! is acknowledged; an item refused with 429 or 5xx is retried; any other 4xx item is
+//! dropped with the error type and reason logged. Each document's `_id` is a hash of the
+//! event's JSON (which includes `@timestamp` and the connection cookie), the same on every
+//! attempt and after a restart, so a bulk request sent twice cannot index an event twice.
+
+use super::format::Template;
+use super::http_client::{Auth, ClientSettings, HttpClient, Response};
+use super::{EventStatus, Outcome, Output, OutputError};
+use crate::config::ElasticsearchOutputConfig;
+use crate::monitor::{self, METRICS};
+use base64::Engine;
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub struct ElasticsearchOutput {
+    client: HttpClient,
+    index: Template,
+    body: Vec<u8>,
+    doc: Vec<u8>,
+    index_buf: String,
+}
+
+/// The document id of an event: 128 bits of the SHA-256 of its JSON, base64url.
+pub fn document_id(doc_json: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, doc_json);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
+}
+
+impl ElasticsearchOutput {
+    pub fn new(c: &ElasticsearchOutputConfig) -> Result<ElasticsearchOutput, OutputError> {
+        let index = Template::parse(&c.index)
+            .map_err(|e| OutputError::Config(format!("output.elasticsearch.index: {e}")))?;
+        if !c.api_key.is_empty() && !c.username.is_empty() {
+            return Err(OutputError::Config(
+                "output.elasticsearch.api_key: set either api_key or username/password, not both"
+                    .into(),
+            ));
+        }
+        let auth = if c.api_key.is_empty() {
+            Auth::Basic {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            }
+        } else {
+            Auth::ApiKey(c.api_key.clone())
+        };
+        let client = HttpClient::new(ClientSettings {
+            key: "output.elasticsearch",
+            output: "elasticsearch",
+            hosts: &c.hosts,
+            ssl: c.ssl.as_ref(),
+            timeout: c.timeout.get(),
+            auth,
+            headers: &BTreeMap::new(),
+        })?;
+        Ok(ElasticsearchOutput {
+            client,
+            index,
+            body: Vec::with_capacity(1 << 20),
+            doc: Vec::with_capacity(4096),
+            index_buf: String::new(),
+        })
+    }
+
+    /// Reads a 200 answer's items into `statuses` (for the events in `sent`, in order).
+    fn settle(
+        &self,
+        url: &str,
+        resp: &Response,
+        sent: &[usize],
+        statuses: &mut [EventStatus],
+    ) -> Result<(), OutputError> {
+        let v: Value =
+            serde_json::from_slice(&resp.body).map_err(|e| OutputError::Unavailable {
+                output: "elasticsearch",
+                message: format!(
+                    "{url}: the _bulk answer is not JSON ({e}): {}",
+                    resp.excerpt()
+                ),
+                retry_after: None,
+            })?;
+        if v.get("errors") == Some(&Value::Bool(false)) {
+            for &i in sent {
+                statuses[i] = EventStatus::Acked;
+            }
+            return Ok(());
+        }
+        let items = v
+            .get("items")
+            .and_then(Value::as_array)
+            .filter(|items| items.len() == sent.len())
+            .ok_or_else(|| OutputError::Unavailable {
+                output: "elasticsearch",
+                message: format!(
+                    "{url}: the _bulk answer has errors but not one item per document ({} sent): {}",
+                    sent.len(),
+                    resp.excerpt()
+                ),
+                retry_after: None,
+            })?;
+        for (item, &i) in items.iter().zip(sent) {
+            // {"create": {"status": 201, "error": {"type": ..., "reason": ...}}}
+            let r = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .unwrap_or(&Value::Null);
+            let status = r.get("status").and_then(Value::as_u64).unwrap_or(0);
+            statuses[i] = match status {
+                200..=299 | 409 => EventStatus::Acked,
+                429 | 500..=599 | 0 => EventStatus::Retry,
+                _ => {
+                    let err = r.get("error").unwrap_or(&Value::Null);
+                    let kind = err.get("type").and_then(Value::as_str).unwrap_or("error");
+                    let reason = err.get("reason").and_then(Value::as_str).unwrap_or("");
+                    let index = r.get("_index").and_then(Value::as_str).unwrap_or("?");
+                    EventStatus::Dropped(format!(
+                        "Elasticsearch refused the document (status {status}, index {index}): {kind}: {reason}"
+                    ))
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Output for ElasticsearchOutput {
+    fn name(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+        let mut statuses = vec![EventStatus::Retry; batch.len()];
+        let mut sent = Vec::with_capacity(batch.len());
+        self.body.clear();
+        for (i, e) in batch.iter().enumerate() {
+            if let Err(m) = self.index.render_into(e, &mut self.index_buf) {
+                statuses[i] = EventStatus::Dropped(format!("output.elasticsearch.index: {m}"));
+                continue;
+            }
+            self.doc.clear();
+            serde_json::to_writer(&mut self.doc, e).expect("json values serialize");
+            let action = serde_json::json!({"create": {"_index": self.index_buf, "_id": document_id(&self.doc)}});
+            serde_json::to_writer(&mut self.body, &action).expect("json values serialize");
+            self.body.push(b'\n');
+            self.body.extend_from_slice(&self.doc);
+            self.body.push(b'\n');
+            sent.push(i);
+        }
+        if sent.is_empty() {
+            return Ok(Outcome::PerEvent(statuses));
+        }
+        let len = self.body.len() as u64;
+        let host = self.client.next_host();
+        let url = format!("{}/_bulk", self.client.host_url(host));
+        let resp = self.client.send(
+            Method::POST,
+            host,
+            "/_bulk",
+            Some("application/x-ndjson"),
+            false,
+            Bytes::copy_from_slice(&self.body),
+        )?;
+        match resp.status.as_u16() {
+            200..=299 => {
+                monitor::add(&METRICS.output_write_bytes, len);
+                self.settle(&url, &resp, &sent, &mut statuses)?;
+            }
+            // Throttled, overloaded, or credentials refused: nothing was indexed; retry
+            // (a credential fix must not lose the events queued meanwhile).
+            401 | 403 | 408 | 429 | 500..=599 => {
+                let hint = if matches!(resp.status.as_u16(), 401 | 403) {
+                    " (check output.elasticsearch.username/password or api_key)"
+                } else {
+                    ""
+                };
+                return Err(OutputError::Unavailable {
+                    output: "elasticsearch",
+                    message: format!("{url} answered {}{hint}: {}", resp.status, resp.excerpt()),
+                    retry_after: resp.retry_after(),
+                });
+            }
+            _ => {
+                let why = format!(
+                    "{url} refused the whole bulk request with {} (not retried): {}",
+                    resp.status,
+                    resp.excerpt()
+                );
+                for &i in &sent {
+                    statuses[i] = EventStatus::Dropped(why.clone());
+                }
+            }
+        }
+        if statuses.iter().all(|s| *s == EventStatus::Acked) {
+            Ok(Outcome::Acked)
+        } else {
+            Ok(Outcome::PerEvent(statuses))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn document_ids_are_stable_and_differ_by_content() {
+        let a = super::document_id(br#"{"cookie":"1","action":"open"}"#);
+        assert_eq!(a, super::document_id(br#"{"cookie":"1","action":"open"}"#));
+        assert_ne!(
+            a,
+            super::document_id(br#"{"cookie":"1","action":"closed"}"#)
+        );
+        assert_eq!(a.len(), 22);
+    }
+}

@@ -1,0 +1,179 @@
+//! `output.file`: NDJSON files rotated by size, keeping `number_of_files`.
+//!
+//! The current file is `<path>/<filename>`; when it would grow past `rotate_every_kb`, it
+//! becomes `<filename>.1`, the older ones shift up, and the oldest beyond the limit is
+//! removed (the Beats naming users' log shippers already know).
+
+use super::{Outcome, Output, OutputError, encode_into};
+use crate::config::FileOutputConfig;
+use serde_json::Value;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+pub struct FileOutput {
+    dir: PathBuf,
+    filename: String,
+    max_bytes: u64,
+    keep: usize,
+    mode: u32,
+    file: File,
+    size: u64,
+    buf: Vec<u8>,
+}
+
+impl FileOutput {
+    pub fn new(c: &FileOutputConfig) -> Result<FileOutput, OutputError> {
+        let mode = crate::config::file_permissions(&c.permissions)
+            .map_err(|m| OutputError::Config(format!("output.file.permissions: {m}")))?;
+        let dir = PathBuf::from(&c.path);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            OutputError::Config(format!(
+                "output.file.path: cannot create directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let (file, size) = open(&dir.join(&c.filename), mode)?;
+        Ok(FileOutput {
+            dir,
+            filename: c.filename.clone(),
+            max_bytes: c.rotate_every_kb.saturating_mul(1024),
+            keep: c.number_of_files,
+            mode,
+            file,
+            size,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    fn path(&self, n: usize) -> PathBuf {
+        if n == 0 {
+            self.dir.join(&self.filename)
+        } else {
+            self.dir.join(format!("{}.{n}", self.filename))
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), OutputError> {
+        self.file.sync_all().map_err(|e| err("syncing", e))?;
+        // The oldest kept file is <filename>.(keep-1); anything beyond goes.
+        let _ = std::fs::remove_file(self.path(self.keep.saturating_sub(1)));
+        for n in (0..self.keep.saturating_sub(1)).rev() {
+            let from = self.path(n);
+            if from.exists() {
+                std::fs::rename(&from, self.path(n + 1)).map_err(|e| err("rotating", e))?;
+            }
+        }
+        let (file, size) = open(&self.path(0), self.mode)?;
+        self.file = file;
+        self.size = size;
+        Ok(())
+    }
+
+    fn write_buf(&mut self) -> Result<(), OutputError> {
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| err("writing", e))?;
+        self.size += self.buf.len() as u64;
+        crate::monitor::add(
+            &crate::monitor::METRICS.output_write_bytes,
+            self.buf.len() as u64,
+        );
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+fn open(path: &std::path::Path, mode: u32) -> Result<(File, u64), OutputError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| {
+            OutputError::Config(format!("output.file: cannot open {}: {e}", path.display()))
+        })?;
+    // `mode` applies only on creation; an existing file is brought to the setting too.
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size))
+}
+
+fn err(what: &str, e: std::io::Error) -> OutputError {
+    OutputError::Write {
+        output: "file",
+        message: format!("{what}: {e}"),
+        source: Some(e),
+    }
+}
+
+impl Output for FileOutput {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+        let mut line = Vec::with_capacity(1024);
+        for e in batch {
+            line.clear();
+            encode_into(&mut line, e, false);
+            if self.size + (self.buf.len() + line.len()) as u64 > self.max_bytes
+                && self.size + self.buf.len() as u64 > 0
+            {
+                self.write_buf()?;
+                self.rotate()?;
+            }
+            self.buf.extend_from_slice(&line);
+        }
+        self.write_buf()?;
+        Ok(Outcome::Acked)
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.file.sync_data().map_err(|e| err("syncing", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_configured_number_of_files() {
+        let dir = std::env::temp_dir().join(format!("connbeat-file-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = FileOutputConfig {
+            path: dir.display().to_string(),
+            filename: "events".into(),
+            rotate_every_kb: 1,
+            number_of_files: 3,
+            permissions: "0640".into(),
+            ..Default::default()
+        };
+        let mut out = FileOutput::new(&c).unwrap();
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"n": i, "pad": "x".repeat(80)}))
+            .collect();
+        out.publish(&batch).unwrap();
+        out.flush().unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["events", "events.1", "events.2"]);
+        for n in &names {
+            let p = dir.join(n);
+            let meta = std::fs::metadata(&p).unwrap();
+            assert!(meta.len() <= 1024, "{n} is {} bytes", meta.len());
+            assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        }
+        // The newest events are in the current file, the last one last.
+        let current = std::fs::read_to_string(dir.join("events")).unwrap();
+        let last: Value = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+        assert_eq!(last["n"], 99);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

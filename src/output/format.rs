@@ -1,0 +1,241 @@
+//! Beats-style format strings for names that depend on the event: the Kafka `topic` and
+//! `key` (`connbeat-%{[type]}`, `%{[local_process.binary]}`) and the Elasticsearch `index`
+//! (`connbeat-%{+yyyy.MM.dd}`).
+//!
+//! `%{[a.b]}` (or `%{[a][b]}`) is the value of a field, `%{[a.b]:fallback}` gives a fallback
+//! when the field is missing, and `%{+pattern}` formats the event's `@timestamp` (UTC) with
+//! the Joda letters Beats users write: `yyyy`, `yy`, `MM`, `dd`, `HH`, `mm`, `ss`. A string is
+//! parsed once, when the output is built; rendering allocates nothing beyond the result.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+/// A parsed format string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    Field {
+        path: Vec<String>,
+        fallback: Option<String>,
+    },
+    Date(Vec<DatePart>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum DatePart {
+    Literal(String),
+    /// A byte range of the RFC 3339 `@timestamp` (`2026-11-22T10:00:00.000Z`).
+    Slice(usize, usize),
+}
+
+impl Template {
+    /// Parses `text`; the error says what is wrong with it (the caller adds the setting).
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("%{") {
+            lit.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("{text:?}: `%{{` at byte {at} is never closed with `}}`"))?;
+            let inner = &after[..end];
+            if !lit.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut lit)));
+            }
+            parts.push(parse_placeholder(inner).map_err(|e| format!("{text:?}: {e}"))?);
+            rest = &after[end + 1..];
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Literal(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The text when the template has no placeholder.
+    pub fn as_static(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Renders the template for `event` into `out` (cleared first). Fails, naming the field,
+    /// when a field is missing and has no fallback, or when `@timestamp` is not usable.
+    pub fn render_into(&self, event: &Value, out: &mut String) -> Result<(), String> {
+        out.clear();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => out.push_str(s),
+                Part::Field { path, fallback } => match lookup(event, path) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(Value::Null) | None => match fallback {
+                        Some(f) => out.push_str(f),
+                        None => {
+                            return Err(format!(
+                                "the event has no field [{}] and no fallback is given",
+                                path.join(".")
+                            ));
+                        }
+                    },
+                    Some(other) => {
+                        let _ = write!(out, "{other}");
+                    }
+                },
+                Part::Date(d) => {
+                    let ts = event
+                        .get("@timestamp")
+                        .and_then(Value::as_str)
+                        .filter(|t| t.len() >= 19 && t.is_char_boundary(19))
+                        .ok_or("the event has no usable @timestamp for %{+...}")?;
+                    for dp in d {
+                        match dp {
+                            DatePart::Literal(s) => out.push_str(s),
+                            DatePart::Slice(a, b) => out.push_str(&ts[*a..*b]),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders into a new string.
+    pub fn render(&self, event: &Value) -> Result<String, String> {
+        let mut s = String::new();
+        self.render_into(event, &mut s)?;
+        Ok(s)
+    }
+}
+
+fn parse_placeholder(inner: &str) -> Result<Part, String> {
+    if let Some(pattern) = inner.strip_prefix('+') {
+        return Ok(Part::Date(parse_date(pattern)));
+    }
+    if !inner.starts_with('[') {
+        return Err(format!(
+            "`%{{{inner}}}` is neither a field (`%{{[name]}}`) nor a date (`%{{+yyyy.MM.dd}}`)"
+        ));
+    }
+    // `[a][b.c]:fallback`
+    let (fields, fallback) = match inner.rfind(']') {
+        Some(close) => {
+            let tail = &inner[close + 1..];
+            let fallback = match tail.strip_prefix(':') {
+                Some(f) => Some(f.to_string()),
+                None if tail.is_empty() => None,
+                None => return Err(format!("unexpected {tail:?} after the field name")),
+            };
+            (&inner[..=close], fallback)
+        }
+        None => return Err(format!("`%{{{inner}}}`: missing `]`")),
+    };
+    let mut path = Vec::new();
+    for seg in fields.split(']') {
+        if seg.is_empty() {
+            continue;
+        }
+        let name = seg.strip_prefix('[').ok_or_else(|| {
+            format!("`%{{{inner}}}`: field names go in brackets, like [a][b] or [a.b]")
+        })?;
+        path.extend(name.split('.').filter(|p| !p.is_empty()).map(String::from));
+    }
+    if path.is_empty() {
+        return Err(format!("`%{{{inner}}}`: empty field name"));
+    }
+    Ok(Part::Field { path, fallback })
+}
+
+fn parse_date(pattern: &str) -> Vec<DatePart> {
+    const TOKENS: [(&str, usize, usize); 8] = [
+        ("yyyy", 0, 4),
+        ("YYYY", 0, 4),
+        ("yy", 2, 4),
+        ("MM", 5, 7),
+        ("dd", 8, 10),
+        ("HH", 11, 13),
+        ("mm", 14, 16),
+        ("ss", 17, 19),
+    ];
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut rest = pattern;
+    'outer: while !rest.is_empty() {
+        for (tok, a, b) in TOKENS {
+            if let Some(r) = rest.strip_prefix(tok) {
+                if !lit.is_empty() {
+                    out.push(DatePart::Literal(std::mem::take(&mut lit)));
+                }
+                out.push(DatePart::Slice(a, b));
+                rest = r;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().expect("not empty");
+        lit.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    if !lit.is_empty() {
+        out.push(DatePart::Literal(lit));
+    }
+    out
+}
+
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    // A dotted name may also be a literal key at the top level (`fields_under_root`).
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    Some(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev() -> Value {
+        json!({"@timestamp": "2026-11-22T10:05:09.123Z", "type": "connbeat",
+               "local_process": {"binary": "psql", "pid": 812}, "local_port": 40074})
+    }
+
+    #[test]
+    fn renders_fields_dates_and_fallbacks() {
+        let t = Template::parse("connbeat-%{[type]}-%{+yyyy.MM.dd}").unwrap();
+        assert_eq!(t.render(&ev()).unwrap(), "connbeat-connbeat-2026.11.22");
+        let t =
+            Template::parse("%{[local_process.binary]}/%{[local_process][pid]}:%{[local_port]}")
+                .unwrap();
+        assert_eq!(t.render(&ev()).unwrap(), "psql/812:40074");
+        let t = Template::parse("x-%{+yy-MM-dd'T'HH:mm:ss}").unwrap();
+        assert_eq!(t.render(&ev()).unwrap(), "x-26-11-22'T'10:05:09");
+        let t = Template::parse("%{[container.name]:none}").unwrap();
+        assert_eq!(t.render(&ev()).unwrap(), "none");
+        assert_eq!(Template::parse("plain").unwrap().as_static(), Some("plain"));
+    }
+
+    #[test]
+    fn a_missing_field_or_a_bad_string_is_an_error_naming_it() {
+        let t = Template::parse("%{[container.name]}").unwrap();
+        assert!(t.render(&ev()).unwrap_err().contains("[container.name]"));
+        assert!(
+            Template::parse("a-%{[type]")
+                .unwrap_err()
+                .contains("never closed")
+        );
+        assert!(
+            Template::parse("%{type}")
+                .unwrap_err()
+                .contains("neither a field")
+        );
+    }
+}

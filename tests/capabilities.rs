@@ -1,0 +1,162 @@
+//! What works without full root, and what a user is told when a capability is missing.
+//! Each test runs the agent under `setpriv` with capabilities removed from its bounding
+//! set (so the exec'd agent does not get them) and checks the message and the behaviour.
+
+mod common;
+mod netns_support;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+fn setpriv_or_skip(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    if !std::path::Path::new(SETPRIV).exists() {
+        eprintln!("skipped: {test} needs setpriv (util-linux)");
+        return false;
+    }
+    true
+}
+
+/// Runs `setpriv --bounding-set=DROP connbeat -c CFG ARGS` to completion (`--once`).
+fn once_without(drop: &str, cfg: &std::path::Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(SETPRIV)
+        .arg(format!("--bounding-set={drop}"))
+        .arg(CONNBEAT)
+        .arg("-c")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "agent failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn without_net_admin_closes_come_from_polls_and_the_startup_line_says_why() {
+    if !setpriv_or_skip("capabilities") {
+        return;
+    }
+    let dir = TempDir::new("cap-netadmin");
+    let cfg = console_config(&dir, "connbeat.poll_interval: 500ms");
+    let mut agent = Proc::spawn(
+        std::path::Path::new(SETPRIV),
+        &[
+            "--bounding-set=-net_admin",
+            common::CONNBEAT,
+            "-c",
+            &cfg.display().to_string(),
+        ],
+    );
+    let started = poll_until(Duration::from_secs(30), || {
+        agent
+            .stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("started with"))
+    })
+    .expect("startup line");
+    assert!(
+        started.contains("close events: poll differences only (CAP_NET_ADMIN is missing"),
+        "{started}"
+    );
+    let warning = agent
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("WARN") && l.contains("close notifications unavailable"))
+        .expect("a warning about close notifications");
+    assert!(warning.contains("comparing polls"), "{warning}");
+    agent.signal(libc::SIGTERM);
+    agent.finish(Duration::from_secs(20));
+}
+
+#[test]
+fn without_ptrace_other_users_sockets_are_unattributed_and_the_log_says_what_is_needed() {
+    if !setpriv_or_skip("capabilities") {
+        return;
+    }
+    let dir = TempDir::new("cap-ptrace");
+    // A server and a client running as nobody.
+    let helper = named_helper(&dir, "cb-nobody");
+    let as_nobody = |args: &[&str]| {
+        let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+        let h = helper.display().to_string();
+        let mut v: Vec<String> = argv.drain(..).map(String::from).collect();
+        v.push(h);
+        v.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        Proc::spawn(std::path::Path::new(SETPRIV), &refs)
+    };
+    let server = as_nobody(&["listen", "127.0.0.1:0", "1"]);
+    let port = server.ready_port();
+    let cfg = console_config(&dir, "");
+    // With every capability: attributed to the nobody-owned process.
+    let full = run_once(&cfg, &[]);
+    full.assert_ok();
+    let listen = full
+        .events
+        .iter()
+        .find(|e| e["local_port"] == port && e["action"] == "listening")
+        .expect("listening event");
+    assert_eq!(
+        listen["local_process"]["pid"].as_u64(),
+        Some(server.pid as u64)
+    );
+    assert_eq!(listen["local_process"]["user"], "nobody");
+    // Without the capabilities to read another user's /proc/PID/fd: none, and a warning.
+    let (stdout, stderr) = once_without(
+        "-sys_ptrace,-dac_read_search,-dac_override",
+        &cfg,
+        &["--once"],
+    );
+    let event: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["local_port"] == port && e["action"] == "listening")
+        .expect("the listening socket is still reported");
+    assert_eq!(event["attribution"], "none", "{event}");
+    assert!(event.get("local_process").is_none());
+    assert!(
+        stderr.contains("needs CAP_SYS_PTRACE"),
+        "no warning naming CAP_SYS_PTRACE in:\n{stderr}"
+    );
+}
+
+#[test]
+fn without_sys_admin_other_namespaces_are_skipped_counted_and_explained() {
+    if !setpriv_or_skip("capabilities") {
+        return;
+    }
+    if let Err(why) = netns_support::available() {
+        eprintln!("skipped: network namespaces unavailable ({why})");
+        return;
+    }
+    let ns = netns_support::Netns::new(&format!("cbcap{}", std::process::id() % 100_000));
+    let dir = TempDir::new("cap-sysadmin");
+    let cfg = console_config(&dir, "connbeat.namespaces: all");
+    let (stdout, stderr) = once_without("-sys_admin", &cfg, &["--once"]);
+    assert!(
+        stderr.contains("needs CAP_SYS_ADMIN"),
+        "no warning naming CAP_SYS_ADMIN in:\n{stderr}"
+    );
+    let totals =
+        total_metrics(&stderr.lines().map(String::from).collect::<Vec<_>>()).expect("totals");
+    assert!(
+        totals.get("conn.netns.errors").copied().unwrap_or(0) >= 1,
+        "{totals:?}"
+    );
+    assert!(
+        !stdout.contains(&format!("\"netns\":{}", ns.inode())),
+        "events from a namespace that could not be entered"
+    );
+}

@@ -1,0 +1,127 @@
+//! `connbeat --once` on a real server process and a real client process (two pids) on
+//! loopback, IPv4 and IPv6: the listening socket (with its local_ip), the outgoing side
+//! and the incoming side, each with the right process, direction and tcp state.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+#[test]
+fn once_reports_listener_and_both_sides_ipv4() {
+    once_reports_listener_and_both_sides("127.0.0.1", "ipv4", "4");
+}
+
+#[test]
+fn once_reports_listener_and_both_sides_ipv6() {
+    once_reports_listener_and_both_sides("::1", "ipv6", "6");
+}
+
+fn once_reports_listener_and_both_sides(ip: &str, family: &str, tag: &str) {
+    if !root_or_skip("once_reports_listener_and_both_sides") {
+        return;
+    }
+    let dir = TempDir::new("once");
+    let (srv_exe, cli_exe) = (
+        named_helper(&dir, &format!("cb-srv{tag}")),
+        named_helper(&dir, &format!("cb-cli{tag}")),
+    );
+    let bind = std::net::SocketAddr::new(ip.parse().unwrap(), 0).to_string();
+    let srv = Proc::spawn(&srv_exe, &["listen", &bind, "1"]);
+    let port = srv.ready_port();
+    let target = std::net::SocketAddr::new(ip.parse().unwrap(), port).to_string();
+    let cli = Proc::spawn(&cli_exe, &["connect", &target, "1"]);
+    cli.wait_line("HELD", Duration::from_secs(30));
+    srv.wait_line("HELD", Duration::from_secs(30));
+    let out_tuple = cli.socks()[0];
+    let in_tuple = srv.socks()[0];
+    assert_eq!(out_tuple.local, in_tuple.remote, "helpers disagree");
+
+    let cfg = console_config(&dir, "");
+    let once = run_once(&cfg, &[]);
+    once.assert_ok();
+    let evs = on_ports(&once.events, &[port]);
+    for e in &evs {
+        check_event_invariants(e);
+        assert_eq!(s(e, "/transport"), "tcp", "{e}");
+        assert_eq!(s(e, "/family"), family, "{e}");
+    }
+
+    // The listening socket.
+    let listening: Vec<&&Value> = evs
+        .iter()
+        .filter(|e| s(e, "/action") == "listening" && u(e, "/local_port") == Some(port as u64))
+        .collect();
+    assert_eq!(
+        listening.len(),
+        1,
+        "one listening event for port {port}: {evs:#?}"
+    );
+    let l = listening[0];
+    assert_eq!(s(l, "/direction"), "listening", "{l}");
+    assert_eq!(s(l, "/local_ip"), ip, "listening socket's local_ip: {l}");
+    assert_eq!(s(l, "/tcp/state"), "LISTEN", "{l}");
+    assert!(l.get("remote_ip").is_none(), "listening has no remote: {l}");
+    assert!(
+        l.get("remote_port").is_none(),
+        "listening has no remote: {l}"
+    );
+    check_process(l, &srv, &srv_exe);
+
+    // The client's socket: outgoing.
+    let out = only(&evs, out_tuple);
+    assert_eq!(s(out, "/action"), "open", "{out}");
+    assert_eq!(s(out, "/direction"), "outgoing", "{out}");
+    assert_eq!(s(out, "/tcp/state"), "ESTABLISHED", "{out}");
+    check_process(out, &cli, &cli_exe);
+
+    // The server's accepted socket: incoming.
+    let inc = only(&evs, in_tuple);
+    assert_eq!(s(inc, "/action"), "open", "{inc}");
+    assert_eq!(s(inc, "/direction"), "incoming", "{inc}");
+    assert_eq!(s(inc, "/tcp/state"), "ESTABLISHED", "{inc}");
+    check_process(inc, &srv, &srv_exe);
+
+    // The two sides are two sockets: two cookies; tcp_info shows the handshake.
+    assert_ne!(s(out, "/cookie"), s(inc, "/cookie"));
+    // The client sent SYN and ACK; the accepted socket received them (its SYN-ACK was
+    // sent by the request socket, so its own segs_out may be 0).
+    assert!(u(out, "/tcp/segs_out").unwrap_or(0) >= 2, "segs_out: {out}");
+    assert!(u(inc, "/tcp/segs_in").unwrap_or(0) >= 1, "segs_in: {inc}");
+    for e in [out, inc] {
+        assert!(
+            e.pointer("/tcp/rtt_us").is_some_and(Value::is_u64),
+            "rtt_us: {e}"
+        );
+        assert!(u(e, "/netns").unwrap_or(0) > 0, "netns: {e}");
+        assert!(!s(e, "/beat/hostname").is_empty(), "beat.hostname: {e}");
+        assert!(!s(e, "/@timestamp").is_empty(), "@timestamp: {e}");
+    }
+}
+
+/// The one event for this 4-tuple (exactly one).
+fn only<'a>(evs: &[&'a Value], t: Tuple) -> &'a Value {
+    let m: Vec<&&Value> = evs.iter().filter(|e| tuple(e) == Some(t)).collect();
+    assert_eq!(m.len(), 1, "one event for {t}, got {m:#?}");
+    m[0]
+}
+
+fn check_process(e: &Value, p: &Proc, exe: &std::path::Path) {
+    assert_eq!(s(e, "/attribution"), "procfs", "{e}");
+    assert_eq!(u(e, "/local_process/pid"), Some(p.pid as u64), "pid: {e}");
+    let name = exe.file_name().unwrap().to_str().unwrap();
+    assert_eq!(s(e, "/local_process/binary"), name, "binary: {e}");
+    assert_eq!(
+        s(e, "/local_process/exe"),
+        exe.to_str().unwrap(),
+        "exe: {e}"
+    );
+    assert_eq!(s(e, "/local_process/cmdline"), p.cmdline(), "cmdline: {e}");
+    assert_eq!(
+        u(e, "/local_process/ppid"),
+        Some(std::process::id() as u64),
+        "ppid: {e}"
+    );
+    assert_eq!(s(e, "/local_process/user"), "root", "user: {e}");
+}

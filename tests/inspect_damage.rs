@@ -1,0 +1,247 @@
+//! Damaged captures made from the good ones in tests/data: starting mid-connection, lost,
+//! reordered and cut segments, a truncated file, and random bytes on every configured
+//! port. Nothing may crash, the right counters must move, and the good transactions around
+//! the damage must still be reported.
+//!
+//! One test function on purpose: the counters are process-wide, so the scenarios run one
+//! after the other and compare counter deltas.
+
+mod inspect_util;
+
+use connbeat::monitor::{METRICS, get};
+use inspect_util::*;
+use serde_json::Value;
+use std::sync::atomic::AtomicU64;
+
+fn delta(c: &AtomicU64, f: impl FnOnce()) -> u64 {
+    let before = get(c);
+    f();
+    get(c) - before
+}
+
+fn methods(events: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["method"], e["path"], e["http"]["response"]["code"]
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Index of the records carrying TCP payload towards `port` (requests) or from it.
+fn data_records(p: &Pcap, to_port: Option<u16>) -> Vec<usize> {
+    (0..p.records.len())
+        .filter(|&i| p.tcp_payload_len(i) > 0 && to_port.is_none_or(|port| p.dst_port(i) == port))
+        .collect()
+}
+
+/// An Ethernet/IPv4/TCP (or UDP) frame from 10.9.0.1 to 10.9.0.2.
+fn frame(udp: bool, sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    if udp {
+        l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+    } else {
+        l4.extend_from_slice(&seq.to_be_bytes());
+        l4.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    }
+    l4.extend_from_slice(payload);
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[
+        0,
+        0,
+        0,
+        0,
+        64,
+        if udp { 17 } else { 6 },
+        0,
+        0,
+        10,
+        9,
+        0,
+        1,
+        10,
+        9,
+        0,
+        2,
+    ]);
+    f.extend_from_slice(&l4);
+    f
+}
+
+fn record(ts_sec: u32, data: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let mut h = vec![0u8; 16];
+    h[0..4].copy_from_slice(&ts_sec.to_le_bytes());
+    h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    h[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    (h, data)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn damaged_captures() {
+    let dir = TempDir::new("damage");
+    let good = Pcap::read(&data("http.pcap"));
+    let (full, _) = inspect(&data("http.pcap"));
+    assert!(full.len() >= 8);
+    let requests = data_records(&good, Some(18080));
+    let responses = data_records(&good, None)
+        .into_iter()
+        .filter(|&i| good.dst_port(i) != 18080)
+        .collect::<Vec<_>>();
+
+    // 1. The agent starts mid-connection: the capture begins after the first request.
+    let mut p = good.clone();
+    p.records.drain(..=requests[0]);
+    let f = dir.0.join("mid.pcap");
+    p.write(&f);
+    let mut events = Vec::new();
+    let unmatched = delta(&METRICS.inspect_unmatched_responses, || {
+        events = inspect(&f).0
+    });
+    assert_eq!(
+        unmatched, 1,
+        "the response to the unseen request matches nothing"
+    );
+    assert_eq!(events.len(), full.len() - 1);
+
+    // 2. A lost segment inside the 64 KiB body: a gap, skipped; every transaction survives.
+    let start = responses
+        .iter()
+        .position(|&i| good.tcp_payload_len(i) > 1000)
+        .expect("the /big response");
+    let big: Vec<usize> = responses[start..start + 3].to_vec();
+    let mut p = good.clone();
+    p.records.remove(big[1]);
+    let f = dir.0.join("lost.pcap");
+    p.write(&f);
+    let gaps = delta(&METRICS.inspect_tcp_gaps, || events = inspect(&f).0);
+    assert!(gaps >= 1);
+    assert_eq!(methods(&events), methods(&full));
+
+    // 3. Two segments of the body swapped: reassembled in order, nothing lost.
+    let mut p = good.clone();
+    p.records.swap(big[1], big[2]);
+    let f = dir.0.join("reordered.pcap");
+    p.write(&f);
+    let ooo = delta(&METRICS.inspect_tcp_out_of_order, || events = inspect(&f).0);
+    assert!(ooo >= 1);
+    assert_eq!(methods(&events), methods(&full));
+    let by_big = |ev: &[Value]| {
+        ev.iter()
+            .find(|e| e["path"] == "/big")
+            .map(|e| e["bytes_out"].clone())
+    };
+    assert_eq!(by_big(&events), by_big(&full));
+
+    // 4. Segments cut by the snaplen, and a file cut in the middle of a record.
+    let mut p = good.clone();
+    let i = big[2];
+    p.records[i].1.truncate(100);
+    let f = dir.0.join("snaplen.pcap");
+    p.write(&f);
+    let gaps = delta(&METRICS.inspect_tcp_gaps, || events = inspect(&f).0);
+    assert!(gaps >= 1);
+    assert_eq!(methods(&events), methods(&full));
+    let f = dir.0.join("truncated.pcap");
+    good.write(&f);
+    let bytes = std::fs::read(&f).unwrap();
+    let cut = bytes.len() * 2 / 3;
+    std::fs::write(&f, &bytes[..cut]).unwrap();
+    let (ev, s) = inspect(&f);
+    assert!(
+        !ev.is_empty() && ev.len() <= full.len(),
+        "{} of {}",
+        ev.len(),
+        full.len()
+    );
+    assert!(s.packets < good.records.len() as u64);
+
+    // 5. Random bytes on every configured port, then the good session: no crash, parse
+    //    errors counted, the good transactions all there.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut p = Pcap {
+        header: good.header.clone(),
+        records: Vec::new(),
+    };
+    let first_ts = u32::from_le_bytes(good.records[0].0[0..4].try_into().unwrap());
+    for (k, port) in [18080u16, 15353, 16379, 13306, 15432, 18443]
+        .into_iter()
+        .enumerate()
+    {
+        let sport = 40000 + k as u16;
+        let mut seq = 1000u32;
+        p.records.push(record(
+            first_ts - 100,
+            frame(false, sport, port, seq - 1, 0x02, b""),
+        ));
+        for _ in 0..50 {
+            let n = 1 + (rng.next() % 1400) as usize;
+            p.records.push(record(
+                first_ts - 99,
+                frame(false, sport, port, seq, 0x18, &rng.bytes(n)),
+            ));
+            p.records.push(record(
+                first_ts - 99,
+                frame(false, port, sport, seq, 0x18, &rng.bytes(n)),
+            ));
+            seq = seq.wrapping_add(n as u32);
+        }
+        p.records.push(record(
+            first_ts - 98,
+            frame(true, sport, 15353, 0, 0, &rng.bytes(100)),
+        ));
+    }
+    p.records.extend(good.records.iter().cloned());
+    let f = dir.0.join("random.pcap");
+    p.write(&f);
+    let errors = delta(&METRICS.inspect_parse_errors, || events = inspect(&f).0);
+    assert!(errors >= 6, "every protocol rejected the noise ({errors})");
+    let http: Vec<Value> = events
+        .iter()
+        .filter(|e| e["type"] == "http" && e["client_ip"] == "127.0.0.1")
+        .cloned()
+        .collect();
+    assert_eq!(methods(&http), methods(&full));
+
+    // 6. Fully random frames on every link type: decode errors, never a crash.
+    let mut p = Pcap {
+        header: good.header.clone(),
+        records: Vec::new(),
+    };
+    for _ in 0..2000 {
+        let n = (rng.next() % 200) as usize;
+        let mut f = frame(false, 1, 18080, 0, 0x18, b"");
+        f.truncate(n.min(f.len()));
+        f.extend(rng.bytes(n));
+        p.records.push(record(first_ts, f));
+    }
+    let f = dir.0.join("noise.pcap");
+    p.write(&f);
+    let errs = delta(&METRICS.inspect_decode_errors, || {
+        let _ = inspect(&f);
+    });
+    assert!(errs > 0);
+}

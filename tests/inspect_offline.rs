@@ -1,0 +1,414 @@
+//! Offline deep inspection of the recorded captures in tests/data, compared field by field
+//! with what tshark decodes from the same file (computed here, not hard-coded).
+
+mod inspect_util;
+
+use inspect_util::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+#[test]
+fn http_matches_tshark() {
+    if !have_tshark("http_matches_tshark") {
+        return;
+    }
+    let path = data("http.pcap");
+    let (events, _) = inspect(&path);
+    let http = of_type(&events, "http");
+    let requests = tshark(
+        &path,
+        "http.request",
+        &["http.request.method", "http.request.uri"],
+    );
+    let codes = tshark(&path, "http.response", &["http.response.code"]);
+    assert!(!requests.is_empty());
+    assert_eq!(
+        http.len(),
+        requests.len(),
+        "one transaction per request tshark sees"
+    );
+    let ours: Vec<(String, String)> = http
+        .iter()
+        .map(|e| {
+            (
+                e["method"].as_str().unwrap().to_string(),
+                e["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let theirs: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r[0].clone(), r[1].split('?').next().unwrap().to_string()))
+        .collect();
+    assert_eq!(sorted(ours), sorted(theirs));
+    let our_codes: Vec<String> = http
+        .iter()
+        .map(|e| e["http"]["response"]["code"].to_string())
+        .collect();
+    let their_codes: Vec<String> = codes.iter().map(|c| c[0].clone()).collect();
+    assert_eq!(sorted(our_codes), sorted(their_codes));
+    for e in &http {
+        let code = e["http"]["response"]["code"].as_u64().unwrap();
+        let want = match code {
+            500.. => "Server Error",
+            400.. => "Client Error",
+            _ => "OK",
+        };
+        assert_eq!(e["status"], want, "{e}");
+    }
+    // Settings visible in the events.
+    let q = http
+        .iter()
+        .find(|e| e["http"]["request"]["params"].is_string())
+        .expect("a request with params");
+    assert_eq!(q["http"]["request"]["params"], "user=alice&password=xxxxx");
+    assert_eq!(q["real_ip"], "203.0.113.7");
+    let form = http.iter().find(|e| e["path"] == "/login").unwrap();
+    assert_eq!(form["http"]["request"]["params"], "user=bob&pass=xxxxx");
+    assert!(
+        http.iter()
+            .any(|e| e["http"]["request"]["headers"]["user-agent"] == "connbeat-test")
+    );
+    let auth = http
+        .iter()
+        .find(|e| e["path"] == "/missing" && e["bytes_in"].as_u64() > Some(100));
+    assert!(auth.is_some());
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("dXNlcjpwdw"),
+        "Authorization leaked"
+    );
+}
+
+#[test]
+fn dns_matches_tshark() {
+    if !have_tshark("dns_matches_tshark") {
+        return;
+    }
+    let path = data("dns.pcap");
+    let (events, _) = inspect(&path);
+    let dns = of_type(&events, "dns");
+    let resp = tshark(
+        &path,
+        "dns.flags.response == 1",
+        &["dns.id", "dns.qry.name", "dns.flags.rcode", "dns.a"],
+    );
+    assert!(!resp.is_empty());
+    assert_eq!(dns.len(), resp.len());
+    let rcode = |s: &str| match s {
+        "NOERROR" => "0",
+        "NXDOMAIN" => "3",
+        "SERVFAIL" => "2",
+        other => panic!("unexpected {other}"),
+    };
+    let ours: Vec<(String, String, String, String)> = dns
+        .iter()
+        .map(|e| {
+            let d = &e["dns"];
+            let a: Vec<String> = d["answers"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .filter(|r| r["type"] == "A")
+                        .map(|r| r["data"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                d["id"].to_string(),
+                d["question"]["name"].as_str().unwrap().to_string(),
+                rcode(d["response_code"].as_str().unwrap()).to_string(),
+                a.join("|"),
+            )
+        })
+        .collect();
+    let theirs: Vec<(String, String, String, String)> = resp
+        .iter()
+        .map(|r| {
+            let id = u16::from_str_radix(r[0].trim_start_matches("0x"), 16)
+                .unwrap()
+                .to_string();
+            (id, r[1].clone(), r[2].clone(), r[3].clone())
+        })
+        .collect();
+    assert_eq!(sorted(ours), sorted(theirs));
+    assert!(
+        dns.iter().any(|e| e["transport"] == "tcp"),
+        "the dig +tcp query"
+    );
+    assert!(
+        dns.iter()
+            .any(|e| e["status"] == "Error" && e["dns"]["response_code"] == "NXDOMAIN")
+    );
+}
+
+/// Splits tshark's per-packet RESP fields into commands: each top-level array of a client
+/// packet takes `length` bulk strings.
+fn tshark_redis_commands(rows: &[Vec<String>]) -> Vec<String> {
+    let mut methods = Vec::new();
+    for r in rows {
+        let lens: Vec<usize> = r[0].split('|').filter_map(|s| s.parse().ok()).collect();
+        let bulks: Vec<&str> = r[1].split('|').collect();
+        let mut at = 0;
+        for n in lens {
+            if let Some(m) = bulks.get(at) {
+                methods.push(unhex(m).to_uppercase());
+            }
+            at += n;
+        }
+    }
+    methods
+}
+
+#[test]
+fn redis_matches_tshark() {
+    if !have_tshark("redis_matches_tshark") {
+        return;
+    }
+    let path = data("redis.pcapng");
+    let (events, _) = inspect(&path);
+    let redis = of_type(&events, "redis");
+    let rows = tshark(
+        &path,
+        "tcp.dstport == 16379 && resp",
+        &["resp.array.length", "resp.bulk_string.value"],
+    );
+    let theirs = tshark_redis_commands(&rows);
+    assert!(!theirs.is_empty());
+    let ours: Vec<String> = redis
+        .iter()
+        .map(|e| e["method"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sorted(ours), sorted(theirs));
+    let errors = tshark(&path, "tcp.srcport == 16379 && resp.error", &["resp.error"]);
+    let our_errors: Vec<String> = redis
+        .iter()
+        .filter_map(|e| e["redis"]["error"].as_str().map(String::from))
+        .collect();
+    assert_eq!(our_errors.len(), errors.len());
+    for e in &redis {
+        assert_eq!(e["status"] == "Error", e["redis"]["error"].is_string());
+    }
+    let by_method: BTreeMap<&str, &Value> = redis
+        .iter()
+        .map(|e| (e["query"].as_str().unwrap(), *e))
+        .collect();
+    assert_eq!(by_method["GET greeting"]["redis"]["return_value"], "hello");
+    assert_eq!(
+        by_method["LRANGE list 0 -1"]["redis"]["return_value"],
+        "[a, b, c]"
+    );
+    assert_eq!(
+        by_method["HGETALL h"]["redis"]["return_value"], "[f, v]",
+        "RESP3 map"
+    );
+}
+
+#[test]
+fn cli_reads_a_capture_and_prints_events() {
+    let dir = TempDir::new("cli");
+    let cfg = dir.0.join("connbeat.yml");
+    std::fs::write(&cfg, PROTOCOLS_YAML).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .args(["-c", cfg.to_str().unwrap(), "--strict.perms=false", "-I"])
+        .arg(data("redis.pcapng"))
+        .output()
+        .expect("run connbeat");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    let (lib, _) = inspect(&data("redis.pcapng"));
+    assert_eq!(events.len(), lib.len());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "redis" && e["@timestamp"].is_string())
+    );
+}
+
+#[test]
+fn mysql_matches_tshark() {
+    if !have_tshark("mysql_matches_tshark") {
+        return;
+    }
+    let path = data("mysql.pcap");
+    let (events, _) = inspect(&path);
+    let my = of_type(&events, "mysql");
+    // Commands that get a response (QUIT, STMT_CLOSE and SEND_LONG_DATA get none).
+    let cmds = tshark(
+        &path,
+        "mysql.command && mysql.command != 1 && mysql.command != 24 && mysql.command != 25",
+        &["mysql.command", "mysql.query"],
+    );
+    assert_eq!(my.len(), cmds.len());
+    let theirs: Vec<String> = cmds
+        .iter()
+        .filter(|c| c[0] == "3" || c[0] == "22")
+        .map(|c| c[1].clone())
+        .collect();
+    let ours: Vec<String> = my
+        .iter()
+        .filter(|e| e["method"] != "SELECT" || e["mysql"]["statement_id"].is_null())
+        .filter_map(|e| e["query"].as_str().map(String::from))
+        .collect();
+    assert_eq!(sorted(ours), sorted(theirs));
+    let errs = tshark(&path, "mysql.error_code", &["mysql.error_code"]);
+    let our_errs: Vec<String> = my
+        .iter()
+        .filter_map(|e| e["mysql"]["error_code"].as_u64().map(|c| c.to_string()))
+        .collect();
+    assert_eq!(
+        sorted(our_errs),
+        sorted(errs.iter().map(|e| e[0].clone()).collect())
+    );
+    let affected = tshark(&path, "mysql.affected_rows > 0", &["mysql.affected_rows"]);
+    let our_aff: Vec<String> = my
+        .iter()
+        .filter_map(|e| {
+            e["mysql"]["affected_rows"]
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| n.to_string())
+        })
+        .collect();
+    assert_eq!(
+        sorted(our_aff),
+        sorted(affected.iter().map(|e| e[0].clone()).collect())
+    );
+    let select = my
+        .iter()
+        .find(|e| e["query"] == "SELECT * FROM t.kv WHERE k >= 2")
+        .unwrap();
+    assert_eq!(select["mysql"]["num_rows"], 2);
+    let executes = my
+        .iter()
+        .filter(|e| e["mysql"]["statement_id"].is_u64() && e["method"] == "SELECT")
+        .count();
+    assert_eq!(
+        executes,
+        tshark(&path, "mysql.command == 23", &["mysql.command"]).len()
+    );
+}
+
+#[test]
+fn pgsql_matches_tshark() {
+    if !have_tshark("pgsql_matches_tshark") {
+        return;
+    }
+    let path = data("pgsql.pcap");
+    let (events, _) = inspect(&path);
+    let pg = of_type(&events, "pgsql");
+    let queries = tshark(
+        &path,
+        "pgsql.frontend == 1 && (pgsql.type == \"Simple query\" || pgsql.type == \"Parse\")",
+        &["pgsql.query"],
+    );
+    let theirs: Vec<String> = queries
+        .iter()
+        .flat_map(|q| q[0].split('|').map(String::from).collect::<Vec<_>>())
+        .collect();
+    let ours: Vec<String> = pg
+        .iter()
+        .map(|e| e["query"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sorted(ours), sorted(theirs));
+    let tags = tshark(&path, "pgsql.tag", &["pgsql.tag"]);
+    let their_tags: Vec<String> = tags
+        .iter()
+        .flat_map(|t| t[0].split('|').map(String::from).collect::<Vec<_>>())
+        .collect();
+    let our_tags: Vec<String> = pg
+        .iter()
+        .filter_map(|e| e["pgsql"]["command_tag"].as_str().map(String::from))
+        .collect();
+    assert_eq!(sorted(our_tags), sorted(their_tags));
+    let codes = tshark(&path, "pgsql.code", &["pgsql.code"]);
+    let our_codes: Vec<String> = pg
+        .iter()
+        .filter_map(|e| e["pgsql"]["error_code"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        sorted(our_codes),
+        sorted(codes.iter().map(|c| c[0].clone()).collect())
+    );
+    assert!(
+        pg.iter()
+            .all(|e| (e["status"] == "Error") == e["pgsql"]["error_code"].is_string())
+    );
+    let sel = pg
+        .iter()
+        .find(|e| e["query"] == "SELECT * FROM kv WHERE k >= 2")
+        .unwrap();
+    assert_eq!(sel["pgsql"]["num_rows"], 2);
+}
+
+#[test]
+fn tls_matches_tshark() {
+    if !have_tshark("tls_matches_tshark") {
+        return;
+    }
+    let path = data("tls.pcap");
+    let (events, _) = inspect(&path);
+    let tls = of_type(&events, "tls");
+    let hellos = tshark(
+        &path,
+        "tls.handshake.type == 1",
+        &["tls.handshake.extensions_server_name", "tls.handshake.ja3"],
+    );
+    assert_eq!(tls.len(), hellos.len());
+    let ours: Vec<(String, String)> = tls
+        .iter()
+        .map(|e| {
+            (
+                e["tls"]["server_name"].as_str().unwrap_or("").to_string(),
+                e["tls"]["ja3"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let theirs: Vec<(String, String)> = hellos
+        .iter()
+        .map(|h| (h[0].clone(), h[1].clone()))
+        .collect();
+    assert_eq!(sorted(ours), sorted(theirs));
+    let servers = tshark(
+        &path,
+        "tls.handshake.type == 2",
+        &["tls.handshake.ciphersuite"],
+    );
+    let established: Vec<&&Value> = tls
+        .iter()
+        .filter(|e| e["tls"]["established"] == true)
+        .collect();
+    assert_eq!(established.len(), servers.len());
+    assert!(
+        established
+            .iter()
+            .all(|e| e["tls"]["cipher"].as_str().unwrap().starts_with("TLS_"))
+    );
+    // Plaintext alerts (encrypted ones after the handshake have no readable description).
+    let alerts = tshark(&path, "tls.alert_message.desc", &["tls.alert_message.desc"]);
+    assert_eq!(
+        tls.iter().filter(|e| e["status"] == "Error").count(),
+        alerts.len()
+    );
+    let alpn: Vec<&str> = tls
+        .iter()
+        .filter_map(|e| e["tls"]["alpn"].as_str())
+        .collect();
+    assert!(
+        alpn.contains(&"h2") && alpn.contains(&"http/1.1"),
+        "{alpn:?}"
+    );
+}
