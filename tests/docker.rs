@@ -321,6 +321,20 @@ fn host_mode_events_carry_the_container_id_and_name() {
         return;
     }
     let s = scene("h");
+    // A host-mode agent sees every container on the machine, also the scenes of the other
+    // tests running beside this one: pick this scene's connection by its namespace.
+    let host_pid: u64 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &s.app])
+        .parse()
+        .unwrap();
+    let app_netns = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{host_pid}/ns/net"))
+            .expect("the app's network namespace")
+            .ino()
+    };
+    let ours = |e: &&Value| {
+        e["local_port"] == 8080 && e["direction"] == "incoming" && e["netns"] == app_netns
+    };
     let events = agent_once(
         &HOST_MODE,
         &s.agent_image,
@@ -331,23 +345,17 @@ fn host_mode_events_carry_the_container_id_and_name() {
             "connbeat.proc_root=/host/proc",
         ],
         |ev| {
-            on_8080(ev)
-                .iter()
-                .any(|e| e["direction"] == "incoming" && e["container"]["name"].is_string())
+            ev.iter()
+                .filter(ours)
+                .any(|e| e["container"]["name"].is_string())
         },
     );
-    let incoming = events
-        .iter()
-        .find(|e| e["local_port"] == 8080 && e["direction"] == "incoming")
-        .unwrap();
+    let incoming = events.iter().find(ours).unwrap();
     assert_eq!(incoming["container"]["id"], s.app_id.as_str(), "{incoming}");
     assert_eq!(incoming["container"]["name"], s.app.as_str());
     assert_eq!(incoming["container"]["labels"]["team"], "edge");
     assert_eq!(incoming["local_process"]["binary"], "httpd");
     // Host pids, with the pid inside the container beside them.
-    let host_pid: u64 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &s.app])
-        .parse()
-        .unwrap();
     // busybox httpd serves each connection from a forked child of the container's pid 1.
     let p = &incoming["local_process"];
     let (pid, ppid) = (p["pid"].as_u64().unwrap(), p["ppid"].as_u64().unwrap());
