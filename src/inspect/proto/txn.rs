@@ -68,7 +68,7 @@ impl Txn {
     }
 
     /// The event for this transaction between these endpoints.
-    pub fn into_event(self, proto: &str, ep: &Endpoints) -> Event {
+    pub fn into_event(self, proto: &'static str, ep: &Endpoints) -> Event {
         let mut m = Map::new();
         m.insert("status".into(), json!(self.status));
         for (k, v) in [
@@ -276,13 +276,13 @@ mod tests {
                 binary: "nginx".into(),
             }),
         };
-        let e = t.into_event("http", &ep);
-        assert_eq!(e.body["type"], "http");
-        assert_eq!(e.body["responsetime"], 250);
-        assert_eq!(e.body["ip"], "10.0.0.2");
-        assert_eq!(e.body["client_port"], 5000);
-        assert_eq!(e.body["server_process"]["binary"], "nginx");
-        assert_eq!(e.body["direction"], "in");
-        assert_eq!(e.body["http"]["x"], 1);
+        let e = t.into_event("http", &ep).to_value();
+        assert_eq!(e["type"], "http");
+        assert_eq!(e["responsetime"], 250);
+        assert_eq!(e["ip"], "10.0.0.2");
+        assert_eq!(e["client_port"], 5000);
+        assert_eq!(e["server_process"]["binary"], "nginx");
+        assert_eq!(e["direction"], "in");
+        assert_eq!(e["http"]["x"], 1);
     }
 }
