@@ -1,43 +1,185 @@
-//! The unit every source produces and every output consumes.
+//! The unit every source produces ([`Event`]) and the unit every output consumes
+//! ([`Record`]).
 //!
-//! Sources fill in only what they know (the `type` and their own fields); the fields common
-//! to every event (`@timestamp`, `beat`, `tags`, `fields`) are added once, by
-//! [`CommonFields::finish`], when the event enters the pipeline.
+//! Sources fill in only what they know (their own fields) and serialize them once, on their
+//! own thread. The fields common to every event (`@timestamp`, `type`, `beat`, `tags`,
+//! `fields`) are added by [`Finisher::finish`] when the event enters the pipeline, by
+//! writing them around the source's bytes; no JSON tree is built or walked on the way. The
+//! queue, the disk spool and the outputs then carry the finished JSON text as it is; the
+//! rare output setting that needs a field's value (a `%{[field]}` placeholder) parses it
+//! with [`Record::value`].
 
+use serde::Serialize;
 use serde_json::{Map, Value};
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-/// One event as a source produced it.
+/// One event as a source produced it: its own fields, already serialized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub timestamp: SystemTime,
-    /// The event's own fields, including `type`.
-    pub body: Map<String, Value>,
+    kind: &'static str,
+    /// The members of the event's JSON object, without the braces (`"a":1,"b":"x"`).
+    members: String,
+    /// Members the source adds to the `beat` object (connbeat's `local_ips`), likewise.
+    beat_members: String,
 }
 
 impl Event {
-    /// An event of the given `type` with the given fields.
-    pub fn new(timestamp: SystemTime, kind: &str, fields: Value) -> Event {
+    /// An event of the given `type` with the fields of a JSON object (another value becomes
+    /// a field named `value`). A `beat` object among them is merged into the common `beat`.
+    pub fn new(timestamp: SystemTime, kind: &'static str, fields: Value) -> Event {
         let mut body = match fields {
             Value::Object(m) => m,
-            other => {
-                let mut m = Map::new();
-                m.insert("value".into(), other);
-                m
-            }
+            other => Map::from_iter([("value".to_string(), other)]),
         };
-        body.insert("type".into(), Value::String(kind.into()));
-        Event { timestamp, body }
+        body.remove("type");
+        let beat_members = match body.remove("beat") {
+            Some(Value::Object(b)) => members_of(&b),
+            _ => String::new(),
+        };
+        Event {
+            timestamp,
+            kind,
+            members: members_of(&body),
+            beat_members,
+        }
+    }
+
+    /// An event of the given `type` whose fields are those of `fields`, a struct (or map)
+    /// that serializes as a JSON object: serialized straight to text, without a tree.
+    pub fn from_fields(
+        timestamp: SystemTime,
+        kind: &'static str,
+        fields: &impl Serialize,
+    ) -> Event {
+        Event {
+            timestamp,
+            kind,
+            members: members_of(fields),
+            beat_members: String::new(),
+        }
+    }
+
+    /// Adds one more field (`key` must not be among the fields already there).
+    pub fn push_field(&mut self, key: &str, value: &impl Serialize) {
+        push_member(&mut self.members, key, value);
+    }
+
+    /// Adds one field to the event's `beat` object.
+    pub fn push_beat_field(&mut self, key: &str, value: &impl Serialize) {
+        push_member(&mut self.beat_members, key, value);
     }
 
     pub fn kind(&self) -> &str {
-        self.body.get("type").and_then(Value::as_str).unwrap_or("")
+        self.kind
     }
+
+    /// The event's own fields as a JSON object, `type` included (parses the text: for
+    /// tests and diagnostics, not for the hot path).
+    pub fn to_value(&self) -> Value {
+        let mut m: Map<String, Value> =
+            serde_json::from_str(&format!("{{{}}}", self.members)).expect("members are JSON");
+        m.insert("type".into(), Value::String(self.kind.into()));
+        if !self.beat_members.is_empty() {
+            let b: Value = serde_json::from_str(&format!("{{{}}}", self.beat_members))
+                .expect("members are JSON");
+            m.insert("beat".into(), b);
+        }
+        Value::Object(m)
+    }
+}
+
+/// A value that serializes as a JSON object, as its members without the braces.
+fn members_of(fields: &impl Serialize) -> String {
+    let mut s = serde_json::to_string(fields).expect("event fields serialize");
+    if s.len() < 2 || !s.starts_with('{') || !s.ends_with('}') {
+        // Not an object: keep it, under `value`.
+        let mut m = String::new();
+        push_member(&mut m, "value", &serde_json::from_str::<Value>(&s).ok());
+        return m;
+    }
+    s.pop();
+    s.remove(0);
+    s
+}
+
+fn push_member(members: &mut String, key: &str, value: &impl Serialize) {
+    if !members.is_empty() {
+        members.push(',');
+    }
+    push_json(members, &key);
+    members.push(':');
+    push_json(members, value);
+}
+
+fn push_json(out: &mut String, v: &(impl Serialize + ?Sized)) {
+    out.push_str(&serde_json::to_string(v).expect("event fields serialize"));
 }
 
 /// RFC 3339 UTC with milliseconds, the `@timestamp` format.
 pub fn format_timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A finished event: its whole JSON object, serialized once, `@timestamp` first. Cheap to
+/// clone (shared text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    json: Arc<str>,
+}
+
+/// How every finished event begins; the timestamp follows.
+const TIMESTAMP_PREFIX: &str = "{\"@timestamp\":\"";
+
+impl Record {
+    /// A record from JSON text that was produced by [`Finisher::finish`] (or read back from
+    /// the disk spool, which stores exactly that text).
+    pub fn from_json(json: impl Into<Arc<str>>) -> Record {
+        Record { json: json.into() }
+    }
+
+    /// A record of an arbitrary JSON value (tests and tools; the pipeline uses
+    /// [`Finisher::finish`]).
+    pub fn from_value(v: &Value) -> Record {
+        Record::from_json(v.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.json.as_bytes()
+    }
+
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    /// The event parsed (for settings that read a field; costs a parse).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// The `@timestamp` text (`2026-11-22T10:00:00.000Z`), read off the front of the record
+    /// when it is where [`Finisher::finish`] puts it, else parsed out.
+    pub fn timestamp(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(rest) = self.json.strip_prefix(TIMESTAMP_PREFIX)
+            && let Some(end) = rest.find('"')
+        {
+            return Some(std::borrow::Cow::Borrowed(&rest[..end]));
+        }
+        self.value()
+            .get("@timestamp")
+            .and_then(Value::as_str)
+            .map(|s| std::borrow::Cow::Owned(s.to_string()))
+    }
 }
 
 /// What every event carries besides its own fields.
@@ -72,42 +214,94 @@ impl CommonFields {
         }
     }
 
-    /// The complete JSON object of an event, ready for an output.
-    pub fn finish(&self, event: Event) -> Value {
-        let mut out = Map::with_capacity(event.body.len() + 4);
-        out.insert(
-            "@timestamp".into(),
-            Value::String(format_timestamp(event.timestamp)),
-        );
-        let mut body = event.body;
-        if let Some(kind) = body.remove("type") {
-            out.insert("type".into(), kind);
-        }
-        let mut beat = match body.remove("beat") {
-            Some(Value::Object(b)) => b,
-            _ => Map::new(),
-        };
-        beat.insert("name".into(), Value::String(self.name.clone()));
-        beat.insert("hostname".into(), Value::String(self.hostname.clone()));
-        beat.insert("version".into(), Value::String(self.version.clone()));
-        out.extend(body);
-        out.insert("beat".into(), Value::Object(beat));
+    /// The finisher for these fields (their JSON rendered once).
+    pub fn finisher(&self) -> Finisher {
+        let mut beat_tail = String::new();
+        push_member(&mut beat_tail, "name", &self.name);
+        push_member(&mut beat_tail, "hostname", &self.hostname);
+        push_member(&mut beat_tail, "version", &self.version);
+        let mut tail = String::new();
         if !self.tags.is_empty() {
-            out.insert(
-                "tags".into(),
-                Value::Array(self.tags.iter().cloned().map(Value::String).collect()),
-            );
+            push_member(&mut tail, "tags", &self.tags);
         }
+        let mut root_fields = None;
         if !self.fields.is_empty() {
             if self.fields_under_root {
-                for (k, v) in &self.fields {
-                    out.insert(k.clone(), v.clone());
-                }
+                root_fields = Some(self.fields.clone());
             } else {
-                out.insert("fields".into(), Value::Object(self.fields.clone()));
+                push_member(&mut tail, "fields", &self.fields);
             }
         }
-        Value::Object(out)
+        if !tail.is_empty() {
+            tail.insert(0, ',');
+        }
+        Finisher {
+            beat_tail,
+            tail,
+            root_fields,
+        }
+    }
+
+    /// The finished record of one event (renders the common fields each time: use a
+    /// [`Finisher`] for many events).
+    pub fn finish(&self, event: Event) -> Record {
+        self.finisher().finish(event)
+    }
+}
+
+/// Turns events into records: writes `@timestamp`, `type` and the common fields around the
+/// source's serialized fields.
+#[derive(Debug, Clone)]
+pub struct Finisher {
+    /// `"name":…,"hostname":…,"version":…`
+    beat_tail: String,
+    /// `,"tags":[…]` and `,"fields":{…}`, as configured.
+    tail: String,
+    /// `fields` with `fields_under_root: true`: they may replace a source's field, so they
+    /// are merged into the object rather than appended (JSON has no duplicate keys).
+    root_fields: Option<Map<String, Value>>,
+}
+
+impl Finisher {
+    /// The complete JSON object of an event, ready for an output.
+    pub fn finish(&self, event: Event) -> Record {
+        let members = match &self.root_fields {
+            None => event.members,
+            Some(root) => {
+                let mut m: Map<String, Value> =
+                    serde_json::from_str(&format!("{{{}}}", event.members))
+                        .expect("members are JSON");
+                for (k, v) in root {
+                    m.insert(k.clone(), v.clone());
+                }
+                // `type`, `@timestamp` and `beat` are the agent's own.
+                for k in ["type", "@timestamp", "beat"] {
+                    m.remove(k);
+                }
+                members_of(&m)
+            }
+        };
+        let mut s = String::with_capacity(
+            members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
+        );
+        s.push_str(TIMESTAMP_PREFIX);
+        let _ = write!(s, "{}", humantime::format_rfc3339_millis(event.timestamp));
+        s.push_str("\",\"type\":");
+        push_json(&mut s, event.kind);
+        if !members.is_empty() {
+            s.push(',');
+            s.push_str(&members);
+        }
+        s.push_str(",\"beat\":{");
+        if !event.beat_members.is_empty() {
+            s.push_str(&event.beat_members);
+            s.push(',');
+        }
+        s.push_str(&self.beat_tail);
+        s.push('}');
+        s.push_str(&self.tail);
+        s.push('}');
+        Record::from_json(s)
     }
 }
 
@@ -123,7 +317,10 @@ mod tests {
             hostname: "web1.local".into(),
             version: "0.1.0".into(),
             tags: vec!["prod".into()],
-            fields: json!({"env": "eu"}).as_object().unwrap().clone(),
+            fields: json!({"env": "eu", "action": "mine"})
+                .as_object()
+                .unwrap()
+                .clone(),
             fields_under_root: under_root,
         }
     }
@@ -136,15 +333,62 @@ mod tests {
             "connbeat",
             json!({"action": "open", "beat": {"local_ips": ["10.0.0.5"]}}),
         );
-        let v = common(false).finish(e);
-        assert_eq!(v["@timestamp"], "2026-11-18T11:06:40.123Z");
-        assert_eq!(v["type"], "connbeat");
+        let r = common(false).finish(e);
+        assert!(
+            r.as_str()
+                .starts_with(r#"{"@timestamp":"2026-11-18T11:06:40.123Z","type":"connbeat","action":"open","beat":{"local_ips":["10.0.0.5"],"name":"web1""#),
+            "{}",
+            r.as_str()
+        );
+        assert_eq!(r.timestamp().unwrap(), "2026-11-18T11:06:40.123Z");
+        let v = r.value();
         assert_eq!(v["beat"]["name"], "web1");
-        assert_eq!(v["beat"]["local_ips"][0], "10.0.0.5");
+        assert_eq!(v["beat"]["hostname"], "web1.local");
+        assert_eq!(v["beat"]["version"], "0.1.0");
         assert_eq!(v["tags"][0], "prod");
         assert_eq!(v["fields"]["env"], "eu");
-        let v = common(true).finish(Event::new(t, "dns", json!({})));
+        assert_eq!(v["action"], "open");
+        let v = common(true)
+            .finish(Event::new(t, "dns", json!({"action": "x", "n": 1})))
+            .value();
         assert_eq!(v["env"], "eu");
+        assert_eq!(v["action"], "mine", "a root field replaces the source's");
+        assert_eq!(v["n"], 1);
+        assert_eq!(v["type"], "dns");
         assert!(v.get("fields").is_none());
+    }
+
+    #[test]
+    fn struct_fields_serialize_straight_to_members() {
+        #[derive(Serialize)]
+        struct F {
+            a: u32,
+            b: &'static str,
+        }
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_000);
+        let mut e = Event::from_fields(t, "connbeat", &F { a: 1, b: "x\"y" });
+        e.push_field("c", &json!({"d": [1, 2]}));
+        e.push_beat_field("local_ips", &["::1"]);
+        assert_eq!(
+            e.to_value(),
+            json!({"a": 1, "b": "x\"y", "c": {"d": [1, 2]}, "type": "connbeat", "beat": {"local_ips": ["::1"]}})
+        );
+        let c = CommonFields {
+            name: "n".into(),
+            hostname: "h".into(),
+            version: "v".into(),
+            tags: vec![],
+            fields: Map::new(),
+            fields_under_root: false,
+        };
+        assert_eq!(
+            c.finish(e).as_str(),
+            r#"{"@timestamp":"2026-11-18T11:06:40.000Z","type":"connbeat","a":1,"b":"x\"y","c":{"d":[1,2]},"beat":{"local_ips":["::1"],"name":"n","hostname":"h","version":"v"}}"#
+        );
+        let empty = c.finish(Event::new(t, "t", json!({})));
+        assert_eq!(
+            empty.value(),
+            json!({"@timestamp": "2026-11-18T11:06:40.000Z", "type": "t", "beat": {"name": "n", "hostname": "h", "version": "v"}})
+        );
     }
 }

@@ -25,8 +25,11 @@ impl Output for Collect {
     fn name(&self) -> &'static str {
         "collect"
     }
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
-        self.0.lock().unwrap().extend_from_slice(batch);
+    fn publish(&mut self, batch: &[connbeat::event::Record]) -> Result<Outcome, OutputError> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(connbeat::event::Record::value));
         Ok(Outcome::Acked)
     }
 }

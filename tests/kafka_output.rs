@@ -4,6 +4,7 @@
 
 mod shipkit;
 
+use connbeat::event::Event;
 use shipkit::kafka::{Broker, Reader, Record};
 use shipkit::*;
 use std::collections::{HashMap, HashSet};
@@ -28,7 +29,7 @@ fn assert_exactly_once(records: &[Record], n: u64) {
     );
     let expected: HashSet<String> = (0..n)
         .map(|i| {
-            let mut v = serde_json::to_value(&conn_event(i).body).unwrap();
+            let mut v = conn_event(i).to_value();
             v["@timestamp"] = connbeat::event::format_timestamp(conn_event(i).timestamp).into();
             identity(&v)
         })
@@ -92,9 +93,10 @@ fn topic_and_key_come_from_the_event_and_hashing_keeps_a_key_on_one_partition() 
     );
     let (p, pipe) = pipeline(&c);
     for i in 0..400 {
-        let mut e = conn_event(i);
-        e.body.insert("remote_port".into(), (5000 + i % 4).into());
-        assert!(p.publish(e));
+        let e = conn_event(i);
+        let mut v = e.to_value();
+        v["remote_port"] = (5000 + i % 4).into();
+        assert!(p.publish(Event::new(e.timestamp, "connbeat", v)));
     }
     drop(p);
     assert!(pipe.finish(Duration::from_secs(60)));
@@ -137,7 +139,7 @@ fn a_message_over_max_message_bytes_is_dropped_counted_and_logged_never_retried(
     for i in 0..10 {
         let mut e = conn_event(i);
         if i == 3 {
-            e.body.insert("pad".into(), "x".repeat(10_000).into());
+            e.push_field("pad", &"x".repeat(10_000));
         }
         assert!(p.publish(e));
     }

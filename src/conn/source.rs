@@ -18,7 +18,6 @@ use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::publish::Publisher;
 use anyhow::Context;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +101,7 @@ pub struct ConnSource {
     publisher: Publisher,
     records: Vec<SockRecord>,
     wanted: Vec<u64>,
-    local_ips: Value,
+    local_ips: Vec<String>,
     containers: Containers,
     /// Containers by the namespace their processes were seen in (not the agent's own),
     /// for connections whose process is unknown.
@@ -193,7 +192,7 @@ impl ConnSource {
             publisher,
             records: Vec::new(),
             wanted: Vec::new(),
-            local_ips: Value::Array(Vec::new()),
+            local_ips: Vec::new(),
             containers: Containers::new(
                 Path::new(&settings.proc_root),
                 Path::new(&settings.docker_socket),
@@ -593,14 +592,12 @@ impl ConnSource {
             }
             None => self.netns_containers.get(&e.netns).cloned(),
         };
-        let mut v = serde_json::to_value(&e).expect("connection events serialize");
-        if let Value::Object(m) = &mut v {
-            if let Some(c) = container {
-                m.insert("container".into(), json!(c));
-            }
-            m.insert("beat".into(), json!({ "local_ips": self.local_ips }));
+        let mut ev = Event::from_fields(ts, "connbeat", &e);
+        if let Some(c) = container {
+            ev.push_field("container", &*c);
         }
-        self.publisher.publish(Event::new(ts, "connbeat", v));
+        ev.push_beat_field("local_ips", &self.local_ips);
+        self.publisher.publish(ev);
     }
 
     /// Waits up to `timeout` for any close listener to have data; true when one has.
@@ -673,7 +670,7 @@ fn close_buffer(c: &ConnbeatConfig) -> usize {
 }
 
 /// This host's non-loopback addresses (`beat.local_ips`).
-fn local_ips() -> Value {
+fn local_ips() -> Vec<String> {
     let mut ips: Vec<String> = match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs
             .filter_map(|a| a.address)
@@ -691,7 +688,7 @@ fn local_ips() -> Value {
     };
     ips.sort();
     ips.dedup();
-    Value::Array(ips.into_iter().map(Value::String).collect())
+    ips
 }
 
 /// CPU time consumed by the calling thread.

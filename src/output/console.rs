@@ -1,7 +1,7 @@
 //! `output.console`: NDJSON (or pretty JSON) on standard output.
 
 use super::{Outcome, Output, OutputError, encode_into};
-use serde_json::Value;
+use crate::event::Record;
 use std::io::Write;
 
 pub struct ConsoleOutput {
@@ -29,7 +29,7 @@ impl Output for ConsoleOutput {
         "console"
     }
 
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+    fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
         self.buf.clear();
         for e in batch {
             encode_into(&mut self.buf, e, self.pretty);

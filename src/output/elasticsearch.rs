@@ -9,10 +9,11 @@
 //! event's JSON (which includes `@timestamp` and the connection cookie), the same on every
 //! attempt and after a restart, so a bulk request sent twice cannot index an event twice.
 
-use super::format::Template;
+use super::format::{RecordFields, Template};
 use super::http_client::{Auth, ClientSettings, HttpClient, Response};
 use super::{EventStatus, Outcome, Output, OutputError};
 use crate::config::ElasticsearchOutputConfig;
+use crate::event::Record;
 use crate::monitor::{self, METRICS};
 use base64::Engine;
 use bytes::Bytes;
@@ -24,7 +25,6 @@ pub struct ElasticsearchOutput {
     client: HttpClient,
     index: Template,
     body: Vec<u8>,
-    doc: Vec<u8>,
     index_buf: String,
 }
 
@@ -65,7 +65,6 @@ impl ElasticsearchOutput {
             client,
             index,
             body: Vec::with_capacity(1 << 20),
-            doc: Vec::with_capacity(4096),
             index_buf: String::new(),
         })
     }
@@ -136,21 +135,22 @@ impl Output for ElasticsearchOutput {
         "elasticsearch"
     }
 
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+    fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
         let mut statuses = vec![EventStatus::Retry; batch.len()];
         let mut sent = Vec::with_capacity(batch.len());
         self.body.clear();
         for (i, e) in batch.iter().enumerate() {
-            if let Err(m) = self.index.render_into(e, &mut self.index_buf) {
+            if let Err(m) = self
+                .index
+                .render_into(&RecordFields::new(e), &mut self.index_buf)
+            {
                 statuses[i] = EventStatus::Dropped(format!("output.elasticsearch.index: {m}"));
                 continue;
             }
-            self.doc.clear();
-            serde_json::to_writer(&mut self.doc, e).expect("json values serialize");
-            let action = serde_json::json!({"create": {"_index": self.index_buf, "_id": document_id(&self.doc)}});
+            let action = serde_json::json!({"create": {"_index": self.index_buf, "_id": document_id(e.as_bytes())}});
             serde_json::to_writer(&mut self.body, &action).expect("json values serialize");
             self.body.push(b'\n');
-            self.body.extend_from_slice(&self.doc);
+            self.body.extend_from_slice(e.as_bytes());
             self.body.push(b'\n');
             sent.push(i);
         }

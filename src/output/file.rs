@@ -6,7 +6,7 @@
 
 use super::{Outcome, Output, OutputError, encode_into};
 use crate::config::FileOutputConfig;
-use serde_json::Value;
+use crate::event::Record;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -113,18 +113,16 @@ impl Output for FileOutput {
         "file"
     }
 
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
-        let mut line = Vec::with_capacity(1024);
+    fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
         for e in batch {
-            line.clear();
-            encode_into(&mut line, e, false);
-            if self.size + (self.buf.len() + line.len()) as u64 > self.max_bytes
+            let line = e.len() + 1;
+            if self.size + (self.buf.len() + line) as u64 > self.max_bytes
                 && self.size + self.buf.len() as u64 > 0
             {
                 self.write_buf()?;
                 self.rotate()?;
             }
-            self.buf.extend_from_slice(&line);
+            encode_into(&mut self.buf, e, false);
         }
         self.write_buf()?;
         Ok(Outcome::Acked)
@@ -153,8 +151,8 @@ mod tests {
             ..Default::default()
         };
         let mut out = FileOutput::new(&c).unwrap();
-        let batch: Vec<Value> = (0..100)
-            .map(|i| json!({"n": i, "pad": "x".repeat(80)}))
+        let batch: Vec<Record> = (0..100)
+            .map(|i| Record::from_value(&json!({"n": i, "pad": "x".repeat(80)})))
             .collect();
         out.publish(&batch).unwrap();
         out.flush().unwrap();
@@ -172,7 +170,8 @@ mod tests {
         }
         // The newest events are in the current file, the last one last.
         let current = std::fs::read_to_string(dir.join("events")).unwrap();
-        let last: Value = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(current.lines().last().unwrap()).unwrap();
         assert_eq!(last["n"], 99);
         std::fs::remove_dir_all(&dir).unwrap();
     }

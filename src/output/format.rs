@@ -5,10 +5,56 @@
 //! `%{[a.b]}` (or `%{[a][b]}`) is the value of a field, `%{[a.b]:fallback}` gives a fallback
 //! when the field is missing, and `%{+pattern}` formats the event's `@timestamp` (UTC) with
 //! the Joda letters Beats users write: `yyyy`, `yy`, `MM`, `dd`, `HH`, `mm`, `ss`. A string is
-//! parsed once, when the output is built; rendering allocates nothing beyond the result.
+//! parsed once, when the output is built; rendering allocates nothing beyond the result, and
+//! a finished event ([`Record`]) is parsed only when a template reads one of its fields.
 
+use crate::event::Record;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt::Write;
+
+/// What a template reads from an event: its `@timestamp` and its fields.
+pub trait Fields {
+    fn timestamp(&self) -> Option<Cow<'_, str>>;
+    fn field(&self, path: &[String]) -> Option<&Value>;
+}
+
+impl Fields for Value {
+    fn timestamp(&self) -> Option<Cow<'_, str>> {
+        self.get("@timestamp")
+            .and_then(Value::as_str)
+            .map(Cow::Borrowed)
+    }
+    fn field(&self, path: &[String]) -> Option<&Value> {
+        lookup(self, path)
+    }
+}
+
+/// A finished event as templates see it: the timestamp is read off its text, the fields
+/// are parsed once, on the first template that asks for one.
+pub struct RecordFields<'a> {
+    record: &'a Record,
+    parsed: OnceCell<Value>,
+}
+
+impl<'a> RecordFields<'a> {
+    pub fn new(record: &'a Record) -> RecordFields<'a> {
+        RecordFields {
+            record,
+            parsed: OnceCell::new(),
+        }
+    }
+}
+
+impl Fields for RecordFields<'_> {
+    fn timestamp(&self) -> Option<Cow<'_, str>> {
+        self.record.timestamp()
+    }
+    fn field(&self, path: &[String]) -> Option<&Value> {
+        lookup(self.parsed.get_or_init(|| self.record.value()), path)
+    }
+}
 
 /// A parsed format string.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,12 +116,16 @@ impl Template {
 
     /// Renders the template for `event` into `out` (cleared first). Fails, naming the field,
     /// when a field is missing and has no fallback, or when `@timestamp` is not usable.
-    pub fn render_into(&self, event: &Value, out: &mut String) -> Result<(), String> {
+    pub fn render_into<F: Fields + ?Sized>(
+        &self,
+        event: &F,
+        out: &mut String,
+    ) -> Result<(), String> {
         out.clear();
         for p in &self.parts {
             match p {
                 Part::Literal(s) => out.push_str(s),
-                Part::Field { path, fallback } => match lookup(event, path) {
+                Part::Field { path, fallback } => match event.field(path) {
                     Some(Value::String(s)) => out.push_str(s),
                     Some(Value::Null) | None => match fallback {
                         Some(f) => out.push_str(f),
@@ -92,8 +142,7 @@ impl Template {
                 },
                 Part::Date(d) => {
                     let ts = event
-                        .get("@timestamp")
-                        .and_then(Value::as_str)
+                        .timestamp()
                         .filter(|t| t.len() >= 19 && t.is_char_boundary(19))
                         .ok_or("the event has no usable @timestamp for %{+...}")?;
                     for dp in d {
@@ -109,7 +158,7 @@ impl Template {
     }
 
     /// Renders into a new string.
-    pub fn render(&self, event: &Value) -> Result<String, String> {
+    pub fn render<F: Fields + ?Sized>(&self, event: &F) -> Result<String, String> {
         let mut s = String::new();
         self.render_into(event, &mut s)?;
         Ok(s)
@@ -221,6 +270,16 @@ mod tests {
         let t = Template::parse("%{[container.name]:none}").unwrap();
         assert_eq!(t.render(&ev()).unwrap(), "none");
         assert_eq!(Template::parse("plain").unwrap().as_static(), Some("plain"));
+    }
+
+    #[test]
+    fn a_record_renders_like_its_value() {
+        let r = Record::from_json(
+            r#"{"@timestamp":"2026-11-22T10:05:09.123Z","type":"connbeat","local_process":{"binary":"psql"}}"#,
+        );
+        let t = Template::parse("%{[local_process.binary]}-%{+yyyy.MM.dd}").unwrap();
+        assert_eq!(t.render(&RecordFields::new(&r)).unwrap(), "psql-2026.11.22");
+        assert_eq!(t.render(&r.value()).unwrap(), "psql-2026.11.22");
     }
 
     #[test]

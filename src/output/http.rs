@@ -10,10 +10,10 @@ use super::http_client::Response;
 use super::http_client::{Auth, ClientSettings, HttpClient, gzip};
 use super::{Outcome, Output, OutputError, encode_into};
 use crate::config::HttpOutputConfig;
+use crate::event::Record;
 use crate::monitor::{self, METRICS};
 use bytes::Bytes;
 use hyper::Method;
-use serde_json::Value;
 
 pub struct HttpOutput {
     client: HttpClient,
@@ -51,7 +51,7 @@ impl HttpOutput {
         })
     }
 
-    fn encode(&mut self, batch: &[Value]) {
+    fn encode(&mut self, batch: &[Record]) {
         self.buf.clear();
         if self.array {
             self.buf.push(b'[');
@@ -59,7 +59,7 @@ impl HttpOutput {
                 if i > 0 {
                     self.buf.push(b',');
                 }
-                serde_json::to_writer(&mut self.buf, e).expect("json values serialize");
+                self.buf.extend_from_slice(e.as_bytes());
             }
             self.buf.extend_from_slice(b"]\n");
         } else {
@@ -75,7 +75,7 @@ impl Output for HttpOutput {
         "http"
     }
 
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+    fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
         self.encode(batch);
         let body = if self.level > 0 {
             Bytes::from(gzip(&self.buf, self.level))

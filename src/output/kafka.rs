@@ -14,9 +14,10 @@
 //! skipping partitions without a reachable leader; `partition.hash` (the default) is
 //! librdkafka's Java-compatible `murmur2_random`: by key, random without a key.
 
-use super::format::Template;
-use super::{EventStatus, Outcome, Output, OutputError, encode_into};
+use super::format::{RecordFields, Template};
+use super::{EventStatus, Outcome, Output, OutputError};
 use crate::config::KafkaOutputConfig;
+use crate::event::Record;
 use crate::monitor::{self, METRICS};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -25,7 +26,6 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Partitioner, Producer, ProducerContext, PurgeConfig,
     ThreadedProducer,
 };
-use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -243,7 +243,6 @@ pub struct KafkaOutput {
     hosts: String,
     /// Distinguishes the reports of this batch from late ones of an earlier batch.
     generation: usize,
-    payload: Vec<u8>,
     topic_buf: String,
     key_buf: String,
 }
@@ -301,14 +300,13 @@ impl KafkaOutput {
             message_timeout: c.timeout.get(),
             hosts: c.hosts.join(","),
             generation: 0,
-            payload: Vec::with_capacity(4096),
             topic_buf: String::new(),
             key_buf: String::new(),
         })
     }
 
     /// Renders topic and key of `e` into the buffers; the reason when it cannot.
-    fn render(&mut self, e: &Value) -> Result<bool, String> {
+    fn render(&mut self, e: &RecordFields<'_>) -> Result<bool, String> {
         self.topic
             .render_into(e, &mut self.topic_buf)
             .map_err(|m| format!("output.kafka.topic: {m}"))?;
@@ -393,7 +391,7 @@ impl Output for KafkaOutput {
         "kafka"
     }
 
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+    fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
         self.generation = (self.generation + 1) & 0xffff_ffff;
         let mut statuses = vec![EventStatus::Retry; batch.len()];
         let mut sizes = vec![0usize; batch.len()];
@@ -404,29 +402,26 @@ impl Output for KafkaOutput {
         // Enqueueing waits for room in librdkafka's queue at most this long in total.
         let deadline = Instant::now() + self.message_timeout + Duration::from_secs(5);
         for (i, e) in batch.iter().enumerate() {
-            let keyed = match self.render(e) {
+            let keyed = match self.render(&RecordFields::new(e)) {
                 Ok(k) => k,
                 Err(why) => {
                     statuses[i] = EventStatus::Dropped(why);
                     continue;
                 }
             };
-            self.payload.clear();
-            encode_into(&mut self.payload, e, false);
-            self.payload.pop(); // no newline in a Kafka message
-            sizes[i] = self.payload.len();
-            if self.payload.len() > self.max_message_bytes {
+            let payload = e.as_bytes();
+            sizes[i] = payload.len();
+            if payload.len() > self.max_message_bytes {
                 statuses[i] = EventStatus::Dropped(format!(
                     "a message of {} bytes is over output.kafka.max_message_bytes ({})",
-                    self.payload.len(),
+                    payload.len(),
                     self.max_message_bytes
                 ));
                 continue;
             }
             let opaque = (self.generation << INDEX_BITS) | i;
             loop {
-                let mut rec = BaseRecord::with_opaque_to(&self.topic_buf, opaque)
-                    .payload(self.payload.as_slice());
+                let mut rec = BaseRecord::with_opaque_to(&self.topic_buf, opaque).payload(payload);
                 if keyed {
                     rec = rec.key(self.key_buf.as_bytes());
                 }

@@ -22,10 +22,9 @@ pub use backoff::Backoff;
 use queue::{PushError, Queue};
 
 use crate::config::Config;
-use crate::event::{CommonFields, Event};
+use crate::event::{CommonFields, Event, Finisher, Record};
 use crate::monitor::{self, METRICS};
 use crate::output::{EventStatus, Outcome, Output};
-use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -195,7 +194,7 @@ pub fn start(
     let mut feed = match &settings.disk {
         None => Feed::Memory(MemFeed {
             queue: queue.clone(),
-            common,
+            finisher: common.finisher(),
             events: Vec::with_capacity(settings.bulk_max),
         }),
         Some(d) => {
@@ -206,7 +205,7 @@ pub fn start(
             intake = Some(
                 std::thread::Builder::new()
                     .name("publish-disk".into())
-                    .spawn(move || intake_to_disk(&q, common, writer, &g))
+                    .spawn(move || intake_to_disk(&q, &common.finisher(), writer, &g))
                     .map_err(|e| PublishError::Thread("disk queue", e))?,
             );
             sender.keep_on_interrupt = true;
@@ -282,7 +281,7 @@ enum Feed {
 impl Feed {
     fn next_batch(
         &mut self,
-        batch: &mut Vec<Value>,
+        batch: &mut Vec<Record>,
         min: usize,
         max: usize,
         timeout: Duration,
@@ -313,7 +312,7 @@ impl Feed {
 /// The in-memory queue.
 struct MemFeed {
     queue: Arc<Queue>,
-    common: CommonFields,
+    finisher: Finisher,
     events: Vec<Event>,
 }
 
@@ -322,7 +321,7 @@ impl MemFeed {
     /// passed, or the sources are gone. False when the sources are gone and nothing is left.
     fn next_batch(
         &mut self,
-        batch: &mut Vec<Value>,
+        batch: &mut Vec<Record>,
         min: usize,
         max: usize,
         timeout: Duration,
@@ -330,7 +329,7 @@ impl MemFeed {
         let open = self
             .queue
             .pop(&mut self.events, min, max - batch.len(), timeout);
-        batch.extend(self.events.drain(..).map(|e| self.common.finish(e)));
+        batch.extend(self.events.drain(..).map(|e| self.finisher.finish(e)));
         open || !batch.is_empty()
     }
 }
@@ -339,7 +338,7 @@ impl MemFeed {
 /// until every source is gone.
 fn intake_to_disk(
     queue: &Queue,
-    common: CommonFields,
+    finisher: &Finisher,
     mut writer: spool::SpoolWriter,
     giving_up: &AtomicBool,
 ) {
@@ -357,7 +356,7 @@ fn intake_to_disk(
         });
         let open = queue.pop(&mut events, 1, 1024, wait);
         for e in events.drain(..) {
-            let v = common.finish(e);
+            let v = finisher.finish(e);
             let mut failures = 0u32;
             let mut written = true;
             while let Err(e) = writer.append(&v) {
@@ -403,7 +402,7 @@ fn intake_to_disk(
 }
 
 fn run(feed: &mut Feed, sender: &mut Sender, s: &PipelineSettings) {
-    let mut batch: Vec<Value> = Vec::with_capacity(s.bulk_max);
+    let mut batch: Vec<Record> = Vec::with_capacity(s.bulk_max);
     while feed.next_batch(&mut batch, s.min_events, s.bulk_max, s.flush_timeout) {
         if batch.is_empty() {
             continue;
@@ -455,7 +454,7 @@ impl Sender {
     /// Sends `batch` until nothing is left to retry. On return the batch holds only the
     /// events that were interrupted by shutdown (empty on [`Delivery::Done`]); with the
     /// memory queue they are counted as dropped.
-    fn deliver(&mut self, batch: &mut Vec<Value>) -> Delivery {
+    fn deliver(&mut self, batch: &mut Vec<Record>) -> Delivery {
         let mut failures: i64 = 0;
         loop {
             monitor::inc(&METRICS.output_batches);
@@ -511,7 +510,7 @@ impl Sender {
 
     /// Applies per-event statuses: acked and dropped events leave `batch`, the ones to
     /// retry stay, in order. Returns how many stay.
-    fn settle(&mut self, batch: &mut Vec<Value>, statuses: Vec<EventStatus>) -> usize {
+    fn settle(&mut self, batch: &mut Vec<Record>, statuses: Vec<EventStatus>) -> usize {
         if statuses.len() != batch.len() {
             // An output bug must not lose events: treat it as "retry everything".
             tracing::error!(target: "publish",
@@ -563,7 +562,7 @@ impl Sender {
         }
     }
 
-    fn interrupted(&mut self, batch: &mut Vec<Value>) -> Delivery {
+    fn interrupted(&mut self, batch: &mut Vec<Record>) -> Delivery {
         if self.keep_on_interrupt {
             return Delivery::Interrupted;
         }

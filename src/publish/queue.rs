@@ -175,7 +175,7 @@ mod tests {
         let mut batch = Vec::new();
         while q.pop(&mut batch, 4, 5, Duration::from_millis(20)) {
             assert!(batch.len() <= 5);
-            all.extend(batch.drain(..).map(|e| e.body["n"].as_i64().unwrap()));
+            all.extend(batch.drain(..).map(|e| e.to_value()["n"].as_i64().unwrap()));
         }
         t.join().unwrap();
         assert_eq!(all, (0..100).collect::<Vec<_>>());

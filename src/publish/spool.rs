@@ -16,8 +16,8 @@
 //! whose checksum does not match (a torn write at a crash) ends its segment; it is counted
 //! in `queue.disk.corrupt` and logged.
 
+use crate::event::Record;
 use crate::monitor::{self, METRICS};
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -50,7 +50,7 @@ struct State {
     events: u64,
     /// The latest events as values, by record position (start, end offset), so that a
     /// reader that keeps up does not read and parse them back from disk.
-    cache: VecDeque<(Pos, u64, Value)>,
+    cache: VecDeque<(Pos, u64, Record)>,
 }
 
 /// Events kept in memory for a reader that keeps up.
@@ -299,10 +299,10 @@ impl SpoolWriter {
 
     /// Appends one event, waiting while the spool is full. Returns false when the event
     /// alone is larger than the whole spool (it is then dropped, counted and logged).
-    pub fn append(&mut self, event: &Value) -> io::Result<bool> {
+    pub fn append(&mut self, event: &Record) -> io::Result<bool> {
         self.record.clear();
         self.record.extend_from_slice(&[0; 8]);
-        serde_json::to_writer(&mut self.record, event).expect("json values serialize");
+        self.record.extend_from_slice(event.as_bytes());
         let len = (self.record.len() as u64) - HEADER;
         let crc = crc32fast::hash(&self.record[8..]);
         self.record[0..4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -349,7 +349,7 @@ impl SpoolWriter {
 
     /// Keeps the value of the record just appended in memory, for a reader that keeps up
     /// (skipped when the cache is full: the reader then reads it from disk).
-    pub fn cache_last(&mut self, event: Value) {
+    pub fn cache_last(&mut self, event: Record) {
         let Some((pos, end)) = self.last.take() else {
             return;
         };
@@ -463,7 +463,7 @@ impl SpoolReader {
     /// passed. False when the writer is closed and everything was read.
     pub fn next_batch(
         &mut self,
-        batch: &mut Vec<Value>,
+        batch: &mut Vec<Record>,
         min: usize,
         max: usize,
         timeout: Duration,
@@ -514,7 +514,7 @@ impl SpoolReader {
     }
 
     /// The record at the cursor from the cache, if it is there (and synced).
-    fn take_cached(&mut self, durable: Pos) -> Option<Value> {
+    fn take_cached(&mut self, durable: Pos) -> Option<Record> {
         let mut s = self.shared.lock();
         while let Some((pos, end, _)) = s.cache.front() {
             if *pos < self.cursor {
@@ -540,7 +540,7 @@ impl SpoolReader {
     }
 
     /// Reads the record at the cursor. None when the cursor moved to the next segment.
-    fn read_one(&mut self, durable: Pos, buf: &mut Vec<u8>) -> io::Result<Option<Value>> {
+    fn read_one(&mut self, durable: Pos, buf: &mut Vec<u8>) -> io::Result<Option<Record>> {
         if self
             .file
             .as_ref()
@@ -567,9 +567,9 @@ impl SpoolReader {
                 self.cursor.off += n;
                 self.file_off = self.cursor.off;
                 self.pending += 1;
-                let v = serde_json::from_slice(buf)
+                let text = std::str::from_utf8(buf)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Ok(Some(v))
+                Ok(Some(Record::from_json(text)))
             }
             None => {
                 // End of a finished segment: on to the next one.
@@ -637,6 +637,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn rec(v: serde_json::Value) -> Record {
+        Record::from_value(&v)
+    }
+
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("connbeat-spool-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -650,7 +654,7 @@ mod tests {
             if batch.is_empty() {
                 break;
             }
-            out.extend(batch.drain(..).map(|v| v["n"].as_i64().unwrap()));
+            out.extend(batch.drain(..).map(|v| v.value()["n"].as_i64().unwrap()));
         }
         out
     }
@@ -661,7 +665,10 @@ mod tests {
         {
             let (mut w, mut r) = open(&d, 1 << 20).unwrap();
             for n in 0..1000 {
-                assert!(w.append(&json!({"n": n, "pad": "x".repeat(100)})).unwrap());
+                assert!(
+                    w.append(&rec(json!({"n": n, "pad": "x".repeat(100)})))
+                        .unwrap()
+                );
             }
             w.sync().unwrap();
             let mut batch = Vec::new();
@@ -684,7 +691,7 @@ mod tests {
         let d = dir("cache");
         let (mut w, mut r) = open(&d, 1 << 20).unwrap();
         for n in 0..50 {
-            let v = json!({"n": n});
+            let v = rec(json!({"n": n}));
             w.append(&v).unwrap();
             // Some records only on disk (as when the cache is full).
             if n % 3 != 0 {
@@ -702,7 +709,7 @@ mod tests {
         {
             let (mut w, _r) = open(&d, 1 << 20).unwrap();
             for n in 0..10 {
-                w.append(&json!({"n": n})).unwrap();
+                w.append(&rec(json!({"n": n}))).unwrap();
             }
             w.sync().unwrap();
         }
@@ -713,7 +720,7 @@ mod tests {
         let before = monitor::get(&METRICS.queue_disk_corrupt);
         let (mut w, mut r) = open(&d, 1 << 20).unwrap();
         assert!(monitor::get(&METRICS.queue_disk_corrupt) > before);
-        w.append(&json!({"n": 10})).unwrap();
+        w.append(&rec(json!({"n": 10}))).unwrap();
         w.close().unwrap();
         assert_eq!(read_all(&mut r), (0..11).collect::<Vec<_>>());
         std::fs::remove_dir_all(&d).unwrap();
@@ -726,14 +733,15 @@ mod tests {
         let (mut w, mut r) = open(&d, max).unwrap();
         let writer = std::thread::spawn(move || {
             for n in 0..20_000 {
-                w.append(&json!({"n": n, "pad": "y".repeat(50)})).unwrap();
+                w.append(&rec(json!({"n": n, "pad": "y".repeat(50)})))
+                    .unwrap();
             }
             w.close().unwrap();
         });
         let mut got = Vec::new();
         let mut batch = Vec::new();
         while r.next_batch(&mut batch, 500, 500, Duration::from_millis(50)) {
-            got.extend(batch.drain(..).map(|v| v["n"].as_i64().unwrap()));
+            got.extend(batch.drain(..).map(|v| v.value()["n"].as_i64().unwrap()));
             let used: u64 = std::fs::read_dir(&d)
                 .unwrap()
                 .map(|e| e.unwrap().metadata().unwrap().len())

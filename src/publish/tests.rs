@@ -1,6 +1,6 @@
 use super::*;
 use crate::output::OutputError;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
@@ -22,7 +22,7 @@ impl Output for Scripted {
     fn name(&self) -> &'static str {
         "scripted"
     }
-    fn publish(&mut self, batch: &[Value]) -> Result<Outcome, OutputError> {
+    fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
         self.calls.lock().unwrap().push(batch.len());
         match self.script.pop_front() {
             Some(Step::Fail) => Err(OutputError::Config("down".into())),
@@ -32,17 +32,20 @@ impl Output for Scripted {
                 retry_after: Some(d),
             }),
             Some(Step::Statuses(f)) => {
-                let st: Vec<EventStatus> = batch.iter().map(f).collect();
+                let st: Vec<EventStatus> = batch.iter().map(|e| f(&e.value())).collect();
                 let mut seen = self.seen.lock().unwrap();
                 for (e, s) in batch.iter().zip(&st) {
                     if *s == EventStatus::Acked {
-                        seen.push(e.clone());
+                        seen.push(e.value());
                     }
                 }
                 Ok(Outcome::PerEvent(st))
             }
             None => {
-                self.seen.lock().unwrap().extend(batch.iter().cloned());
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .extend(batch.iter().map(Record::value));
                 Ok(Outcome::Acked)
             }
         }
@@ -161,7 +164,7 @@ impl Output for Gate {
     fn name(&self) -> &'static str {
         "gate"
     }
-    fn publish(&mut self, _: &[Value]) -> Result<Outcome, OutputError> {
+    fn publish(&mut self, _: &[Record]) -> Result<Outcome, OutputError> {
         let (m, cv) = &*self.0;
         let mut open = m.lock().unwrap();
         while !*open {

@@ -44,7 +44,7 @@ pub fn data(name: &str) -> PathBuf {
 /// Runs deep inspection on a capture through the library; returns the event bodies.
 pub fn inspect(path: &Path) -> (Vec<Value>, connbeat::inspect::OfflineSummary) {
     let mut events = Vec::new();
-    let mut sink = |e: connbeat::event::Event| events.push(Value::Object(e.body));
+    let mut sink = |e: connbeat::event::Event| events.push(e.to_value());
     let s =
         connbeat::inspect::run_offline_with(&config(), path, &mut sink, None).expect("offline run");
     (events, s)

@@ -8,9 +8,10 @@
 use crate::event::Event;
 use crate::inspect::ProcessRef;
 use crate::monitor::{self, METRICS};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::Cx;
@@ -67,55 +68,77 @@ impl Txn {
         self.fields.insert(key.into(), v.into());
     }
 
-    /// The event for this transaction between these endpoints.
-    pub fn into_event(self, proto: &str, ep: &Endpoints) -> Event {
-        let mut m = Map::new();
-        m.insert("status".into(), json!(self.status));
-        for (k, v) in [
-            ("method", self.method),
-            ("path", self.path),
-            ("query", self.query),
-            ("resource", self.resource),
-            ("real_ip", self.real_ip),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), Value::String(v));
-            }
-        }
-        if let Some(end) = self.end {
-            m.insert(
-                "responsetime".into(),
-                json!(end.saturating_sub(self.start) / 1000),
-            );
-        }
-        m.insert("bytes_in".into(), json!(self.bytes_in));
-        m.insert("bytes_out".into(), json!(self.bytes_out));
-        m.insert("transport".into(), json!(ep.transport));
-        m.insert("client_ip".into(), json!(ep.client.ip().to_string()));
-        m.insert("client_port".into(), json!(ep.client.port()));
-        m.insert("ip".into(), json!(ep.server.ip().to_string()));
-        m.insert("port".into(), json!(ep.server.port()));
-        if let Some(p) = &ep.client_process {
-            m.insert("client_process".into(), json!(p));
-        }
-        if let Some(p) = &ep.server_process {
-            m.insert("server_process".into(), json!(p));
-        }
-        if ep.server_process.is_some() {
-            m.insert("direction".into(), json!("in"));
+    /// The event for this transaction between these endpoints, serialized straight from
+    /// the transaction (no intermediate JSON tree but the protocol object's own).
+    pub fn into_event(self, proto: &'static str, ep: &Endpoints) -> Event {
+        let direction = if ep.server_process.is_some() {
+            Some("in")
         } else if ep.client_process.is_some() {
-            m.insert("direction".into(), json!("out"));
-        }
-        if !self.notes.is_empty() {
-            m.insert("notes".into(), json!(self.notes));
-        }
-        m.insert(proto.into(), Value::Object(self.fields));
-        Event::new(
+            Some("out")
+        } else {
+            None
+        };
+        let common = TxnFields {
+            status: self.status,
+            method: self.method.as_deref(),
+            path: self.path.as_deref(),
+            query: self.query.as_deref(),
+            resource: self.resource.as_deref(),
+            real_ip: self.real_ip.as_deref(),
+            responsetime: self.end.map(|end| end.saturating_sub(self.start) / 1000),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            transport: ep.transport,
+            client_ip: ep.client.ip(),
+            client_port: ep.client.port(),
+            ip: ep.server.ip(),
+            port: ep.server.port(),
+            client_process: ep.client_process.as_ref(),
+            server_process: ep.server_process.as_ref(),
+            direction,
+            notes: &self.notes,
+        };
+        let mut e = Event::from_fields(
             UNIX_EPOCH + Duration::from_micros(self.start),
             proto,
-            Value::Object(m),
-        )
+            &common,
+        );
+        e.push_field(proto, &self.fields);
+        e
     }
+}
+
+/// The fields every transaction event has, in Packetbeat's names.
+#[derive(Serialize)]
+struct TxnFields<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_ip: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    responsetime: Option<u64>,
+    bytes_in: u64,
+    bytes_out: u64,
+    transport: &'static str,
+    client_ip: IpAddr,
+    client_port: u16,
+    ip: IpAddr,
+    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_process: Option<&'a ProcessRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_process: Option<&'a ProcessRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: &'a [String],
 }
 
 /// The two ends of a connection, and who owns them when known.
@@ -276,13 +299,13 @@ mod tests {
                 binary: "nginx".into(),
             }),
         };
-        let e = t.into_event("http", &ep);
-        assert_eq!(e.body["type"], "http");
-        assert_eq!(e.body["responsetime"], 250);
-        assert_eq!(e.body["ip"], "10.0.0.2");
-        assert_eq!(e.body["client_port"], 5000);
-        assert_eq!(e.body["server_process"]["binary"], "nginx");
-        assert_eq!(e.body["direction"], "in");
-        assert_eq!(e.body["http"]["x"], 1);
+        let e = t.into_event("http", &ep).to_value();
+        assert_eq!(e["type"], "http");
+        assert_eq!(e["responsetime"], 250);
+        assert_eq!(e["ip"], "10.0.0.2");
+        assert_eq!(e["client_port"], 5000);
+        assert_eq!(e["server_process"]["binary"], "nginx");
+        assert_eq!(e["direction"], "in");
+        assert_eq!(e["http"]["x"], 1);
     }
 }
