@@ -334,6 +334,9 @@ impl MemFeed {
     }
 }
 
+/// Events the disk intake takes off the memory queue at once.
+const INTAKE_GROUP: usize = 1024;
+
 /// With `queue.disk`: moves events from the memory queue to the spool, fsyncing in groups,
 /// until every source is gone.
 fn intake_to_disk(
@@ -349,22 +352,25 @@ fn intake_to_disk(
         }
     };
     let mut lost_at_shutdown = 0u64;
-    let mut events = Vec::with_capacity(1024);
+    let mut events = Vec::with_capacity(INTAKE_GROUP);
+    // Half the memory queue at most, so that sources keep queueing while a group forms.
+    let group = (queue.capacity() / 2).clamp(1, INTAKE_GROUP);
     loop {
-        let wait = writer.sync_due().map_or(Duration::from_secs(1), |t| {
+        // Events become readable only once fsync'd, so waiting for a group of them (up to
+        // the next sync) costs no latency, and wakes this thread once per group rather than
+        // once per event.
+        let wait = writer.sync_due().map_or(spool::SYNC_INTERVAL, |t| {
             t.saturating_duration_since(Instant::now())
         });
-        let open = queue.pop(&mut events, 1, 1024, wait);
+        let open = queue.pop(&mut events, group, INTAKE_GROUP, wait);
         for e in events.drain(..) {
             let v = finisher.finish(e);
             let mut failures = 0u32;
-            let mut written = true;
             while let Err(e) = writer.append(&v) {
                 if giving_up.load(Ordering::Relaxed) {
                     monitor::inc(&METRICS.output_events_dropped);
                     monitor::inc(&METRICS.output_events_shutdown);
                     lost_at_shutdown += 1;
-                    written = false;
                     if lost_at_shutdown == 1 {
                         tracing::error!(target: "publish", "disk queue: {e}; the events still in memory are dropped");
                     }
@@ -377,9 +383,6 @@ fn intake_to_disk(
                         "disk queue: cannot write: {e}; retrying every second (sources wait meanwhile)");
                 }
                 std::thread::sleep(Duration::from_secs(1));
-            }
-            if written {
-                writer.cache_last(v);
             }
             METRICS.queue_events.fetch_sub(1, Ordering::Relaxed);
         }
@@ -418,6 +421,13 @@ fn run(feed: &mut Feed, sender: &mut Sender, s: &PipelineSettings) {
     }
     if let Err(e) = sender.output.flush() {
         tracing::error!(target: "publish", "final flush failed: {e}");
+    }
+    if let Feed::Disk(d) = feed
+        && let Err(e) = d.close()
+    {
+        monitor::inc(&METRICS.queue_disk_errors);
+        tracing::error!(target: "publish",
+            "disk queue: cannot record the acknowledgement: {e}; those events may be sent again after a restart");
     }
 }
 

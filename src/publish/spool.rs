@@ -11,7 +11,10 @@
 //! [JSON]`, and `ack` (`<seq> <offset>`: where the first unacknowledged record starts),
 //! replaced atomically. Records are fsync'd in groups (every [`SYNC_EVERY`] records or
 //! [`SYNC_INTERVAL`], whichever first) and only synced records are read back, so an event
-//! is sent only once it is on disk. The spool never grows beyond `max_size`: when it is
+//! is sent only once it is on disk. The acknowledgement position is written (and fsync'd)
+//! at most every [`ACK_INTERVAL`], before a segment is deleted, and when the reader closes:
+//! after a crash, up to that much acknowledged work is sent again (delivery is at least
+//! once, and a file written per batch cost more than the batch). The spool never grows beyond `max_size`: when it is
 //! full the intake waits, the memory queue fills up, and the sources are told. A record
 //! whose checksum does not match (a torn write at a crash) ends its segment; it is counted
 //! in `queue.disk.corrupt` and logged.
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 pub const SYNC_EVERY: usize = 4096;
 /// Time between an append and its fsync at most.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Time between two writes of the acknowledgement position at most.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
 const HEADER: u64 = 8;
 
 /// A place in the spool: segment number and byte offset.
@@ -198,12 +203,13 @@ pub fn open(dir: &Path, max_size: u64) -> Result<(SpoolWriter, SpoolReader), Spo
             first_unsynced: None,
             record: Vec::with_capacity(4096),
             stop: None,
-            last: None,
         },
         SpoolReader {
             shared,
             cursor: start,
             acked: start,
+            persisted: start,
+            persisted_at: Instant::now(),
             file: None,
             file_off: 0,
             pending: 0,
@@ -286,8 +292,6 @@ pub struct SpoolWriter {
     record: Vec<u8>,
     /// Set at shutdown: stop waiting for room.
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
-    /// Where the last appended record starts and ends.
-    last: Option<(Pos, u64)>,
 }
 
 impl SpoolWriter {
@@ -321,13 +325,10 @@ impl SpoolWriter {
         }
         self.wait_for_room(size)?;
         self.file.write_all(&self.record)?;
-        self.last = Some((
-            Pos {
-                seq: self.seq,
-                off: self.off,
-            },
-            self.off + size,
-        ));
+        let pos = Pos {
+            seq: self.seq,
+            off: self.off,
+        };
         self.off += size;
         {
             let mut s = self.shared.lock();
@@ -335,6 +336,11 @@ impl SpoolWriter {
             s.events += 1;
             if let Some(last) = s.segments.back_mut() {
                 last.1 = self.off;
+            }
+            // A reader that keeps up takes it from memory; when it falls behind, the cache
+            // fills and it reads from disk.
+            if s.cache.len() < CACHE_MAX {
+                s.cache.push_back((pos, self.off, event.clone()));
             }
             self.shared.gauges(&s);
         }
@@ -347,16 +353,10 @@ impl SpoolWriter {
         Ok(true)
     }
 
-    /// Keeps the value of the record just appended in memory, for a reader that keeps up
-    /// (skipped when the cache is full: the reader then reads it from disk).
-    pub fn cache_last(&mut self, event: Record) {
-        let Some((pos, end)) = self.last.take() else {
-            return;
-        };
-        let mut s = self.shared.lock();
-        if s.cache.len() < CACHE_MAX {
-            s.cache.push_back((pos, end, event));
-        }
+    /// Forgets the cached copy of the last record, as if the cache had been full.
+    #[cfg(test)]
+    fn uncache_last(&mut self) {
+        self.shared.lock().cache.pop_back();
     }
 
     /// When the next group fsync is due (None: nothing to sync).
@@ -451,6 +451,9 @@ pub struct SpoolReader {
     shared: Arc<Shared>,
     cursor: Pos,
     acked: Pos,
+    /// The acknowledgement position on disk, and when it was written.
+    persisted: Pos,
+    persisted_at: Instant,
     file: Option<(u64, BufReader<File>)>,
     /// Where the open file's reader is.
     file_off: u64,
@@ -476,8 +479,7 @@ impl SpoolReader {
                 (s.durable, s.writer_done)
             };
             while batch.len() < max && self.cursor < durable {
-                if let Some(v) = self.take_cached(durable) {
-                    batch.push(v);
+                if self.take_cached(durable, batch, max) > 0 {
                     continue;
                 }
                 match self.read_one(durable, &mut buf) {
@@ -513,10 +515,14 @@ impl SpoolReader {
         }
     }
 
-    /// The record at the cursor from the cache, if it is there (and synced).
-    fn take_cached(&mut self, durable: Pos) -> Option<Record> {
+    /// Moves the synced records at the cursor that the cache holds into `batch` (up to
+    /// `max` in all), in one lock; how many it moved.
+    fn take_cached(&mut self, durable: Pos, batch: &mut Vec<Record>, max: usize) -> usize {
         let mut s = self.shared.lock();
-        while let Some((pos, end, _)) = s.cache.front() {
+        let mut n = 0;
+        while batch.len() < max
+            && let Some((pos, end, _)) = s.cache.front()
+        {
             if *pos < self.cursor {
                 s.cache.pop_front();
                 continue;
@@ -526,17 +532,18 @@ impl SpoolReader {
                 off: *end,
             };
             if *pos != self.cursor || end_pos > durable {
-                return None;
+                break;
             }
             let (pos, end, v) = s.cache.pop_front().expect("checked");
             self.cursor = Pos {
                 seq: pos.seq,
                 off: end,
             };
-            self.pending += 1;
-            return Some(v);
+            batch.push(v);
+            n += 1;
         }
-        None
+        self.pending += n as u64;
+        n
     }
 
     /// Reads the record at the cursor. None when the cursor moved to the next segment.
@@ -597,24 +604,46 @@ impl SpoolReader {
 
     /// Everything read so far is settled (acknowledged or dropped): persists the position
     /// and deletes the segments left behind.
+    /// The position is written to disk when [`ACK_INTERVAL`] has passed since the last
+    /// write or a segment can be deleted; [`SpoolReader::close`] writes the rest.
     pub fn commit(&mut self) -> io::Result<()> {
         if self.cursor == self.acked {
+            return Ok(());
+        }
+        self.acked = self.cursor;
+        let frees_a_segment = {
+            let mut s = self.shared.lock();
+            s.events = s.events.saturating_sub(self.pending);
+            self.pending = 0;
+            self.shared.gauges(&s);
+            s.segments
+                .front()
+                .is_some_and(|&(seq, _)| seq < self.acked.seq)
+        };
+        if frees_a_segment || self.persisted_at.elapsed() >= ACK_INTERVAL {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the acknowledged position, then deletes the segments wholly behind it.
+    fn persist(&mut self) -> io::Result<()> {
+        if self.persisted == self.acked {
             return Ok(());
         }
         let dir = &self.shared.dir;
         let tmp = dir.join("ack.tmp");
         {
             let mut f = File::create(&tmp)?;
-            writeln!(f, "{} {}", self.cursor.seq, self.cursor.off)?;
+            writeln!(f, "{} {}", self.acked.seq, self.acked.off)?;
             f.sync_data()?;
         }
         std::fs::rename(&tmp, dir.join("ack"))?;
-        self.acked = self.cursor;
+        self.persisted = self.acked;
+        self.persisted_at = Instant::now();
         let mut s = self.shared.lock();
-        s.events = s.events.saturating_sub(self.pending);
-        self.pending = 0;
         while let Some(&(seq, size)) = s.segments.front() {
-            if seq >= self.acked.seq {
+            if seq >= self.persisted.seq {
                 break;
             }
             let _ = std::fs::remove_file(segment_path(dir, seq));
@@ -626,9 +655,20 @@ impl SpoolReader {
         Ok(())
     }
 
+    /// Writes the acknowledged position if it moved since it was last written.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.persist()
+    }
+
     /// Events on disk not yet acknowledged.
     pub fn backlog(&self) -> u64 {
         self.shared.lock().events
+    }
+}
+
+impl Drop for SpoolReader {
+    fn drop(&mut self) {
+        let _ = self.persist();
     }
 }
 
@@ -694,12 +734,48 @@ mod tests {
             let v = rec(json!({"n": n}));
             w.append(&v).unwrap();
             // Some records only on disk (as when the cache is full).
-            if n % 3 != 0 {
-                w.cache_last(v);
+            if n % 3 == 0 {
+                w.uncache_last();
             }
         }
         w.close().unwrap();
         assert_eq!(read_all(&mut r), (0..50).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_acknowledgement_is_written_in_groups_and_when_the_reader_closes() {
+        let d = dir("ackgroup");
+        let (mut w, mut r) = open(&d, 1 << 20).unwrap();
+        for n in 0..10 {
+            w.append(&rec(json!({"n": n}))).unwrap();
+        }
+        w.sync().unwrap();
+        let mut batch = Vec::new();
+        assert!(r.next_batch(&mut batch, 5, 5, Duration::from_secs(1)));
+        r.persisted_at = Instant::now();
+        r.commit().unwrap();
+        // Acknowledged (the backlog says so) but not yet written: within ACK_INTERVAL.
+        assert_eq!(r.backlog(), 5);
+        assert_eq!(read_ack(&d), None);
+        std::thread::sleep(ACK_INTERVAL);
+        batch.clear();
+        assert!(r.next_batch(&mut batch, 2, 2, Duration::from_secs(1)));
+        r.commit().unwrap();
+        let seven = r.cursor;
+        assert_eq!(read_ack(&d), Some(seven));
+        batch.clear();
+        assert!(r.next_batch(&mut batch, 1, 1, Duration::from_secs(1)));
+        r.commit().unwrap();
+        assert_eq!(read_ack(&d), Some(seven));
+        r.close().unwrap();
+        assert_eq!(read_ack(&d), Some(r.cursor));
+        drop((w, r));
+        let (_w, mut r) = open(&d, 1 << 20).unwrap();
+        assert_eq!(r.backlog(), 2);
+        batch.clear();
+        assert!(r.next_batch(&mut batch, 2, 2, Duration::from_secs(1)));
+        assert_eq!(batch[0].value()["n"], 8);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
