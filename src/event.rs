@@ -93,7 +93,11 @@ impl Event {
 
 /// A value that serializes as a JSON object, as its members without the braces.
 fn members_of(fields: &impl Serialize) -> String {
-    let mut s = serde_json::to_string(fields).expect("event fields serialize");
+    // Room for a typical event up front: growing the buffer step by step cost more than
+    // writing the JSON.
+    let mut buf = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut buf, fields).expect("event fields serialize");
+    let mut s = String::from_utf8(buf).expect("serde_json writes UTF-8");
     if s.len() < 2 || !s.starts_with('{') || !s.ends_with('}') {
         // Not an object: keep it, under `value`.
         let mut m = String::new();

@@ -8,6 +8,7 @@
 //! The small HTTP/1.0 exchange over the unix socket is written by hand (std `UnixStream`
 //! plus `httparse`): two GET requests do not justify an async HTTP stack here.
 
+use super::kernel_ids::IdMap;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,7 +80,7 @@ pub struct Containers {
     proc_root: PathBuf,
     docker: Option<Docker>,
     /// pid → its container, read once per process.
-    by_pid: HashMap<u32, Option<Arc<ContainerInfo>>>,
+    by_pid: IdMap<u32, Option<Arc<ContainerInfo>>>,
     by_id: Arc<Mutex<HashMap<String, Arc<ContainerInfo>>>>,
 }
 
@@ -94,7 +95,7 @@ impl Containers {
         Containers {
             proc_root: proc_root.to_path_buf(),
             docker,
-            by_pid: HashMap::new(),
+            by_pid: IdMap::default(),
             by_id,
         }
     }

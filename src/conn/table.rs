@@ -6,11 +6,12 @@
 //! is tested with synthetic records.
 
 use super::diag::{SockRecord, Transport, state};
+use super::kernel_ids::{IdMap, IdSet};
 use super::procs::ProcessInfo;
 use super::tcp_info::TcpInfo;
 use crate::monitor::{self, METRICS};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -173,36 +174,13 @@ impl OwnerLookup for NoOwners {
     }
 }
 
-/// Hashes socket cookies. Cookies are sequential counters, already unique: one
-/// multiplication spreads them over the table (SipHash's DoS resistance buys nothing for
-/// kernel-issued keys, and costs on every lookup of every poll).
-#[derive(Default, Clone, Copy)]
-pub struct CookieHasher(u64);
-
-impl std::hash::Hasher for CookieHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type CookieMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<CookieHasher>>;
-type CookieSet = HashSet<u64, std::hash::BuildHasherDefault<CookieHasher>>;
-
 /// The table itself.
 pub struct ConnTable {
     settings: TableSettings,
-    conns: CookieMap<Conn>,
+    conns: IdMap<u64, Conn>,
     /// Listening sockets by (transport, port): the addresses they are bound to and owners.
-    listeners: HashMap<ListenerKey, Vec<BoundListener>>,
-    recently_closed: CookieSet,
+    listeners: IdMap<ListenerKey, Vec<BoundListener>>,
+    recently_closed: IdSet<u64>,
     closed_order: VecDeque<(SystemTime, u64)>,
     epoch: u64,
     last_poll: Option<SystemTime>,
@@ -214,9 +192,9 @@ impl ConnTable {
     pub fn new(settings: TableSettings) -> ConnTable {
         ConnTable {
             settings,
-            conns: CookieMap::default(),
-            listeners: HashMap::new(),
-            recently_closed: CookieSet::default(),
+            conns: IdMap::default(),
+            listeners: IdMap::default(),
+            recently_closed: IdSet::default(),
             closed_order: VecDeque::new(),
             epoch: 0,
             last_poll: None,
@@ -598,6 +576,7 @@ fn is_local(r: &SockRecord) -> bool {
 mod tests {
     use super::*;
     use crate::conn::diag::Family;
+    use std::collections::HashMap;
     use std::net::SocketAddr;
 
     struct Owners(HashMap<u64, Arc<ProcessInfo>>);
