@@ -175,7 +175,7 @@ fn main() {
         }
         Some("collector") => collector(a[1].parse().unwrap()),
         Some("payloads") => {
-            let c = common();
+            let c = common().finisher();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for i in 0..a[1].parse::<u64>().unwrap() {
                 let e = Event::new(std::time::SystemTime::now(), "connbeat", fields(i));

@@ -34,7 +34,10 @@ impl Event {
             Value::Object(m) => m,
             other => Map::from_iter([("value".to_string(), other)]),
         };
-        body.remove("type");
+        // The pipeline writes these itself.
+        for k in RESERVED {
+            body.remove(k);
+        }
         let beat_members = match body.remove("beat") {
             Some(Value::Object(b)) => members_of(&b),
             _ => String::new(),
@@ -62,8 +65,13 @@ impl Event {
         }
     }
 
-    /// Adds one more field (`key` must not be among the fields already there).
+    /// Adds one more field (`key` must not be among the fields already there, nor one the
+    /// pipeline writes itself).
     pub fn push_field(&mut self, key: &str, value: &impl Serialize) {
+        debug_assert!(
+            !RESERVED.contains(&key) && key != "beat",
+            "{key} is written by the pipeline"
+        );
         push_member(&mut self.members, key, value);
     }
 
@@ -90,6 +98,9 @@ impl Event {
         Value::Object(m)
     }
 }
+
+/// Keys the pipeline writes around a source's fields (`beat` is merged, not replaced).
+const RESERVED: [&str; 4] = ["@timestamp", "type", "tags", "fields"];
 
 /// A value that serializes as a JSON object, as its members without the braces.
 fn members_of(fields: &impl Serialize) -> String {
@@ -261,30 +272,16 @@ pub struct Finisher {
     beat_tail: String,
     /// `,"tags":[…]` and `,"fields":{…}`, as configured.
     tail: String,
-    /// `fields` with `fields_under_root: true`: they may replace a source's field, so they
-    /// are merged into the object rather than appended (JSON has no duplicate keys).
+    /// `fields` with `fields_under_root: true`: like Beats, they replace any field of the
+    /// same name (also `type` or `tags`), so they are merged into the finished object
+    /// rather than appended (JSON has no duplicate keys).
     root_fields: Option<Map<String, Value>>,
 }
 
 impl Finisher {
     /// The complete JSON object of an event, ready for an output.
     pub fn finish(&self, event: Event) -> Record {
-        let members = match &self.root_fields {
-            None => event.members,
-            Some(root) => {
-                let mut m: Map<String, Value> =
-                    serde_json::from_str(&format!("{{{}}}", event.members))
-                        .expect("members are JSON");
-                for (k, v) in root {
-                    m.insert(k.clone(), v.clone());
-                }
-                // `type`, `@timestamp` and `beat` are the agent's own.
-                for k in ["type", "@timestamp", "beat"] {
-                    m.remove(k);
-                }
-                members_of(&m)
-            }
-        };
+        let members = event.members;
         let mut s = String::with_capacity(
             members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
         );
@@ -305,7 +302,17 @@ impl Finisher {
         s.push('}');
         s.push_str(&self.tail);
         s.push('}');
-        Record::from_json(s)
+        match &self.root_fields {
+            None => Record::from_json(s),
+            Some(root) => {
+                let mut m: Map<String, Value> =
+                    serde_json::from_str(&s).expect("a finished event is JSON");
+                for (k, v) in root {
+                    m.insert(k.clone(), v.clone());
+                }
+                Record::from_value(&Value::Object(m))
+            }
+        }
     }
 }
 
@@ -360,6 +367,21 @@ mod tests {
         assert_eq!(v["n"], 1);
         assert_eq!(v["type"], "dns");
         assert!(v.get("fields").is_none());
+        // As in Beats, a root field replaces any other of its name, and new ones come last.
+        let mut c = common(true);
+        c.fields = json!({"type": "web", "tags": "x", "zone": "b"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let r = c.finish(Event::new(t, "dns", json!({"@timestamp": "no", "n": 1})));
+        let text = r.as_str();
+        assert_eq!(text.matches("\"tags\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"type\"").count(), 1, "{text}");
+        assert!(text.ends_with(r#""zone":"b"}"#), "{text}");
+        let v = r.value();
+        assert_eq!(v["type"], "web");
+        assert_eq!(v["tags"], "x");
+        assert_eq!(v["@timestamp"], "2026-11-18T11:06:40.123Z");
     }
 
     #[test]

@@ -150,11 +150,15 @@ pub fn from_config(c: &Config) -> Result<Box<dyn Output>, OutputError> {
 
 /// Appends one event as a line of JSON (or as pretty JSON, which costs a parse) to `buf`.
 pub fn encode_into(buf: &mut Vec<u8>, event: &Record, pretty: bool) {
-    if pretty {
-        serde_json::to_writer_pretty(&mut *buf, &event.value())
-            .expect("a JSON value always serializes");
-    } else {
-        buf.extend_from_slice(event.as_bytes());
+    let parsed = pretty
+        .then(|| serde_json::from_str::<serde_json::Value>(event.as_str()).ok())
+        .flatten();
+    match parsed {
+        Some(v) => {
+            serde_json::to_writer_pretty(&mut *buf, &v).expect("a JSON value always serializes")
+        }
+        // Compact (or, never seen, not JSON: shown as it is rather than as `null`).
+        None => buf.extend_from_slice(event.as_bytes()),
     }
     buf.push(b'\n');
 }

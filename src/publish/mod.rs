@@ -356,13 +356,14 @@ fn intake_to_disk(
     // Half the memory queue at most, so that sources keep queueing while a group forms.
     let group = (queue.capacity() / 2).clamp(1, INTAKE_GROUP);
     loop {
-        // Events become readable only once fsync'd, so waiting for a group of them (up to
-        // the next sync) costs no latency, and wakes this thread once per group rather than
-        // once per event.
-        let wait = writer.sync_due().map_or(spool::SYNC_INTERVAL, |t| {
-            t.saturating_duration_since(Instant::now())
-        });
-        let open = queue.pop(&mut events, group, INTAKE_GROUP, wait);
+        // Events become readable only once fsync'd: once one waits for the next group sync,
+        // waiting for more (up to that sync) costs no latency, and wakes this thread once
+        // per group rather than once per event. The first one is taken as it comes.
+        let (min, wait) = match writer.sync_due() {
+            Some(t) => (group, t.saturating_duration_since(Instant::now())),
+            None => (1, Duration::from_secs(1)),
+        };
+        let open = queue.pop(&mut events, min, INTAKE_GROUP, wait);
         for e in events.drain(..) {
             let v = finisher.finish(e);
             let mut failures = 0u32;

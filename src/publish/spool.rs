@@ -53,8 +53,8 @@ struct State {
     writer_done: bool,
     /// Events written and not yet acknowledged.
     events: u64,
-    /// The latest events as values, by record position (start, end offset), so that a
-    /// reader that keeps up does not read and parse them back from disk.
+    /// The latest events, by record position (start, end offset), so that a reader that
+    /// keeps up does not read them back from disk.
     cache: VecDeque<(Pos, u64, Record)>,
 }
 
@@ -347,8 +347,13 @@ impl SpoolWriter {
         monitor::inc(&METRICS.queue_disk_written);
         self.unsynced += 1;
         self.first_unsynced.get_or_insert_with(Instant::now);
-        if self.unsynced >= SYNC_EVERY {
-            self.sync()?;
+        // The record is written: a failed fsync is retried with the next group, not by
+        // appending the event again.
+        if self.unsynced >= SYNC_EVERY
+            && let Err(e) = self.sync()
+        {
+            monitor::inc(&METRICS.queue_disk_errors);
+            tracing::error!(target: "publish", "disk queue: fsync failed: {e}; retried with the next group");
         }
         Ok(true)
     }
@@ -504,6 +509,15 @@ impl SpoolReader {
             if now >= deadline {
                 return true;
             }
+            // Idle: the acknowledgements of the last batches must not wait for the next one.
+            if self.acked != self.persisted
+                && self.persisted_at.elapsed() >= ACK_INTERVAL
+                && let Err(e) = self.persist()
+            {
+                monitor::inc(&METRICS.queue_disk_errors);
+                tracing::error!(target: "publish",
+                    "disk queue: cannot record the acknowledgement: {e}; those events may be sent again after a restart");
+            }
             let s = self.shared.lock();
             if s.durable == durable && !s.writer_done {
                 let _ = self
@@ -602,10 +616,10 @@ impl SpoolReader {
         };
     }
 
-    /// Everything read so far is settled (acknowledged or dropped): persists the position
-    /// and deletes the segments left behind.
-    /// The position is written to disk when [`ACK_INTERVAL`] has passed since the last
-    /// write or a segment can be deleted; [`SpoolReader::close`] writes the rest.
+    /// Everything read so far is settled (acknowledged or dropped). The position is written
+    /// to disk (and the segments left behind deleted) when [`ACK_INTERVAL`] has passed
+    /// since the last write or a segment can be deleted; a reader waiting for records
+    /// writes a lagging one, and [`SpoolReader::close`] the last one.
     pub fn commit(&mut self) -> io::Result<()> {
         if self.cursor == self.acked {
             return Ok(());
@@ -776,6 +790,28 @@ mod tests {
         batch.clear();
         assert!(r.next_batch(&mut batch, 2, 2, Duration::from_secs(1)));
         assert_eq!(batch[0].value()["n"], 8);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_idle_reader_writes_the_acknowledgement_that_lags() {
+        let d = dir("ackidle");
+        let (mut w, mut r) = open(&d, 1 << 20).unwrap();
+        for n in 0..3 {
+            w.append(&rec(json!({"n": n}))).unwrap();
+        }
+        w.sync().unwrap();
+        let mut batch = Vec::new();
+        assert!(r.next_batch(&mut batch, 3, 3, Duration::from_secs(1)));
+        r.persisted_at = Instant::now();
+        r.commit().unwrap();
+        assert_eq!(read_ack(&d), None);
+        // Nothing more to read: waiting for records writes the lagging position.
+        batch.clear();
+        r.next_batch(&mut batch, 1, 1, ACK_INTERVAL * 3);
+        assert!(batch.is_empty());
+        assert_eq!(read_ack(&d), Some(r.cursor));
+        drop((w, r));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
