@@ -9,6 +9,7 @@ pub mod agent;
 pub mod config;
 pub mod conn;
 pub mod event;
+pub mod fast_hash;
 pub mod inspect;
 pub mod logging;
 pub mod monitor;

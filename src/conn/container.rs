@@ -8,7 +8,7 @@
 //! The small HTTP/1.0 exchange over the unix socket is written by hand (std `UnixStream`
 //! plus `httparse`): two GET requests do not justify an async HTTP stack here.
 
-use super::kernel_ids::IdMap;
+use crate::fast_hash::FxMap;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,7 +80,7 @@ pub struct Containers {
     proc_root: PathBuf,
     docker: Option<Docker>,
     /// pid → its container, read once per process.
-    by_pid: IdMap<u32, Option<Arc<ContainerInfo>>>,
+    by_pid: FxMap<u32, Option<Arc<ContainerInfo>>>,
     by_id: Arc<Mutex<HashMap<String, Arc<ContainerInfo>>>>,
 }
 
@@ -95,7 +95,7 @@ impl Containers {
         Containers {
             proc_root: proc_root.to_path_buf(),
             docker,
-            by_pid: IdMap::default(),
+            by_pid: FxMap::default(),
             by_id,
         }
     }

@@ -2,7 +2,6 @@
 
 pub mod container;
 pub mod diag;
-pub mod kernel_ids;
 pub mod netns;
 pub mod owners;
 pub mod procs;

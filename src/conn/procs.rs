@@ -61,7 +61,7 @@
 //! of the other, read into a reused buffer, while procfs's parsers allocate a full struct
 //! (and a map of every `status` line) per call.
 
-use super::kernel_ids::{IdMap, IdSet};
+use crate::fast_hash::{FxMap, FxSet};
 use crate::monitor::{self, METRICS};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -210,8 +210,8 @@ enum Check {
 /// of shared sockets live in a side map and cost nothing otherwise.
 #[derive(Debug, Default)]
 struct InodeMap {
-    first: IdMap<u64, u32>,
-    more: IdMap<u64, Vec<u32>>,
+    first: FxMap<u64, u32>,
+    more: FxMap<u64, Vec<u32>>,
 }
 
 impl InodeMap {
@@ -320,7 +320,7 @@ fn push_u32(buf: &mut Vec<u8>, mut n: u32) {
 /// The inode → process index. See the module documentation for how it refreshes.
 pub struct ProcIndex {
     opts: ProcOptions,
-    procs: IdMap<u32, Proc>,
+    procs: FxMap<u32, Proc>,
     inodes: InodeMap,
     /// Real uid → user name.
     users: HashMap<u32, String>,
@@ -340,7 +340,7 @@ pub struct ProcIndex {
     new_pids: Vec<u32>,
     changed: Vec<u32>,
     found: Vec<u64>,
-    missing: IdSet<u64>,
+    missing: FxSet<u64>,
 }
 
 impl ProcIndex {
@@ -348,7 +348,7 @@ impl ProcIndex {
         let paths = Paths::new(&opts.proc_root);
         ProcIndex {
             opts,
-            procs: IdMap::default(),
+            procs: FxMap::default(),
             inodes: InodeMap::default(),
             users: HashMap::new(),
             given_up: HashMap::new(),
@@ -365,7 +365,7 @@ impl ProcIndex {
             new_pids: Vec::new(),
             changed: Vec::new(),
             found: Vec::new(),
-            missing: IdSet::default(),
+            missing: FxSet::default(),
         }
     }
 

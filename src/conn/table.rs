@@ -6,9 +6,9 @@
 //! is tested with synthetic records.
 
 use super::diag::{SockRecord, Transport, state};
-use super::kernel_ids::{IdMap, IdSet};
 use super::procs::ProcessInfo;
 use super::tcp_info::TcpInfo;
+use crate::fast_hash::{FxMap, FxSet};
 use crate::monitor::{self, METRICS};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -177,10 +177,10 @@ impl OwnerLookup for NoOwners {
 /// The table itself.
 pub struct ConnTable {
     settings: TableSettings,
-    conns: IdMap<u64, Conn>,
+    conns: FxMap<u64, Conn>,
     /// Listening sockets by (transport, port): the addresses they are bound to and owners.
-    listeners: IdMap<ListenerKey, Vec<BoundListener>>,
-    recently_closed: IdSet<u64>,
+    listeners: FxMap<ListenerKey, Vec<BoundListener>>,
+    recently_closed: FxSet<u64>,
     closed_order: VecDeque<(SystemTime, u64)>,
     epoch: u64,
     last_poll: Option<SystemTime>,
@@ -192,9 +192,9 @@ impl ConnTable {
     pub fn new(settings: TableSettings) -> ConnTable {
         ConnTable {
             settings,
-            conns: IdMap::default(),
-            listeners: IdMap::default(),
-            recently_closed: IdSet::default(),
+            conns: FxMap::default(),
+            listeners: FxMap::default(),
+            recently_closed: FxSet::default(),
             closed_order: VecDeque::new(),
             epoch: 0,
             last_poll: None,

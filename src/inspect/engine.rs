@@ -14,9 +14,9 @@ use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
 use super::{ProcessLookup, ProcessRef};
 use crate::config::Config;
 use crate::event::Event;
+use crate::fast_hash::Fx;
 use crate::monitor::{self, METRICS};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 /// Bounds and timeouts of the engine, from the configuration.
@@ -66,46 +66,6 @@ pub struct Summary {
     pub parse_errors: u64,
 }
 
-/// FxHash: the connection table is on the per-packet path, SipHash costs too much there.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type Fx = BuildHasherDefault<FxHasher>;
 /// A connection's key: its two endpoints, smaller first.
 type Key = (SocketAddr, SocketAddr);
 

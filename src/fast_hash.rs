@@ -1,31 +1,35 @@
-//! Hash maps keyed by kernel-issued numbers: socket cookies, inodes, pids, ports.
+//! Hash maps for the hot paths: keys issued by the kernel (socket cookies, inodes, pids,
+//! ports) and the endpoints of captured connections.
 //!
-//! Those keys are already unique and not chosen by an attacker, so SipHash's resistance
-//! to collision attacks buys nothing and costs on every lookup of every poll; one
-//! multiplication per word spreads them over the table.
+//! Those keys are not chosen by whoever could attack the table's hashing (cookies and
+//! inodes are kernel counters; a capture's endpoints are bounded per table by
+//! `max_streams`), so SipHash's resistance to collision attacks buys little and costs on
+//! every lookup of every poll and every packet; one multiplication per word (FxHash)
+//! spreads them over the table.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Mixes whole integers with one multiplication each; bytes (rare here) FNV-style.
+/// FxHash: mixes each word (bytes eight at a time) with one multiplication.
 #[derive(Default, Clone, Copy)]
-pub struct KernelIdHasher(u64);
+pub struct FxHasher(u64);
 
-const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl KernelIdHasher {
-    fn mix(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(MUL);
+impl FxHasher {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
-impl Hasher for KernelIdHasher {
+impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(b));
         }
     }
     fn write_u8(&mut self, n: u8) {
@@ -48,10 +52,12 @@ impl Hasher for KernelIdHasher {
     }
 }
 
-/// A map keyed by kernel-issued numbers.
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<KernelIdHasher>>;
-/// A set of kernel-issued numbers.
-pub type IdSet<K> = HashSet<K, BuildHasherDefault<KernelIdHasher>>;
+/// The hasher's builder, for maps declared with `HashMap<K, V, Fx>`.
+pub type Fx = BuildHasherDefault<FxHasher>;
+/// A map on a hot path.
+pub type FxMap<K, V> = HashMap<K, V, Fx>;
+/// A set on a hot path.
+pub type FxSet<K> = HashSet<K, Fx>;
 
 #[cfg(test)]
 mod tests {
@@ -59,8 +65,8 @@ mod tests {
 
     #[test]
     fn sequential_keys_spread_and_tuples_differ_by_every_part() {
-        let h = |f: &dyn Fn(&mut KernelIdHasher)| {
-            let mut s = KernelIdHasher::default();
+        let h = |f: &dyn Fn(&mut FxHasher)| {
+            let mut s = FxHasher::default();
             f(&mut s);
             s.finish()
         };
@@ -76,7 +82,7 @@ mod tests {
             s.write_u16(81)
         });
         assert_ne!(t1, t2);
-        let mut m: IdMap<(u64, u16), u32> = IdMap::default();
+        let mut m: FxMap<(u64, u16), u32> = FxMap::default();
         for i in 0..10_000u64 {
             m.insert((i, (i % 7) as u16), i as u32);
         }
