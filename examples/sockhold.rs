@@ -1,4 +1,4 @@
-//! Test helper: a real process that holds TCP sockets on loopback, for connbeat's
+//! Test helper: a real process that holds TCP (or UDP) sockets on loopback, for connbeat's
 //! integration tests and benchmarks (`tests/`, `perf/`).
 //!
 //! Every mode reports on stdout, one line per fact, so that a test polls for a line
@@ -33,6 +33,10 @@
 //!   that prints `TID n` (its thread id) and parks; exits at end of file
 //! - `half-close ADDR`            connect to ADDR and close at once, without waiting:
 //!   the socket lives on orphaned in FIN_WAIT (no process owns it); prints `SOCK`, `DONE`
+//! - `udp-bind ADDR`              bind a UDP socket on ADDR (port 0 = any); prints `READY`
+//!   and, once a datagram came, `SOCK` with its sender as `r`; hold
+//! - `udp-connect ADDR`           a UDP socket connected to ADDR; sends one datagram,
+//!   prints `SOCK`, holds
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -69,6 +73,8 @@ fn main() {
         Some("leaderless") => leaderless(addr(1)),
         Some("half-close") => half_close(addr(1)),
         Some("threads") => threads(addr(1)),
+        Some("udp-bind") => udp_bind(addr(1)),
+        Some("udp-connect") => udp_connect(addr(1)),
         _ => {
             eprintln!("usage: sockhold [--ttl SECS] MODE ARGS (see the source)");
             std::process::exit(2);
@@ -114,6 +120,37 @@ fn watchdog(ttl: Duration) {
         eprintln!("sockhold: ttl reached, exiting");
         std::process::exit(3);
     });
+}
+
+fn udp_bind(addr: SocketAddr) {
+    let s = std::net::UdpSocket::bind(addr).expect("bind udp");
+    let local = s.local_addr().expect("local_addr");
+    say(&format!(
+        "READY pid={} port={}",
+        std::process::id(),
+        local.port()
+    ));
+    let mut buf = [0u8; 64];
+    let (_, from) = s.recv_from(&mut buf).expect("recv_from");
+    say(&format!("SOCK l={local} r={from}"));
+    hold();
+}
+
+fn udp_connect(addr: SocketAddr) {
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::1]:0".parse().expect("addr")
+    } else {
+        "127.0.0.1:0".parse().expect("addr")
+    };
+    let s = std::net::UdpSocket::bind(bind).expect("bind udp");
+    s.connect(addr).expect("connect udp");
+    s.send(b"x").expect("send");
+    say(&format!(
+        "SOCK l={} r={}",
+        s.local_addr().expect("local_addr"),
+        s.peer_addr().expect("peer_addr")
+    ));
+    hold();
 }
 
 /// Blocks until standard input reaches end of file (the test is done with us).

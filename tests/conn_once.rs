@@ -1,6 +1,7 @@
 //! `connbeat --once` on a real server process and a real client process (two pids) on
 //! loopback, IPv4 and IPv6: the listening socket (with its local_ip), the outgoing side
-//! and the incoming side, each with the right process, direction and tcp state.
+//! and the incoming side, each with the right process, direction and tcp state; and UDP
+//! sockets, reported only with `connbeat.udp: true`.
 
 mod common;
 
@@ -124,4 +125,69 @@ fn check_process(e: &Value, p: &Proc, exe: &std::path::Path) {
         "ppid: {e}"
     );
     assert_eq!(s(e, "/local_process/user"), "root", "user: {e}");
+}
+
+#[test]
+fn udp_sockets_are_reported_only_when_asked_ipv4() {
+    udp_sockets_are_reported_only_when_asked("127.0.0.1", "ipv4", "4");
+}
+
+#[test]
+fn udp_sockets_are_reported_only_when_asked_ipv6() {
+    udp_sockets_are_reported_only_when_asked("::1", "ipv6", "6");
+}
+
+/// `connbeat.udp: true`: a bound UDP socket is `listening`, a connected one `outgoing`,
+/// each with its process and without `tcp`; with the default (`false`) neither appears.
+fn udp_sockets_are_reported_only_when_asked(ip: &str, family: &str, tag: &str) {
+    if !root_or_skip("udp_sockets_are_reported_only_when_asked") {
+        return;
+    }
+    let dir = TempDir::new("once-udp");
+    let (srv_exe, cli_exe) = (
+        named_helper(&dir, &format!("cb-usrv{tag}")),
+        named_helper(&dir, &format!("cb-ucli{tag}")),
+    );
+    let bind = std::net::SocketAddr::new(ip.parse().unwrap(), 0).to_string();
+    let srv = Proc::spawn(&srv_exe, &["udp-bind", &bind]);
+    let port = srv.ready_port();
+    let target = std::net::SocketAddr::new(ip.parse().unwrap(), port).to_string();
+    let cli = Proc::spawn(&cli_exe, &["udp-connect", &target]);
+    cli.wait_line("SOCK", Duration::from_secs(30));
+    // The server got the datagram: both sockets exist and have been used.
+    srv.wait_line("SOCK", Duration::from_secs(30));
+    let out_tuple = cli.socks()[0];
+
+    let cfg = console_config(&dir, "");
+    let without = run_once(&cfg, &[]);
+    without.assert_ok();
+    assert!(
+        on_ports(&without.events, &[port]).is_empty(),
+        "UDP reported with connbeat.udp off: {:#?}",
+        on_ports(&without.events, &[port])
+    );
+
+    let with = run_once(&cfg, &["-E", "connbeat.udp=true"]);
+    with.assert_ok();
+    let evs = on_ports(&with.events, &[port]);
+    for e in &evs {
+        check_event_invariants(e);
+        assert_eq!(s(e, "/transport"), "udp", "{e}");
+        assert_eq!(s(e, "/family"), family, "{e}");
+        assert!(e.get("tcp").is_none(), "tcp fields on a UDP socket: {e}");
+    }
+    let bound: Vec<&&Value> = evs
+        .iter()
+        .filter(|e| s(e, "/action") == "listening")
+        .collect();
+    assert_eq!(bound.len(), 1, "one bound socket on {port}: {evs:#?}");
+    assert_eq!(s(bound[0], "/direction"), "listening", "{}", bound[0]);
+    assert_eq!(s(bound[0], "/local_ip"), ip, "{}", bound[0]);
+    assert_eq!(u(bound[0], "/local_port"), Some(port as u64));
+    check_process(bound[0], &srv, &srv_exe);
+    let out = only(&evs, out_tuple);
+    assert_eq!(s(out, "/action"), "open", "{out}");
+    assert_eq!(s(out, "/direction"), "outgoing", "{out}");
+    check_process(out, &cli, &cli_exe);
+    assert_eq!(evs.len(), 2, "nothing else on {port}: {evs:#?}");
 }
