@@ -316,3 +316,33 @@ fn dotted_env_and_overrides_change_behaviour() {
     assert_eq!(s(e, "/attribution"), "none", "{e}");
     assert!(e.get("local_process").is_none(), "{e}");
 }
+
+#[test]
+fn version_names_the_version_commit_and_features() {
+    let out = connbeat(&["version"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    assert!(
+        line.starts_with(&format!(
+            "connbeat version {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+    let commit = line
+        .split("commit ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "commit {commit:?} in {line}"
+    );
+    #[cfg(feature = "kafka")]
+    assert!(
+        line.contains("features: ") && line.contains("kafka"),
+        "{line}"
+    );
+}

@@ -191,3 +191,35 @@ fn udp_sockets_are_reported_only_when_asked(ip: &str, family: &str, tag: &str) {
     check_process(out, &cli, &cli_exe);
     assert_eq!(evs.len(), 2, "nothing else on {port}: {evs:#?}");
 }
+
+/// `-N`: every event is built and counted, none reaches the output.
+#[test]
+fn dry_run_builds_every_event_and_publishes_none() {
+    if !root_or_skip("dry_run_builds_every_event_and_publishes_none") {
+        return;
+    }
+    let dir = TempDir::new("once-dry");
+    let srv_exe = named_helper(&dir, "cb-dsrv");
+    let cli_exe = named_helper(&dir, "cb-dcli");
+    let srv = Proc::spawn(&srv_exe, &["listen", "127.0.0.1:0", "1"]);
+    let port = srv.ready_port();
+    let cli = Proc::spawn(&cli_exe, &["connect", &format!("127.0.0.1:{port}"), "1"]);
+    cli.wait_line("HELD", Duration::from_secs(30));
+    srv.wait_line("HELD", Duration::from_secs(30));
+    let cfg = console_config(&dir, "");
+
+    let dry = run_once(&cfg, &["-N"]);
+    dry.assert_ok();
+    assert!(
+        dry.events.is_empty(),
+        "-N printed events: {:?}",
+        &dry.events[..dry.events.len().min(3)]
+    );
+    let lines: Vec<String> = dry.stderr.lines().map(str::to_string).collect();
+    let totals = total_metrics(&lines).expect("the totals line");
+    let built = totals.get("output.events.dry_run").copied().unwrap_or(0);
+    // At least the listener and both sides of the held connection.
+    assert!(built >= 3, "events built: {built}; totals: {totals:?}");
+    assert_eq!(totals.get("queue.published").copied(), Some(built));
+    assert_eq!(totals.get("output.write.bytes"), None, "{totals:?}");
+}
