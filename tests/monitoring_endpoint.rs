@@ -103,3 +103,64 @@ fn a_port_in_use_is_a_configuration_error_naming_http_port() {
     );
     assert!(agent.stderr().contains("http.port"), "{}", agent.stderr());
 }
+
+/// The periodic log line lists the counters that moved in its window, and only those.
+#[test]
+fn the_periodic_metrics_line_shows_only_what_moved() {
+    let dir = TempDir::new("metrics-line");
+    let out = dir.path().join("out");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "connbeat.poll_interval: 200ms\n\
+             output.file: {{path: {}, filename: events}}\n\
+             logging.metrics.period: 1s\n",
+            out.display()
+        ),
+    );
+    let mut agent = Agent::start(dir.path(), &cfg, &[]);
+    let windows = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split("Non-zero metrics in the last 1s: ").nth(1))
+            .map(str::to_string)
+            .collect()
+    };
+    // Three windows: the first has the startup's events, the later ones only polls.
+    let lines = wait_for(Duration::from_secs(30), "three metrics lines", || {
+        let w = windows(&agent.stderr());
+        (w.len() >= 3).then_some(w)
+    });
+    let counters = |line: &str| -> Vec<(String, u64)> {
+        line.split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.trim_end_matches(',').parse().ok()?))
+            })
+            .collect()
+    };
+    for line in &lines {
+        let c = counters(line);
+        assert!(!c.is_empty(), "{line}");
+        assert!(c.iter().all(|(_, v)| *v > 0), "a zero in {line}");
+        let polls = c.iter().find(|(k, _)| k == "conn.polls").map(|(_, v)| *v);
+        assert!(
+            polls.is_some_and(|p| (1..=10).contains(&p)),
+            "polls in every window (about five a second): {line}"
+        );
+    }
+    // The listening sockets were published once, at the first poll: a later window that
+    // saw no new socket does not list them.
+    let first = counters(&lines[0]);
+    assert!(
+        first.iter().any(|(k, _)| k == "conn.events.listening"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1..].iter().any(|l| !counters(l)
+            .iter()
+            .any(|(k, _)| k == "conn.events.listening")),
+        "every window lists conn.events.listening: {lines:#?}"
+    );
+    assert_eq!(agent.stop(Duration::from_secs(20)), Some(0));
+}
