@@ -507,6 +507,35 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
     }
 
     #[test]
+    fn a_body_over_max_message_size_is_cut_and_noted_and_the_transaction_kept() {
+        let mut p = http(ProtocolConfig {
+            include_body_for: vec!["text/plain".into()],
+            max_message_size: 4,
+            ..Default::default()
+        });
+        let out = drive(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, b"GET /big HTTP/1.1\r\n\r\n"),
+                (
+                    Dir::ToClient,
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n0123456789",
+                ),
+            ],
+            1,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].fields["response"]["body"], "0123");
+        assert_eq!(
+            out[0].notes,
+            vec!["response body truncated to max_message_size or lost".to_string()]
+        );
+        assert_eq!(out[0].status, status::OK);
+        // Every byte is counted, also the ones not kept.
+        assert_eq!(out[0].bytes_out, 75);
+    }
+
+    #[test]
     fn send_all_headers_redacts_authorization() {
         let mut p = http(ProtocolConfig {
             send_all_headers: true,
