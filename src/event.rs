@@ -195,6 +195,15 @@ impl Record {
             .and_then(Value::as_str)
             .map(|s| std::borrow::Cow::Owned(s.to_string()))
     }
+
+    /// The `type`, read off the front of the record (right after `@timestamp`, where
+    /// [`Finisher::finish`] puts it) when it is a plain string there; None otherwise.
+    pub fn kind(&self) -> Option<&str> {
+        let rest = self.json.strip_prefix(TIMESTAMP_PREFIX)?;
+        let rest = rest[rest.find('"')?..].strip_prefix("\",\"type\":\"")?;
+        let kind = &rest[..rest.find('"')?];
+        (!kind.contains('\\')).then_some(kind)
+    }
 }
 
 /// What every event carries besides its own fields.
@@ -352,6 +361,8 @@ mod tests {
             r.as_str()
         );
         assert_eq!(r.timestamp().unwrap(), "2026-11-18T11:06:40.123Z");
+        assert_eq!(r.kind(), Some("connbeat"));
+        assert_eq!(Record::from_json(r#"{"type":"x"}"#).kind(), None);
         let v = r.value();
         assert_eq!(v["beat"]["name"], "web1");
         assert_eq!(v["beat"]["hostname"], "web1.local");

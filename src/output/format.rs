@@ -31,10 +31,12 @@ impl Fields for Value {
     }
 }
 
-/// A finished event as templates see it: the timestamp is read off its text, the fields
-/// are parsed once, on the first template that asks for one.
+/// A finished event as templates see it: `@timestamp` and `type` (`connbeat-%{[type]}`
+/// is the usual topic or index) are read off its text, other fields are parsed once, on
+/// the first template that asks for one.
 pub struct RecordFields<'a> {
     record: &'a Record,
+    kind: OnceCell<Option<Value>>,
     parsed: OnceCell<Value>,
 }
 
@@ -42,6 +44,7 @@ impl<'a> RecordFields<'a> {
     pub fn new(record: &'a Record) -> RecordFields<'a> {
         RecordFields {
             record,
+            kind: OnceCell::new(),
             parsed: OnceCell::new(),
         }
     }
@@ -52,6 +55,14 @@ impl Fields for RecordFields<'_> {
         self.record.timestamp()
     }
     fn field(&self, path: &[String]) -> Option<&Value> {
+        if let [only] = path
+            && only == "type"
+            && let Some(kind) = self
+                .kind
+                .get_or_init(|| self.record.kind().map(|k| Value::String(k.into())))
+        {
+            return Some(kind);
+        }
         lookup(self.parsed.get_or_init(|| self.record.value()), path)
     }
 }
@@ -280,6 +291,13 @@ mod tests {
         let t = Template::parse("%{[local_process.binary]}-%{+yyyy.MM.dd}").unwrap();
         assert_eq!(t.render(&RecordFields::new(&r)).unwrap(), "psql-2026.11.22");
         assert_eq!(t.render(&r.value()).unwrap(), "psql-2026.11.22");
+        let t = Template::parse("cb-%{[type]}").unwrap();
+        let fields = RecordFields::new(&r);
+        assert_eq!(t.render(&fields).unwrap(), "cb-connbeat");
+        assert!(fields.parsed.get().is_none(), "type needs no parse");
+        // Not where the pipeline puts it: parsed.
+        let odd = Record::from_json(r#"{"type":"dns","@timestamp":"2026-11-22T10:05:09.123Z"}"#);
+        assert_eq!(t.render(&RecordFields::new(&odd)).unwrap(), "cb-dns");
     }
 
     #[test]
