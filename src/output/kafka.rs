@@ -560,4 +560,26 @@ mod tests {
         assert_eq!(get(&plain, "security.protocol"), Some("plaintext"));
         assert_eq!(get(&plain, "acks"), Some("1"));
     }
+
+    #[test]
+    fn round_robin_takes_turns_and_skips_leaderless_partitions_when_reachable_only() {
+        let pick = |rr: &RoundRobin, down: i32, n: usize| -> Vec<i32> {
+            (0..n)
+                .map(|_| rr.partition("t", None, 3, |p| p != down))
+                .collect()
+        };
+        let all = RoundRobin {
+            next: AtomicUsize::new(0),
+            reachable_only: false,
+        };
+        assert_eq!(pick(&all, 1, 6), vec![0, 1, 2, 0, 1, 2]);
+        let reachable = RoundRobin {
+            next: AtomicUsize::new(0),
+            reachable_only: true,
+        };
+        assert_eq!(pick(&reachable, 1, 6), vec![0, 2, 0, 2, 0, 2]);
+        // No partition has a leader: still one of them (librdkafka queues the message).
+        let none = reachable.partition("t", None, 3, |_| false);
+        assert!((0..3).contains(&none));
+    }
 }
