@@ -20,8 +20,8 @@ use std::time::SystemTime;
 pub struct Event {
     pub timestamp: SystemTime,
     kind: &'static str,
-    /// The members of the event's JSON object, without the braces (`"a":1,"b":"x"`).
-    members: String,
+    /// The event's own fields: a JSON object's text, `{"a":1,"b":"x"}`.
+    fields: ObjectText,
     /// Members the source adds to the `beat` object (connbeat's `local_ips`), likewise.
     beat_members: String,
 }
@@ -39,13 +39,13 @@ impl Event {
             body.remove(k);
         }
         let beat_members = match body.remove("beat") {
-            Some(Value::Object(b)) => members_of(&b),
+            Some(Value::Object(b)) => ObjectText::of(&b).members().to_string(),
             _ => String::new(),
         };
         Event {
             timestamp,
             kind,
-            members: members_of(&body),
+            fields: ObjectText::of(&body),
             beat_members,
         }
     }
@@ -60,7 +60,7 @@ impl Event {
         Event {
             timestamp,
             kind,
-            members: members_of(fields),
+            fields: ObjectText::of(fields),
             beat_members: String::new(),
         }
     }
@@ -72,7 +72,7 @@ impl Event {
             !RESERVED.contains(&key) && key != "beat",
             "{key} is written by the pipeline"
         );
-        push_member(&mut self.members, key, value);
+        self.fields.push(key, value);
     }
 
     /// Adds one field to the event's `beat` object.
@@ -88,7 +88,7 @@ impl Event {
     /// tests and diagnostics, not for the hot path).
     pub fn to_value(&self) -> Value {
         let mut m: Map<String, Value> =
-            serde_json::from_str(&format!("{{{}}}", self.members)).expect("members are JSON");
+            serde_json::from_str(&self.fields.0).expect("fields are a JSON object");
         m.insert("type".into(), Value::String(self.kind.into()));
         if !self.beat_members.is_empty() {
             let b: Value = serde_json::from_str(&format!("{{{}}}", self.beat_members))
@@ -102,22 +102,43 @@ impl Event {
 /// Keys the pipeline writes around a source's fields (`beat` is merged, not replaced).
 const RESERVED: [&str; 4] = ["@timestamp", "type", "tags", "fields"];
 
-/// A value that serializes as a JSON object, as its members without the braces.
-fn members_of(fields: &impl Serialize) -> String {
-    // Room for a typical event up front: growing the buffer step by step cost more than
-    // writing the JSON.
-    let mut buf = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut buf, fields).expect("event fields serialize");
-    let mut s = String::from_utf8(buf).expect("serde_json writes UTF-8");
-    if s.len() < 2 || !s.starts_with('{') || !s.ends_with('}') {
-        // Not an object: keep it, under `value`.
-        let mut m = String::new();
-        push_member(&mut m, "value", &serde_json::from_str::<Value>(&s).ok());
-        return m;
+/// A JSON object's text, `{…}`, that fields can be added to in place.
+#[derive(Debug, Clone, PartialEq)]
+struct ObjectText(String);
+
+impl ObjectText {
+    /// The text of a value that serializes as a JSON object (any other value becomes a
+    /// field named `value`).
+    fn of(fields: &impl Serialize) -> ObjectText {
+        // Room for a typical event up front: growing the buffer step by step cost more
+        // than writing the JSON.
+        let mut buf = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut buf, fields).expect("event fields serialize");
+        let text = String::from_utf8(buf).expect("serde_json writes UTF-8");
+        if text.len() >= 2 && text.starts_with('{') && text.ends_with('}') {
+            return ObjectText(text);
+        }
+        let mut o = ObjectText("{}".into());
+        o.push("value", &serde_json::from_str::<Value>(&text).ok());
+        o
     }
-    s.pop();
-    s.remove(0);
-    s
+
+    /// Adds a field before the closing brace.
+    fn push(&mut self, key: &str, value: &impl Serialize) {
+        self.0.pop();
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        push_json(&mut self.0, key);
+        self.0.push(':');
+        push_json(&mut self.0, value);
+        self.0.push('}');
+    }
+
+    /// The fields, without the braces (`"a":1,"b":"x"`; empty for `{}`).
+    fn members(&self) -> &str {
+        &self.0[1..self.0.len() - 1]
+    }
 }
 
 fn push_member(members: &mut String, key: &str, value: &impl Serialize) {
@@ -185,10 +206,8 @@ impl Record {
     /// The `@timestamp` text (`2026-11-22T10:00:00.000Z`), read off the front of the record
     /// when it is where [`Finisher::finish`] puts it, else parsed out.
     pub fn timestamp(&self) -> Option<std::borrow::Cow<'_, str>> {
-        if let Some(rest) = self.json.strip_prefix(TIMESTAMP_PREFIX)
-            && let Some(end) = rest.find('"')
-        {
-            return Some(std::borrow::Cow::Borrowed(&rest[..end]));
+        if let Some((ts, _)) = self.front() {
+            return Some(std::borrow::Cow::Borrowed(ts));
         }
         self.value()
             .get("@timestamp")
@@ -199,10 +218,18 @@ impl Record {
     /// The `type`, read off the front of the record (right after `@timestamp`, where
     /// [`Finisher::finish`] puts it) when it is a plain string there; None otherwise.
     pub fn kind(&self) -> Option<&str> {
-        let rest = self.json.strip_prefix(TIMESTAMP_PREFIX)?;
-        let rest = rest[rest.find('"')?..].strip_prefix("\",\"type\":\"")?;
+        let (_, rest) = self.front()?;
+        let rest = rest.strip_prefix("\",\"type\":\"")?;
         let kind = &rest[..rest.find('"')?];
         (!kind.contains('\\')).then_some(kind)
+    }
+
+    /// The `@timestamp` text and what follows its closing quote, when the record starts the
+    /// way [`Finisher::finish`] writes it.
+    fn front(&self) -> Option<(&str, &str)> {
+        let rest = self.json.strip_prefix(TIMESTAMP_PREFIX)?;
+        let end = rest.find('"')?;
+        Some((&rest[..end], &rest[end..]))
     }
 }
 
@@ -290,7 +317,7 @@ pub struct Finisher {
 impl Finisher {
     /// The complete JSON object of an event, ready for an output.
     pub fn finish(&self, event: Event) -> Record {
-        let members = event.members;
+        let members = event.fields.members();
         let mut s = String::with_capacity(
             members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
         );
@@ -300,7 +327,7 @@ impl Finisher {
         push_json(&mut s, event.kind);
         if !members.is_empty() {
             s.push(',');
-            s.push_str(&members);
+            s.push_str(members);
         }
         s.push_str(",\"beat\":{");
         if !event.beat_members.is_empty() {
