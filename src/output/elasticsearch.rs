@@ -34,6 +34,20 @@ pub fn document_id(doc_json: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
 }
 
+/// The action line before each document of a `_bulk` body: `{"create":{"_index":…,"_id":…}}`.
+#[derive(serde::Serialize)]
+struct BulkAction<'a> {
+    create: BulkTarget<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct BulkTarget<'a> {
+    #[serde(rename = "_index")]
+    index: &'a str,
+    #[serde(rename = "_id")]
+    id: &'a str,
+}
+
 impl ElasticsearchOutput {
     pub fn new(c: &ElasticsearchOutputConfig) -> Result<ElasticsearchOutput, OutputError> {
         let index = Template::parse(&c.index)
@@ -147,8 +161,14 @@ impl Output for ElasticsearchOutput {
                 statuses[i] = EventStatus::Dropped(format!("output.elasticsearch.index: {m}"));
                 continue;
             }
-            let action = serde_json::json!({"create": {"_index": self.index_buf, "_id": document_id(e.as_bytes())}});
-            serde_json::to_writer(&mut self.body, &action).expect("json values serialize");
+            let id = document_id(e.as_bytes());
+            let action = BulkAction {
+                create: BulkTarget {
+                    index: &self.index_buf,
+                    id: &id,
+                },
+            };
+            serde_json::to_writer(&mut self.body, &action).expect("bulk actions serialize");
             self.body.push(b'\n');
             self.body.extend_from_slice(e.as_bytes());
             self.body.push(b'\n');
