@@ -182,13 +182,18 @@ fn startup_summary(
     };
     tracing::info!(
         "connbeat {} started with {}: {transports} sockets (IPv4 and IPv6) in {scope}, \
-         poll every {}, re-publish after {}; close events: {closes}; processes from {} (cmdline {}, environ {}); \
+         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, cmdline {}, environ {}); \
          deep inspection: {}; output: {}{}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
         cb.poll_interval,
         cb.aggregation,
         cb.proc_root,
+        if source.uses_fd_iter() {
+            "by BPF iterator"
+        } else {
+            "by fd links"
+        },
         on_off(cb.expose_cmdline),
         on_off(cb.expose_environ),
         inspect_summary(c),

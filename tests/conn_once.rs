@@ -40,7 +40,32 @@ fn once_reports_listener_and_both_sides(ip: &str, family: &str, tag: &str) {
     assert_eq!(out_tuple.local, in_tuple.remote, "helpers disagree");
 
     let cfg = console_config(&dir, "");
-    let once = run_once(&cfg, &[]);
+    // Both ways of finding socket owners must give the same answer.
+    for scan in ["proc", "bpf"] {
+        let once = run_once(&cfg, &["-E", &format!("connbeat.fd_scan={scan}")]);
+        if scan == "bpf" && once.stderr.contains("cannot load the BPF iterator") {
+            eprintln!("SKIP (fd_scan=bpf part): {}", once.stderr.trim());
+            continue;
+        }
+        check_both_sides(
+            &once, port, ip, family, &srv, &cli, &srv_exe, &cli_exe, out_tuple, in_tuple,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_both_sides(
+    once: &Once,
+    port: u16,
+    ip: &str,
+    family: &str,
+    srv: &Proc,
+    cli: &Proc,
+    srv_exe: &std::path::Path,
+    cli_exe: &std::path::Path,
+    out_tuple: Tuple,
+    in_tuple: Tuple,
+) {
     once.assert_ok();
     let evs = on_ports(&once.events, &[port]);
     for e in &evs {
@@ -68,21 +93,21 @@ fn once_reports_listener_and_both_sides(ip: &str, family: &str, tag: &str) {
         l.get("remote_port").is_none(),
         "listening has no remote: {l}"
     );
-    check_process(l, &srv, &srv_exe);
+    check_process(l, srv, srv_exe);
 
     // The client's socket: outgoing.
     let out = only(&evs, out_tuple);
     assert_eq!(s(out, "/action"), "open", "{out}");
     assert_eq!(s(out, "/direction"), "outgoing", "{out}");
     assert_eq!(s(out, "/tcp/state"), "ESTABLISHED", "{out}");
-    check_process(out, &cli, &cli_exe);
+    check_process(out, cli, cli_exe);
 
     // The server's accepted socket: incoming.
     let inc = only(&evs, in_tuple);
     assert_eq!(s(inc, "/action"), "open", "{inc}");
     assert_eq!(s(inc, "/direction"), "incoming", "{inc}");
     assert_eq!(s(inc, "/tcp/state"), "ESTABLISHED", "{inc}");
-    check_process(inc, &srv, &srv_exe);
+    check_process(inc, srv, srv_exe);
 
     // The two sides are two sockets: two cookies; tcp_info shows the handshake.
     assert_ne!(s(out, "/cookie"), s(inc, "/cookie"));
@@ -101,7 +126,6 @@ fn once_reports_listener_and_both_sides(ip: &str, family: &str, tag: &str) {
     }
 }
 
-/// The one event for this 4-tuple (exactly one).
 fn only<'a>(evs: &[&'a Value], t: Tuple) -> &'a Value {
     let m: Vec<&&Value> = evs.iter().filter(|e| tuple(e) == Some(t)).collect();
     assert_eq!(m.len(), 1, "one event for {t}, got {m:#?}");
@@ -159,20 +183,28 @@ fn udp_sockets_are_reported_only_when_asked(ip: &str, family: &str, tag: &str) {
     let out_tuple = cli.socks()[0];
 
     let cfg = console_config(&dir, "");
+    // Other tests' TCP sockets may use the same port number: only UDP events count here.
+    let udp_on = |events: &[Value]| -> Vec<Value> {
+        on_ports(events, &[port])
+            .into_iter()
+            .filter(|e| s(e, "/transport") == "udp")
+            .cloned()
+            .collect()
+    };
     let without = run_once(&cfg, &[]);
     without.assert_ok();
     assert!(
-        on_ports(&without.events, &[port]).is_empty(),
+        udp_on(&without.events).is_empty(),
         "UDP reported with connbeat.udp off: {:#?}",
-        on_ports(&without.events, &[port])
+        udp_on(&without.events)
     );
 
     let with = run_once(&cfg, &["-E", "connbeat.udp=true"]);
     with.assert_ok();
-    let evs = on_ports(&with.events, &[port]);
+    let evs = udp_on(&with.events);
+    let evs: Vec<&Value> = evs.iter().collect();
     for e in &evs {
         check_event_invariants(e);
-        assert_eq!(s(e, "/transport"), "udp", "{e}");
         assert_eq!(s(e, "/family"), family, "{e}");
         assert!(e.get("tcp").is_none(), "tcp fields on a UDP socket: {e}");
     }
@@ -222,4 +254,62 @@ fn dry_run_builds_every_event_and_publishes_none() {
     assert!(built >= 3, "events built: {built}; totals: {totals:?}");
     assert_eq!(totals.get("queue.published").copied(), Some(built));
     assert_eq!(totals.get("output.write.bytes"), None, "{totals:?}");
+}
+
+/// `connbeat --once | head -1`: once the reader of standard output is gone, the console
+/// drops the rest (counted, one warning) and the run ends instead of retrying forever.
+#[test]
+fn once_ends_when_standard_output_is_closed() {
+    if !root_or_skip("once_ends_when_standard_output_is_closed") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("once-pipe");
+    let srv_exe = named_helper(&dir, "cb-psrv");
+    let cli_exe = named_helper(&dir, "cb-pcli");
+    // 300 connections: 600 events, several times what a pipe buffers.
+    let srv = Proc::spawn(&srv_exe, &["listen", "127.0.0.1:0", "300"]);
+    let port = srv.ready_port();
+    let cli = Proc::spawn(&cli_exe, &["connect", &format!("127.0.0.1:{port}"), "300"]);
+    cli.wait_line("HELD", Duration::from_secs(30));
+    srv.wait_line("HELD", Duration::from_secs(30));
+    let cfg = console_config(&dir, "");
+
+    let mut agent = Command::new(CONNBEAT)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--once")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start connbeat --once");
+    let mut first = String::new();
+    BufReader::new(agent.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read one event");
+    assert!(first.starts_with('{'), "first line: {first:?}");
+    // The reader is dropped here: standard output is now a broken pipe.
+    let exited = poll_until(Duration::from_secs(60), || agent.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = agent.kill();
+        let _ = agent.wait();
+        panic!("connbeat --once still running 60 s after its standard output closed");
+    }
+    let mut stderr = String::new();
+    agent
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("standard output is closed (broken pipe)"),
+        "{stderr}"
+    );
+    let lines: Vec<String> = stderr.lines().map(str::to_string).collect();
+    let totals = total_metrics(&lines).expect("the totals line");
+    let dropped = totals.get("output.events.dropped").copied().unwrap_or(0);
+    assert!(dropped > 0, "{totals:?}");
 }

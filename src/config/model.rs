@@ -52,6 +52,18 @@ pub enum Namespaces {
     All,
 }
 
+/// How the owners of sockets are found (`connbeat.fd_scan`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FdScan {
+    /// The BPF iterator where it loads, else /proc.
+    Auto,
+    /// The BPF iterator, or the agent does not start.
+    Bpf,
+    /// `/proc/PID/fd` links only.
+    Proc,
+}
+
 /// `connbeat.*`: the connection metadata source (and the deep-inspection settings, which
 /// Beats users expect under the same prefix).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,6 +90,8 @@ pub struct ConnbeatConfig {
     /// A full rescan of every process's fds happens at most this often; between two, only
     /// new or changed processes are looked at.
     pub process_rescan_interval: Duration,
+    /// How socket fds are found in processes: one BPF iterator walk, or /proc fd links.
+    pub fd_scan: FdScan,
     /// Receive buffer of the close-notification socket; overruns are counted as lost closes.
     pub close_events_buffer_kb: usize,
     /// Answer a poll without dumping when no socket opened or closed since the last dump.
@@ -106,6 +120,7 @@ impl Default for ConnbeatConfig {
             docker_socket: "/var/run/docker.sock".into(),
             max_processes: 65_536,
             process_rescan_interval: Duration::from_secs(60),
+            fd_scan: FdScan::Auto,
             close_events_buffer_kb: 8192,
             skip_unchanged_polls: true,
             interfaces: InterfacesConfig::default(),

@@ -1,7 +1,9 @@
 //! The connection source: every socket on the host, its process, its whole life.
 
+pub mod btf;
 pub mod container;
 pub mod diag;
+pub mod fd_iter;
 pub mod netns;
 pub mod owners;
 pub mod procs;

@@ -61,6 +61,7 @@
 //! of the other, read into a reused buffer, while procfs's parsers allocate a full struct
 //! (and a map of every `status` line) per call.
 
+use super::fd_iter::{FdIter, SocketFd};
 use crate::fast_hash::{FxMap, FxSet};
 use crate::monitor::{self, METRICS};
 use serde::Serialize;
@@ -144,6 +145,8 @@ pub struct ScanStats {
     pub processes_scanned: u64,
     /// fd links read.
     pub fds_read: u64,
+    /// Walks of every process's file table by the BPF iterator (instead of fd links).
+    pub fd_walks: u64,
     /// /proc entries that could not be read (process gone, permission, vanished fd).
     pub read_errors: u64,
     /// Pids seen for the first time.
@@ -333,6 +336,11 @@ pub struct ProcIndex {
     warned_listing: bool,
     warned_evicting: bool,
     warned_denied: bool,
+    /// The BPF iterator, when it loaded: fd scans then read its walk, not /proc links.
+    fd_iter: Option<FdIter>,
+    /// Socket fds of every process from the iterator's walk of this generation, by pid.
+    walk: Vec<SocketFd>,
+    walk_generation: u64,
     // Reused buffers.
     paths: Paths,
     buf: Vec<u8>,
@@ -359,6 +367,9 @@ impl ProcIndex {
             warned_listing: false,
             warned_evicting: false,
             warned_denied: false,
+            fd_iter: None,
+            walk: Vec::new(),
+            walk_generation: 0,
             paths,
             buf: Vec::with_capacity(4096),
             pids: Vec::new(),
@@ -367,6 +378,18 @@ impl ProcIndex {
             found: Vec::new(),
             missing: FxSet::default(),
         }
+    }
+
+    /// Finds sockets with the BPF iterator instead of /proc fd links. The caller checks
+    /// [`FdIter::usable_for`] the index's `proc_root` first.
+    pub fn with_fd_iter(mut self, fd_iter: FdIter) -> ProcIndex {
+        self.fd_iter = Some(fd_iter);
+        self
+    }
+
+    /// Whether fd scans read the BPF iterator's walk.
+    pub fn uses_fd_iter(&self) -> bool {
+        self.fd_iter.is_some()
     }
 
     /// Makes sure the inodes in `wanted` that belong to live processes are indexed,
@@ -449,6 +472,7 @@ impl ProcIndex {
 
         self.enforce_limit();
         self.update_gauges();
+        self.walk.clear();
         let s = &self.stats;
         tracing::debug!(
             target: "procs",
@@ -729,66 +753,14 @@ impl ProcIndex {
     fn scan_fds_with(&mut self, pid: u32, stat: Option<Stat>) {
         let cur = self.generation;
         self.found.clear();
-        let path = self.paths.get(pid, "fd");
-        let opened = File::open(path).and_then(|f| Ok((fs::read_dir(path)?, f)));
-        let (dir, dir_fd) = match opened {
-            Ok(d) => d,
-            Err(e) => {
-                self.count_error();
-                if gone(&e) {
-                    self.forget(pid);
-                } else {
-                    self.warn_denied(pid, &e);
-                }
-                if let Some(p) = self.procs.get_mut(&pid) {
-                    // Unreadable (EACCES): do not retry until its fd count changes.
-                    p.scanned = cur;
-                    p.fd_count = p.fd_count_now;
-                }
-                return;
+        let links_read = if self.fd_iter.is_some() && self.walk_socket_fds(pid) {
+            0
+        } else {
+            match self.read_fd_links(pid) {
+                Some(fds) => fds,
+                None => return,
             }
         };
-        self.stats.processes_scanned += 1;
-        let mut fds = 0u64;
-        let mut errors = 0u64;
-        let mut link = [0u8; 64];
-        let mut denied = None;
-        for entry in dir {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(_) => {
-                    // The process exited while we read its directory.
-                    errors += 1;
-                    break;
-                }
-            };
-            fds += 1;
-            match readlinkat(&dir_fd, entry.file_name().as_bytes(), &mut link) {
-                Ok(target) => {
-                    if let Some(inode) = socket_inode(target) {
-                        self.found.push(inode);
-                    }
-                }
-                // Links of a process we may not inspect: one error for the process, not
-                // one per fd.
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    errors += 1;
-                    denied = Some(e);
-                    break;
-                }
-                // The fd was closed between the listing and the read.
-                Err(_) => errors += 1,
-            }
-        }
-        if let Some(e) = denied {
-            self.warn_denied(pid, &e);
-        }
-        self.stats.fds_read += fds;
-        monitor::add(&METRICS.procs_fds_read, fds);
-        if errors > 0 {
-            self.stats.read_errors += errors;
-            monitor::add(&METRICS.procs_read_errors, errors);
-        }
 
         // A listed pid that exited can be reused by a thread of another process before we
         // get here, and /proc/TID/fd answers too, with that process's files: only a
@@ -803,7 +775,7 @@ impl ProcIndex {
         };
         p.scanned = cur;
         p.fd_count = p.fd_count_now;
-        if self.stats.fd_count_from_stat.is_none() && fds > 3 {
+        if self.stats.fd_count_from_stat.is_none() && links_read > 3 {
             let works = p.fd_count_now != 0;
             self.stats.fd_count_from_stat = Some(works);
             if !works {
@@ -863,6 +835,99 @@ impl ProcIndex {
                 p.info = Some(info);
             }
         }
+    }
+
+    /// The socket inodes of `pid` from this generation's walk of the BPF iterator (taken
+    /// on first use) into `self.found`. False when the walk failed: the iterator is then
+    /// dropped for good, with a warning, and fd links are read instead.
+    fn walk_socket_fds(&mut self, pid: u32) -> bool {
+        if self.walk_generation != self.generation {
+            let Some(it) = self.fd_iter.as_mut() else {
+                return false;
+            };
+            if let Err(e) = it.read_all(&mut self.walk) {
+                tracing::warn!(target: "procs", "the BPF iterator failed ({e}): socket owners are read from {}/PID/fd from now on", self.opts.proc_root.display());
+                self.fd_iter = None;
+                self.walk.clear();
+                return false;
+            }
+            self.walk_generation = self.generation;
+            self.stats.fd_walks += 1;
+            monitor::inc(&METRICS.procs_fd_walks);
+        }
+        let from = self.walk.partition_point(|s| s.pid < pid);
+        let to = from + self.walk[from..].partition_point(|s| s.pid == pid);
+        self.found
+            .extend(self.walk[from..to].iter().map(|s| s.inode));
+        self.stats.processes_scanned += 1;
+        true
+    }
+
+    /// Reads the fd links of `pid` into `self.found`; the number of fds, or `None` when
+    /// the directory could not be read (the process is forgotten if it is gone).
+    fn read_fd_links(&mut self, pid: u32) -> Option<u64> {
+        let cur = self.generation;
+        let path = self.paths.get(pid, "fd");
+        let opened = File::open(path).and_then(|f| Ok((fs::read_dir(path)?, f)));
+        let (dir, dir_fd) = match opened {
+            Ok(d) => d,
+            Err(e) => {
+                self.count_error();
+                if gone(&e) {
+                    self.forget(pid);
+                } else {
+                    self.warn_denied(pid, &e);
+                }
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    // Unreadable (EACCES): do not retry until its fd count changes.
+                    p.scanned = cur;
+                    p.fd_count = p.fd_count_now;
+                }
+                return None;
+            }
+        };
+        self.stats.processes_scanned += 1;
+        let mut fds = 0u64;
+        let mut errors = 0u64;
+        let mut link = [0u8; 64];
+        let mut denied = None;
+        for entry in dir {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(_) => {
+                    // The process exited while we read its directory.
+                    errors += 1;
+                    break;
+                }
+            };
+            fds += 1;
+            match readlinkat(&dir_fd, entry.file_name().as_bytes(), &mut link) {
+                Ok(target) => {
+                    if let Some(inode) = socket_inode(target) {
+                        self.found.push(inode);
+                    }
+                }
+                // Links of a process we may not inspect: one error for the process, not
+                // one per fd.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    errors += 1;
+                    denied = Some(e);
+                    break;
+                }
+                // The fd was closed between the listing and the read.
+                Err(_) => errors += 1,
+            }
+        }
+        if let Some(e) = denied {
+            self.warn_denied(pid, &e);
+        }
+        self.stats.fds_read += fds;
+        monitor::add(&METRICS.procs_fds_read, fds);
+        if errors > 0 {
+            self.stats.read_errors += errors;
+            monitor::add(&METRICS.procs_read_errors, errors);
+        }
+        Some(fds)
     }
 
     /// Reads and parses /proc/PID/stat; `None` (counted) when unreadable.
@@ -1316,6 +1381,48 @@ mod tests {
         let json = serde_json::to_value(&*info).unwrap();
         assert_eq!(json["binary"], "sleep");
         assert!(json.get("ns_pid").is_none() && json.get("environ").is_none());
+    }
+
+    /// With the BPF iterator, fd scans read its walk instead of fd links: same owners,
+    /// no link read, one walk per refresh that needs one.
+    #[test]
+    fn walk_of_the_bpf_iterator_finds_the_same_owner() {
+        if !FdIter::usable_for(Path::new("/proc")) {
+            eprintln!("SKIP: not in the host's pid namespace");
+            return;
+        }
+        let it = match FdIter::load() {
+            Ok(it) => it,
+            Err(e) => {
+                eprintln!("SKIP: BPF iterator unavailable: {e}");
+                return;
+            }
+        };
+        let (kid, ino) = sleeper(&mut sleep_cmd());
+        let mut idx = ProcIndex::new(opts()).with_fd_iter(it);
+        assert!(idx.uses_fd_iter());
+        idx.refresh(&[ino]);
+        let info = idx.owner(ino).expect("child socket attributed");
+        assert_eq!(info.pid, kid.pid());
+        assert_eq!(info.binary, "sleep");
+        assert_eq!(info.cmdline.as_deref(), Some("sleep 60"));
+        let st = idx.stats();
+        assert_eq!(
+            (st.fds_read, st.fd_walks, st.full_scans),
+            (0, 1, 1),
+            "{st:?}"
+        );
+
+        // A second child: found by the next refresh's walk, the first one still known.
+        let (kid2, ino2) = sleeper(&mut sleep_cmd());
+        idx.refresh(&[ino, ino2]);
+        assert_eq!(idx.owner(ino2).map(|i| i.pid), Some(kid2.pid()));
+        assert_eq!(idx.owner(ino).map(|i| i.pid), Some(kid.pid()));
+        assert_eq!(idx.stats().fds_read, 0);
+        assert_eq!(idx.stats().fd_walks, 2);
+        // Nothing missing: no walk at all.
+        idx.refresh(&[ino, ino2]);
+        assert_eq!(idx.stats().fd_walks, 2);
     }
 
     #[test]

@@ -9,11 +9,12 @@
 
 use super::container::{ContainerInfo, Containers};
 use super::diag::{CloseBatch, CloseListener, DiagSocket, Family, SockRecord, Transport};
+use super::fd_iter::FdIter;
 use super::netns;
 use super::owners::{OwnersBuilder, SharedOwners};
 use super::procs::{ProcIndex, ProcOptions, ProcessInfo};
 use super::table::{ConnEvent, ConnTable, OwnerLookup, TableSettings};
-use crate::config::{ConnbeatConfig, Namespaces};
+use crate::config::{ConnbeatConfig, FdScan, Namespaces};
 use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::publish::Publisher;
@@ -130,6 +131,42 @@ impl OwnerLookup for IndexOwners<'_> {
 
 const CLOSE_WAIT: Duration = Duration::from_millis(200);
 
+/// The process index, with the BPF iterator as `connbeat.fd_scan` asks.
+fn proc_index(settings: &ConnbeatConfig, proc_root: PathBuf) -> anyhow::Result<ProcIndex> {
+    let usable = FdIter::usable_for(&proc_root);
+    let index = ProcIndex::new(ProcOptions {
+        proc_root,
+        expose_cmdline: settings.expose_cmdline,
+        expose_environ: settings.expose_environ,
+        environ_allowlist: settings.environ_allowlist.clone(),
+        max_processes: settings.max_processes,
+        rescan_interval: settings.process_rescan_interval.get(),
+    });
+    let required = match settings.fd_scan {
+        FdScan::Proc => return Ok(index),
+        FdScan::Auto => false,
+        FdScan::Bpf => true,
+    };
+    if !usable {
+        let why = "the BPF iterator reports host pids: it needs connbeat.proc_root: /proc in the host's pid namespace";
+        if required {
+            anyhow::bail!("connbeat.fd_scan: bpf: {why}");
+        }
+        tracing::debug!(target: "procs", "{why}; reading fd links");
+        return Ok(index);
+    }
+    match FdIter::load() {
+        Ok(it) => Ok(index.with_fd_iter(it)),
+        Err(e) if required => Err(anyhow::anyhow!(
+            "connbeat.fd_scan: bpf: cannot load the BPF iterator: {e} (set connbeat.fd_scan: proc to read /proc instead)"
+        )),
+        Err(e) => {
+            tracing::info!(target: "procs", "BPF iterator unavailable ({e}): socket owners are read from /proc fd links");
+            Ok(index)
+        }
+    }
+}
+
 impl ConnSource {
     /// Opens the netlink sockets. `with_closes` subscribes to destroy notifications
     /// (not needed for a single poll).
@@ -173,14 +210,7 @@ impl ConnSource {
                 counts: None,
             }],
             close_mode,
-            procs: ProcIndex::new(ProcOptions {
-                proc_root,
-                expose_cmdline: settings.expose_cmdline,
-                expose_environ: settings.expose_environ,
-                environ_allowlist: settings.environ_allowlist.clone(),
-                max_processes: settings.max_processes,
-                rescan_interval: settings.process_rescan_interval.get(),
-            }),
+            procs: proc_index(settings, proc_root)?,
             table: ConnTable::new(TableSettings {
                 aggregation: settings.aggregation.get(),
                 max_connections: settings.max_connections,
@@ -215,6 +245,11 @@ impl ConnSource {
     }
 
     /// The agent's own network namespace.
+    /// Whether socket owners are found by the BPF iterator (else by /proc fd links).
+    pub fn uses_fd_iter(&self) -> bool {
+        self.procs.uses_fd_iter()
+    }
+
     pub fn netns(&self) -> u64 {
         self.namespaces[0].inode
     }

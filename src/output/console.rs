@@ -8,6 +8,9 @@ pub struct ConsoleOutput {
     out: Box<dyn Write + Send>,
     pretty: bool,
     buf: Vec<u8>,
+    /// Standard output's reader went away (`connbeat | head`): nothing can be written any
+    /// more, so events are dropped (and counted) instead of retried forever.
+    closed: bool,
 }
 
 impl ConsoleOutput {
@@ -20,6 +23,7 @@ impl ConsoleOutput {
             out,
             pretty,
             buf: Vec::with_capacity(64 * 1024),
+            closed: false,
         }
     }
 }
@@ -30,18 +34,27 @@ impl Output for ConsoleOutput {
     }
 
     fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
+        const CLOSED: &str = "standard output is closed (broken pipe)";
+        if self.closed {
+            return Ok(Outcome::all_dropped(batch.len(), CLOSED));
+        }
         self.buf.clear();
         for e in batch {
             encode_into(&mut self.buf, e, self.pretty);
         }
-        self.out
-            .write_all(&self.buf)
-            .and_then(|_| self.out.flush())
-            .map_err(|e| OutputError::Write {
-                output: "console",
-                message: format!("writing to standard output: {e}"),
-                source: Some(e),
-            })?;
+        let written = self.out.write_all(&self.buf).and_then(|_| self.out.flush());
+        if let Err(e) = &written
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            self.closed = true;
+            tracing::warn!(target: "output", "console: {CLOSED}: events are dropped from now on");
+            return Ok(Outcome::all_dropped(batch.len(), CLOSED));
+        }
+        written.map_err(|e| OutputError::Write {
+            output: "console",
+            message: format!("writing to standard output: {e}"),
+            source: Some(e),
+        })?;
         crate::monitor::add(
             &crate::monitor::METRICS.output_write_bytes,
             self.buf.len() as u64,
