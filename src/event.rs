@@ -10,9 +10,10 @@
 //! with [`Record::value`].
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 /// One event as a source produced it: its own fields, already serialized.
@@ -80,6 +81,12 @@ impl Event {
         push_member(&mut self.beat_members, key, value);
     }
 
+    /// Adds one field, already serialized, to the event's `beat` object (`key` needs no
+    /// escaping): for a value shared by many events.
+    pub fn push_beat_json(&mut self, key: &str, json: &RawValue) {
+        push_raw_member(&mut self.beat_members, key, json);
+    }
+
     pub fn kind(&self) -> &str {
         self.kind
     }
@@ -141,6 +148,35 @@ impl ObjectText {
     }
 }
 
+/// A value's JSON, rendered on first use and reused: for what many events share (a
+/// process's details, a container's), serialized once rather than once per event. It is a
+/// cache, not part of the value: it compares equal to any other.
+#[derive(Default, Clone)]
+pub struct JsonCache(OnceLock<Box<RawValue>>);
+
+impl JsonCache {
+    /// The JSON of `value`, which must be the value this cache belongs to.
+    pub fn get_or_render(&self, value: &impl Serialize) -> &RawValue {
+        self.0.get_or_init(|| {
+            serde_json::value::to_raw_value(value).expect("cached values serialize")
+        })
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &JsonCache) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonCache {}
+
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
+}
+
 fn push_member(members: &mut String, key: &str, value: &impl Serialize) {
     if !members.is_empty() {
         members.push(',');
@@ -152,6 +188,18 @@ fn push_member(members: &mut String, key: &str, value: &impl Serialize) {
 
 fn push_json(out: &mut String, v: &(impl Serialize + ?Sized)) {
     out.push_str(&serde_json::to_string(v).expect("event fields serialize"));
+}
+
+/// Adds `"key":json` to `members`; `key` needs no escaping.
+fn push_raw_member(members: &mut String, key: &str, json: &RawValue) {
+    debug_assert!(!key.contains(['"', '\\']), "{key}");
+    if !members.is_empty() {
+        members.push(',');
+    }
+    members.push('"');
+    members.push_str(key);
+    members.push_str("\":");
+    members.push_str(json.get());
 }
 
 /// RFC 3339 UTC with milliseconds, the `@timestamp` format.

@@ -15,7 +15,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum BtfError {
     #[error("not BTF data (bad magic)")]
     BadMagic,
@@ -23,6 +23,34 @@ pub enum BtfError {
     Truncated,
     #[error("BTF type kind {0} is not known")]
     UnknownKind(u32),
+    #[error("no memory for the BTF index: {0}")]
+    Memory(std::io::Error),
+}
+
+/// Calls `f(index, byte offset)` for each type of a type section; the number of types.
+fn walk_types(types: &[u8], mut f: impl FnMut(usize, usize)) -> Result<usize, BtfError> {
+    let mut at = 0usize;
+    let mut n = 0usize;
+    while at < types.len() {
+        let info = u32_at(types, at + 4).ok_or(BtfError::Truncated)?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let extra = match kind {
+            2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type tag
+            1 | 14 | 17 => 4,          // int, var, decl tag
+            3 => 12,                   // array
+            4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
+            6 | 13 => 8 * vlen,        // enum, func proto
+            k => return Err(BtfError::UnknownKind(k)),
+        };
+        f(n, at);
+        n += 1;
+        at += 12 + extra;
+    }
+    if at != types.len() {
+        return Err(BtfError::Truncated);
+    }
+    Ok(n)
 }
 
 /// The kinds looked up by name (`BTF_KIND_*`).
@@ -51,8 +79,11 @@ const MAX_DEPTH: usize = 16;
 pub struct Btf<'a> {
     types: &'a [u8],
     strings: &'a [u8],
-    /// Byte offset in `types` of type id `i + 1`.
-    index: Vec<u32>,
+    /// Byte offset in `types` of type id `i + 1`, as little-endian u32s. Mapped memory,
+    /// not the heap: freeing a heap block this large (~600 KB for a kernel) would raise
+    /// glibc's mmap threshold for good and keep later buffers resident.
+    index: memmap2::MmapMut,
+    count: usize,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -81,45 +112,38 @@ impl<'a> Btf<'a> {
         let types = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?;
 
-        let mut index = Vec::with_capacity(types.len() / 24);
-        let mut at = 0usize;
-        while at < types.len() {
-            let info = u32_at(types, at + 4).ok_or(BtfError::Truncated)?;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let extra = match kind {
-                2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type tag
-                1 | 14 | 17 => 4,          // int, var, decl tag
-                3 => 12,                   // array
-                4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
-                6 | 13 => 8 * vlen,        // enum, func proto
-                k => return Err(BtfError::UnknownKind(k)),
-            };
-            index.push(at as u32);
-            at += 12 + extra;
-        }
-        if at != types.len() {
-            return Err(BtfError::Truncated);
-        }
+        // Two passes: count the types, then record where each starts.
+        let count = walk_types(types, |_, _| ())?;
+        let mut index = memmap2::MmapMut::map_anon(4 * count.max(1)).map_err(BtfError::Memory)?;
+        walk_types(types, |id, at| {
+            index[4 * id..4 * id + 4].copy_from_slice(&(at as u32).to_le_bytes());
+        })?;
         Ok(Btf {
             types,
             strings,
             index,
+            count,
         })
     }
 
     /// Number of types (ids run from 1 to this).
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.count == 0
+    }
+
+    /// Byte offset in the type section of a type id.
+    fn offset(&self, id: u32) -> Option<usize> {
+        let i = (id as usize).checked_sub(1).filter(|&i| i < self.count)?;
+        u32_at(&self.index, 4 * i).map(|o| o as usize)
     }
 
     /// (name_off, info, size_or_type) of a type id.
     fn header(&self, id: u32) -> Option<(u32, u32, u32)> {
-        let at = *self.index.get((id as usize).checked_sub(1)?)? as usize;
+        let at = self.offset(id)?;
         Some((
             u32_at(self.types, at)?,
             u32_at(self.types, at + 4)?,
@@ -136,7 +160,7 @@ impl<'a> Btf<'a> {
     /// The id of the first type of this kind and name. Structs are looked for with
     /// members (a forward declaration of the same name is not them).
     pub fn find(&self, kind: Kind, name: &str) -> Option<u32> {
-        (1..=self.index.len() as u32).find(|&id| {
+        (1..=self.count as u32).find(|&id| {
             self.header(id).is_some_and(|(name_off, info, _)| {
                 (info >> 24) & 0x1f == kind as u32
                     && (kind != Kind::Struct || info & 0xffff > 0)
@@ -160,7 +184,7 @@ impl<'a> Btf<'a> {
             return None;
         }
         let bitfields = info >> 31 == 1;
-        let at = *self.index.get(id as usize - 1)? as usize + 12;
+        let at = self.offset(id)? + 12;
         for i in 0..(info & 0xffff) as usize {
             let m = at + 12 * i;
             let (m_name, m_type, m_off) = (
@@ -335,16 +359,19 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let data = sample();
-        assert_eq!(Btf::parse(&data[..10]).err(), Some(BtfError::Truncated));
+        assert!(matches!(Btf::parse(&data[..10]), Err(BtfError::Truncated)));
         let mut bad = data.clone();
         bad[0] = 0;
-        assert_eq!(Btf::parse(&bad).err(), Some(BtfError::BadMagic));
+        assert!(matches!(Btf::parse(&bad), Err(BtfError::BadMagic)));
         for cut in 24..data.len() {
             let _ = Btf::parse(&data[..cut]);
         }
         let mut unknown = data.clone();
         unknown[24 + 7] = 31; // kind 31 in the first type's info
-        assert_eq!(Btf::parse(&unknown).err(), Some(BtfError::UnknownKind(31)));
+        assert!(matches!(
+            Btf::parse(&unknown),
+            Err(BtfError::UnknownKind(31))
+        ));
     }
 
     #[test]

@@ -62,9 +62,11 @@
 //! (and a map of every `status` line) per call.
 
 use super::fd_iter::{FdIter, SocketFd};
+use crate::event::JsonCache;
 use crate::fast_hash::{FxMap, FxSet};
 use crate::monitor::{self, METRICS};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -96,6 +98,27 @@ pub struct ProcessInfo {
     /// The pid inside the process's own pid namespace, when it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ns_pid: Option<u32>,
+    /// This object's JSON, written once for every event of the process.
+    #[serde(skip)]
+    pub json: JsonCache,
+}
+
+impl ProcessInfo {
+    /// These details as JSON, rendered on first use.
+    pub fn json(&self) -> &RawValue {
+        self.json.get_or_render(self)
+    }
+}
+
+/// `serialize_with` for an event's process: its cached JSON.
+pub fn serialize_cached<S: serde::Serializer>(
+    p: &Option<Arc<ProcessInfo>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => p.json().serialize(s),
+        None => s.serialize_none(),
+    }
 }
 
 /// What the index reads and how much it may keep.
@@ -1016,6 +1039,7 @@ impl ProcIndex {
             user,
             ppid: stat.ppid,
             ns_pid: ns_pid.filter(|&n| n != pid),
+            json: JsonCache::default(),
         }
     }
 
@@ -1684,6 +1708,7 @@ mod tests {
                 user: "root".into(),
                 ppid: 1,
                 ns_pid: Some(7),
+                json: Default::default(),
             }
         );
         assert!(idx.owner(1002).is_none());

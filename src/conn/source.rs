@@ -19,6 +19,7 @@ use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::publish::Publisher;
 use anyhow::Context;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +103,8 @@ pub struct ConnSource {
     publisher: Publisher,
     records: Vec<SockRecord>,
     wanted: Vec<u64>,
-    local_ips: Vec<String>,
+    /// `beat.local_ips`, rendered once per dump for all its events.
+    local_ips: Box<RawValue>,
     containers: Containers,
     /// Containers by the namespace their processes were seen in (not the agent's own),
     /// for connections whose process is unknown.
@@ -222,7 +224,7 @@ impl ConnSource {
             publisher,
             records: Vec::new(),
             wanted: Vec::new(),
-            local_ips: Vec::new(),
+            local_ips: serde_json::value::to_raw_value(&[] as &[String])?,
             containers: Containers::new(
                 Path::new(&settings.proc_root),
                 Path::new(&settings.docker_socket),
@@ -379,7 +381,7 @@ impl ConnSource {
             let stats = self.poll_done(started, cpu_start, events, true);
             return Ok(stats);
         }
-        self.local_ips = local_ips();
+        self.local_ips = serde_json::value::to_raw_value(&local_ips())?;
         self.records.clear();
         let udp = self.settings.udp;
         // tcp_info costs the kernel more than the rest of a dump: ask for it in the dump
@@ -631,7 +633,7 @@ impl ConnSource {
         if let Some(c) = container {
             ev.push_field("container", &*c);
         }
-        ev.push_beat_field("local_ips", &self.local_ips);
+        ev.push_beat_json("local_ips", &self.local_ips);
         self.publisher.publish(ev);
     }
 
