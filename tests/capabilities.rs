@@ -81,7 +81,7 @@ fn without_net_admin_closes_come_from_polls_and_the_startup_line_says_why() {
 }
 
 #[test]
-fn without_ptrace_other_users_sockets_are_unattributed_and_the_log_says_what_is_needed() {
+fn without_ptrace_fd_links_cannot_attribute_other_users_sockets_the_bpf_walk_can() {
     if !setpriv_or_skip("capabilities") {
         return;
     }
@@ -113,23 +113,47 @@ fn without_ptrace_other_users_sockets_are_unattributed_and_the_log_says_what_is_
         Some(server.pid as u64)
     );
     assert_eq!(listen["local_process"]["user"], "nobody");
-    // Without the capabilities to read another user's /proc/PID/fd: none, and a warning.
+    // Without the capabilities to read another user's /proc/PID/fd, reading fd links:
+    // none, and a warning.
     let (stdout, stderr) = once_without(
         "-sys_ptrace,-dac_read_search,-dac_override",
         &cfg,
-        &["--once"],
+        &["--once", "-E", "connbeat.fd_scan=proc"],
     );
-    let event: serde_json::Value = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["local_port"] == port && e["action"] == "listening")
-        .expect("the listening socket is still reported");
+    let listening = |stdout: &str| -> serde_json::Value {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["local_port"] == port && e["action"] == "listening")
+            .expect("the listening socket is still reported")
+    };
+    let event = listening(&stdout);
     assert_eq!(event["attribution"], "none", "{event}");
     assert!(event.get("local_process").is_none());
     assert!(
         stderr.contains("needs CAP_SYS_PTRACE"),
         "no warning naming CAP_SYS_PTRACE in:\n{stderr}"
     );
+    // The BPF iterator walks file tables in the kernel, which needs no ptrace access: the
+    // socket is attributed all the same (the executable's path stays unreadable).
+    let (stdout, stderr) = once_without(
+        "-sys_ptrace,-dac_read_search,-dac_override",
+        &cfg,
+        &["--once"],
+    );
+    if !stderr.contains("socket fds by BPF iterator") {
+        eprintln!("SKIP (BPF part): the iterator did not load:\n{stderr}");
+        return;
+    }
+    let event = listening(&stdout);
+    assert_eq!(event["attribution"], "procfs", "{event}");
+    assert_eq!(
+        event["local_process"]["pid"].as_u64(),
+        Some(server.pid as u64),
+        "{event}"
+    );
+    assert_eq!(event["local_process"]["user"], "nobody", "{event}");
+    assert_eq!(event["local_process"]["exe"], "", "{event}");
 }
 
 #[test]
