@@ -141,7 +141,7 @@ fn without_ptrace_fd_links_cannot_attribute_other_users_sockets_the_bpf_walk_can
         &cfg,
         &["--once"],
     );
-    if !stderr.contains("socket fds by BPF iterator") {
+    if !stderr.contains("procs.fds.walks=") {
         eprintln!("SKIP (BPF part): the iterator did not load:\n{stderr}");
         return;
     }

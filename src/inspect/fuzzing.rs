@@ -109,8 +109,28 @@ pub fn dns(data: &[u8]) {
 
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
-    "decode", "dns", "http", "redis", "mysql", "pgsql", "tls", "dns_tcp",
+    "decode", "dns", "http", "redis", "mysql", "pgsql", "tls", "dns_tcp", "btf",
 ];
+
+/// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
+/// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
+/// inputs get past the first check).
+pub fn btf(data: &[u8]) {
+    use crate::conn::btf::{Btf, Kind};
+    let mut bytes = vec![0x9f, 0xeb, 1, 0];
+    bytes.extend_from_slice(data);
+    for input in [data, &bytes[..]] {
+        if let Ok(b) = Btf::parse(input) {
+            for id in 1..=(b.len() as u32).min(256) {
+                let _ = b.member(id, "i_ino");
+            }
+            if let Some(id) = b.find(Kind::Struct, "inode") {
+                let _ = b.member(id, "i_mode");
+            }
+            let _ = b.find(Kind::Func, "bpf_iter_task_file");
+        }
+    }
+}
 
 /// Runs one target by name.
 pub fn run(target: &str, data: &[u8]) {
@@ -118,6 +138,7 @@ pub fn run(target: &str, data: &[u8]) {
         "decode" => decode(data),
         "dns" => dns(data),
         "dns_tcp" => tcp_protocol("dns", data),
+        "btf" => btf(data),
         other => tcp_protocol(other, data),
     }
 }
