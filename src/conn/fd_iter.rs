@@ -9,11 +9,8 @@
 //! at a small fraction of the cost. [`super::procs::ProcIndex`] uses it, when it loads,
 //! in place of reading fd links; everything else about attribution stays the same.
 //!
-//! The program is 23 instructions, assembled here rather than compiled from C: compiling
-//! would need clang and a BPF object loader at build time, and the loaders (aya, libbpf)
-//! parse the whole kernel BTF to relocate four field offsets, which costs more than the
-//! scan it replaces. The offsets come from [`super::btf`], the instructions are the ones
-//! clang emits for the equivalent C:
+//! The program is 23 instructions, assembled with [`super::bpf`] (which says why) from the
+//! kernel's field offsets; they are the ones clang emits for the equivalent C:
 //!
 //! ```c
 //! int socket_fds(struct bpf_iter__task_file *ctx) {
@@ -32,36 +29,11 @@
 //! it are skipped) and reports the *global* tgid, so it is used only when the agent sees
 //! the initial pid namespace's `/proc` (see [`FdIter::usable_for`]).
 //!
-//! Loading needs `CAP_BPF` and `CAP_PERFMON` (or `CAP_SYS_ADMIN`) and a kernel with BTF;
-//! where it fails, the reason is returned and the caller reads `/proc` instead.
+//! Where it does not load, the reason is returned and the caller reads `/proc` instead.
 
-use super::btf::{Btf, Kind};
-use std::ffi::c_void;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use super::bpf::{self, BpfError, Insn, IterLink, insn, op};
+use std::io;
 use std::path::Path;
-use thiserror::Error;
-
-/// Where the kernel describes its types.
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-#[derive(Debug, Error)]
-pub enum FdIterError {
-    #[error("cannot read {VMLINUX_BTF}: {0}")]
-    NoBtf(io::Error),
-    #[error("kernel BTF: {0}")]
-    Btf(#[from] super::btf::BtfError),
-    #[error("kernel BTF has no {0}")]
-    Missing(&'static str),
-    #[error("{what}: {source}")]
-    Syscall {
-        what: &'static str,
-        source: io::Error,
-    },
-    #[error("the verifier refused the program: {source}: {log}")]
-    Refused { source: io::Error, log: String },
-}
 
 /// One socket fd of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,25 +47,14 @@ pub struct SocketFd {
 const RECORD: usize = 16;
 
 /// A loaded iterator: each [`FdIter::read_all`] walks every process's file table once.
+#[derive(Debug)]
 pub struct FdIter {
-    link: OwnedFd,
-    // Kept open with the link (the link holds the program too; this is for clarity).
-    _prog: OwnedFd,
-    buf: Vec<u8>,
-}
-
-impl std::fmt::Debug for FdIter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FdIter")
-            .field("link", &self.link.as_raw_fd())
-            .finish()
-    }
+    link: IterLink,
 }
 
 /// Field offsets the program needs, from the kernel's BTF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
-    attach_btf_id: u32,
     ctx_meta: i16,
     ctx_task: i16,
     ctx_fd: i16,
@@ -106,73 +67,30 @@ struct Layout {
 }
 
 impl Layout {
-    fn from_btf(btf: &Btf) -> Result<Layout, FdIterError> {
-        let strukt = |name: &'static str| {
-            btf.find(Kind::Struct, name)
-                .ok_or(FdIterError::Missing(name))
-        };
-        // (struct, member, required size): a member of another size would need other loads.
-        let field = |id: u32, what: &'static str, member: &str, size: u32| {
-            let m = btf
-                .member(id, member)
-                .filter(|m| m.size == size)
-                .ok_or(FdIterError::Missing(what))?;
-            i16::try_from(m.offset).map_err(|_| FdIterError::Missing(what))
-        };
-        let ctx = strukt("bpf_iter__task_file")?;
-        let meta = strukt("bpf_iter_meta")?;
-        let task = strukt("task_struct")?;
-        let file = strukt("file")?;
-        let inode = strukt("inode")?;
+    fn from_btf(btf: &super::btf::Btf) -> Result<Layout, BpfError> {
+        let f = |s, m, size| bpf::field(btf, s, m, size);
         Ok(Layout {
-            attach_btf_id: btf
-                .find(Kind::Func, "bpf_iter_task_file")
-                .ok_or(FdIterError::Missing("bpf_iter_task_file (Linux 5.8+)"))?,
-            ctx_meta: field(ctx, "bpf_iter__task_file.meta", "meta", 8)?,
-            ctx_task: field(ctx, "bpf_iter__task_file.task", "task", 8)?,
-            ctx_fd: field(ctx, "bpf_iter__task_file.fd", "fd", 4)?,
-            ctx_file: field(ctx, "bpf_iter__task_file.file", "file", 8)?,
-            meta_seq: field(meta, "bpf_iter_meta.seq", "seq", 8)?,
-            task_tgid: field(task, "task_struct.tgid", "tgid", 4)?,
-            file_inode: field(file, "file.f_inode", "f_inode", 8)?,
-            inode_mode: field(inode, "inode.i_mode", "i_mode", 2)?,
-            inode_ino: field(inode, "inode.i_ino", "i_ino", 8)?,
+            ctx_meta: f("bpf_iter__task_file", "meta", 8)?,
+            ctx_task: f("bpf_iter__task_file", "task", 8)?,
+            ctx_fd: f("bpf_iter__task_file", "fd", 4)?,
+            ctx_file: f("bpf_iter__task_file", "file", 8)?,
+            meta_seq: f("bpf_iter_meta", "seq", 8)?,
+            task_tgid: f("task_struct", "tgid", 4)?,
+            file_inode: f("file", "f_inode", 8)?,
+            inode_mode: f("inode", "i_mode", 2)?,
+            inode_ino: f("inode", "i_ino", 8)?,
         })
     }
 }
 
-/// One BPF instruction (`struct bpf_insn`).
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-    let mut i = [0u8; 8];
-    i[0] = code;
-    i[1] = (src << 4) | dst;
-    i[2..4].copy_from_slice(&off.to_le_bytes());
-    i[4..8].copy_from_slice(&imm.to_le_bytes());
-    i
-}
-
-// Opcodes (BPF_CLASS | BPF_OP/BPF_MODE | BPF_SRC/BPF_SIZE).
-const MOV64_REG: u8 = 0xbf;
-const MOV64_IMM: u8 = 0xb7;
-const ADD64_IMM: u8 = 0x07;
-const AND64_IMM: u8 = 0x57;
-const LDX_DW: u8 = 0x79;
-const LDX_W: u8 = 0x61;
-const LDX_H: u8 = 0x69;
-const STX_DW: u8 = 0x7b;
-const STX_W: u8 = 0x63;
-const JEQ_IMM: u8 = 0x15;
-const JNE_IMM: u8 = 0x55;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-const BPF_FUNC_SEQ_WRITE: i32 = 127;
 const S_IFMT: i32 = 0o170000;
 const S_IFSOCK: i32 = 0o140000;
 
 /// The program of the module documentation, with this kernel's offsets.
-fn program(l: &Layout) -> Vec<[u8; 8]> {
+fn program(l: &Layout) -> Vec<Insn> {
+    use op::*;
     let (ctx, seq, task, file, inode, mode) = (2, 1, 3, 4, 4, 5);
-    let mut p = vec![
+    vec![
         insn(MOV64_REG, ctx, 1, 0, 0),
         insn(LDX_DW, seq, ctx, l.ctx_meta, 0),
         insn(LDX_DW, file, ctx, l.ctx_file, 0),
@@ -193,165 +111,20 @@ fn program(l: &Layout) -> Vec<[u8; 8]> {
         insn(MOV64_REG, 2, 10, 0, 0),
         insn(ADD64_IMM, 2, 0, 0, -16),
         insn(MOV64_IMM, 3, 0, 0, RECORD as i32),
-        insn(CALL, 0, 0, 0, BPF_FUNC_SEQ_WRITE),
-    ];
-    p.push(insn(MOV64_IMM, 0, 0, 0, 0));
-    p.push(insn(EXIT, 0, 0, 0, 0));
-    p
-}
-
-// bpf(2) commands and the parts of `union bpf_attr` they use (uapi/linux/bpf.h).
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ITER_CREATE: libc::c_long = 33;
-const BPF_PROG_TYPE_TRACING: u32 = 26;
-const BPF_TRACE_ITER: u32 = 28;
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    attach_btf_id: u32,
-    attach_btf_obj_fd: u32,
-    _rest: [u32; 7],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    iter_info: u64,
-    iter_info_len: u32,
-    _rest: [u32; 29],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct IterCreateAttr {
-    link_fd: u32,
-    flags: u32,
-    _rest: [u64; 17],
-}
-
-/// bpf(2): returns the new fd.
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a live, properly laid out `bpf_attr` variant of the given size;
-    // the kernel reads (and for PROG_LOAD writes the log into the buffer it points to,
-    // which outlives the call).
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a successful bpf(2) call of these commands returns a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        insn(CALL, 0, 0, 0, FUNC_SEQ_WRITE),
+        insn(MOV64_IMM, 0, 0, 0, 0),
+        insn(EXIT, 0, 0, 0, 0),
+    ]
 }
 
 impl FdIter {
-    /// Loads the iterator, reading the kernel's BTF from [`VMLINUX_BTF`].
-    pub fn load() -> Result<FdIter, FdIterError> {
-        let file = File::open(VMLINUX_BTF).map_err(FdIterError::NoBtf)?;
-        // Mapped where the kernel allows it (6.16+): the pages are the kernel's own, so the
-        // 5+ MB cost no memory of ours. Read otherwise, and freed at once.
-        // SAFETY: the kernel's BTF is read-only and never changes while it runs.
-        let layout = match unsafe { memmap2::Mmap::map(&file) } {
-            Ok(map) => Layout::from_btf(&Btf::parse(&map)?)?,
-            Err(_) => {
-                let mut data = Vec::new();
-                (&file).read_to_end(&mut data).map_err(FdIterError::NoBtf)?;
-                Layout::from_btf(&Btf::parse(&data)?)?
-            }
-        };
-        FdIter::load_with(&layout)
-    }
-
-    fn load_with(layout: &Layout) -> Result<FdIter, FdIterError> {
-        let insns = program(layout);
-        let license = b"GPL\0";
-        let mut name = [0u8; 16];
-        name[..14].copy_from_slice(b"connbeat_socks");
-        let load = |log: &mut [u8]| {
-            let mut attr = ProgLoadAttr {
-                prog_type: BPF_PROG_TYPE_TRACING,
-                insn_cnt: insns.len() as u32,
-                insns: insns.as_ptr() as u64,
-                license: license.as_ptr() as u64,
-                prog_name: name,
-                expected_attach_type: BPF_TRACE_ITER,
-                attach_btf_id: layout.attach_btf_id,
-                ..Default::default()
-            };
-            if !log.is_empty() {
-                attr.log_level = 1;
-                attr.log_size = log.len() as u32;
-                attr.log_buf = log.as_mut_ptr() as u64;
-            }
-            bpf(BPF_PROG_LOAD, &mut attr)
-        };
-        let prog = match load(&mut []) {
-            Ok(fd) => fd,
-            Err(e)
-                if e.raw_os_error() == Some(libc::EACCES)
-                    || e.raw_os_error() == Some(libc::EINVAL) =>
-            {
-                // Load again with the verifier's log, for a message that says why.
-                let mut log = vec![0u8; 64 * 1024];
-                let _ = load(&mut log);
-                let end = log.iter().position(|&c| c == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]);
-                let last: Vec<&str> = text.lines().rev().take(3).collect();
-                return Err(FdIterError::Refused {
-                    source: e,
-                    log: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
-                });
-            }
-            Err(e) => {
-                return Err(FdIterError::Syscall {
-                    what: "loading the BPF program",
-                    source: e,
-                });
-            }
-        };
-        let mut attr = LinkCreateAttr {
-            prog_fd: prog.as_raw_fd() as u32,
-            attach_type: BPF_TRACE_ITER,
-            ..Default::default()
-        };
-        let link = bpf(BPF_LINK_CREATE, &mut attr).map_err(|source| FdIterError::Syscall {
-            what: "creating the iterator link",
-            source,
+    /// Loads the iterator with the running kernel's offsets.
+    pub fn load() -> Result<FdIter, BpfError> {
+        let (layout, target) = bpf::with_kernel_btf(|btf| {
+            Ok((Layout::from_btf(btf)?, bpf::iter_target(btf, "task_file")?))
         })?;
         Ok(FdIter {
-            link,
-            _prog: prog,
-            buf: Vec::new(),
+            link: IterLink::load("connbeat_socks", target, &program(&layout))?,
         })
     }
 
@@ -383,24 +156,15 @@ impl FdIter {
     /// in the kernel's order (by pid, then fd).
     pub fn read_all(&mut self, out: &mut Vec<SocketFd>) -> io::Result<()> {
         out.clear();
-        let mut attr = IterCreateAttr {
-            link_fd: self.link.as_raw_fd() as u32,
-            ..Default::default()
-        };
-        let mut file = File::from(bpf(BPF_ITER_CREATE, &mut attr)?);
-        self.buf.clear();
-        file.read_to_end(&mut self.buf)?;
-        out.reserve(self.buf.len() / RECORD);
-        for r in self.buf.chunks_exact(RECORD) {
+        let data = self.link.read()?;
+        out.reserve(data.len() / RECORD);
+        for r in data.chunks_exact(RECORD) {
+            let word = |at: usize| u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
             out.push(SocketFd {
-                pid: u32::from_le_bytes(r[0..4].try_into().unwrap_or_default()),
-                fd: u32::from_le_bytes(r[4..8].try_into().unwrap_or_default()),
-                inode: u64::from_le_bytes(r[8..16].try_into().unwrap_or_default()),
+                pid: word(0),
+                fd: word(4),
+                inode: u64::from(word(8)) | (u64::from(word(12)) << 32),
             });
-        }
-        // A large buffer is kept only while it is needed (one poll of a big host).
-        if self.buf.capacity() > 4 << 20 {
-            self.buf = Vec::new();
         }
         Ok(())
     }
@@ -412,11 +176,11 @@ mod tests {
     use std::net::TcpListener;
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
 
     #[test]
     fn program_has_the_offsets_and_jumps_to_its_exit() {
         let l = Layout {
-            attach_btf_id: 1,
             ctx_meta: 0,
             ctx_task: 8,
             ctx_fd: 16,
@@ -429,22 +193,11 @@ mod tests {
         };
         let p = program(&l);
         assert_eq!(p.len(), 23);
-        // Every conditional jump lands on `r0 = 0; exit`.
-        for (i, ins) in p.iter().enumerate() {
-            if ins[0] == JEQ_IMM || ins[0] == JNE_IMM {
-                let off = i16::from_le_bytes([ins[2], ins[3]]);
-                assert_eq!(
-                    i as i64 + 1 + i64::from(off),
-                    p.len() as i64 - 2,
-                    "insn {i}"
-                );
-            }
-        }
+        assert!(bpf::jumps_land_on_exit(&p));
         assert!(
             p.iter()
-                .any(|i| i[0] == LDX_W && i16::from_le_bytes([i[2], i[3]]) == 2500)
+                .any(|i| i[0] == op::LDX_W && i16::from_le_bytes([i[2], i[3]]) == 2500)
         );
-        assert_eq!(p[p.len() - 1][0], EXIT);
     }
 
     #[test]

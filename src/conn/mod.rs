@@ -1,5 +1,6 @@
 //! The connection source: every socket on the host, its process, its whole life.
 
+pub mod bpf;
 pub mod btf;
 pub mod container;
 pub mod diag;
