@@ -151,8 +151,15 @@ impl ObjectText {
 /// A value's JSON, rendered on first use and reused: for what many events share (a
 /// process's details, a container's), serialized once rather than once per event. It is a
 /// cache, not part of the value: it compares equal to any other.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct JsonCache(OnceLock<Box<RawValue>>);
+
+/// A clone starts empty: the cloned value may be changed before it is serialized.
+impl Clone for JsonCache {
+    fn clone(&self) -> JsonCache {
+        JsonCache::default()
+    }
+}
 
 impl JsonCache {
     /// The JSON of `value`, which must be the value this cache belongs to.

@@ -286,8 +286,16 @@ impl IterLink {
             self.buf = Vec::new();
         }
         self.buf.clear();
-        file.read_to_end(&mut self.buf)?;
-        Ok(&self.buf)
+        // The kernel gives up a read() with EAGAIN after a million objects without
+        // output (a million files that are not sockets, in a row): read on.
+        let mut pauses = 0;
+        loop {
+            match file.read_to_end(&mut self.buf) {
+                Ok(_) => return Ok(&self.buf),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && pauses < 10_000 => pauses += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -211,10 +211,12 @@ impl<'a> Btf<'a> {
                 });
             }
             if m_name.is_empty() {
-                let inner = self.strip(m_type, 0)?;
+                let Some(inner) = self.strip(m_type, 0) else {
+                    continue;
+                };
                 if let Some(found) = self.member_in(inner, name, depth + 1) {
                     return Some(Member {
-                        offset: byte_off + found.offset,
+                        offset: byte_off.checked_add(found.offset)?,
                         ..found
                     });
                 }

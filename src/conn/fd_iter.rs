@@ -25,9 +25,11 @@
 //! }
 //! ```
 //!
-//! The `task_file` iterator visits each thread group's file table once (threads sharing
-//! it are skipped) and reports the *global* tgid, so it is used only when the agent sees
-//! the initial pid namespace's `/proc` (see [`FdIter::usable_for`]).
+//! The `task_file` iterator visits tasks in thread-id order and skips the threads that share
+//! their group leader's file table, so each process comes once, in pid order; a thread
+//! with a table of its own (`unshare(CLONE_FILES)`) comes at its own id's place, under its
+//! process's id. It reports the *global* tgid, so it is used only when the agent sees the
+//! initial pid namespace's `/proc` (see [`FdIter::usable_for`]).
 //!
 //! Where it does not load, the reason is returned and the caller reads `/proc` instead.
 
@@ -131,20 +133,16 @@ impl FdIter {
     /// Whether the pids this iterator reports are the ones `proc_root` lists: only the
     /// initial pid namespace's /proc, seen from inside that namespace.
     pub fn usable_for(proc_root: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        /// The inode number of the initial pid namespace (`PROC_PID_INIT_INO`, fixed).
+        const INIT_PID_NS: u64 = 0xEFFF_FFFC;
         if proc_root != Path::new("/proc") {
             return false;
         }
-        // One pid on the NSpid line: we are in the pid namespace of this /proc, and it has
-        // no parent (`/proc/self` of a nested namespace lists one pid per level).
-        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-            return false;
-        };
-        let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
-        let init_ns = match nspid {
-            Some(pids) => pids.split_whitespace().count() == 1,
-            None => false,
-        };
-        // The global pid of this process, as the iterator reports it, must be our pid.
+        // We run in the initial pid namespace (a container with its own has another
+        // inode, even though its /proc shows it one pid deep) ...
+        let init_ns = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == INIT_PID_NS);
+        // ... and this /proc belongs to it: it names us by our own pid.
         init_ns
             && std::fs::read_link("/proc/self")
                 .ok()
@@ -153,7 +151,8 @@ impl FdIter {
     }
 
     /// Walks every process's file table; `out` receives its socket fds (cleared first),
-    /// in the kernel's order (by pid, then fd).
+    /// in the kernel's order: by thread id, then fd (nearly always by pid: see the module
+    /// documentation).
     pub fn read_all(&mut self, out: &mut Vec<SocketFd>) -> io::Result<()> {
         out.clear();
         let data = self.link.read()?;

@@ -164,7 +164,8 @@ pub struct ScanStats {
     pub partial_scans: u64,
     /// Refreshes that scanned every process's fds.
     pub full_scans: u64,
-    /// fd directories read.
+    /// Processes whose sockets were looked for (fd directories read, or looked up in a
+    /// walk).
     pub processes_scanned: u64,
     /// fd links read.
     pub fds_read: u64,
@@ -190,7 +191,8 @@ pub struct ScanStats {
     pub cached: u64,
     /// Gauge: socket inodes indexed.
     pub inodes: u64,
-    /// Whether `stat(/proc/PID/fd).st_size` counts fds on this kernel (None: not known yet).
+    /// Whether `stat(/proc/PID/fd).st_size` counts fds on this kernel (None: not known yet;
+    /// learnt from fd links read, so never with the walk).
     pub fd_count_from_stat: Option<bool>,
 }
 
@@ -364,6 +366,13 @@ pub struct ProcIndex {
     /// Socket fds of every process from the iterator's walk of this generation, by pid.
     walk: Vec<SocketFd>,
     walk_generation: u64,
+    /// An fd count or start time was recorded after the last walk: the walk may predate
+    /// what that count says, so the next scan walks again. (With fd links, the links are
+    /// always read after the count.)
+    stat_since_walk: bool,
+    /// With the walk: new processes registered in this phase of a refresh, scanned once
+    /// every check of the phase is done, so that one walk serves them all.
+    pending: Vec<(u32, Stat)>,
     // Reused buffers.
     paths: Paths,
     buf: Vec<u8>,
@@ -393,6 +402,8 @@ impl ProcIndex {
             fd_iter: None,
             walk: Vec::new(),
             walk_generation: 0,
+            stat_since_walk: false,
+            pending: Vec::new(),
             paths,
             buf: Vec::with_capacity(4096),
             pids: Vec::new(),
@@ -462,6 +473,7 @@ impl ProcIndex {
                 self.scan_new(pid, None);
             }
             self.new_pids = new_pids;
+            self.flush_pending();
 
             // Known pids: reused ones are scanned now, changed ones after.
             if first {
@@ -655,6 +667,7 @@ impl ProcIndex {
             }
         }
         self.pids = pids;
+        self.flush_pending();
         let changed = std::mem::take(&mut self.changed);
         for &pid in &changed {
             if self.missing.is_empty() {
@@ -665,10 +678,12 @@ impl ProcIndex {
         self.changed = changed;
     }
 
-    /// The full scan: every listed pid not scanned in this generation.
+    /// The full scan: every listed pid not scanned in this generation. Every check comes
+    /// first, then the scans (with the walk, one walk after all the counts it must cover).
     fn scan_rest(&mut self) {
         let cur = self.generation;
         let pids = std::mem::take(&mut self.pids);
+        self.changed.clear();
         for &pid in &pids {
             let Some(p) = self.procs.get(&pid) else {
                 // Listed but not tracked: gone during this refresh, or evicted.
@@ -692,10 +707,18 @@ impl ProcIndex {
                     self.forget(pid);
                     self.scan_new(pid, None);
                 }
-                Check::Rescan | Check::Same => self.scan_fds(pid),
+                Check::Rescan | Check::Same => self.changed.push(pid),
             }
         }
         self.pids = pids;
+        self.flush_pending();
+        let todo = std::mem::take(&mut self.changed);
+        for &pid in &todo {
+            if self.procs.get(&pid).is_some_and(|p| p.scanned != cur) {
+                self.scan_fds(pid);
+            }
+        }
+        self.changed = todo;
     }
 
     /// One `stat()` of a known process's fd directory (see the module documentation).
@@ -713,6 +736,7 @@ impl ProcIndex {
         };
         p.checked = cur;
         p.fd_count_now = size;
+        self.stat_since_walk = true;
         if p.fd_dir_ino != ino {
             let old_start = p.start_time;
             let Some(stat) = self.read_stat(pid) else {
@@ -732,7 +756,8 @@ impl ProcIndex {
         }
     }
 
-    /// Starts tracking a pid not tracked yet and scans its fds.
+    /// Starts tracking a pid not tracked yet and scans its fds (with the walk, at the end
+    /// of the phase: [`ProcIndex::flush_pending`]).
     fn scan_new(&mut self, pid: u32, stat: Option<Stat>) {
         let stat = match stat {
             Some(s) => s,
@@ -764,15 +789,31 @@ impl ProcIndex {
                 scanned: 0,
             },
         );
-        self.scan_fds_with(pid, Some(stat));
+        self.stat_since_walk = true;
+        if self.fd_iter.is_some() {
+            self.pending.push((pid, stat));
+        } else {
+            self.scan_fds_with(pid, Some(stat));
+        }
+    }
+
+    /// Scans the new processes registered since the last call (see `pending`).
+    fn flush_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (pid, stat) in pending {
+            if self.procs.contains_key(&pid) {
+                self.scan_fds_with(pid, Some(stat));
+            }
+        }
     }
 
     fn scan_fds(&mut self, pid: u32) {
         self.scan_fds_with(pid, None);
     }
 
-    /// Reads the fd links of a tracked process, replaces its inode set, and reads its
-    /// details if it holds sockets and they are not cached (or it exec'd since).
+    /// Finds the sockets of a tracked process (from the walk, or by reading its fd links),
+    /// replaces its inode set, and reads its details if it holds sockets and they are not
+    /// cached (or it exec'd since).
     fn scan_fds_with(&mut self, pid: u32, stat: Option<Stat>) {
         let cur = self.generation;
         self.found.clear();
@@ -860,11 +901,11 @@ impl ProcIndex {
         }
     }
 
-    /// The socket inodes of `pid` from this generation's walk of the BPF iterator (taken
-    /// on first use) into `self.found`. False when the walk failed: the iterator is then
+    /// The socket inodes of `pid` from the BPF iterator's walk into `self.found`: one walk
+    /// per refresh, taken on first use, and again if a count was recorded since. False when the walk failed: the iterator is then
     /// dropped for good, with a warning, and fd links are read instead.
     fn walk_socket_fds(&mut self, pid: u32) -> bool {
-        if self.walk_generation != self.generation {
+        if self.walk_generation != self.generation || self.stat_since_walk {
             let Some(it) = self.fd_iter.as_mut() else {
                 return false;
             };
@@ -874,7 +915,13 @@ impl ProcIndex {
                 self.walk.clear();
                 return false;
             }
+            // Tasks come in thread-id order: a thread with a file table of its own
+            // (unshare(CLONE_FILES)) is reported under its process's id, out of order.
+            if !self.walk.is_sorted_by_key(|s| s.pid) {
+                self.walk.sort_unstable_by_key(|s| s.pid);
+            }
             self.walk_generation = self.generation;
+            self.stat_since_walk = false;
             self.stats.fd_walks += 1;
             monitor::inc(&METRICS.procs_fd_walks);
         }
@@ -1449,6 +1496,46 @@ mod tests {
         assert_eq!(idx.stats().fd_walks, 2);
     }
 
+    /// A thread with a file table of its own comes out of the walk at its thread id's
+    /// place, under this process's id: out of pid order. Its sockets are still found.
+    #[test]
+    fn walk_out_of_pid_order_still_finds_every_socket() {
+        let Some(it) = loaded_fd_iter() else {
+            eprintln!("SKIP: BPF iterator unavailable");
+            return;
+        };
+        // A child so that a pid above ours has sockets too.
+        let (kid, kid_ino) = sleeper(&mut sleep_cmd());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_FILES) gives this thread a private copy of the fd table.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_FILES) }, 0);
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            // /proc/self/fd is the process's table, not this thread's.
+            let path = format!("/proc/thread-self/fd/{}", l.as_raw_fd());
+            tx.send(fs::metadata(path).unwrap().ino()).unwrap();
+            let _ = stop_rx.recv();
+            drop(l);
+        });
+        let thread_ino = rx.recv().unwrap();
+        let mut raw = Vec::new();
+        FdIter::load().unwrap().read_all(&mut raw).unwrap();
+        assert!(
+            !raw.is_sorted_by_key(|s| s.pid),
+            "the walk was expected out of pid order here"
+        );
+        let mut idx = ProcIndex::new(opts()).with_fd_iter(it);
+        idx.refresh(&[kid_ino, thread_ino]);
+        assert_eq!(idx.owner(kid_ino).map(|i| i.pid), Some(kid.pid()));
+        assert_eq!(
+            idx.owner(thread_ino).map(|i| i.pid),
+            Some(std::process::id())
+        );
+        stop_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
     #[test]
     fn known_inodes_need_no_proc_io() {
         let (kid, ino) = sleeper(&mut sleep_cmd());
@@ -1471,6 +1558,25 @@ mod tests {
 
     #[test]
     fn new_socket_in_existing_process_found_without_full_scan() {
+        new_socket_in_existing_process(None);
+    }
+
+    #[test]
+    fn new_socket_in_existing_process_found_by_the_next_walk() {
+        match loaded_fd_iter() {
+            Some(it) => new_socket_in_existing_process(Some(it)),
+            None => eprintln!("SKIP: BPF iterator unavailable"),
+        }
+    }
+
+    fn loaded_fd_iter() -> Option<FdIter> {
+        if !FdIter::usable_for(Path::new("/proc")) {
+            return None;
+        }
+        FdIter::load().ok()
+    }
+
+    fn new_socket_in_existing_process(walk: Option<FdIter>) {
         // A child that opens one listening socket per line on stdin and prints its inode.
         let script = "import os,socket,sys\n\
                       keep=[]\n\
@@ -1489,6 +1595,9 @@ mod tests {
 
         let a = next_inode();
         let mut idx = ProcIndex::new(opts());
+        if let Some(it) = walk {
+            idx = idx.with_fd_iter(it);
+        }
         idx.refresh(&[a]);
         assert_eq!(idx.owner(a).unwrap().pid, kid.pid());
         assert_eq!(idx.stats().full_scans, 1);

@@ -246,12 +246,12 @@ impl ConnSource {
         &self.close_mode
     }
 
-    /// The agent's own network namespace.
     /// Whether socket owners are found by the BPF iterator (else by /proc fd links).
     pub fn uses_fd_iter(&self) -> bool {
         self.procs.uses_fd_iter()
     }
 
+    /// The agent's own network namespace.
     pub fn netns(&self) -> u64 {
         self.namespaces[0].inode
     }
