@@ -23,8 +23,9 @@ pub struct Event {
     kind: &'static str,
     /// The event's own fields: a JSON object's text, `{"a":1,"b":"x"}`.
     fields: ObjectText,
-    /// Members the source adds to the `beat` object (connbeat's `local_ips`), likewise.
-    beat_members: String,
+    /// Members the source adds to the `beat` object (connbeat's `local_ips`), likewise;
+    /// shared text, as they are the same for many events.
+    beat_members: Arc<str>,
 }
 
 impl Event {
@@ -40,8 +41,8 @@ impl Event {
             body.remove(k);
         }
         let beat_members = match body.remove("beat") {
-            Some(Value::Object(b)) => ObjectText::of(&b).members().to_string(),
-            _ => String::new(),
+            Some(Value::Object(b)) => ObjectText::of(&b).members().into(),
+            _ => "".into(),
         };
         Event {
             timestamp,
@@ -62,7 +63,19 @@ impl Event {
             timestamp,
             kind,
             fields: ObjectText::of(fields),
-            beat_members: String::new(),
+            beat_members: "".into(),
+        }
+    }
+
+    /// An event whose fields are already written as a JSON object's text (`{...}`), by a
+    /// source that writes its own (see `ConnEvent::write_json`).
+    pub fn from_object_text(timestamp: SystemTime, kind: &'static str, text: String) -> Event {
+        debug_assert!(text.starts_with('{') && text.ends_with('}'), "{text}");
+        Event {
+            timestamp,
+            kind,
+            fields: ObjectText(text),
+            beat_members: "".into(),
         }
     }
 
@@ -78,13 +91,16 @@ impl Event {
 
     /// Adds one field to the event's `beat` object.
     pub fn push_beat_field(&mut self, key: &str, value: &impl Serialize) {
-        push_member(&mut self.beat_members, key, value);
+        let mut members = self.beat_members.to_string();
+        push_member(&mut members, key, value);
+        self.beat_members = members.into();
     }
 
-    /// Adds one field, already serialized, to the event's `beat` object (`key` needs no
-    /// escaping): for a value shared by many events.
-    pub fn push_beat_json(&mut self, key: &str, json: &RawValue) {
-        push_raw_member(&mut self.beat_members, key, json);
+    /// Sets the members the source adds to the `beat` object, already written
+    /// (`"local_ips":[…]`, see [`beat_members`]) and shared by many events.
+    pub fn set_beat_members(&mut self, members: &Arc<str>) {
+        debug_assert!(self.beat_members.is_empty());
+        self.beat_members = members.clone();
     }
 
     pub fn kind(&self) -> &str {
@@ -197,16 +213,21 @@ fn push_json(out: &mut String, v: &(impl Serialize + ?Sized)) {
     out.push_str(&serde_json::to_string(v).expect("event fields serialize"));
 }
 
-/// Adds `"key":json` to `members`; `key` needs no escaping.
-fn push_raw_member(members: &mut String, key: &str, json: &RawValue) {
-    debug_assert!(!key.contains(['"', '\\']), "{key}");
-    if !members.is_empty() {
-        members.push(',');
+/// `beat` members written once for many events: `"key":json,…` from already serialized
+/// values (the keys need no escaping).
+pub fn beat_members(members: &[(&str, &RawValue)]) -> Arc<str> {
+    let mut out = String::new();
+    for (key, json) in members {
+        debug_assert!(!key.contains(['"', '\\']), "{key}");
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(key);
+        out.push_str("\":");
+        out.push_str(json.get());
     }
-    members.push('"');
-    members.push_str(key);
-    members.push_str("\":");
-    members.push_str(json.get());
+    out.into()
 }
 
 /// RFC 3339 UTC with milliseconds, the `@timestamp` format.
@@ -425,6 +446,27 @@ mod tests {
                 .clone(),
             fields_under_root: under_root,
         }
+    }
+
+    /// Shared `beat` members and a source's own object text end up where the contract puts
+    /// them, around the common fields.
+    #[test]
+    fn object_text_and_shared_beat_members() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        let ips = serde_json::value::to_raw_value(&["10.0.0.1", "fd00::1"]).unwrap();
+        let members = beat_members(&[("local_ips", &ips)]);
+        assert_eq!(&*members, r#""local_ips":["10.0.0.1","fd00::1"]"#);
+        let mut e = Event::from_object_text(t, "connbeat", r#"{"action":"open"}"#.into());
+        e.set_beat_members(&members);
+        let r = common(false).finish(e);
+        assert_eq!(
+            r.as_str(),
+            concat!(
+                r#"{"@timestamp":"2023-11-14T22:13:20.123Z","type":"connbeat","action":"open","#,
+                r#""beat":{"local_ips":["10.0.0.1","fd00::1"],"name":"web1","hostname":"web1.local","version":"0.1.0"},"#,
+                r#""tags":["prod"],"fields":{"env":"eu","action":"mine"}}"#
+            )
+        );
     }
 
     #[test]
