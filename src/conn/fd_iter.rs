@@ -130,21 +130,20 @@ impl FdIter {
         })
     }
 
-    /// Whether the pids this iterator reports are the ones `proc_root` lists: only the
-    /// initial pid namespace's /proc, seen from inside that namespace.
+    /// Whether the pids this iterator reports are the ones `proc_root` lists: a /proc of
+    /// the initial pid namespace (`/proc` on the host, or the host's /proc mounted into a
+    /// container that shares the host's pid namespace), seen from inside that namespace.
     pub fn usable_for(proc_root: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         /// The inode number of the initial pid namespace (`PROC_PID_INIT_INO`, fixed).
         const INIT_PID_NS: u64 = 0xEFFF_FFFC;
-        if proc_root != Path::new("/proc") {
-            return false;
-        }
         // We run in the initial pid namespace (a container with its own has another
         // inode, even though its /proc shows it one pid deep) ...
-        let init_ns = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == INIT_PID_NS);
+        let init_ns =
+            std::fs::metadata(proc_root.join("self/ns/pid")).is_ok_and(|m| m.ino() == INIT_PID_NS);
         // ... and this /proc belongs to it: it names us by our own pid.
         init_ns
-            && std::fs::read_link("/proc/self")
+            && std::fs::read_link(proc_root.join("self"))
                 .ok()
                 .and_then(|p| p.to_str()?.parse::<u32>().ok())
                 == Some(std::process::id())
@@ -197,6 +196,18 @@ mod tests {
             p.iter()
                 .any(|i| i[0] == op::LDX_W && i16::from_le_bytes([i[2], i[3]]) == 2500)
         );
+    }
+
+    #[test]
+    fn usable_only_with_a_proc_of_the_host_pid_namespace() {
+        let dir = std::env::temp_dir().join(format!("cb-fake-proc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("self")).unwrap();
+        assert!(!FdIter::usable_for(&dir), "a directory that is no /proc");
+        std::fs::remove_dir_all(&dir).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let host =
+            std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).ok() == Some(0xEFFF_FFFC);
+        assert_eq!(FdIter::usable_for(Path::new("/proc")), host);
     }
 
     #[test]

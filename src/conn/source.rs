@@ -151,7 +151,7 @@ fn proc_index(settings: &ConnbeatConfig, proc_root: PathBuf) -> anyhow::Result<P
         FdScan::Bpf => true,
     };
     if !usable {
-        let why = "the BPF iterator reports host pids: it needs connbeat.proc_root: /proc in the host's pid namespace";
+        let why = "the BPF iterator reports host pids: it needs the host's pid namespace and connbeat.proc_root pointing at its /proc";
         if required {
             anyhow::bail!("connbeat.fd_scan: bpf: {why}");
         }
