@@ -372,7 +372,7 @@ pub struct ProcIndex {
     stat_since_walk: bool,
     /// With the walk: new processes registered in this phase of a refresh, scanned once
     /// every check of the phase is done, so that one walk serves them all.
-    pending: Vec<(u32, Stat)>,
+    pending: Vec<u32>,
     /// Whether the scans of the current phase read the walk (see [`ProcIndex::walk_pays`]).
     use_walk: bool,
     // Reused buffers.
@@ -476,6 +476,7 @@ impl ProcIndex {
                 self.scan_new(pid, None);
             }
             self.new_pids = new_pids;
+            self.use_walk = self.walk_pays(&self.pending.clone());
             self.flush_pending();
 
             // Known pids: reused ones are scanned now, changed ones after.
@@ -670,9 +671,10 @@ impl ProcIndex {
             }
         }
         self.pids = pids;
-        self.flush_pending();
         let changed = std::mem::take(&mut self.changed);
-        self.use_walk = self.walk_pays(&changed);
+        let phase: Vec<u32> = self.pending.iter().chain(&changed).copied().collect();
+        self.use_walk = self.walk_pays(&phase);
+        self.flush_pending();
         for &pid in &changed {
             if self.missing.is_empty() {
                 break;
@@ -715,9 +717,9 @@ impl ProcIndex {
             }
         }
         self.pids = pids;
+        self.use_walk = self.fd_iter.is_some();
         self.flush_pending();
         let todo = std::mem::take(&mut self.changed);
-        self.use_walk = self.fd_iter.is_some();
         for &pid in &todo {
             if self.procs.get(&pid).is_some_and(|p| p.scanned != cur) {
                 self.scan_fds(pid);
@@ -796,7 +798,7 @@ impl ProcIndex {
         );
         self.stat_since_walk = true;
         if self.fd_iter.is_some() {
-            self.pending.push((pid, stat));
+            self.pending.push(pid);
         } else {
             self.scan_fds_with(pid, Some(stat));
         }
@@ -811,22 +813,31 @@ impl ProcIndex {
         if self.fd_iter.is_none() {
             return false;
         }
-        let fds: u64 = pids
-            .iter()
-            .filter_map(|pid| self.procs.get(pid))
-            .map(|p| p.fd_count_now)
-            .sum();
+        let mut fds = 0u64;
+        for p in pids.iter().filter_map(|pid| self.procs.get(pid)) {
+            if p.fd_count_now == 0 {
+                // Before Linux 6.2, stat() of /proc/PID/fd gives no count: unknown, maybe
+                // many.
+                return true;
+            }
+            fds += p.fd_count_now;
+        }
         fds.saturating_mul(4) >= self.inodes.len() as u64
     }
 
-    /// Scans the new processes registered since the last call (see `pending`).
+    /// Scans the new processes registered since the last call (see `pending`), the way
+    /// `use_walk` (set by the caller for the whole phase) says. Reading links, it stops
+    /// once nothing is missing, as scanning at once would have: the others, never scanned,
+    /// are looked at again when something is missing. Their `stat` is read again after
+    /// their sockets are found, so that a pid reused meanwhile is noticed.
     fn flush_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        let pids: Vec<u32> = pending.iter().map(|(pid, _)| *pid).collect();
-        self.use_walk = self.walk_pays(&pids);
-        for (pid, stat) in pending {
+        for pid in pending {
+            if !self.use_walk && self.missing.is_empty() {
+                break;
+            }
             if self.procs.contains_key(&pid) {
-                self.scan_fds_with(pid, Some(stat));
+                self.scan_fds_with(pid, None);
             }
         }
     }
@@ -1564,6 +1575,11 @@ mod tests {
         assert!(
             idx.walk_pays(&[10, 11]),
             "5,003 links against a walk of 20,000"
+        );
+        idx.procs.insert(12, proc_with(0));
+        assert!(
+            idx.walk_pays(&[10, 12]),
+            "a count unknown (Linux < 6.2) may be many"
         );
         let plain = ProcIndex::new(opts());
         assert!(!plain.walk_pays(&[]), "no iterator, no walk");
