@@ -8,8 +8,10 @@
 //! The small HTTP/1.0 exchange over the unix socket is written by hand (std `UnixStream`
 //! plus `httparse`): two GET requests do not justify an async HTTP stack here.
 
+use crate::event::JsonCache;
 use crate::fast_hash::FxMap;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -29,6 +31,16 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// Which runtime's naming the cgroup path followed.
     pub runtime: &'static str,
+    /// This object's JSON, written once for every event of the container.
+    #[serde(skip)]
+    pub json: JsonCache,
+}
+
+impl ContainerInfo {
+    /// This object as JSON, rendered on first use.
+    pub fn json(&self) -> &RawValue {
+        self.json.get_or_render(self)
+    }
 }
 
 /// The container id and runtime named by a `/proc/PID/cgroup` file, if any.
@@ -137,6 +149,7 @@ impl Containers {
                 image: None,
                 labels: BTreeMap::new(),
                 runtime,
+                json: JsonCache::default(),
             });
         let info = Arc::new(info);
         self.by_id.lock().expect("lock").insert(id, info.clone());
@@ -202,6 +215,7 @@ impl Docker {
                 })
                 .unwrap_or_default(),
             runtime: "docker",
+            json: JsonCache::default(),
         })
     }
 
@@ -261,6 +275,24 @@ mod tests {
     use super::*;
 
     const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+
+    /// The cached JSON is the object's own serialization, labels included.
+    #[test]
+    fn cached_json_is_the_object() {
+        let c = ContainerInfo {
+            id: "abc".into(),
+            name: Some("web".into()),
+            image: None,
+            labels: BTreeMap::from([("tier".to_string(), "front \"end\"".to_string())]),
+            runtime: "docker",
+            json: JsonCache::default(),
+        };
+        assert_eq!(
+            c.json().get(),
+            r#"{"id":"abc","name":"web","labels":{"tier":"front \"end\""},"runtime":"docker"}"#
+        );
+        assert_eq!(c.json().get(), serde_json::to_string(&c).unwrap());
+    }
 
     #[test]
     fn ids_from_every_runtime_layout() {

@@ -642,7 +642,7 @@ impl ConnSource {
         e.write_json(&mut self.text);
         let mut ev = Event::from_object_text(ts, "connbeat", self.text.as_str().into());
         if let Some(c) = container {
-            ev.push_field("container", &*c);
+            ev.push_field("container", &c.json());
         }
         ev.set_beat_members(&self.beat_members);
         self.publisher.publish(ev);
