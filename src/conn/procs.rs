@@ -945,6 +945,7 @@ impl ProcIndex {
                 return false;
             };
             if let Err(e) = it.read_all(&mut self.walk) {
+                self.count_error();
                 tracing::warn!(target: "procs", "the BPF iterator failed ({e}): socket owners are read from {}/PID/fd from now on", self.opts.proc_root.display());
                 self.fd_iter = None;
                 self.walk.clear();

@@ -54,7 +54,7 @@ counters! {
     procs_full_scans => "procs.scans.full", "full scans of every process's fds";
     procs_fds_read => "procs.fds.read", "fd links read from /proc";
     procs_fd_walks => "procs.fds.walks", "walks of every process's open files by the BPF iterator";
-    procs_read_errors => "procs.read_errors", "/proc entries that could not be read (process gone, permission)";
+    procs_read_errors => "procs.read_errors", "/proc entries that could not be read (process gone, permission), and failed BPF walks";
     procs_cached => "procs.cached", "processes whose details are cached";
     queue_events => "queue.events", "events currently queued";
     queue_published => "queue.published", "events accepted into the queue";
