@@ -17,6 +17,17 @@ fn kafka_config(broker: &Broker, topic: &str, extra: &str) -> connbeat::config::
     ))
 }
 
+/// The identities (cookie + action + @timestamp) of events 0..n.
+fn expected_ids(n: u64) -> HashSet<String> {
+    (0..n)
+        .map(|i| {
+            let mut v = conn_event(i).to_value();
+            v["@timestamp"] = connbeat::event::format_timestamp(conn_event(i).timestamp).into();
+            identity(&v)
+        })
+        .collect()
+}
+
 /// Every event 0..n exactly once (by cookie + action + @timestamp).
 fn assert_exactly_once(records: &[Record], n: u64) {
     let ids: Vec<String> = records.iter().map(|r| identity(&r.value)).collect();
@@ -27,13 +38,7 @@ fn assert_exactly_once(records: &[Record], n: u64) {
         "{} duplicates",
         ids.len() - unique.len()
     );
-    let expected: HashSet<String> = (0..n)
-        .map(|i| {
-            let mut v = conn_event(i).to_value();
-            v["@timestamp"] = connbeat::event::format_timestamp(conn_event(i).timestamp).into();
-            identity(&v)
-        })
-        .collect();
+    let expected = expected_ids(n);
     let got: HashSet<String> = ids.into_iter().collect();
     let missing = expected.difference(&got).count();
     assert_eq!(missing, 0, "{missing} of {n} events missing");
@@ -56,13 +61,7 @@ fn assert_nothing_lost(records: &[Record], n: u64, max_duplicates: usize) -> Vec
         duplicates <= max_duplicates,
         "{duplicates} duplicates, more than one batch ({max_duplicates})"
     );
-    let expected: HashSet<String> = (0..n)
-        .map(|i| {
-            let mut v = conn_event(i).to_value();
-            v["@timestamp"] = connbeat::event::format_timestamp(conn_event(i).timestamp).into();
-            identity(&v)
-        })
-        .collect();
+    let expected = expected_ids(n);
     let missing = expected.iter().filter(|id| !seen.contains(*id)).count();
     assert_eq!(missing, 0, "{missing} of {n} events missing");
     assert_eq!(firsts.len() as u64, n);
