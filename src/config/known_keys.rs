@@ -31,7 +31,7 @@ pub fn all() -> &'static [String] {
             ssl: Some(SslConfig::default()),
             ..Default::default()
         });
-        c.connbeat.protocols = vec![ProtocolConfig::default()];
+        c.connbeat.protocols = ProtocolConfig::defaults();
         let tree = serde_json::to_value(&c).expect("config serializes");
         let mut keys = Vec::new();
         flatten(&tree, "", &mut keys);
@@ -53,7 +53,12 @@ fn flatten(v: &Value, at: &str, out: &mut Vec<String>) {
         }
         Value::Array(items) if items.first().is_some_and(Value::is_object) => {
             out.push(at.to_string());
-            flatten(&items[0], at, out);
+            // Entries of different kinds (protocols) have different keys: all of them.
+            for item in items {
+                flatten(item, at, out);
+            }
+            out.sort();
+            out.dedup();
         }
         _ => out.push(at.to_string()),
     }

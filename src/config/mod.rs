@@ -11,7 +11,7 @@ pub use error::ConfigError;
 pub use loader::{LoadOptions, Loaded, check_permissions, from_yaml_str, load};
 pub use model::*;
 pub use types::{ByteSize, Duration, parse_byte_size, parse_duration};
-pub use validate::{PROTOCOLS, enabled_outputs, file_permissions};
+pub use validate::{enabled_outputs, file_permissions};
 
 /// Key names whose values are secrets: never logged, masked by `export config`.
 const SECRET_KEYS: [&str; 3] = ["password", "api_key", "authorization"];

@@ -5,6 +5,7 @@
 //! tell a misspelt key from a real one by comparing against this model.
 
 use super::types::{ByteSize, Duration};
+pub use crate::inspect::proto::ProtocolConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -172,41 +173,6 @@ impl Default for InterfacesConfig {
             max_fragment_datagrams: 1024,
             fragment_timeout: Duration::from_secs(30),
             max_pending_requests: 1024,
-        }
-    }
-}
-
-/// One entry of `connbeat.protocols`. Keys that only some protocols use are accepted for
-/// all of them; the protocol ignores what it does not need.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ProtocolConfig {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub enabled: bool,
-    pub ports: Vec<u16>,
-    pub send_headers: Vec<String>,
-    pub send_all_headers: bool,
-    pub real_ip_header: String,
-    pub include_body_for: Vec<String>,
-    pub redact_authorization: bool,
-    pub hide_keywords: Vec<String>,
-    pub max_message_size: usize,
-}
-
-impl Default for ProtocolConfig {
-    fn default() -> Self {
-        ProtocolConfig {
-            kind: String::new(),
-            enabled: true,
-            ports: Vec::new(),
-            send_headers: Vec::new(),
-            send_all_headers: false,
-            real_ip_header: String::new(),
-            include_body_for: Vec::new(),
-            redact_authorization: true,
-            hide_keywords: Vec::new(),
-            max_message_size: 10 * 1024 * 1024,
         }
     }
 }

@@ -4,9 +4,6 @@
 use super::error::ConfigError;
 use super::model::{Config, SslConfig};
 
-/// The protocols deep inspection knows.
-pub const PROTOCOLS: [&str; 6] = ["http", "dns", "redis", "mysql", "pgsql", "tls"];
-
 /// The names of the outputs that are present and enabled.
 pub fn enabled_outputs(c: &Config) -> Vec<&'static str> {
     let o = &c.output;
@@ -97,11 +94,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     )?;
     for (i, p) in cb.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}");
-        one_of(&format!("{key}.type"), &p.kind, &PROTOCOLS)?;
-        if p.ports.is_empty() {
+        if p.common().ports.is_empty() {
             return Err(ConfigError::invalid(
                 &format!("{key}.ports"),
-                format!("protocol {} needs at least one port", p.kind),
+                format!("protocol {} needs at least one port", p.name()),
             ));
         }
     }

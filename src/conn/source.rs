@@ -273,7 +273,7 @@ impl ConnSource {
         };
         let mut b = OwnersBuilder::default();
         for (local, remote, p) in self.table.owners_in(self.netns()) {
-            let r = crate::inspect::ProcessRef {
+            let r = crate::owner::ProcessRef {
                 pid: p.pid,
                 binary: p.binary.clone(),
             };

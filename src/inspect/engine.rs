@@ -11,18 +11,17 @@ use super::frag::Defrag;
 use super::proto::txn::Endpoints;
 use super::proto::{Common, Cx, Dir, Registry, TcpParser, Txn, UdpParser};
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
-use super::{ProcessLookup, ProcessRef};
 use crate::config::Config;
 use crate::event::Event;
 use crate::fast_hash::Fx;
 use crate::monitor::{self, METRICS};
+use crate::owner::{ProcessLookup, ProcessRef};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Bounds and timeouts of the engine, from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub transaction_timeout_us: u64,
     pub idle_timeout_us: u64,
     pub max_streams: usize,
     pub limits: Limits,
@@ -36,7 +35,6 @@ impl Settings {
     pub fn from_config(c: &Config) -> Settings {
         let i = &c.connbeat.interfaces;
         Settings {
-            transaction_timeout_us: c.connbeat.transaction_timeout.get().as_micros() as u64,
             idle_timeout_us: i.stream_idle_timeout.get().as_micros() as u64,
             max_streams: i.max_streams.max(1),
             limits: Limits {
@@ -49,6 +47,7 @@ impl Settings {
             fragment_timeout_us: i.fragment_timeout.get().as_micros() as u64,
             common: Common {
                 max_pending: i.max_pending_requests.max(1),
+                transaction_timeout_us: c.connbeat.transaction_timeout.get().as_micros() as u64,
             },
         }
     }
@@ -287,7 +286,8 @@ impl<'a> Engine<'a> {
             Dir::ToClient
         };
         let d = dir_index(dir);
-        let max_msg = self.reg.get(conn.proto).max_message_size;
+        let proto = self.reg.get(conn.proto);
+        let (max_msg, timeout) = (proto.max_message_size, proto.timeout_us);
         let seg = Segment {
             seq: t.seq,
             syn,
@@ -297,7 +297,7 @@ impl<'a> Engine<'a> {
         };
         let mut cx = Cx {
             now: self.now,
-            timeout: self.s.transaction_timeout_us,
+            timeout,
             out: &mut self.out,
         };
         let budget = &self.budget;
@@ -349,10 +349,11 @@ impl<'a> Engine<'a> {
         let Some(mut conn) = self.tcp.remove(k) else {
             return;
         };
-        let max_msg = self.reg.get(conn.proto).max_message_size;
+        let proto = self.reg.get(conn.proto);
+        let (max_msg, timeout) = (proto.max_message_size, proto.timeout_us);
         let mut cx = Cx {
             now: self.now,
-            timeout: self.s.transaction_timeout_us,
+            timeout,
             out: &mut self.out,
         };
         let budget = &self.budget;
@@ -467,7 +468,7 @@ impl<'a> Engine<'a> {
         };
         let mut cx = Cx {
             now: self.now,
-            timeout: self.s.transaction_timeout_us,
+            timeout: self.reg.get(flow.proto).timeout_us,
             out: &mut self.out,
         };
         if let Err(e) = flow.parser.datagram(dir, u.payload, &mut cx) {
@@ -522,7 +523,7 @@ impl<'a> Engine<'a> {
             }
             let mut cx = Cx {
                 now,
-                timeout: self.s.transaction_timeout_us,
+                timeout: self.reg.get(conn.proto).timeout_us,
                 out: &mut self.out,
             };
             conn.parser.expire(&mut cx);
@@ -539,14 +540,14 @@ impl<'a> Engine<'a> {
             let Some(flow) = self.udp.get_mut(&k) else {
                 continue;
             };
+            let timeout = self.reg.get(flow.proto).timeout_us;
             let mut cx = Cx {
                 now,
-                timeout: self.s.transaction_timeout_us,
+                timeout,
                 out: &mut self.out,
             };
             flow.parser.expire(&mut cx);
-            let forget = !flow.parser.pending()
-                && now.saturating_sub(flow.last_seen) >= self.s.transaction_timeout_us;
+            let forget = !flow.parser.pending() && now.saturating_sub(flow.last_seen) >= timeout;
             if !self.out.is_empty() {
                 let proto = self.reg.get(flow.proto).name;
                 let ep = endpoints(
@@ -578,7 +579,7 @@ impl<'a> Engine<'a> {
             };
             let mut cx = Cx {
                 now: self.now,
-                timeout: self.s.transaction_timeout_us,
+                timeout: self.reg.get(flow.proto).timeout_us,
                 out: &mut self.out,
             };
             flow.parser.close(&mut cx);

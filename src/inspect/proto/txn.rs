@@ -6,8 +6,8 @@
 //! their counters are handled here once, not per protocol.
 
 use crate::event::Event;
-use crate::inspect::ProcessRef;
 use crate::monitor::{self, METRICS};
+use crate::owner::ProcessRef;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;

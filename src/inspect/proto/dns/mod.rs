@@ -6,25 +6,36 @@ pub mod parser;
 
 use super::txn::{Pairing, complete, unmatched_response};
 use super::{
-    Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, UdpFactory, UdpParser,
-    status,
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, UdpFactory,
+    UdpParser, status,
 };
-use crate::config::ProtocolConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "dns",
-    tcp: Some(tcp_factory),
-    udp: Some(udp_factory),
-};
+/// The registry's handle on DNS.
+pub struct Proto;
 
-fn tcp_factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+/// DNS has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "dns";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(tcp_factory(&e.options, common)),
+            udp: Some(udp_factory(&e.options, common)),
+        }
+    }
+}
+
+fn tcp_factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Dns::new(max)) as Box<dyn TcpParser>)
 }
 
-fn udp_factory(_c: &ProtocolConfig, common: &Common) -> UdpFactory {
+fn udp_factory(_o: &Options, common: &Common) -> UdpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Dns::new(max)) as Box<dyn UdpParser>)
 }

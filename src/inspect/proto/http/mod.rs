@@ -8,59 +8,139 @@
 pub mod parser;
 
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
 use parser::{Framing, Head};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "http",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on HTTP.
+pub struct Proto;
 
-/// The HTTP settings of one `connbeat.protocols` entry, prepared once.
+/// The HTTP keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// Every header of both messages goes into the event.
+    pub send_all_headers: bool,
+    /// The headers that go into the event (case-insensitive).
+    pub send_headers: Vec<String>,
+    /// The `cookie` and `set-cookie` headers, when sent, become objects of their pairs.
+    pub split_cookie: bool,
+    /// The header whose first address becomes `real_ip`.
+    pub real_ip_header: String,
+    /// Content types (substrings) whose bodies are kept, both directions.
+    pub include_body_for: Vec<String>,
+    /// Content types whose request bodies are kept.
+    pub include_request_body_for: Vec<String>,
+    /// Content types whose response bodies are kept.
+    pub include_response_body_for: Vec<String>,
+    /// Headers whose values are replaced by `*` when sent.
+    pub redact_headers: Vec<String>,
+    /// `Authorization` and `Proxy-Authorization` values are replaced by `*`.
+    pub redact_authorization: bool,
+    /// Query and form parameters whose values are replaced by `xxxxx`.
+    pub hide_keywords: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            send_all_headers: false,
+            send_headers: Vec::new(),
+            split_cookie: false,
+            real_ip_header: String::new(),
+            include_body_for: Vec::new(),
+            include_request_body_for: Vec::new(),
+            include_response_body_for: Vec::new(),
+            redact_headers: Vec::new(),
+            redact_authorization: true,
+            hide_keywords: Vec::new(),
+        }
+    }
+}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "http";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, e.common.max_message_size, common)),
+            udp: None,
+        }
+    }
+    fn fuzz_options() -> Options {
+        Options {
+            send_all_headers: true,
+            split_cookie: true,
+            include_body_for: vec!["text".into()],
+            redact_headers: vec!["cookie".into()],
+            hide_keywords: vec!["pass".into()],
+            real_ip_header: "x-forwarded-for".into(),
+            ..Options::default()
+        }
+    }
+}
+
+/// The HTTP settings of one entry, prepared once (names lower-cased).
 #[derive(Debug)]
-struct Options {
+struct Prepared {
     send_all_headers: bool,
     send_headers: Vec<String>,
+    split_cookie: bool,
     real_ip_header: String,
-    include_body_for: Vec<String>,
+    /// Content types whose bodies are kept, per direction.
+    body_for: [Vec<String>; 2],
+    redact_headers: Vec<String>,
     redact_authorization: bool,
     hide_keywords: Vec<String>,
     max_body: usize,
     max_pending: usize,
 }
 
-impl Options {
+impl Prepared {
     fn keep(&self, lower: &str) -> bool {
         self.send_all_headers
             || self.send_headers.iter().any(|h| h == lower)
             || (!self.real_ip_header.is_empty() && self.real_ip_header == lower)
     }
 
-    fn include_body(&self, content_type: Option<&str>) -> bool {
+    fn include_body(&self, dir: Dir, content_type: Option<&str>) -> bool {
         let Some(ct) = content_type else { return false };
         let ct = ct.to_ascii_lowercase();
-        self.include_body_for
+        self.body_for[idx(dir)]
             .iter()
             .any(|b| ct.contains(b.as_str()))
     }
+
+    fn redacted(&self, lower: &str) -> bool {
+        (self.redact_authorization && (lower == "authorization" || lower == "proxy-authorization"))
+            || self.redact_headers.iter().any(|h| h == lower)
+    }
 }
 
-fn factory(c: &ProtocolConfig, common: &Common) -> TcpFactory {
-    let o = Arc::new(Options {
-        send_all_headers: c.send_all_headers,
-        send_headers: super::lower_all(&c.send_headers),
-        real_ip_header: c.real_ip_header.to_ascii_lowercase(),
-        include_body_for: super::lower_all(&c.include_body_for),
-        redact_authorization: c.redact_authorization,
-        hide_keywords: super::lower_all(&c.hide_keywords),
-        max_body: c.max_message_size,
+fn factory(o: &Options, max_message_size: usize, common: &Common) -> TcpFactory {
+    let lower = super::lower_all;
+    let both = lower(&o.include_body_for);
+    let mut req = both.clone();
+    req.extend(lower(&o.include_request_body_for));
+    let mut resp = both;
+    resp.extend(lower(&o.include_response_body_for));
+    let p = Arc::new(Prepared {
+        send_all_headers: o.send_all_headers,
+        send_headers: lower(&o.send_headers),
+        split_cookie: o.split_cookie,
+        real_ip_header: o.real_ip_header.to_ascii_lowercase(),
+        body_for: [req, resp],
+        redact_headers: lower(&o.redact_headers),
+        redact_authorization: o.redact_authorization,
+        hide_keywords: lower(&o.hide_keywords),
+        max_body: max_message_size,
         max_pending: common.max_pending,
     });
-    Arc::new(move || Box::new(Http::new(o.clone())) as Box<dyn TcpParser>)
+    Arc::new(move || Box::new(Http::new(p.clone())) as Box<dyn TcpParser>)
 }
 
 /// Where a direction is in its current message.
@@ -107,7 +187,7 @@ struct ReqInfo {
 
 /// One HTTP connection.
 pub struct Http {
-    o: Arc<Options>,
+    o: Arc<Prepared>,
     sides: [Side; 2],
     pending: Pairing<ReqInfo>,
 }
@@ -120,7 +200,7 @@ fn idx(d: Dir) -> usize {
 }
 
 impl Http {
-    fn new(o: Arc<Options>) -> Http {
+    fn new(o: Arc<Prepared>) -> Http {
         let max = o.max_pending;
         Http {
             o,
@@ -156,14 +236,14 @@ impl Http {
             if !self.o.send_all_headers && !self.o.send_headers.iter().any(|h| h == k) {
                 continue;
             }
-            let v = if self.o.redact_authorization
-                && (k == "authorization" || k == "proxy-authorization")
-            {
-                "*".to_string()
+            let v = if self.o.redacted(k) {
+                Value::String("*".into())
+            } else if self.o.split_cookie && (k == "cookie" || k == "set-cookie") {
+                Value::Object(parser::split_cookie(v))
             } else {
-                v.clone()
+                Value::String(v.clone())
             };
-            m.insert(k.clone(), Value::String(v));
+            m.insert(k.clone(), v);
         }
         m
     }
@@ -195,7 +275,10 @@ impl Http {
             } else {
                 text.into_owned()
             };
-            if self.o.include_body(head.content_type.as_deref()) {
+            if self
+                .o
+                .include_body(Dir::ToServer, head.content_type.as_deref())
+            {
                 request.insert("body".into(), Value::String(text));
             }
         }
@@ -310,8 +393,8 @@ impl Http {
             c.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-        let keep_body =
-            self.o.include_body(head.content_type.as_deref()) || (dir == Dir::ToServer && is_form);
+        let keep_body = self.o.include_body(dir, head.content_type.as_deref())
+            || (dir == Dir::ToServer && is_form);
         self.sides[idx(dir)].msg = Some(Msg {
             start: cx.now,
             bytes: len as u64,
@@ -470,13 +553,21 @@ mod tests {
     use super::*;
     use crate::inspect::proto::testutil::drive;
 
-    fn http(cfg: ProtocolConfig) -> Box<dyn TcpParser> {
-        factory(&cfg, &Common { max_pending: 8 })()
+    fn http(cfg: Options) -> Box<dyn TcpParser> {
+        http_max(cfg, 10 * 1024 * 1024)
+    }
+
+    fn http_max(cfg: Options, max_message_size: usize) -> Box<dyn TcpParser> {
+        factory(
+            &cfg,
+            max_message_size,
+            &crate::inspect::proto::testutil::common(),
+        )()
     }
 
     #[test]
     fn pipelined_chunked_and_length_bodies() {
-        let mut p = http(ProtocolConfig {
+        let mut p = http(Options {
             send_headers: vec!["User-Agent".into()],
             hide_keywords: vec!["pass".into()],
             real_ip_header: "X-Forwarded-For".into(),
@@ -508,11 +599,13 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
 
     #[test]
     fn a_body_over_max_message_size_is_cut_and_noted_and_the_transaction_kept() {
-        let mut p = http(ProtocolConfig {
-            include_body_for: vec!["text/plain".into()],
-            max_message_size: 4,
-            ..Default::default()
-        });
+        let mut p = http_max(
+            Options {
+                include_body_for: vec!["text/plain".into()],
+                ..Default::default()
+            },
+            4,
+        );
         let out = drive(
             p.as_mut(),
             &[
@@ -537,7 +630,7 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
 
     #[test]
     fn send_all_headers_redacts_authorization() {
-        let mut p = http(ProtocolConfig {
+        let mut p = http(Options {
             send_all_headers: true,
             ..Default::default()
         });

@@ -34,6 +34,19 @@ pub enum Framing {
     UntilClose,
 }
 
+/// A `Cookie` or `Set-Cookie` value as its `name=value` pairs (Packetbeat's
+/// `split_cookie`; names lower-cased, a pair without `=` has an empty value).
+pub fn split_cookie(v: &str) -> serde_json::Map<String, serde_json::Value> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.trim().to_ascii_lowercase(), v.trim().to_string().into())
+        })
+        .collect()
+}
+
 fn head_common(
     headers: &[httparse::Header<'_>],
     keep: &dyn Fn(&str) -> bool,

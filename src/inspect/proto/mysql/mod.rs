@@ -8,23 +8,36 @@
 pub mod parser;
 
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "mysql",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on MySQL.
+pub struct Proto;
+
+/// MySQL has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "mysql";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
 
 /// Prepared statements remembered per connection.
 const MAX_STATEMENTS: usize = 1024;
 /// Longest query text kept.
 const MAX_QUERY: usize = 4096;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Mysql::new(max)) as Box<dyn TcpParser>)
 }
@@ -315,7 +328,7 @@ mod tests {
 
     #[test]
     fn query_result_set_ok_and_error() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let mut req = pkt(0, b"\x03SELECT * FROM t");
         req.extend(pkt(0, b"\x03UPDATE t SET a=1"));
         req.extend(pkt(0, b"\x03SELEC oops"));

@@ -9,21 +9,34 @@
 pub mod parser;
 
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "pgsql",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on PostgreSQL.
+pub struct Proto;
+
+/// PostgreSQL has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "pgsql";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
 
 const MAX_STATEMENTS: usize = 1024;
 const MAX_QUERY: usize = 4096;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Pgsql::new(max)) as Box<dyn TcpParser>)
 }
@@ -293,7 +306,7 @@ mod tests {
 
     #[test]
     fn simple_and_extended_queries() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let mut c = b"\x00\x00\x00\x08\x04\xd2\x16\x2f".to_vec();
         c.extend(b"\x00\x00\x00\x09\x00\x03\x00\x00\x00");
         let mut c2 = msg(b'Q', b"SELECT * FROM kv\0");

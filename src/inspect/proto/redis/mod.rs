@@ -4,20 +4,33 @@
 pub mod parser;
 
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "redis",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on Redis.
+pub struct Proto;
+
+/// Redis has no options of its own.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "redis";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
 
 /// Longest `return_value` / `query` rendered.
 const MAX_TEXT: usize = 1024;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || {
         Box::new(Redis {
@@ -110,7 +123,7 @@ mod tests {
 
     #[test]
     fn pipelined_commands_pair_in_order() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let req = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nNOPE\r\n";
         let resp = b"+OK\r\n$1\r\nv\r\n>2\r\n+message\r\n+x\r\n-ERR unknown command 'NOPE'\r\n";
         let out = drive(
@@ -135,7 +148,7 @@ mod split_tests {
 
     #[test]
     fn command_split_before_final_crlf() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let a = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINCR\r\n$7\r\ncounter";
         let b = b"\r\n\r\n*2\r\n$4\r\nECHO\r\n$2\r\nab\r\n";
         let out = drive(

@@ -8,21 +8,34 @@
 pub mod parser;
 
 use super::txn::{self, Pairing, complete};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
 use md5::{Digest, Md5};
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "tls",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on TLS.
+pub struct Proto;
+
+/// TLS has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "tls";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
 
 /// Bound on one handshake message being reassembled.
 const MAX_HANDSHAKE: usize = 64 * 1024;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Tls::new(max)) as Box<dyn TcpParser>)
 }
