@@ -9,7 +9,7 @@
 use super::decode::{self, DecodeError, Network, TcpSegment, Transport, UdpDatagram, tcpflags};
 use super::frag::Defrag;
 use super::proto::txn::Endpoints;
-use super::proto::{Common, Cx, Dir, Registry, TcpParser, Txn, UdpParser};
+use super::proto::{Common, Cx, Dir, Done, Registry, TcpParser, UdpParser};
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
 use crate::config::Config;
 use crate::event::Event;
@@ -115,7 +115,7 @@ pub struct Engine<'a> {
     budget: Budget,
     now: u64,
     next_sweep: u64,
-    out: Vec<Txn>,
+    out: Vec<Done>,
     sink: &'a mut Sink<'a>,
     lookup: Option<&'a dyn ProcessLookup>,
     pub summary: Summary,

@@ -19,7 +19,7 @@ pub mod tls;
 pub mod txn;
 
 pub use options::{CommonOptions, Entry};
-pub use txn::{Pairing, Pending, Txn, status};
+pub use txn::{Done, Pairing, Pending, Txn, TxnObject, status};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,7 @@ pub struct Cx<'a> {
     /// The protocol's transaction timeout, µs.
     pub timeout: u64,
     /// Finished transactions, taken by the engine after each call.
-    pub out: &'a mut Vec<Txn>,
+    pub out: &'a mut Vec<Done>,
 }
 
 /// What a TCP parser wants after a hole in one direction.

@@ -4,12 +4,14 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{Pairing, complete, unmatched_response};
 use super::{
     Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, UdpFactory,
     UdpParser, status,
 };
-use serde_json::{Value, json};
+use crate::event::Event;
+use serde::Serialize;
 use std::sync::Arc;
 
 /// The registry's handle on DNS.
@@ -40,9 +42,69 @@ fn udp_factory(_o: &Options, common: &Common) -> UdpFactory {
     Arc::new(move || Box::new(Dns::new(max)) as Box<dyn UdpParser>)
 }
 
+/// The `dns` object of a transaction.
+#[derive(Debug, Default, Serialize)]
+pub struct DnsTxn {
+    pub id: u16,
+    pub op_code: String,
+    /// The query's flags, then the response's.
+    pub flags: Flags,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers_count: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorities_count: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additionals_count: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<Answer>,
+}
+
+/// Header flags; the last four only in a response.
+#[derive(Debug, Default, Serialize)]
+pub struct Flags {
+    pub recursion_desired: bool,
+    pub checking_disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authoritative: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_response: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursion_available: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentic_data: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Question {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub class: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub class: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+impl TxnObject for DnsTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
+
 /// Queries waiting for answers on one flow or connection.
 pub struct Dns {
-    pending: Pairing<u16>,
+    pending: Pairing<u16, DnsTxn>,
 }
 
 impl Dns {
@@ -56,22 +118,21 @@ impl Dns {
     fn message(&mut self, data: &[u8], wire_len: usize, cx: &mut Cx<'_>) -> Result<(), ParseError> {
         let m = parser::parse(data)?;
         if !m.response {
-            let mut t = Txn::new(cx.now, wire_len as u64);
+            let mut t: Txn<DnsTxn> = Txn::new(cx.now, wire_len as u64);
             t.method = Some(parser::opcode_name(m.opcode));
-            let mut dns = serde_json::Map::new();
-            dns.insert("id".into(), json!(m.id));
-            dns.insert("op_code".into(), json!(parser::opcode_name(m.opcode)));
-            dns.insert("flags".into(), flags(m.flags, false));
+            t.fields.id = m.id;
+            t.fields.op_code = parser::opcode_name(m.opcode);
+            t.fields.flags = flags(m.flags, false);
             if let Some(q) = &m.question {
                 let (ty, class) = (parser::type_name(q.qtype), parser::class_name(q.qclass));
                 t.query = Some(format!("class {class}, type {ty}, {}", q.name));
                 t.resource = Some(q.name.clone());
-                dns.insert(
-                    "question".into(),
-                    json!({"name": q.name, "type": ty, "class": class}),
-                );
+                t.fields.question = Some(Question {
+                    name: q.name.clone(),
+                    kind: ty,
+                    class,
+                });
             }
-            t.fields = dns;
             self.pending.push(t, m.id, cx);
             return Ok(());
         }
@@ -84,39 +145,38 @@ impl Dns {
         if m.rcode != 0 {
             t.status = status::ERROR;
         }
-        t.set("flags", flags(m.flags, true));
-        t.set("response_code", rcode);
-        t.set("answers_count", m.answers_count);
-        t.set("authorities_count", m.authorities_count);
-        t.set("additionals_count", m.additionals_count);
-        let answers: Vec<Value> = m
+        let f = &mut t.fields;
+        f.flags = flags(m.flags, true);
+        f.response_code = Some(rcode);
+        f.answers_count = Some(m.answers_count);
+        f.authorities_count = Some(m.authorities_count);
+        f.additionals_count = Some(m.additionals_count);
+        f.answers = m
             .answers
-            .iter()
-            .map(|r| {
-                json!({"name": r.name, "type": parser::type_name(r.rtype),
-                       "class": parser::class_name(r.class), "ttl": r.ttl, "data": r.data})
+            .into_iter()
+            .map(|r| Answer {
+                name: r.name,
+                kind: parser::type_name(r.rtype),
+                class: parser::class_name(r.class),
+                ttl: r.ttl,
+                data: r.data,
             })
             .collect();
-        if !answers.is_empty() {
-            t.set("answers", answers);
-        }
         complete(t, cx.now, wire_len as u64, cx);
         Ok(())
     }
 }
 
-fn flags(f: u16, response: bool) -> Value {
-    let mut v = json!({
-        "recursion_desired": f & 0x0100 != 0,
-        "checking_disabled": f & 0x0010 != 0,
-    });
-    if response {
-        v["authoritative"] = json!(f & 0x0400 != 0);
-        v["truncated_response"] = json!(f & 0x0200 != 0);
-        v["recursion_available"] = json!(f & 0x0080 != 0);
-        v["authentic_data"] = json!(f & 0x0020 != 0);
+fn flags(f: u16, response: bool) -> Flags {
+    let bit = |mask: u16| response.then_some(f & mask != 0);
+    Flags {
+        recursion_desired: f & 0x0100 != 0,
+        checking_disabled: f & 0x0010 != 0,
+        authoritative: bit(0x0400),
+        truncated_response: bit(0x0200),
+        recursion_available: bit(0x0080),
+        authentic_data: bit(0x0020),
     }
-    v
 }
 
 impl UdpParser for Dns {
@@ -188,8 +248,8 @@ mod tests {
         d.datagram(Dir::ToClient, &parser::tests::sample_response(2), &mut cx)
             .unwrap();
         assert_eq!(cx.out.len(), 1);
-        assert_eq!(cx.out[0].fields["id"], 2);
-        assert_eq!(cx.out[0].fields["answers"][0]["data"], "93.184.216.34");
+        assert_eq!(cx.out[0].object()["id"], 2);
+        assert_eq!(cx.out[0].object()["answers"][0]["data"], "93.184.216.34");
         assert_eq!(
             cx.out[0].query.as_deref(),
             Some("class IN, type A, example.com")

@@ -7,14 +7,53 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
 use super::{
     Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
 };
+use crate::event::Event;
 use parser::{Framing, Head};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::sync::Arc;
+
+/// The `http` object of a transaction.
+#[derive(Debug, Default, Serialize)]
+pub struct HttpTxn {
+    pub request: Request,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Request {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The headers sent (`send_headers`, `send_all_headers`), by lower-cased name.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
+    /// Query and form parameters, keywords hidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Response {
+    pub code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phrase: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl TxnObject for HttpTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
 
 /// The registry's handle on HTTP.
 pub struct Proto;
@@ -189,7 +228,7 @@ struct ReqInfo {
 pub struct Http {
     o: Arc<Prepared>,
     sides: [Side; 2],
-    pending: Pairing<ReqInfo>,
+    pending: Pairing<ReqInfo, HttpTxn>,
 }
 
 fn idx(d: Dir) -> usize {
@@ -256,7 +295,7 @@ impl Http {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.clone(), None),
         };
-        let mut t = Txn::new(msg.start, msg.bytes);
+        let mut t: Txn<HttpTxn> = Txn::new(msg.start, msg.bytes);
         let mut params: Vec<String> = Vec::new();
         if let Some(q) = query.as_deref().filter(|q| !q.is_empty()) {
             params.push(parser::hide_params(q, &self.o.hide_keywords));
@@ -265,7 +304,7 @@ impl Http {
             c.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-        let mut request = Map::new();
+        let request = &mut t.fields.request;
         if let Some(body) = &msg.body {
             let text = String::from_utf8_lossy(body);
             let text = if form {
@@ -279,8 +318,12 @@ impl Http {
                 .o
                 .include_body(Dir::ToServer, head.content_type.as_deref())
             {
-                request.insert("body".into(), Value::String(text));
+                request.body = Some(text);
             }
+        }
+        request.headers = self.headers_object(&head.headers);
+        if !params.is_empty() {
+            request.params = Some(params.join("&"));
         }
         if !self.o.real_ip_header.is_empty()
             && let Some((_, v)) = head
@@ -290,13 +333,6 @@ impl Http {
         {
             t.real_ip = v.split(',').next().map(|s| s.trim().to_string());
         }
-        let headers = self.headers_object(&head.headers);
-        if !headers.is_empty() {
-            request.insert("headers".into(), Value::Object(headers));
-        }
-        if !params.is_empty() {
-            request.insert("params".into(), Value::String(params.join("&")));
-        }
         if msg.truncated {
             t.notes
                 .push("request body truncated to max_message_size or lost".into());
@@ -305,7 +341,6 @@ impl Http {
         t.resource = Some(path.clone());
         t.path = Some(path);
         t.method = Some(method.clone());
-        t.set("request", Value::Object(request));
         self.pending.push(t, ReqInfo { method }, cx);
     }
 
@@ -321,26 +356,19 @@ impl Http {
             400..500 => status::CLIENT_ERROR,
             _ => status::OK,
         };
-        let mut response = Map::new();
-        response.insert("code".into(), json!(code));
-        if let Some(ph) = &msg.head.phrase {
-            response.insert("phrase".into(), json!(ph));
-        }
-        let headers = self.headers_object(&msg.head.headers);
-        if !headers.is_empty() {
-            response.insert("headers".into(), Value::Object(headers));
-        }
-        if let Some(b) = &msg.body {
-            response.insert(
-                "body".into(),
-                Value::String(String::from_utf8_lossy(b).into_owned()),
-            );
-        }
+        t.fields.response = Some(Response {
+            code,
+            phrase: msg.head.phrase.clone(),
+            headers: self.headers_object(&msg.head.headers),
+            body: msg
+                .body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+        });
         if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
         }
-        t.set("response", Value::Object(response));
         complete(t, msg.start, msg.bytes, cx);
     }
 
@@ -587,13 +615,13 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
         assert_eq!(out[0].method.as_deref(), Some("GET"));
         assert_eq!(out[0].path.as_deref(), Some("/a"));
         assert_eq!(out[0].real_ip.as_deref(), Some("9.9.9.9"));
-        assert_eq!(out[0].fields["request"]["params"], "x=1&pass=xxxxx");
-        assert_eq!(out[0].fields["request"]["headers"]["user-agent"], "t");
-        assert_eq!(out[0].fields["response"]["body"], "abcde");
+        assert_eq!(out[0].object()["request"]["params"], "x=1&pass=xxxxx");
+        assert_eq!(out[0].object()["request"]["headers"]["user-agent"], "t");
+        assert_eq!(out[0].object()["response"]["body"], "abcde");
         assert_eq!(out[0].status, status::OK);
-        assert_eq!(out[1].fields["request"]["params"], "user=u&pass=xxxxx");
+        assert_eq!(out[1].object()["request"]["params"], "user=u&pass=xxxxx");
         assert_eq!(out[1].status, status::CLIENT_ERROR);
-        assert_eq!(out[1].fields["response"]["code"], 404);
+        assert_eq!(out[1].object()["response"]["code"], 404);
         assert_eq!(out[1].bytes_out, 48);
     }
 
@@ -618,7 +646,7 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
             1,
         );
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].fields["response"]["body"], "0123");
+        assert_eq!(out[0].object()["response"]["body"], "0123");
         assert_eq!(
             out[0].notes,
             vec!["response body truncated to max_message_size or lost".to_string()]
@@ -648,7 +676,7 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
             ],
             1,
         );
-        assert_eq!(out[0].fields["request"]["headers"]["authorization"], "*");
+        assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
         assert_eq!(out[0].status, status::SERVER_ERROR);
     }
 }

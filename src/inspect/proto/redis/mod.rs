@@ -3,10 +3,12 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
 use super::{
     Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
 };
+use crate::event::Event;
 use std::sync::Arc;
 
 /// The registry's handle on Redis.
@@ -27,6 +29,21 @@ impl super::Protocol for Proto {
     }
 }
 
+/// The `redis` object of a transaction.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RedisTxn {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TxnObject for RedisTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
+
 /// Longest `return_value` / `query` rendered.
 const MAX_TEXT: usize = 1024;
 
@@ -40,7 +57,7 @@ fn factory(_o: &Options, common: &Common) -> TcpFactory {
 }
 
 pub struct Redis {
-    pending: Pairing<()>,
+    pending: Pairing<(), RedisTxn>,
 }
 
 impl TcpParser for Redis {
@@ -88,9 +105,9 @@ impl TcpParser for Redis {
                 let mut t = p.txn;
                 if kind == parser::Kind::Error {
                     t.status = status::ERROR;
-                    t.set("error", text);
+                    t.fields.error = Some(text);
                 } else {
-                    t.set("return_value", text);
+                    t.fields.return_value = Some(text);
                 }
                 complete(t, cx.now, len as u64, cx);
                 Ok(len)
@@ -134,10 +151,10 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].method.as_deref(), Some("SET"));
         assert_eq!(out[0].resource.as_deref(), Some("k"));
-        assert_eq!(out[0].fields["return_value"], "OK");
-        assert_eq!(out[1].fields["return_value"], "v");
+        assert_eq!(out[0].object()["return_value"], "OK");
+        assert_eq!(out[1].object()["return_value"], "v");
         assert_eq!(out[2].status, status::ERROR);
-        assert_eq!(out[2].fields["error"], "ERR unknown command 'NOPE'");
+        assert_eq!(out[2].object()["error"], "ERR unknown command 'NOPE'");
     }
 }
 
