@@ -27,6 +27,8 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,
+    /// Lines for the startup log about how the file was read (Packetbeat keys).
+    pub notes: Vec<String>,
 }
 
 /// Loads, expands, overrides, types and validates the configuration.
@@ -39,9 +41,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    let config = from_yaml_str(&text, &opts.overrides, &|k| std::env::var(k).ok())
-        .map_err(|e| e.in_file(&path))?;
-    Ok(Loaded { config, path })
+    let (config, notes) =
+        parse(&text, &opts.overrides, &|k| std::env::var(k).ok()).map_err(|e| e.in_file(&path))?;
+    Ok(Loaded {
+        config,
+        path,
+        notes,
+    })
 }
 
 /// The same pipeline from a string (tests and `-E`-only use).
@@ -50,6 +56,15 @@ pub fn from_yaml_str(
     overrides: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    parse(text, overrides, env).map(|(c, _)| c)
+}
+
+/// The pipeline, with the notes for the startup log.
+pub(super) fn parse(
+    text: &str,
+    overrides: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Vec<String>), ConfigError> {
     let mut tree: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
@@ -68,9 +83,12 @@ pub fn from_yaml_str(
     for o in overrides {
         apply_override(&mut tree, o)?;
     }
+    super::packetbeat::refuse_1x(&tree)?;
+    let mut notes = Vec::new();
+    super::packetbeat::rename(&mut tree, &mut notes)?;
     let config = typed(tree)?;
     super::validate::validate(&config)?;
-    Ok(config)
+    Ok((config, notes))
 }
 
 fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {

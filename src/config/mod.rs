@@ -4,6 +4,7 @@ mod error;
 mod known_keys;
 mod loader;
 mod model;
+mod packetbeat;
 mod types;
 mod validate;
 

@@ -17,13 +17,25 @@ use std::sync::Arc;
 /// The registry's handle on DNS.
 pub struct Proto;
 
-/// DNS has no options of its own yet.
+/// The DNS keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Options {}
+#[serde(default)]
+pub struct Options {
+    /// The authority section's records go into `dns.authorities`.
+    pub include_authorities: bool,
+    /// The additional section's records (EDNS OPT aside) go into `dns.additionals`.
+    pub include_additionals: bool,
+}
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "dns";
     type Options = Options;
+    fn fuzz_options() -> Options {
+        Options {
+            include_authorities: true,
+            include_additionals: true,
+        }
+    }
     fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
         Parsers {
             tcp: Some(tcp_factory(&e.options, common)),
@@ -32,14 +44,14 @@ impl super::Protocol for Proto {
     }
 }
 
-fn tcp_factory(_o: &Options, common: &Common) -> TcpFactory {
-    let max = common.max_pending;
-    Arc::new(move || Box::new(Dns::new(max)) as Box<dyn TcpParser>)
+fn tcp_factory(o: &Options, common: &Common) -> TcpFactory {
+    let (max, o) = (common.max_pending, o.clone());
+    Arc::new(move || Box::new(Dns::with(max, &o)) as Box<dyn TcpParser>)
 }
 
-fn udp_factory(_o: &Options, common: &Common) -> UdpFactory {
-    let max = common.max_pending;
-    Arc::new(move || Box::new(Dns::new(max)) as Box<dyn UdpParser>)
+fn udp_factory(o: &Options, common: &Common) -> UdpFactory {
+    let (max, o) = (common.max_pending, o.clone());
+    Arc::new(move || Box::new(Dns::with(max, &o)) as Box<dyn UdpParser>)
 }
 
 /// The `dns` object of a transaction.
@@ -61,6 +73,10 @@ pub struct DnsTxn {
     pub additionals_count: Option<u16>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<Answer>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authorities: Vec<Answer>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub additionals: Vec<Answer>,
 }
 
 /// Header flags; the last four only in a response.
@@ -105,18 +121,26 @@ impl TxnObject for DnsTxn {
 /// Queries waiting for answers on one flow or connection.
 pub struct Dns {
     pending: Pairing<u16, DnsTxn>,
+    authorities: bool,
+    additionals: bool,
 }
 
 impl Dns {
     pub fn new(max_pending: usize) -> Dns {
+        Dns::with(max_pending, &Options::default())
+    }
+
+    fn with(max_pending: usize, o: &Options) -> Dns {
         Dns {
             pending: Pairing::new(max_pending),
+            authorities: o.include_authorities,
+            additionals: o.include_additionals,
         }
     }
 
     /// One whole DNS message of `wire_len` bytes (with the TCP length prefix, if any).
     fn message(&mut self, data: &[u8], wire_len: usize, cx: &mut Cx<'_>) -> Result<(), ParseError> {
-        let m = parser::parse(data)?;
+        let m = parser::parse_sections(data, self.authorities || self.additionals)?;
         if !m.response {
             let mut t: Txn<DnsTxn> = Txn::new(cx.now, wire_len as u64);
             t.method = Some(parser::opcode_name(m.opcode));
@@ -151,17 +175,24 @@ impl Dns {
         f.answers_count = Some(m.answers_count);
         f.authorities_count = Some(m.authorities_count);
         f.additionals_count = Some(m.additionals_count);
-        f.answers = m
-            .answers
-            .into_iter()
-            .map(|r| Answer {
-                name: r.name,
-                kind: parser::type_name(r.rtype),
-                class: parser::class_name(r.class),
-                ttl: r.ttl,
-                data: r.data,
-            })
-            .collect();
+        let records = |rs: Vec<parser::Record>| -> Vec<Answer> {
+            rs.into_iter()
+                .map(|r| Answer {
+                    name: r.name,
+                    kind: parser::type_name(r.rtype),
+                    class: parser::class_name(r.class),
+                    ttl: r.ttl,
+                    data: r.data,
+                })
+                .collect()
+        };
+        f.answers = records(m.answers);
+        if self.authorities {
+            f.authorities = records(m.authorities);
+        }
+        if self.additionals {
+            f.additionals = records(m.additionals);
+        }
         complete(t, cx.now, wire_len as u64, cx);
         Ok(())
     }
@@ -264,5 +295,42 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].status, status::OK);
         assert_eq!(out[0].bytes_out, 47);
+    }
+
+    #[test]
+    fn authorities_and_additionals_only_when_asked_for() {
+        // The sample response with one NS authority and one A additional (and an EDNS OPT,
+        // which is left out).
+        let mut r = parser::tests::sample_response(9);
+        r[8..12].copy_from_slice(&[0, 1, 0, 2]);
+        r.extend_from_slice(&[
+            0xc0, 12, 0, 2, 0, 1, 0, 0, 0, 60, 0, 5, 2, b'n', b's', 0xc0, 12,
+        ]);
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
+        r.extend_from_slice(&[0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
+        let run = |o: Options| {
+            let mut d = Dns::with(8, &o);
+            let mut out = Vec::new();
+            let mut cx = Cx {
+                now: 10,
+                timeout: 1000,
+                out: &mut out,
+            };
+            d.datagram(Dir::ToServer, &parser::tests::sample_query(9), &mut cx)
+                .unwrap();
+            d.datagram(Dir::ToClient, &r, &mut cx).unwrap();
+            out.pop().unwrap().object()
+        };
+        let plain = run(Options::default());
+        assert!(plain.get("authorities").is_none() && plain.get("additionals").is_none());
+        assert_eq!(plain["authorities_count"], 1);
+        let full = run(Options {
+            include_authorities: true,
+            include_additionals: true,
+        });
+        assert_eq!(full["authorities"][0]["type"], "NS");
+        assert_eq!(full["authorities"][0]["data"], "ns.example.com");
+        assert_eq!(full["additionals"].as_array().unwrap().len(), 1);
+        assert_eq!(full["additionals"][0]["data"], "10.0.0.1");
     }
 }
