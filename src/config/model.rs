@@ -260,11 +260,35 @@ impl Default for MonitorHttpConfig {
     }
 }
 
+/// `logging.level`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    /// Beats' name; the same as `warn`.
+    Warning,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    /// The `tracing` level name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warning | LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
 /// `logging.*`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct LoggingConfig {
-    pub level: String,
+    pub level: LogLevel,
     pub selectors: Vec<String>,
     pub to_stderr: bool,
     pub metrics: LoggingMetricsConfig,
@@ -273,7 +297,7 @@ pub struct LoggingConfig {
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
-            level: "info".into(),
+            level: LogLevel::Info,
             selectors: Vec::new(),
             to_stderr: true,
             metrics: LoggingMetricsConfig::default(),

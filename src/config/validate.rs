@@ -1,4 +1,4 @@
-//! Checks that need more than a type: ranges, one-of choices, and the Beats rule that
+//! Checks that need more than a type: ranges, and the Beats rule that
 //! exactly one output is enabled. Each failure names the key.
 
 use super::error::ConfigError;
@@ -55,11 +55,6 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     for section in c.output.sections() {
         section.validate()?;
     }
-    one_of(
-        "logging.level",
-        &c.logging.level,
-        &["error", "warning", "warn", "info", "debug"],
-    )?;
     for (i, p) in cb.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}");
         if p.common().ports.is_empty() {
@@ -85,16 +80,5 @@ fn positive(key: &str, bad: bool) -> Result<(), ConfigError> {
         Err(ConfigError::invalid(key, "must not be zero or empty"))
     } else {
         Ok(())
-    }
-}
-
-fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            format!("{value:?} is not one of {}", allowed.join(", ")),
-        ))
     }
 }

@@ -66,7 +66,6 @@ pub fn read_file(
     let mut cap = pcap::Capture::from_file(path)
         .with_context(|| format!("opening capture file {}", path.display()))?;
     let link = cap.get_datalink().0;
-    let parse_errors_before = monitor::get(&METRICS.inspect_parse_errors);
     let mut engine = Engine::new(config, sink, lookup).map_err(anyhow::Error::msg)?;
     loop {
         match cap.next_packet() {
@@ -85,9 +84,7 @@ pub fn read_file(
         }
     }
     engine.finish();
-    let mut s = engine.summary;
-    s.parse_errors = monitor::get(&METRICS.inspect_parse_errors) - parse_errors_before;
-    Ok(s)
+    Ok(engine.summary)
 }
 
 /// Opens the configured device for live capture.

@@ -308,8 +308,9 @@ impl<'a> Engine<'a> {
             parser,
             ..
         } = conn;
+        let mut errors = 0;
         let st = half[d].segment(seg, self.s.limits, budget, &mut |c| {
-            feed_chunk(
+            errors += feed_chunk(
                 parser.as_mut(),
                 dir,
                 c,
@@ -320,6 +321,7 @@ impl<'a> Engine<'a> {
                 &mut cx,
             )
         });
+        self.summary.parse_errors += errors;
         let rst = t.has(tcpflags::RST);
         let done = conn.half[0].finished() && conn.half[1].finished();
         self.count(st);
@@ -358,6 +360,7 @@ impl<'a> Engine<'a> {
         };
         let budget = &self.budget;
         let mut total = SegmentStats::default();
+        let mut errors = 0;
         {
             let TcpConn {
                 half,
@@ -369,7 +372,7 @@ impl<'a> Engine<'a> {
             for dir in DIRS {
                 let d = dir_index(dir);
                 let st = half[d].flush(budget, &mut |c| {
-                    feed_chunk(
+                    errors += feed_chunk(
                         parser.as_mut(),
                         dir,
                         c,
@@ -389,6 +392,7 @@ impl<'a> Engine<'a> {
             parser.close(&mut cx);
         }
         self.count(total);
+        self.summary.parse_errors += errors;
         monitor::set(&METRICS.inspect_tcp_streams, self.tcp.len() as u64);
         if !self.out.is_empty() {
             let proto = self.reg.get(conn.proto).name;
@@ -634,7 +638,8 @@ fn endpoints(
     }
 }
 
-/// Hands one reassembled chunk to the parser, buffering what it cannot use yet.
+/// Hands one reassembled chunk to the parser, buffering what it cannot use yet. Returns
+/// the parse errors (0 or 1).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn feed_chunk(
     parser: &mut dyn TcpParser,
@@ -645,7 +650,7 @@ pub(crate) fn feed_chunk(
     budget: &Budget,
     max_msg: usize,
     cx: &mut Cx<'_>,
-) {
+) -> u64 {
     match chunk {
         Chunk::Data(mut data) => {
             if *skip > 0 {
@@ -654,7 +659,7 @@ pub(crate) fn feed_chunk(
                 *skip -= n;
             }
             if data.is_empty() {
-                return;
+                return 0;
             }
             if buf.is_empty() {
                 match run(parser, dir, data, skip, cx) {
@@ -667,7 +672,7 @@ pub(crate) fn feed_chunk(
                         }
                     }
                     Ok(_) => {}
-                    Err(()) => {}
+                    Err(()) => return 1,
                 }
             } else {
                 if buf.len() + data.len() > max_msg || !budget.try_take(data.len()) {
@@ -675,37 +680,41 @@ pub(crate) fn feed_chunk(
                     budget.give(buf.len());
                     buf.clear();
                     overflow(parser, dir, n, cx);
-                    return;
+                    return 0;
                 }
                 buf.extend_from_slice(data);
                 let r = run(parser, dir, buf, skip, cx);
-                let used = match r {
-                    Ok(u) => u,
-                    Err(()) => buf.len(),
+                let (used, errors) = match r {
+                    Ok(u) => (u, 0),
+                    Err(()) => (buf.len(), 1),
                 };
                 budget.give(used);
                 buf.drain(..used);
                 if buf.capacity() > 64 * 1024 && buf.len() < 16 * 1024 {
                     buf.shrink_to(16 * 1024);
                 }
+                return errors;
             }
+            0
         }
         Chunk::Gap(n) => {
             if *skip >= n {
                 *skip -= n;
-                return;
+                return 0;
             }
             let n = n - *skip;
             *skip = 0;
             budget.give(buf.len());
             buf.clear();
             parser.gap(dir, n, cx);
+            0
         }
         Chunk::Fin => {
             budget.give(buf.len());
             buf.clear();
             *skip = 0;
             parser.fin(dir, cx);
+            0
         }
     }
 }
