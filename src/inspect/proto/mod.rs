@@ -345,4 +345,22 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len());
     }
+
+    #[test]
+    fn the_reference_config_documents_every_protocol_and_option() {
+        let yml = include_str!("../../../connbeat.yml");
+        for p in ProtocolConfig::defaults() {
+            let name = p.name();
+            assert!(
+                yml.contains(&format!("type: {name}")),
+                "connbeat.yml: {name}"
+            );
+            for key in p.to_map().keys() {
+                assert!(
+                    yml.contains(&format!("#    {key}:")) || yml.contains(&format!("#   {key}:")),
+                    "connbeat.yml does not document {name}'s `{key}`"
+                );
+            }
+        }
+    }
 }
