@@ -76,6 +76,8 @@ pub struct Options {
     pub include_request_body_for: Vec<String>,
     /// Content types whose response bodies are kept.
     pub include_response_body_for: Vec<String>,
+    /// Kept bodies sent gzip- or deflate-encoded are decoded (up to `max_message_size`).
+    pub decode_body: bool,
     /// Headers whose values are replaced by `*` when sent.
     pub redact_headers: Vec<String>,
     /// `Authorization` and `Proxy-Authorization` values are replaced by `*`.
@@ -94,6 +96,7 @@ impl Default for Options {
             include_body_for: Vec::new(),
             include_request_body_for: Vec::new(),
             include_response_body_for: Vec::new(),
+            decode_body: true,
             redact_headers: Vec::new(),
             redact_authorization: true,
             hide_keywords: Vec::new(),
@@ -132,6 +135,7 @@ struct Prepared {
     real_ip_header: String,
     /// Content types whose bodies are kept, per direction.
     body_for: [Vec<String>; 2],
+    decode_body: bool,
     redact_headers: Vec<String>,
     redact_authorization: bool,
     hide_keywords: Vec<String>,
@@ -173,6 +177,7 @@ fn factory(o: &Options, max_message_size: usize, common: &Common) -> TcpFactory 
         split_cookie: o.split_cookie,
         real_ip_header: o.real_ip_header.to_ascii_lowercase(),
         body_for: [req, resp],
+        decode_body: o.decode_body,
         redact_headers: lower(&o.redact_headers),
         redact_authorization: o.redact_authorization,
         hide_keywords: lower(&o.hide_keywords),
@@ -287,6 +292,15 @@ impl Http {
         m
     }
 
+    /// A kept body, decoded when `decode_body` and its encoding say so.
+    fn decoded<'b>(&self, head: &Head, body: &'b [u8]) -> std::borrow::Cow<'b, [u8]> {
+        match head.content_encoding.as_deref() {
+            Some(enc) if self.o.decode_body => parser::decode_body(enc, body, self.o.max_body)
+                .map_or(std::borrow::Cow::Borrowed(body), std::borrow::Cow::Owned),
+            _ => std::borrow::Cow::Borrowed(body),
+        }
+    }
+
     fn request_done(&mut self, msg: Msg, cx: &mut Cx<'_>) {
         let head = &msg.head;
         let method = head.method.clone().unwrap_or_default();
@@ -306,7 +320,8 @@ impl Http {
         });
         let request = &mut t.fields.request;
         if let Some(body) = &msg.body {
-            let text = String::from_utf8_lossy(body);
+            let body = self.decoded(&msg.head, body);
+            let text = String::from_utf8_lossy(&body);
             let text = if form {
                 let hidden = parser::hide_params(&text, &self.o.hide_keywords);
                 params.push(hidden.clone());
@@ -363,7 +378,7 @@ impl Http {
             body: msg
                 .body
                 .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned()),
+                .map(|b| String::from_utf8_lossy(&self.decoded(&msg.head, b)).into_owned()),
         });
         if msg.truncated {
             t.notes
@@ -678,5 +693,56 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
         );
         assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
         assert_eq!(out[0].status, status::SERVER_ERROR);
+    }
+
+    #[test]
+    fn cookies_split_headers_redacted_and_gzip_bodies_decoded() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"hello, decoded").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n\
+             Set-Cookie: sid=42; Path=/\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        resp.extend_from_slice(&gz);
+        let req: &[u8] = b"GET / HTTP/1.1\r\nCookie: a=1; b=two\r\nX-Secret: s\r\n\r\n";
+        let run = |o: Options| {
+            let mut p = http(o);
+            drive(
+                p.as_mut(),
+                &[(Dir::ToServer, req), (Dir::ToClient, &resp)],
+                5,
+            )
+            .pop()
+            .unwrap()
+            .object()
+        };
+        let o = run(Options {
+            send_headers: vec!["cookie".into(), "set-cookie".into(), "x-secret".into()],
+            split_cookie: true,
+            redact_headers: vec!["X-Secret".into()],
+            include_response_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        assert_eq!(o["request"]["headers"]["cookie"]["b"], "two");
+        assert_eq!(o["request"]["headers"]["x-secret"], "*");
+        assert_eq!(o["response"]["headers"]["set-cookie"]["sid"], "42");
+        assert_eq!(o["response"]["headers"]["set-cookie"]["path"], "/");
+        assert_eq!(o["response"]["body"], "hello, decoded");
+        let raw = run(Options {
+            include_request_body_for: vec!["text/plain".into()],
+            decode_body: false,
+            include_response_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        assert_ne!(raw["response"]["body"], "hello, decoded");
+        let none = run(Options {
+            include_request_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        assert!(none["response"].get("body").is_none(), "{none}");
     }
 }
