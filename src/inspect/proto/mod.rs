@@ -1,11 +1,14 @@
 //! Protocol plugins: the two traits every parser implements, the transaction they build,
-//! the request/response pairing they share, and the registry keyed by configured ports.
+//! the request/response pairing they share, the registry of protocols (one `registry!`
+//! line each: the `connbeat.protocols` config enum, the names, the dispatch), and the
+//! configured protocols keyed by port.
 //!
 //! Packetbeat's `TcpProtocolPlugin` (Parse / GapInStream / ReceivedFin / ConnectionTimeout),
 //! made type-safe: the stream layer owns buffering (a parser says how many bytes it used,
 //! and may ask to skip bytes it has not seen yet, e.g. a body it does not keep), pairing
 //! and event building live here once, and a protocol is one folder with a pure `parser.rs`
-//! and a `mod.rs` holding its per-connection state.
+//! and a `mod.rs` holding its per-connection state, its options and its transaction
+//! object, plus its line in the registry.
 
 pub mod dns;
 pub mod http;
