@@ -6,6 +6,7 @@
 //! enabled [`output`]; [`monitor`] counts everything on the way.
 
 pub mod agent;
+pub mod community_id;
 pub mod config;
 pub mod conn;
 pub mod event;
