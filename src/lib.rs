@@ -15,4 +15,5 @@ pub mod inspect;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod processors;
 pub mod publish;

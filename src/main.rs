@@ -134,6 +134,9 @@ fn main() -> ExitCode {
     let mut all_selectors = loaded.config.logging.selectors.clone();
     all_selectors.extend(selectors);
     connbeat::logging::init(&loaded.config.logging.level, &all_selectors);
+    for w in &loaded.config.warnings {
+        tracing::warn!("{w}");
+    }
 
     match cli.command {
         Some(Command::Test {

@@ -68,9 +68,77 @@ pub fn from_yaml_str(
     for o in overrides {
         apply_override(&mut tree, o)?;
     }
-    let config = typed(tree)?;
+    let mut warnings = set_aside_beats_settings(&mut tree);
+    let mut config = typed(tree)?;
     super::validate::validate(&config)?;
+    warnings.extend(crate::processors::check(&config)?);
+    config.warnings = warnings;
     Ok(config)
+}
+
+/// Settings of Beats that mean nothing to connbeat, accepted so that a Beats file loads:
+/// (dotted key, depth at which each key gets its own warning, why).
+const BEATS_ONLY: [(&str, usize, &str); 7] = [
+    (
+        "setup.template",
+        3,
+        "the index template comes from `connbeat export template`",
+    ),
+    (
+        "setup",
+        2,
+        "connbeat sets up no Kibana, dashboards or index lifecycle",
+    ),
+    (
+        "cloud",
+        2,
+        "Elastic Cloud ids are not read; set output.elasticsearch.hosts",
+    ),
+    ("monitoring", 1, "self-monitoring is the http.* endpoint"),
+    ("instrumentation", 1, "connbeat has no APM instrumentation"),
+    ("migration", 1, "there is nothing to migrate"),
+    (
+        "output.elasticsearch.preset",
+        3,
+        "set bulk_max_size and the queue yourself",
+    ),
+];
+
+/// Takes the settings of [`BEATS_ONLY`] out of the tree: one warning line each.
+fn set_aside_beats_settings(tree: &mut Value) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (path, depth, why) in BEATS_ONLY {
+        let parts: Vec<&str> = path.split('.').collect();
+        let Some((last, parents)) = parts.split_last() else {
+            continue;
+        };
+        let mut cur = tree.as_object_mut();
+        for p in parents {
+            cur = cur
+                .and_then(|m| m.get_mut(*p))
+                .and_then(Value::as_object_mut);
+        }
+        let Some(removed) = cur.and_then(|m| m.remove(*last)) else {
+            continue;
+        };
+        let mut keys = Vec::new();
+        keys_to_depth(&removed, path, depth - parts.len(), &mut keys);
+        for k in keys {
+            warnings.push(format!("{k}: accepted and ignored: {why}"));
+        }
+    }
+    warnings
+}
+
+fn keys_to_depth(v: &Value, at: &str, depth: usize, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if depth > 0 && !m.is_empty() => {
+            for (k, child) in m {
+                keys_to_depth(child, &format!("{at}.{k}"), depth - 1, out);
+            }
+        }
+        _ => out.push(at.to_string()),
+    }
 }
 
 fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {

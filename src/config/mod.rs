@@ -8,7 +8,7 @@ mod types;
 mod validate;
 
 pub use error::ConfigError;
-pub use loader::{LoadOptions, Loaded, check_permissions, from_yaml_str, load};
+pub use loader::{LoadOptions, Loaded, check_permissions, expand_dotted, from_yaml_str, load};
 pub use model::*;
 pub use types::{ByteSize, Duration, parse_byte_size, parse_duration};
 pub use validate::{PROTOCOLS, enabled_outputs, file_permissions};

@@ -23,6 +23,11 @@ pub struct Config {
     pub http: MonitorHttpConfig,
     pub logging: LoggingConfig,
     pub shutdown_timeout: Duration,
+    /// Beats processors run on every event before it is queued (see `processors`).
+    pub processors: Vec<serde_json::Value>,
+    /// Settings of Beats accepted without effect, one line each, for the startup log.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -38,6 +43,8 @@ impl Default for Config {
             http: MonitorHttpConfig::default(),
             logging: LoggingConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
+            processors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -192,6 +199,8 @@ pub struct ProtocolConfig {
     pub redact_authorization: bool,
     pub hide_keywords: Vec<String>,
     pub max_message_size: usize,
+    /// Processors run on this protocol's transactions before the top-level ones.
+    pub processors: Vec<serde_json::Value>,
 }
 
 impl Default for ProtocolConfig {
@@ -207,6 +216,7 @@ impl Default for ProtocolConfig {
             redact_authorization: true,
             hide_keywords: Vec::new(),
             max_message_size: 10 * 1024 * 1024,
+            processors: Vec::new(),
         }
     }
 }
