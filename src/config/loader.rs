@@ -70,6 +70,7 @@ pub fn from_yaml_str(
     }
     let mut warnings = set_aside_beats_settings(&mut tree);
     let mut config = typed(tree)?;
+    warnings.extend(set_aside_packetbeat_protocols(&mut config));
     super::validate::validate(&config)?;
     warnings.extend(crate::processors::check(&config)?);
     config.warnings = warnings;
@@ -103,6 +104,22 @@ const BEATS_ONLY: [(&str, usize, &str); 7] = [
         "set bulk_max_size and the queue yourself",
     ),
 ];
+
+/// Entries of `connbeat.protocols` whose type is a protocol of Packetbeat that connbeat
+/// does not decode (yet) are turned off, one warning each, so that a Packetbeat file loads.
+fn set_aside_packetbeat_protocols(c: &mut Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, p) in c.connbeat.protocols.iter_mut().enumerate() {
+        if p.enabled && super::validate::is_packetbeat_only(&p.kind) {
+            p.enabled = false;
+            warnings.push(format!(
+                "connbeat.protocols.{i}: accepted and ignored: connbeat does not decode {} (a Packetbeat protocol)",
+                p.kind
+            ));
+        }
+    }
+    warnings
+}
 
 /// Takes the settings of [`BEATS_ONLY`] out of the tree: one warning line each.
 fn set_aside_beats_settings(tree: &mut Value) -> Vec<String> {

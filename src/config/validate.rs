@@ -7,6 +7,31 @@ use super::model::{Config, SslConfig};
 /// The protocols deep inspection knows.
 pub const PROTOCOLS: [&str; 6] = ["http", "dns", "redis", "mysql", "pgsql", "tls"];
 
+/// Packetbeat 8's protocols: a type among them that connbeat does not decode is accepted
+/// (turned off, with a warning) rather than refused.
+const PACKETBEAT_PROTOCOLS: [&str; 15] = [
+    "amqp",
+    "cassandra",
+    "dhcpv4",
+    "dns",
+    "http",
+    "icmp",
+    "memcache",
+    "mongodb",
+    "mysql",
+    "nfs",
+    "pgsql",
+    "redis",
+    "sip",
+    "thrift",
+    "tls",
+];
+
+/// A protocol type of Packetbeat that connbeat does not decode.
+pub fn is_packetbeat_only(kind: &str) -> bool {
+    PACKETBEAT_PROTOCOLS.contains(&kind) && !PROTOCOLS.contains(&kind)
+}
+
 /// The names of the outputs that are present and enabled.
 pub fn enabled_outputs(c: &Config) -> Vec<&'static str> {
     let o = &c.output;
@@ -97,6 +122,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     )?;
     for (i, p) in cb.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}");
+        if !p.enabled && is_packetbeat_only(&p.kind) {
+            continue;
+        }
         one_of(&format!("{key}.type"), &p.kind, &PROTOCOLS)?;
         if p.ports.is_empty() {
             return Err(ConfigError::invalid(
