@@ -25,10 +25,10 @@ pub fn metadata(netinfo: bool) -> Value {
             os_obj.insert(k.into(), json!(v));
         }
     }
-    if !os_obj.contains_key("family") {
-        if let Some(id) = os.get("ID") {
-            os_obj.insert("family".into(), json!(id));
-        }
+    if !os_obj.contains_key("family")
+        && let Some(id) = os.get("ID")
+    {
+        os_obj.insert("family".into(), json!(id));
     }
     let mut host = Map::new();
     host.insert("name".into(), json!(hostname));

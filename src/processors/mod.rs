@@ -541,15 +541,18 @@ pub struct Processing {
     finisher: Finisher,
     top: Chain,
     /// Per protocol (`type`), from its `connbeat.protocols` entry.
-    by_type: Vec<(String, Chain)>,
+    by_type: ByType,
 }
+
+/// Chains by protocol type.
+type ByType = Vec<(String, Chain)>;
 
 /// Compiles every `processors` list of `c`: the top-level chain and one per protocol
 /// type. Returns the chains and the warnings for processors accepted without effect.
-fn chains(c: &Config) -> Result<(Chain, Vec<(String, Chain)>, Vec<String>), ConfigError> {
+fn chains(c: &Config) -> Result<(Chain, ByType, Vec<String>), ConfigError> {
     let mut warnings = Vec::new();
     let top = Chain::compile(&c.processors, "processors", &mut warnings)?;
-    let mut by_type: Vec<(String, Chain)> = Vec::new();
+    let mut by_type: ByType = Vec::new();
     for (i, p) in c.connbeat.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}.processors");
         let chain = Chain::compile(&p.processors, &key, &mut warnings)?;
