@@ -150,6 +150,11 @@ processors:
     }
     let totals = total_metrics(&stderr.lines().map(String::from).collect::<Vec<_>>()).unwrap();
     assert_eq!(totals.get("processors.dropped"), Some(&2), "{totals:?}");
+    assert_eq!(
+        totals.get("queue.published"),
+        Some(&7),
+        "dropped events never reach the queue: {totals:?}"
+    );
 }
 
 /// A misspelt processor, option or condition stops the agent before it starts: exit 1,
@@ -301,4 +306,45 @@ fn check_stock(c: &connbeat::config::Config) {
         .value();
     assert!(v.get("host").is_none(), "{v}");
     assert_eq!(v["tags"], json!(["forwarded"]));
+}
+
+/// `add_cloud_metadata` is accepted and does nothing: the agent opens no IP connection at
+/// all (a metadata service is 169.254.169.254 or a name resolving to it), seen by strace.
+#[test]
+fn add_cloud_metadata_never_connects() {
+    if !root_or_skip("add_cloud_metadata_never_connects") {
+        return;
+    }
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: add_cloud_metadata_never_connects needs strace");
+        return;
+    }
+    let dir = TempDir::new("proc-cloud");
+    let cfg = console_config(
+        &dir,
+        "processors: [{add_cloud_metadata: ~}, {add_docker_metadata: ~}]\nconnbeat.docker_socket: \"\"",
+    );
+    let trace = dir.path().join("trace");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=connect,sendto", "-o"])
+        .arg(&trace)
+        .arg(CONNBEAT)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--once", "-N"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("processors.0.add_cloud_metadata: accepted and ignored"),
+        "{stderr}"
+    );
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let ip: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("AF_INET") || l.contains("169.254.169.254"))
+        .collect();
+    assert!(ip.is_empty(), "IP connections: {ip:#?}");
+    assert!(trace.contains("AF_NETLINK") || trace.contains("sendto"), "traced: {trace}");
 }

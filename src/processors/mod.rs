@@ -18,7 +18,7 @@
 mod condition;
 mod fields;
 mod host;
-mod mime;
+pub mod mime;
 
 pub use condition::Condition;
 
