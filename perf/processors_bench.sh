@@ -63,9 +63,9 @@ instructions() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" -c "$cfg" "$@" -N \
     >/dev/null 2>"$W/$label.vg"
   local ir events dropped
-  ir=$(grep -o 'Collected : [0-9]*' "$W/$label.vg" | awk '{print $3}')
-  events=$(grep -o 'output.events.dry_run=[0-9]*' "$W/$label.vg" | cut -d= -f2)
-  dropped=$(grep -o 'processors.dropped=[0-9]*' "$W/$label.vg" | cut -d= -f2)
+  ir=$(grep -o 'Collected : [0-9]*' "$W/$label.vg" | awk '{print $3}' || true)
+  events=$(grep -o 'output.events.dry_run=[0-9]*' "$W/$label.vg" | cut -d= -f2 || true)
+  dropped=$(grep -o 'processors.dropped=[0-9]*' "$W/$label.vg" | cut -d= -f2 || true)
   # median wall time of 3 plain runs
   local walls=()
   for _ in 1 2 3; do
