@@ -73,7 +73,7 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
     let inspect = if crate::inspect::enabled(&config) {
         let owners = Arc::new(crate::conn::owners::SharedOwners::default());
         source.share_owners(owners.clone());
-        let lookup: Arc<dyn crate::inspect::ProcessLookup> = owners;
+        let lookup: Arc<dyn crate::owner::ProcessLookup> = owners;
         Some(
             crate::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone())
                 .map_err(|e| RunError::Config(format!("connbeat.interfaces: {e:#}")))?,
@@ -224,10 +224,10 @@ fn inspect_summary(c: &Config) -> String {
         .connbeat
         .protocols
         .iter()
-        .filter(|p| p.enabled)
+        .filter(|p| p.common().enabled)
         .map(|p| {
-            let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
-            format!("{} ({})", p.kind, ports.join(", "))
+            let ports: Vec<String> = p.common().ports.iter().map(u16::to_string).collect();
+            format!("{} ({})", p.name(), ports.join(", "))
         })
         .collect();
     format!(

@@ -11,9 +11,12 @@ pub mod config;
 pub mod conn;
 pub mod event;
 pub mod fast_hash;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod inspect;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod owner;
 pub mod processors;
 pub mod publish;

@@ -133,9 +133,9 @@ fn main() -> ExitCode {
     };
     let mut all_selectors = loaded.config.logging.selectors.clone();
     all_selectors.extend(selectors);
-    connbeat::logging::init(&loaded.config.logging.level, &all_selectors);
-    for w in &loaded.config.warnings {
-        tracing::warn!("{w}");
+    connbeat::logging::init(loaded.config.logging.level.as_str(), &all_selectors);
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
     }
 
     match cli.command {

@@ -6,7 +6,7 @@
 //! connection the last poll has not seen yet falls back to the listening socket on its
 //! local address, like the table's `listener` attribution.
 
-use crate::inspect::{ProcessLookup, ProcessRef};
+use crate::owner::{ProcessLookup, ProcessRef};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;

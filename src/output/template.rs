@@ -100,7 +100,7 @@ pub fn properties() -> Value {
     add("notes", text_kw());
     add("client_process", process());
     add("server_process", process());
-    for k in ["http", "dns", "redis", "mysql", "pgsql", "tls"] {
+    for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }
     Value::Object(p)

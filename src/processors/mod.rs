@@ -555,20 +555,20 @@ fn chains(c: &Config) -> Result<(Chain, ByType, Vec<String>), ConfigError> {
     let mut by_type: ByType = Vec::new();
     for (i, p) in c.connbeat.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}.processors");
-        let chain = Chain::compile(&p.processors, &key, &mut warnings)?;
-        if chain.is_empty() || !p.enabled {
+        let chain = Chain::compile(&p.common().processors, &key, &mut warnings)?;
+        if chain.is_empty() || !p.common().enabled {
             continue;
         }
-        if by_type.iter().any(|(t, _)| *t == p.kind) {
+        if by_type.iter().any(|(t, _)| *t == p.name()) {
             return Err(ConfigError::invalid(
                 &key,
                 format!(
                     "another enabled {} entry has processors already; give them to one entry",
-                    p.kind
+                    p.name()
                 ),
             ));
         }
-        by_type.push((p.kind.clone(), chain));
+        by_type.push((p.name().to_string(), chain));
     }
     Ok((top, by_type, warnings))
 }

@@ -157,18 +157,12 @@ pub struct DiskSettings {
 impl PipelineSettings {
     pub fn from_config(c: &Config) -> PipelineSettings {
         let q = &c.queue.mem;
-        let o = &c.output;
-        let (bulk_max, max_retries, backoff) =
-            if let Some(k) = o.kafka.as_ref().filter(|k| k.enabled) {
-                (k.bulk_max_size, k.max_retries, k.backoff.clone())
-            } else if let Some(e) = o.elasticsearch.as_ref().filter(|e| e.enabled) {
-                (e.bulk_max_size, e.max_retries, e.backoff.clone())
-            } else if let Some(h) = o.http.as_ref().filter(|h| h.enabled) {
-                (h.bulk_max_size, h.max_retries, h.backoff.clone())
-            } else {
-                // console and file: local writes, retried forever.
-                (q.flush.min_events.max(512), -1, Default::default())
-            };
+        let network = c.output.enabled().first().and_then(|s| s.batching());
+        let (bulk_max, max_retries, backoff) = match network {
+            Some(b) => (b.bulk_max_size, b.max_retries, b.backoff),
+            // console and file: local writes, retried forever.
+            None => (q.flush.min_events.max(512), -1, Default::default()),
+        };
         let bulk_max = bulk_max.max(1);
         PipelineSettings {
             queue_events: q.events,
