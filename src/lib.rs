@@ -6,6 +6,7 @@
 //! enabled [`output`]; [`monitor`] counts everything on the way.
 
 pub mod agent;
+pub mod community_id;
 pub mod config;
 pub mod conn;
 pub mod event;
@@ -17,4 +18,5 @@ pub mod logging;
 pub mod monitor;
 pub mod output;
 pub mod owner;
+pub mod processors;
 pub mod publish;

@@ -86,8 +86,11 @@ pub(super) fn parse(
     super::packetbeat::refuse_1x(&tree)?;
     let mut notes = Vec::new();
     super::packetbeat::rename(&mut tree, &mut notes)?;
-    let config = typed(tree)?;
-    super::validate::validate(&config)?;
+    let aside = super::beats::set_aside(&mut tree);
+    let config = typed(tree).map_err(|e| aside.restore_index(e))?;
+    super::validate::validate(&config).map_err(|e| aside.restore_index(e))?;
+    notes.extend(aside.warnings);
+    notes.extend(crate::processors::check(&config)?);
     Ok((config, notes))
 }
 

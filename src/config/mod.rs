@@ -1,5 +1,6 @@
 //! Configuration: the model of `connbeat.yml`, how it is loaded, and how it is shown back.
 
+mod beats;
 mod error;
 mod known_keys;
 mod loader;
@@ -9,7 +10,7 @@ mod types;
 mod validate;
 
 pub use error::ConfigError;
-pub use loader::{LoadOptions, Loaded, check_permissions, from_yaml_str, load};
+pub use loader::{LoadOptions, Loaded, check_permissions, expand_dotted, from_yaml_str, load};
 pub use model::*;
 pub use types::{ByteSize, Duration, parse_byte_size, parse_duration};
 pub use validate::{enabled_outputs, file_permissions};

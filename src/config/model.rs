@@ -32,6 +32,8 @@ pub struct Config {
     pub http: MonitorHttpConfig,
     pub logging: LoggingConfig,
     pub shutdown_timeout: Duration,
+    /// Beats processors run on every event before it is queued (see `processors`).
+    pub processors: Vec<serde_json::Value>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             http: MonitorHttpConfig::default(),
             logging: LoggingConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
+            processors: Vec::new(),
         }
     }
 }

@@ -58,6 +58,8 @@ pub fn properties() -> Value {
         "family",
         "attribution",
         "cookie",
+        // connection and transaction events
+        "community_id",
     ] {
         add(k, kw());
     }

@@ -24,6 +24,8 @@ pub struct CommonOptions {
     pub transaction_timeout: Option<Duration>,
     /// Bound on the unparsed bytes held per direction of a connection (and on a kept body).
     pub max_message_size: usize,
+    /// Processors run on this protocol's transactions before the top-level ones.
+    pub processors: Vec<serde_json::Value>,
 }
 
 impl Default for CommonOptions {
@@ -35,6 +37,7 @@ impl Default for CommonOptions {
             send_response: false,
             transaction_timeout: None,
             max_message_size: 10 * 1024 * 1024,
+            processors: Vec::new(),
         }
     }
 }

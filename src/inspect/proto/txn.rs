@@ -10,6 +10,7 @@
 //! into an event through [`TxnObject`]: the classic shape today; an ECS writer is one more
 //! method of that trait, implemented per protocol.
 
+use crate::community_id::CommunityId;
 use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::owner::ProcessRef;
@@ -149,6 +150,7 @@ impl<F: TxnObject> Txn<F> {
             client_port: ep.client.port(),
             ip: ep.server.ip(),
             port: ep.server.port(),
+            community_id: ep.community_id(),
             client_process: ep.client_process.as_ref(),
             server_process: ep.server_process.as_ref(),
             direction,
@@ -200,6 +202,8 @@ struct TxnFields<'a> {
     ip: IpAddr,
     port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<CommunityId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     client_process: Option<&'a ProcessRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_process: Option<&'a ProcessRef>,
@@ -221,6 +225,13 @@ pub struct Endpoints {
     pub server: SocketAddr,
     pub client_process: Option<ProcessRef>,
     pub server_process: Option<ProcessRef>,
+}
+
+impl Endpoints {
+    /// The Community ID of the connection (the same value its connection events carry).
+    pub fn community_id(&self) -> Option<CommunityId> {
+        CommunityId::of_ports(self.transport, self.client, self.server)
+    }
 }
 
 /// A request waiting for its response, with what the protocol needs to read the response.
@@ -379,5 +390,6 @@ mod tests {
         assert_eq!(e["server_process"]["binary"], "nginx");
         assert_eq!(e["direction"], "in");
         assert_eq!(e["http"]["x"], 1);
+        assert_eq!(e["community_id"], "1:zZcrZw6iHYAz2U0wgSDHZWBCrMg=");
     }
 }
