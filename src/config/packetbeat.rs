@@ -33,16 +33,10 @@ pub fn rename(tree: &mut Value, notes: &mut Vec<String>) -> Result<(), ConfigErr
     };
     let mut read = Vec::new();
     for key in SYNONYMS {
-        let Some(v) = pb.remove(key) else { continue };
-        if !known(&format!("connbeat.{key}")) {
-            // Packetbeat's stock file has it (flows): not an error, but said.
-            notes.push(format!(
-                "packetbeat.{key} is ignored: this build has no connbeat.{key}"
-            ));
-            continue;
+        if let Some(v) = pb.remove(key) {
+            move_key(connbeat, &format!("packetbeat.{key}"), key, v)?;
+            read.push(format!("packetbeat.{key} as connbeat.{key}"));
         }
-        move_key(connbeat, &format!("packetbeat.{key}"), key, v)?;
-        read.push(format!("packetbeat.{key} as connbeat.{key}"));
     }
     if let Some(procs) = pb.remove("procs") {
         let mut procs = match procs {
@@ -80,21 +74,17 @@ pub fn rename(tree: &mut Value, notes: &mut Vec<String>) -> Result<(), ConfigErr
     if let Some(k) = pb.keys().next() {
         return Err(ConfigError::UnknownKey {
             key: format!("packetbeat.{k}"),
-            suggestion: Some(format!("connbeat.{k}")).filter(|c| known(c)),
+            suggestion: Some(format!("connbeat.{k}")).filter(|c| {
+                super::known_keys::all()
+                    .iter()
+                    .any(|known| known == c || known.starts_with(&format!("{c}.")))
+            }),
         });
     }
     if !read.is_empty() {
         notes.push(format!("Packetbeat keys: reading {}", read.join(", ")));
     }
     Ok(())
-}
-
-/// Whether the model has `key` (a value or a section).
-fn known(key: &str) -> bool {
-    let below = format!("{key}.");
-    super::known_keys::all()
-        .iter()
-        .any(|k| k == key || k.starts_with(&below))
 }
 
 fn move_key(
@@ -189,20 +179,6 @@ mod tests {
              packetbeat.protocols as connbeat.protocols, packetbeat.procs.enabled as \
              connbeat.expose_process_info"
         );
-    }
-
-    #[test]
-    fn packetbeat_flows_is_read_or_said_to_be_ignored() {
-        let (_, notes) = load("packetbeat.flows: {timeout: 30s, period: 10s}").unwrap();
-        let known = crate::config::known_keys::all()
-            .iter()
-            .any(|k| k.starts_with("connbeat.flows"));
-        let expected = if known {
-            "Packetbeat keys: reading packetbeat.flows as connbeat.flows"
-        } else {
-            "packetbeat.flows is ignored: this build has no connbeat.flows"
-        };
-        assert_eq!(notes, vec![expected.to_string()]);
     }
 
     #[test]
