@@ -182,7 +182,7 @@ fn startup_summary(
     };
     tracing::info!(
         "connbeat {} started with {}: {transports} sockets (IPv4 and IPv6) in {scope}, \
-         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, cmdline {}, environ {}); \
+         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
          deep inspection: {}; output: {}{}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
@@ -194,6 +194,7 @@ fn startup_summary(
         } else {
             "by fd links"
         },
+        source.connect_mode(),
         on_off(cb.expose_cmdline),
         on_off(cb.expose_environ),
         inspect_summary(c),

@@ -55,6 +55,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     positive("connbeat.poll_interval", cb.poll_interval.get().is_zero())?;
     positive("connbeat.max_connections", cb.max_connections == 0)?;
     positive("connbeat.max_processes", cb.max_processes == 0)?;
+    if !(1..=1 << 22).contains(&cb.connect_recorder_entries) {
+        return Err(ConfigError::invalid(
+            "connbeat.connect_recorder_entries",
+            format!(
+                "{} is out of range; use 1 to 4194304",
+                cb.connect_recorder_entries
+            ),
+        ));
+    }
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
     if !c.queue.disk.path.is_empty() && c.queue.disk.max_size.0 < 64 * 1024 {

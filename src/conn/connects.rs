@@ -35,6 +35,10 @@
 
 use super::bpf::{self, Asm, BpfError, RingBuf, op};
 use super::btf::Btf;
+use super::procs::ProcessInfo;
+use crate::fast_hash::FxMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -347,6 +351,54 @@ impl ConnectRecorder {
     }
 }
 
+/// The owners of recorded connects, by 4-tuple, as the agent resolved them when it
+/// drained them: at most `max` entries, the oldest dropped first. A 4-tuple connected
+/// again (by whichever process) replaces the earlier entry.
+#[derive(Debug)]
+pub struct Recorded {
+    max: usize,
+    by_key: FxMap<Key, (u64, Arc<ProcessInfo>)>,
+    order: VecDeque<(u64, Key)>,
+    seq: u64,
+}
+
+impl Recorded {
+    pub fn new(max: usize) -> Recorded {
+        Recorded {
+            max: max.max(1),
+            by_key: FxMap::default(),
+            order: VecDeque::new(),
+            seq: 0,
+        }
+    }
+
+    pub fn insert(&mut self, key: Key, owner: Arc<ProcessInfo>) {
+        self.seq += 1;
+        self.by_key.insert(key, (self.seq, owner));
+        self.order.push_back((self.seq, key));
+        while self.order.len() > self.max {
+            let Some((seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_key.get(&old).is_some_and(|(s, _)| *s == seq) {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&Arc<ProcessInfo>> {
+        self.by_key.get(key).map(|(_, p)| p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +440,42 @@ mod tests {
         // A full comm has no NUL.
         v[16..32].copy_from_slice(b"0123456789abcdef");
         assert_eq!(parse(&k, &v).unwrap().comm, "0123456789abcdef");
+    }
+
+    #[test]
+    fn recorded_owners_are_bounded_and_the_latest_connect_wins() {
+        let p = |pid| {
+            Arc::new(ProcessInfo {
+                pid,
+                binary: "x".into(),
+                exe: String::new(),
+                cmdline: None,
+                environ: vec![],
+                user: String::new(),
+                ppid: 0,
+                ns_pid: None,
+                json: Default::default(),
+            })
+        };
+        let key = |port: u16| {
+            key_of(
+                1,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                "127.0.0.1:80".parse().unwrap(),
+            )
+        };
+        let mut r = Recorded::new(3);
+        r.insert(key(1), p(10));
+        r.insert(key(2), p(20));
+        r.insert(key(1), p(11)); // the same 4-tuple, connected again
+        assert_eq!(r.get(&key(1)).unwrap().pid, 11);
+        r.insert(key(3), p(30)); // drops the first entry of key 1, not its latest
+        assert_eq!(r.get(&key(1)).unwrap().pid, 11);
+        assert_eq!(r.len(), 3);
+        r.insert(key(4), p(40));
+        assert!(r.get(&key(2)).is_none(), "the oldest goes first");
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.get(&key(4)).unwrap().pid, 40);
     }
 
     #[test]

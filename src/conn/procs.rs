@@ -61,6 +61,7 @@
 //! of the other, read into a reused buffer, while procfs's parsers allocate a full struct
 //! (and a map of every `status` line) per call.
 
+use super::connects::Connect;
 use super::fd_iter::{FdIter, SocketFd};
 use crate::event::JsonCache;
 use crate::fast_hash::{FxMap, FxSet};
@@ -383,6 +384,8 @@ pub struct ProcIndex {
     changed: Vec<u32>,
     found: Vec<u64>,
     missing: FxSet<u64>,
+    /// Nanoseconds per clock tick (the unit of start times in /proc/PID/stat).
+    ns_per_tick: u64,
 }
 
 impl ProcIndex {
@@ -414,6 +417,7 @@ impl ProcIndex {
             changed: Vec::new(),
             found: Vec::new(),
             missing: FxSet::default(),
+            ns_per_tick: ns_per_tick(),
         }
     }
 
@@ -486,14 +490,21 @@ impl ProcIndex {
                 self.scan_known();
             }
 
-            if !self.missing.is_empty()
-                && !full
-                && self
-                    .last_full
-                    .is_none_or(|t| started.duration_since(t) >= interval)
-            {
+            let full_due = self
+                .last_full
+                .is_none_or(|t| started.duration_since(t) >= interval);
+            if !self.missing.is_empty() && !full && full_due {
                 full = true;
                 self.scan_rest();
+            } else if !self.missing.is_empty() && !full && self.fd_iter.is_some() {
+                // A socket that took the fd of a closed file leaves the fd count as it
+                // was: one walk places every socket still missing, and what it cannot
+                // place (kernel sockets, nobody's) waits for the rescan interval.
+                self.place_by_walk();
+                for &inode in &self.missing {
+                    self.given_up.insert(inode, started);
+                }
+                self.stats.given_up += self.missing.len() as u64;
             }
             if full {
                 self.last_full = Some(started);
@@ -550,6 +561,60 @@ impl ProcIndex {
         }
         let stat = self.read_stat(pid)?;
         let info = Arc::new(self.read_details(pid, &stat));
+        self.cache_details(pid, &stat, &info);
+        Some(info)
+    }
+
+    /// The details of the process a connect record names: read now when that process
+    /// still runs (same pid, same start time), else what the kernel recorded (comm, uid,
+    /// parent), never another process's that took the pid since.
+    pub fn connector(&mut self, c: &Connect) -> Arc<ProcessInfo> {
+        let ticks = c.start_ns / self.ns_per_tick;
+        if let Some(p) = self.procs.get(&c.tgid)
+            && p.start_time == ticks
+            && let Some(info) = &p.info
+        {
+            return info.clone();
+        }
+        let stat = read_file(self.paths.get(c.tgid, "stat"), &mut self.buf)
+            .ok()
+            .and_then(|()| parse_stat(&self.buf));
+        if let Some(stat) = stat
+            && stat.start_time == ticks
+        {
+            let info = Arc::new(self.read_details(c.tgid, &stat));
+            self.cache_details(c.tgid, &stat, &info);
+            return info;
+        }
+        let binary = if c.comm.is_empty() {
+            c.tgid.to_string()
+        } else {
+            c.comm.clone()
+        };
+        Arc::new(ProcessInfo {
+            pid: c.tgid,
+            binary,
+            exe: String::new(),
+            cmdline: None,
+            environ: Vec::new(),
+            user: self.user_name(c.uid),
+            ppid: c.ppid,
+            ns_pid: None,
+            json: JsonCache::default(),
+        })
+    }
+
+    /// Keeps details read outside a scan, for the process with `stat`'s start time (a
+    /// tracked process of another start time is a previous holder of the pid: forgotten).
+    fn cache_details(&mut self, pid: u32, stat: &Stat, info: &Arc<ProcessInfo>) {
+        if self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| p.start_time != stat.start_time)
+        {
+            self.stats.reused_pids += 1;
+            self.forget(pid);
+        }
         let cur = self.generation;
         let entry = self.procs.entry(pid).or_insert_with(|| Proc {
             start_time: stat.start_time,
@@ -563,12 +628,9 @@ impl ProcIndex {
             checked: 0,
             scanned: 0,
         });
-        if entry.start_time == stat.start_time {
-            entry.info = Some(info.clone());
-        }
+        entry.info = Some(info.clone());
         self.enforce_limit();
         self.update_gauges();
-        Some(info)
     }
 
     /// Counters and gauges of this index.
@@ -936,10 +998,48 @@ impl ProcIndex {
         }
     }
 
+    /// Scans the processes that the walk shows holding a missing inode, whatever their fd
+    /// count did.
+    fn place_by_walk(&mut self) {
+        if !self.ensure_walk() {
+            return;
+        }
+        self.use_walk = true;
+        let mut holders: Vec<u32> = self
+            .walk
+            .iter()
+            .filter(|s| self.missing.contains(&s.inode))
+            .map(|s| s.pid)
+            .collect();
+        holders.dedup();
+        for pid in holders {
+            if self.procs.contains_key(&pid) {
+                self.scan_fds(pid);
+            } else {
+                self.scan_new(pid, None);
+            }
+        }
+        self.flush_pending();
+    }
+
     /// The socket inodes of `pid` from the BPF iterator's walk into `self.found`: one walk
     /// per refresh, taken on first use, and again if a count was recorded since. False when the walk failed: the iterator is then
     /// dropped for good, with a warning, and fd links are read instead.
     fn walk_socket_fds(&mut self, pid: u32) -> bool {
+        if !self.ensure_walk() {
+            return false;
+        }
+        let from = self.walk.partition_point(|s| s.pid < pid);
+        let to = from + self.walk[from..].partition_point(|s| s.pid == pid);
+        self.found
+            .extend(self.walk[from..to].iter().map(|s| s.inode));
+        self.stats.processes_scanned += 1;
+        true
+    }
+
+    /// Takes the walk of this refresh unless it is taken and still current (see
+    /// `stat_since_walk`); false when the iterator failed (it is then dropped).
+    fn ensure_walk(&mut self) -> bool {
         if self.walk_generation != self.generation || self.stat_since_walk {
             let Some(it) = self.fd_iter.as_mut() else {
                 return false;
@@ -961,11 +1061,6 @@ impl ProcIndex {
             self.stats.fd_walks += 1;
             monitor::inc(&METRICS.procs_fd_walks);
         }
-        let from = self.walk.partition_point(|s| s.pid < pid);
-        let to = from + self.walk[from..].partition_point(|s| s.pid == pid);
-        self.found
-            .extend(self.walk[from..to].iter().map(|s| s.inode));
-        self.stats.processes_scanned += 1;
         true
     }
 
@@ -1201,6 +1296,13 @@ impl ProcIndex {
         self.stats.read_errors += 1;
         monitor::inc(&METRICS.procs_read_errors);
     }
+}
+
+/// Nanoseconds per `USER_HZ` clock tick.
+fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100)
 }
 
 /// Whether a /proc read failed because the process is gone.

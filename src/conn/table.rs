@@ -20,6 +20,12 @@ use std::time::{Duration, SystemTime};
 /// Finds the process owning a socket inode (the process index, or a stand-in in tests).
 pub trait OwnerLookup {
     fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>>;
+
+    /// The process that opened the outgoing connection `r`, as recorded when it
+    /// connected (the connect-time recorder), if known.
+    fn connector(&self, _r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+        None
+    }
 }
 
 /// Settings of the table, from `connbeat.*`.
@@ -59,6 +65,7 @@ impl Direction {
 #[serde(rename_all = "lowercase")]
 pub enum Attribution {
     Procfs,
+    Connect,
     Cache,
     Listener,
     None,
@@ -68,6 +75,7 @@ impl Attribution {
     pub fn name(self) -> &'static str {
         match self {
             Attribution::Procfs => "procfs",
+            Attribution::Connect => "connect",
             Attribution::Cache => "cache",
             Attribution::Listener => "listener",
             Attribution::None => "none",
@@ -320,12 +328,17 @@ impl Conn {
     }
 }
 
-/// An owner lookup that knows nothing (a destroyed socket has no inode any more).
-struct NoOwners;
+/// The owners a destroyed socket can still have: it has no inode any more, but its
+/// connect may have been recorded.
+struct Closed<'a>(&'a dyn OwnerLookup);
 
-impl OwnerLookup for NoOwners {
+impl OwnerLookup for Closed<'_> {
     fn owner(&self, _inode: u64) -> Option<Arc<ProcessInfo>> {
         None
+    }
+
+    fn connector(&self, r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+        self.0.connector(r)
     }
 }
 
@@ -405,6 +418,11 @@ impl ConnTable {
                     state::TIME_WAIT | state::SYN_RECV | state::NEW_SYN_RECV
                 ))
             && (self.settings.local_connections || !is_local(r))
+    }
+
+    /// Whether the connection with this cookie is tracked, or was closed recently.
+    pub fn knows(&self, cookie: u64) -> bool {
+        self.conns.contains_key(&cookie) || self.recently_closed.contains(&cookie)
     }
 
     /// Inodes of the records whose owner the table does not know yet: what the process
@@ -519,8 +537,14 @@ impl ConnTable {
     }
 
     /// Applies one kernel close notification; `None` when it adds nothing (already closed,
-    /// or not reportable).
-    pub fn apply_close(&mut self, r: &SockRecord, now: SystemTime) -> Option<ConnEvent> {
+    /// or not reportable). `owners` names the process of a connection no poll saw by its
+    /// recorded connect.
+    pub fn apply_close(
+        &mut self,
+        r: &SockRecord,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+    ) -> Option<ConnEvent> {
         if self.recently_closed.contains(&r.cookie) {
             return None;
         }
@@ -550,8 +574,9 @@ impl ConnTable {
         } else {
             self.direction_of(r)
         };
-        // Its inode is gone with it: only the listener can tell the owner.
-        let (owner, attribution) = self.attribute(r, direction, &NoOwners);
+        // Its inode is gone with it: only its recorded connect or the listener can tell
+        // the owner.
+        let (owner, attribution) = self.attribute(r, direction, &Closed(owners));
         let conn = Conn::new(r, now, owner, attribution, direction, self.epoch);
         let age = self.estimated_age(r, now);
         Some(self.event(&conn, Action::Closed, now, Some(age)))
@@ -635,6 +660,12 @@ impl ConnTable {
         if let Some(p) = owners.owner(r.inode) {
             monitor::inc(&METRICS.procs_hits);
             return (Some(p), Attribution::Procfs);
+        }
+        if direction == Direction::Outgoing
+            && let Some(p) = owners.connector(r)
+        {
+            monitor::inc(&METRICS.procs_connect);
+            return (Some(p), Attribution::Connect);
         }
         if direction == Direction::Incoming
             && let Some(p) = self.listener_owner(r)
@@ -973,7 +1004,7 @@ mod tests {
         let mut closing = r;
         closing.inode = 0;
         closing.state = state::CLOSE;
-        let e = t.apply_close(&closing, at(4)).unwrap();
+        let e = t.apply_close(&closing, at(4), &Owners(HashMap::new())).unwrap();
         assert_eq!(e.action, Action::Closed);
         assert_eq!(e.attribution, Attribution::Cache);
         assert_eq!(e.local_process.unwrap().pid, 200);
@@ -981,7 +1012,7 @@ mod tests {
         // A poll that raced with the close still lists it: no resurrection, no second close.
         assert!(poll(&mut t, std::slice::from_ref(&r), at(4), &owners).is_empty());
         assert!(poll(&mut t, &[], at(5), &owners).is_empty());
-        assert!(t.apply_close(&closing, at(5)).is_none());
+        assert!(t.apply_close(&closing, at(5), &Owners(HashMap::new())).is_none());
     }
 
     #[test]
@@ -1013,7 +1044,7 @@ mod tests {
             last_data_recv_ms: 40,
             ..Default::default()
         });
-        let e = t.apply_close(&r, at(1)).unwrap();
+        let e = t.apply_close(&r, at(1), &Owners(HashMap::new())).unwrap();
         assert_eq!(e.direction, Direction::Incoming);
         assert_eq!(e.attribution, Attribution::Listener);
         assert_eq!(e.local_process.unwrap().pid, 100);
@@ -1021,7 +1052,7 @@ mod tests {
         assert_eq!(e.remote_port, Some(45000));
         // The client side of the same connection: outgoing, owner unknown.
         let c = rec(51, state::CLOSE, "127.0.0.1:45000", "127.0.0.1:9000", 0);
-        let e = t.apply_close(&c, at(1)).unwrap();
+        let e = t.apply_close(&c, at(1), &Owners(HashMap::new())).unwrap();
         assert_eq!(
             (e.direction, e.attribution),
             (Direction::Outgoing, Attribution::None)

@@ -273,6 +273,7 @@ impl Proc {
             .filter_map(|l| l.strip_prefix("SOCK l="))
             .map(|rest| {
                 let (l, r) = rest.split_once(" r=").expect("SOCK l=.. r=..");
+                let r = r.split(' ').next().unwrap_or(r);
                 Tuple {
                     local: l.parse().unwrap(),
                     remote: r.parse().unwrap(),
@@ -612,7 +613,7 @@ pub fn check_event_invariants(e: &Value) {
     assert_eq!(s(e, "/type"), "connbeat", "{e}");
     let attribution = s(e, "/attribution");
     assert!(
-        ["procfs", "cache", "listener", "none"].contains(&attribution),
+        ["procfs", "connect", "cache", "listener", "none"].contains(&attribution),
         "attribution {attribution:?}: {e}"
     );
     let p = e.get("local_process");
