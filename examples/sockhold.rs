@@ -36,11 +36,11 @@
 //! - `connect-once ADDR`          connect to ADDR, send a byte, read the reply, print `SOCK`
 //!   and exit at once (a short-lived client)
 //! - `reuse-fd HOW ADDR FILE`     the socket of a process takes the place of an open file
-//!   without changing the number of fds it holds. It opens FILE (and, for `recv`, accepts
-//!   a connection on the Unix socket FILE.sock), prints `READY`, waits for a line on stdin,
-//!   then: `close` closes FILE and connects to ADDR (the socket takes its fd); `dup2`
-//!   connects and moves the socket onto FILE's fd with dup2; `recv` closes FILE and
-//!   receives the socket another process sent over FILE.sock (it takes FILE's fd);
+//!   without changing the number of fds it holds. It opens FILE (and, for `recv`, listens
+//!   on the Unix socket FILE.sock), prints `READY`, waits for a line on stdin, then:
+//!   `close` closes FILE and connects to ADDR (the socket takes its fd); `dup2` connects
+//!   and moves the socket onto FILE's fd with dup2; `recv` accepts a connection on
+//!   FILE.sock, closes the listener and FILE, and receives the socket the peer sends;
 //!   `thread` does `close` in a thread with a file table of its own (unshare(CLONE_FILES)).
 //!   Prints `SOCK` with the socket's fd as `fd=N`; holds
 //! - `send-fd ADDR PATH`          connect to ADDR, send the socket over the Unix socket PATH
@@ -429,7 +429,6 @@ fn reuse_fd(how: &str, addr: SocketAddr, file: &str) {
             assert_eq!(r, 0, "unshare(CLONE_FILES)");
         }
         let f = std::fs::File::open(file).expect("open FILE");
-        let conn = unix.as_ref().map(|l| l.accept().expect("accept unix").0);
         let fd = f.as_raw_fd();
         say(&format!("READY pid={} port=0 fd={fd}", std::process::id()));
         let mut line = String::new();
@@ -452,8 +451,13 @@ fn reuse_fd(how: &str, addr: SocketAddr, file: &str) {
                 unsafe { TcpStream::from_raw_fd(fd) }
             }
             "recv" => {
+                // Accept, then close the listener and the file: as many fds as before,
+                // the received socket in the file's.
+                let listener = unix.expect("unix listener");
+                let conn = listener.accept().expect("accept unix").0;
+                drop(listener);
                 drop(f);
-                let got = recv_fd(&conn.expect("unix connection"));
+                let got = recv_fd(&conn);
                 // SAFETY: a socket fd just received, ours alone.
                 unsafe { TcpStream::from_raw_fd(got) }
             }
