@@ -1925,6 +1925,50 @@ mod tests {
         panic!("could not get a pid reused in 20 tries");
     }
 
+    #[test]
+    fn connector_details_only_from_the_process_that_connected() {
+        let (kid, _ino) = sleeper(&mut sleep_cmd());
+        let pid = kid.pid();
+        let mut idx = ProcIndex::new(opts());
+        let stat = parse_stat(&fs::read(format!("/proc/{pid}/stat")).unwrap()).unwrap();
+        let connect = |start_ticks: u64| Connect {
+            netns: 1,
+            local: "127.0.0.1:1".parse().unwrap(),
+            remote: "127.0.0.1:2".parse().unwrap(),
+            tgid: pid,
+            uid: 0,
+            ppid: 4242,
+            start_ns: start_ticks * ns_per_tick() + 3,
+            comm: "kernel-comm".into(),
+        };
+        // The live process with this pid started later: it is not the one that
+        // connected. Only what the kernel recorded is reported.
+        let other = idx.connector(&connect(stat.start_time - 1));
+        assert_eq!(other.pid, pid);
+        assert_eq!(other.binary, "kernel-comm");
+        assert_eq!((other.exe.as_str(), other.cmdline.as_deref()), ("", None));
+        assert_eq!((other.ppid, other.user.as_str()), (4242, "root"));
+        // The one that connected: its details, read now, and cached.
+        let same = idx.connector(&connect(stat.start_time));
+        assert_eq!(same.binary, "sleep");
+        assert_eq!(same.cmdline.as_deref(), Some("sleep 60"));
+        assert_eq!(same.ppid, std::process::id());
+        let reads = idx.stats().details_read;
+        let again = idx.connector(&connect(stat.start_time));
+        assert!(Arc::ptr_eq(&same, &again));
+        assert_eq!(idx.stats().details_read, reads, "cached");
+        // A cached process is not lent to a later process with the same pid either.
+        assert_eq!(idx.connector(&connect(stat.start_time + 1)).binary, "kernel-comm");
+        // Gone: the kernel's record.
+        let mut kid = kid;
+        kid.stop();
+        let gone = Connect {
+            tgid: u32::MAX - 1,
+            ..connect(stat.start_time)
+        };
+        assert_eq!(idx.connector(&gone).binary, "kernel-comm");
+    }
+
     /// A fake proc root in a temp directory, removed at the end.
     struct FakeProc(PathBuf);
 
