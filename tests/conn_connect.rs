@@ -17,12 +17,6 @@ use std::time::Duration;
 const CLIENTS: usize = 300;
 const AT_ONCE: usize = 10;
 
-fn recorder_loaded(agent: &Agent) -> Option<bool> {
-    let stderr = agent.stderr();
-    let line = stderr.iter().find(|l| l.contains("started with"))?;
-    Some(line.contains("outgoing connections recorded at connect (BPF)"))
-}
-
 #[test]
 fn every_short_lived_client_is_named() {
     if !root_or_skip("every_short_lived_client_is_named") {
@@ -43,7 +37,7 @@ fn every_short_lived_client_is_named() {
         evs.iter()
             .any(|e| s(e, "/action") == "listening" && u(e, "/local_port") == Some(port as u64))
     });
-    match recorder_loaded(&agent) {
+    match connect_recorder_loaded(&agent) {
         Some(true) => {}
         Some(false) => {
             eprintln!(
