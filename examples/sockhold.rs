@@ -496,7 +496,10 @@ fn recv_fd(conn: &std::os::unix::net::UnixStream) -> i32 {
     unsafe {
         assert_eq!(libc::recvmsg(conn.as_raw_fd(), &mut msg, 0), 1, "recvmsg");
         let c = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS, "no fd received");
+        assert!(
+            !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS,
+            "no fd received"
+        );
         std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
     }
 }

@@ -115,7 +115,10 @@ fn the_connect_recorder_needs_bpf_and_the_startup_line_says_which_path() {
     }
     // Without the capabilities BPF needs: the agent runs as before, and says so.
     let drop = "-bpf,-perfmon,-sys_admin";
-    let server = Proc::spawn(&named_helper(&dir, "cb-capsrv"), &["listen", "127.0.0.1:0", "1"]);
+    let server = Proc::spawn(
+        &named_helper(&dir, "cb-capsrv"),
+        &["listen", "127.0.0.1:0", "1"],
+    );
     let port = server.ready_port();
     let (mut agent, started) = start_without(drop, &cfg, &[]);
     assert!(
@@ -134,7 +137,12 @@ fn the_connect_recorder_needs_bpf_and_the_startup_line_says_which_path() {
     let out = Command::new(SETPRIV)
         .arg(format!("--bounding-set={drop}"))
         .arg(CONNBEAT)
-        .args(["-c", &cfg.display().to_string(), "-E", "connbeat.connect_recorder=bpf"])
+        .args([
+            "-c",
+            &cfg.display().to_string(),
+            "-E",
+            "connbeat.connect_recorder=bpf",
+        ])
         .output()
         .expect("run setpriv");
     assert!(!out.status.success());

@@ -28,11 +28,10 @@ fn sockets_in_reused_fds_are_attributed_at_once() {
     };
     let dir = TempDir::new("fdreuse");
     let exe = named_helper(&dir, "cb-reuse");
-    let cases = ["close", "close", "close", "dup2", "dup2", "recv", "recv", "thread"];
-    let srv = ns.spawn(
-        &exe,
-        &["listen", "127.0.0.1:0", &cases.len().to_string()],
-    );
+    let cases = [
+        "close", "close", "close", "dup2", "dup2", "recv", "recv", "thread",
+    ];
+    let srv = ns.spawn(&exe, &["listen", "127.0.0.1:0", &cases.len().to_string()]);
     let port = srv.ready_port();
     let target = format!("127.0.0.1:{port}");
     let mut helpers: Vec<(&str, String, Proc)> = Vec::new();
@@ -102,7 +101,11 @@ fn sockets_in_reused_fds_are_attributed_at_once() {
             Some(*pid as u64),
             "{how}: {first}"
         );
-        assert_eq!(s(first, "/local_process/binary"), "cb-reuse", "{how}: {first}");
+        assert_eq!(
+            s(first, "/local_process/binary"),
+            "cb-reuse",
+            "{how}: {first}"
+        );
     }
     drop(senders);
 }

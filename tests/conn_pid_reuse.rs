@@ -235,7 +235,10 @@ fn a_quickly_reused_pid_never_names_another_client() {
         eprintln!("skipped: the connect-time recorder did not load here");
         return;
     }
-    let (first, second) = (named_helper(&dir, "cb-first"), named_helper(&dir, "cb-second"));
+    let (first, second) = (
+        named_helper(&dir, "cb-first"),
+        named_helper(&dir, "cb-second"),
+    );
     let client = |exe: &Path| {
         let mut c = ns.spawn(exe, &["connect-once", &target]);
         assert!(c.wait_exit(Duration::from_secs(30)).success());
@@ -262,9 +265,11 @@ fn a_quickly_reused_pid_never_names_another_client() {
             .cloned()
             .collect()
     };
-    agent.wait_events("every client's closed event", Duration::from_secs(60), |evs| {
-        closed(evs).len() >= expected.len()
-    });
+    agent.wait_events(
+        "every client's closed event",
+        Duration::from_secs(60),
+        |evs| closed(evs).len() >= expected.len(),
+    );
     for e in closed(&agent.events()) {
         let (pid, binary) = expected[&(u(&e, "/local_port").unwrap() as u16)];
         assert_eq!(s(&e, "/attribution"), "connect", "{e}");
@@ -274,7 +279,10 @@ fn a_quickly_reused_pid_never_names_another_client() {
             assert!(cmdline.contains(binary), "{e}");
         }
     }
-    eprintln!("{reused} of {} second clients took the first one's pid", ROUNDS * 2);
+    eprintln!(
+        "{reused} of {} second clients took the first one's pid",
+        ROUNDS * 2
+    );
     if reused < ROUNDS {
         eprintln!("skipped: only {reused} pids were reused; the check above is weak");
     }

@@ -498,9 +498,8 @@ impl RingBuf {
                 if hdr & RINGBUF_DISCARD == 0 {
                     // SAFETY: the data area is mapped twice in a row, so `len` bytes from
                     // any offset inside the first copy are mapped.
-                    let rec = unsafe {
-                        std::slice::from_raw_parts(data.add(at + RINGBUF_HEADER), len)
-                    };
+                    let rec =
+                        unsafe { std::slice::from_raw_parts(data.add(at + RINGBUF_HEADER), len) };
                     f(rec);
                     n += 1;
                 }

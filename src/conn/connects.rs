@@ -38,9 +38,9 @@ use super::btf::Btf;
 use super::procs::ProcessInfo;
 use crate::fast_hash::FxMap;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 /// Size of a 4-tuple key: netns u32, source port u16 (host order), destination port
 /// u16 (network order), source and destination addresses (16 bytes each, IPv4 mapped).
@@ -330,10 +330,7 @@ impl ConnectRecorder {
     pub fn drain(&mut self, mut f: impl FnMut(Connect)) -> usize {
         let mut bad = 0;
         let n = self.ring.drain(|rec| {
-            match rec
-                .get(..RECORD)
-                .and_then(|r| parse(&r[..KEY], &r[KEY..]))
-            {
+            match rec.get(..RECORD).and_then(|r| parse(&r[..KEY], &r[KEY..])) {
                 Some(c) => f(c),
                 None => bad += 1,
             }
@@ -411,7 +408,10 @@ mod tests {
         let remote: SocketAddr = "10.1.2.3:443".parse().unwrap();
         let k = key_of(4026531840, local, remote);
         assert_eq!(&k[4..8], &[0x40, 0x9c, 0x01, 0xbb]);
-        assert_eq!(&k[8..24], &Ipv6Addr::from(*b"\0\0\0\0\0\0\0\0\0\0\xff\xff\x7f\0\0\x01").octets());
+        assert_eq!(
+            &k[8..24],
+            &Ipv6Addr::from(*b"\0\0\0\0\0\0\0\0\0\0\xff\xff\x7f\0\0\x01").octets()
+        );
         let mut v = [0u8; VALUE];
         v[0..4].copy_from_slice(&1234u32.to_le_bytes());
         v[4..8].copy_from_slice(&1000u32.to_le_bytes());
@@ -549,7 +549,9 @@ mod tests {
         let own_ns = super::super::netns::current(std::path::Path::new("/proc")).unwrap();
         assert_eq!(u64::from(c.netns), own_ns);
         // The same from the LRU map.
-        let again = rec.lookup(&key_of(own_ns, local, remote)).expect("in the map");
+        let again = rec
+            .lookup(&key_of(own_ns, local, remote))
+            .expect("in the map");
         assert_eq!(again, c);
         assert!(rec.lookup(&key_of(own_ns, remote, local)).is_none());
     }

@@ -30,12 +30,21 @@
 //!      sockets.
 //!    - a **full scan** of every pid happens on the first refresh and afterwards at most
 //!      once per `rescan_interval`, only when the cheaper steps left something missing.
-//!      Inodes a full scan did not find are *given up* until `rescan_interval` passes
-//!      (an orphaned socket, or one held by no process we can see): they cost nothing in
-//!      between. The caller falls back to the listener's process or `attribution: none`.
+//!    - between two full scans, with the BPF iterator, inodes still missing are **placed
+//!      by one walk**: a socket that took the fd of a file just closed (or was moved onto
+//!      one with `dup2`, received over a Unix socket, opened by a thread with a file table
+//!      of its own) leaves the fd count as it was, yet is found at the poll that sees it.
+//!      The processes the walk shows holding them are scanned from it.
+//!      Inodes a full scan or that walk did not find are *given up* until
+//!      `rescan_interval` passes (an orphaned socket, a kernel socket, or one held by no
+//!      process we can see): they cost nothing in between, not even a walk per poll. With
+//!      fd links alone there is no such walk: those sockets wait for the full scan. The
+//!      caller falls back to the connect record, the listener's process or
+//!      `attribution: none`.
 //!
 //! A process's details ([`ProcessInfo`]) are read once, when a scan first finds it holding
-//! a socket, and kept until it exits (re-read if its `comm` changed, i.e. after `exec`).
+//! a socket (or a connect record names it: [`ProcIndex::connector`], which checks the
+//! start time), and kept until it exits (re-read if its `comm` changed, i.e. after `exec`).
 //! Processes without sockets cost one small entry (start time, fd count, `/proc` inode).
 //! `max_processes` bounds the entries; beyond it the least useful (no sockets, scanned
 //! longest ago) are evicted and counted in `procs.evicted`.
@@ -1958,7 +1967,10 @@ mod tests {
         assert!(Arc::ptr_eq(&same, &again));
         assert_eq!(idx.stats().details_read, reads, "cached");
         // A cached process is not lent to a later process with the same pid either.
-        assert_eq!(idx.connector(&connect(stat.start_time + 1)).binary, "kernel-comm");
+        assert_eq!(
+            idx.connector(&connect(stat.start_time + 1)).binary,
+            "kernel-comm"
+        );
         // Gone: the kernel's record.
         let mut kid = kid;
         kid.stop();

@@ -5,7 +5,10 @@
 //! namespace, drains the notifications that arrived meanwhile (the kernel queues a
 //! socket's notification before the socket can be missing from a dump, so draining after
 //! the dump is enough to tell a notified close from a silent one), lets the process index
-//! look for the owners it does not know yet, and applies the poll to the table.
+//! look for the owners it does not know yet, and applies the poll to the table. The
+//! connect-time recorder's ring buffer is waited on with the notifications and drained
+//! before them (a connection's connect precedes its close), its processes' details read
+//! at once, while they most likely still run.
 
 use super::connects::{self, ConnectRecorder, Recorded};
 use super::container::{ContainerInfo, Containers};

@@ -1004,7 +1004,9 @@ mod tests {
         let mut closing = r;
         closing.inode = 0;
         closing.state = state::CLOSE;
-        let e = t.apply_close(&closing, at(4), &Owners(HashMap::new())).unwrap();
+        let e = t
+            .apply_close(&closing, at(4), &Owners(HashMap::new()))
+            .unwrap();
         assert_eq!(e.action, Action::Closed);
         assert_eq!(e.attribution, Attribution::Cache);
         assert_eq!(e.local_process.unwrap().pid, 200);
@@ -1012,7 +1014,10 @@ mod tests {
         // A poll that raced with the close still lists it: no resurrection, no second close.
         assert!(poll(&mut t, std::slice::from_ref(&r), at(4), &owners).is_empty());
         assert!(poll(&mut t, &[], at(5), &owners).is_empty());
-        assert!(t.apply_close(&closing, at(5), &Owners(HashMap::new())).is_none());
+        assert!(
+            t.apply_close(&closing, at(5), &Owners(HashMap::new()))
+                .is_none()
+        );
     }
 
     #[test]
