@@ -861,6 +861,75 @@ mod tests {
         assert!(ev.iter().all(|e| e.action == Action::Active));
     }
 
+    /// Owners by inode, and connect records by local port.
+    struct WithConnects(Owners, HashMap<u16, Arc<ProcessInfo>>);
+    impl OwnerLookup for WithConnects {
+        fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>> {
+            self.0.owner(inode)
+        }
+        fn connector(&self, r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+            self.1.get(&r.local.port()).cloned()
+        }
+    }
+
+    #[test]
+    fn connect_records_name_outgoing_connections_the_index_cannot() {
+        let o = WithConnects(
+            Owners(HashMap::from([
+                (10, proc_info(100, "server")),
+                (12, proc_info(300, "holder")),
+            ])),
+            HashMap::from([
+                (40000, proc_info(200, "curl")),
+                (40001, proc_info(201, "wget")),
+                (40002, proc_info(202, "opener")),
+                (80, proc_info(999, "never")),
+            ]),
+        );
+        let mut t = ConnTable::new(settings());
+        let listen = rec(1, state::LISTEN, "0.0.0.0:80", "0.0.0.0:0", 10);
+        let mut out = Vec::new();
+        t.apply_poll(
+            &[
+                listen,
+                // Outgoing, inode unknown: the connect record.
+                rec(2, state::ESTABLISHED, "10.0.0.1:40000", "10.0.0.2:443", 0),
+                // Outgoing, held by a process the index knows: the holder wins.
+                rec(3, state::ESTABLISHED, "10.0.0.1:40002", "10.0.0.2:443", 12),
+                // Incoming, unknown inode: the listener, never a connect record.
+                rec(4, state::ESTABLISHED, "10.0.0.1:80", "10.0.0.3:5000", 0),
+            ],
+            at(0),
+            at(0),
+            &o,
+            &mut |e| out.push(e),
+        );
+        let by_cookie = |c: u64| out.iter().find(|e| e.cookie == c).unwrap();
+        assert_eq!(by_cookie(2).attribution, Attribution::Connect);
+        assert_eq!(by_cookie(2).local_process.as_ref().unwrap().binary, "curl");
+        assert_eq!(by_cookie(3).attribution, Attribution::Procfs);
+        assert_eq!(by_cookie(3).local_process.as_ref().unwrap().pid, 300);
+        assert_eq!(by_cookie(4).attribution, Attribution::Listener);
+        // A connection no poll saw: its close names the connecting process.
+        let closed = rec(5, state::CLOSE, "10.0.0.1:40001", "10.0.0.2:443", 0);
+        let e = t.apply_close(&closed, at(1), &o).unwrap();
+        assert_eq!((e.action, e.direction), (Action::Closed, Direction::Outgoing));
+        assert_eq!(e.attribution, Attribution::Connect);
+        assert_eq!(e.local_process.as_ref().unwrap().pid, 201);
+        let mut text = String::new();
+        e.write_json(&mut text);
+        assert!(text.contains("\"attribution\":\"connect\""), "{text}");
+        // Without a record: none.
+        let e = t
+            .apply_close(
+                &rec(6, state::CLOSE, "10.0.0.1:40009", "10.0.0.2:443", 0),
+                at(1),
+                &o,
+            )
+            .unwrap();
+        assert_eq!(e.attribution, Attribution::None);
+    }
+
     /// The exact text of an event's own fields: names and order of the event contract,
     /// `tcp_info` inside `tcp`, the cookie as a string, the process as its cached JSON.
     #[test]
