@@ -73,7 +73,9 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
     }
     let mut source = ConnSource::new(&config.connbeat, publisher.clone(), true)?;
     let inspect = if crate::inspect::enabled(&config) {
-        let owners = Arc::new(crate::conn::owners::SharedOwners::default());
+        let owners = Arc::new(crate::conn::owners::SharedOwners::new(
+            config.connbeat.connect_recorder_entries,
+        ));
         source.share_owners(owners.clone());
         let lookup: Arc<dyn crate::inspect::ProcessLookup> = owners;
         Some(

@@ -348,19 +348,20 @@ impl ConnectRecorder {
     }
 }
 
-/// The owners of recorded connects, by 4-tuple, as the agent resolved them when it
-/// drained them: at most `max` entries, the oldest dropped first. A 4-tuple connected
-/// again (by whichever process) replaces the earlier entry.
+/// The owners of recorded connects, by 4-tuple (of the kernel's [`Key`], or any other),
+/// as the agent resolved them when it drained them: at most `max` entries, the oldest
+/// dropped first. A 4-tuple connected again (by whichever process) replaces the earlier
+/// entry.
 #[derive(Debug)]
-pub struct Recorded {
+pub struct Recorded<K = Key, V = Arc<ProcessInfo>> {
     max: usize,
-    by_key: FxMap<Key, (u64, Arc<ProcessInfo>)>,
-    order: VecDeque<(u64, Key)>,
+    by_key: FxMap<K, (u64, V)>,
+    order: VecDeque<(u64, K)>,
     seq: u64,
 }
 
-impl Recorded {
-    pub fn new(max: usize) -> Recorded {
+impl<K: std::hash::Hash + Eq + Copy, V> Recorded<K, V> {
+    pub fn new(max: usize) -> Recorded<K, V> {
         Recorded {
             max: max.max(1),
             by_key: FxMap::default(),
@@ -369,7 +370,7 @@ impl Recorded {
         }
     }
 
-    pub fn insert(&mut self, key: Key, owner: Arc<ProcessInfo>) {
+    pub fn insert(&mut self, key: K, owner: V) {
         self.seq += 1;
         self.by_key.insert(key, (self.seq, owner));
         self.order.push_back((self.seq, key));
@@ -383,7 +384,7 @@ impl Recorded {
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Arc<ProcessInfo>> {
+    pub fn get(&self, key: &K) -> Option<&V> {
         self.by_key.get(key).map(|(_, p)| p)
     }
 
@@ -464,7 +465,7 @@ mod tests {
                 "127.0.0.1:80".parse().unwrap(),
             )
         };
-        let mut r = Recorded::new(3);
+        let mut r: Recorded = Recorded::new(3);
         r.insert(key(1), p(10));
         r.insert(key(2), p(20));
         r.insert(key(1), p(11)); // the same 4-tuple, connected again

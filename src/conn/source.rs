@@ -315,19 +315,6 @@ impl ConnSource {
         self.connects.is_some()
     }
 
-    /// The owner of the outgoing connection `local` → `remote` in the agent's own
-    /// namespace, as recorded when it connected (deep inspection's client_process of a
-    /// client gone before any poll saw it).
-    pub fn connector(
-        &self,
-        local: std::net::SocketAddr,
-        remote: std::net::SocketAddr,
-    ) -> Option<Arc<ProcessInfo>> {
-        self.recorded
-            .get(&connects::key_of(self.netns(), local, remote))
-            .cloned()
-    }
-
     /// Resolves every connect the recorder delivered since the last call, while their
     /// processes most likely still run.
     fn drain_connects(&mut self) {
@@ -335,8 +322,18 @@ impl ConnSource {
             return;
         };
         let (procs, recorded) = (&mut self.procs, &mut self.recorded);
+        let (shared, own) = (self.shared_owners.as_deref(), self.namespaces[0].inode);
         let n = rec.drain(|c| {
             let owner = procs.connector(&c);
+            if let Some(shared) = shared
+                && u64::from(c.netns) == own
+            {
+                let r = crate::inspect::ProcessRef {
+                    pid: owner.pid,
+                    binary: owner.binary.clone(),
+                };
+                shared.connect(c.local, c.remote, r);
+            }
             recorded.insert(
                 connects::key_of(u64::from(c.netns), c.local, c.remote),
                 owner,

@@ -913,7 +913,10 @@ mod tests {
         // A connection no poll saw: its close names the connecting process.
         let closed = rec(5, state::CLOSE, "10.0.0.1:40001", "10.0.0.2:443", 0);
         let e = t.apply_close(&closed, at(1), &o).unwrap();
-        assert_eq!((e.action, e.direction), (Action::Closed, Direction::Outgoing));
+        assert_eq!(
+            (e.action, e.direction),
+            (Action::Closed, Direction::Outgoing)
+        );
         assert_eq!(e.attribution, Attribution::Connect);
         assert_eq!(e.local_process.as_ref().unwrap().pid, 201);
         let mut text = String::new();
