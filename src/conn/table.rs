@@ -472,6 +472,12 @@ impl ConnTable {
                 {
                     c.owner = Some(p);
                     c.attribution = Attribution::Procfs;
+                } else if c.attribution == Attribution::None
+                    && c.direction == Direction::Outgoing
+                    && let Some(p) = owners.connector(r)
+                {
+                    c.owner = Some(p);
+                    c.attribution = Attribution::Connect;
                 }
                 let due = now
                     .duration_since(c.last_published)
