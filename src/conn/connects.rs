@@ -25,8 +25,8 @@
 //!   keyed by the 4-tuple (`owners`), where the agent looks up what it did not drain in
 //!   time (a full ring buffer).
 //!
-//! Both maps hold at most `connbeat.connect_recorder_entries` entries; the ring buffer is
-//! sized from the same setting. Reusing the address of a socket that never left
+//! Both maps hold at most `connbeat.connect_recorder_entries` entries; the ring buffer
+//! holds at most 2,048 records (256 KiB) between two drains, the map keeps the rest. Reusing the address of a socket that never left
 //! `SYN_SENT`'s entry simply overwrites it.
 //!
 //! Loading needs what the fd iterator needs (`CAP_BPF` and `CAP_PERFMON`, or
@@ -264,10 +264,16 @@ fn program(l: &Layout, pending: &OwnedFd, owners: &OwnedFd, ring: &OwnedFd) -> V
     a.finish()
 }
 
-/// The ring buffer's size for `entries` connects: room for them all, a power of two.
+/// Records the ring buffer holds at most between two drains. The agent drains it as soon
+/// as it has data; what does not fit waits in the LRU map. Kept small because the kernel
+/// maps all of it into the agent at once, twice (it counts in the agent's RSS).
+const RING_RECORDS: u32 = 2048;
+
+/// The ring buffer's size for `entries` connects: room for `RING_RECORDS` of them at
+/// most, a power of two of at least 64 KiB.
 fn ring_size(entries: u32) -> u32 {
-    let want = u64::from(entries.max(1)) * (RECORD as u64 + 8);
-    want.next_power_of_two().clamp(64 << 10, 1 << 30) as u32
+    let want = u64::from(entries.clamp(1, RING_RECORDS)) * (RECORD as u64 + 8);
+    want.next_power_of_two().max(64 << 10) as u32
 }
 
 /// The loaded, attached recorder.
@@ -480,10 +486,11 @@ mod tests {
     }
 
     #[test]
-    fn ring_is_a_power_of_two_with_room_for_every_entry() {
+    fn ring_is_a_small_power_of_two() {
         assert_eq!(ring_size(1), 64 << 10);
-        assert_eq!(ring_size(65_536), 8 << 20);
-        assert!(ring_size(u32::MAX).is_power_of_two());
+        assert_eq!(ring_size(1024), 128 << 10);
+        assert_eq!(ring_size(65_536), 256 << 10);
+        assert_eq!(ring_size(u32::MAX), 256 << 10);
     }
 
     #[test]

@@ -310,11 +310,6 @@ impl ConnSource {
         &self.connect_mode
     }
 
-    /// Whether the connect-time recorder is loaded.
-    pub fn records_connects(&self) -> bool {
-        self.connects.is_some()
-    }
-
     /// Resolves every connect the recorder delivered since the last call, while their
     /// processes most likely still run.
     fn drain_connects(&mut self) {
@@ -323,7 +318,12 @@ impl ConnSource {
         };
         let (procs, recorded) = (&mut self.procs, &mut self.recorded);
         let (shared, own) = (self.shared_owners.as_deref(), self.namespaces[0].inode);
+        let watched = &self.namespaces;
         let n = rec.drain(|c| {
+            // Connections in namespaces not watched are never reported: no /proc reads.
+            if !watched.iter().any(|w| w.inode == u64::from(c.netns)) {
+                return;
+            }
             let owner = procs.connector(&c);
             if let Some(shared) = shared
                 && u64::from(c.netns) == own
