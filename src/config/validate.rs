@@ -204,3 +204,31 @@ fn ssl(key: &str, s: Option<&SslConfig>) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConnectRecorderMode, from_yaml_str};
+
+    #[test]
+    fn connect_recorder_settings_are_read_and_bounded() {
+        let load = |yaml: &str| from_yaml_str(yaml, &[], &|_| None);
+        let c = load("output.console.enabled: true\n").unwrap();
+        assert_eq!(c.connbeat.connect_recorder, ConnectRecorderMode::Auto);
+        assert_eq!(c.connbeat.connect_recorder_entries, 16_384);
+        let c = load(
+            "output.console.enabled: true\nconnbeat.connect_recorder: off\n\
+             connbeat.connect_recorder_entries: 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.connbeat.connect_recorder, ConnectRecorderMode::Off);
+        assert_eq!(c.connbeat.connect_recorder_entries, 100);
+        for bad in ["0", "4194305"] {
+            let e = load(&format!(
+                "output.console.enabled: true\nconnbeat.connect_recorder_entries: {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("connbeat.connect_recorder_entries"), "{e}");
+        }
+    }
+}
