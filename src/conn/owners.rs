@@ -9,7 +9,7 @@
 //! attribution.
 
 use super::connects::Recorded;
-use crate::inspect::{ProcessLookup, ProcessRef};
+use crate::owner::{ProcessLookup, ProcessRef};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;

@@ -121,6 +121,8 @@ pub struct ConnSource {
     first_poll: bool,
     /// Close notifications received, ever, and since the last dump.
     closes_seen: u64,
+    /// Times the kernel dropped close notifications (what `conn.close_events.lost` counts).
+    closes_lost: u64,
     closes_since_dump: u64,
     last_dump: Option<Instant>,
     /// The connect-time recorder, when it loaded.
@@ -290,6 +292,7 @@ impl ConnSource {
             shared_owners: None,
             first_poll: true,
             closes_seen: 0,
+            closes_lost: 0,
             closes_since_dump: 0,
             last_dump: None,
             connects,
@@ -328,7 +331,7 @@ impl ConnSource {
             if let Some(shared) = shared
                 && u64::from(c.netns) == own
             {
-                let r = crate::inspect::ProcessRef {
+                let r = crate::owner::ProcessRef {
                     pid: owner.pid,
                     binary: owner.binary.clone(),
                 };
@@ -384,7 +387,7 @@ impl ConnSource {
         };
         let mut b = OwnersBuilder::default();
         for (local, remote, p) in self.table.owners_in(self.netns()) {
-            let r = crate::inspect::ProcessRef {
+            let r = crate::owner::ProcessRef {
                 pid: p.pid,
                 binary: p.binary.clone(),
             };
@@ -744,6 +747,7 @@ impl ConnSource {
             }
             CloseBatch::Overrun => {
                 monitor::inc(&METRICS.conn_closes_lost);
+                self.closes_lost += 1;
                 self.closes_seen += 1;
                 self.closes_since_dump += 1;
                 tracing::warn!(target: "conn",
@@ -842,9 +846,9 @@ impl ConnSource {
                 .saturating_duration_since(Instant::now())
                 .min(CLOSE_WAIT);
             if self.wait_for_closes(wait) {
-                let lost_before = monitor::get(&METRICS.conn_closes_lost);
+                let lost_before = self.closes_lost;
                 self.drain_closes();
-                if monitor::get(&METRICS.conn_closes_lost) != lost_before {
+                if self.closes_lost != lost_before {
                     // Resynchronise at once rather than at the next interval.
                     next_poll = Instant::now();
                 }

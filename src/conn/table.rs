@@ -8,6 +8,7 @@
 use super::diag::{SockRecord, Transport, state};
 use super::procs::ProcessInfo;
 use super::tcp_info::TcpInfo;
+use crate::community_id::CommunityId;
 use crate::fast_hash::{FxMap, FxSet};
 use crate::monitor::{self, METRICS};
 use serde::Serialize;
@@ -177,6 +178,9 @@ pub struct ConnEvent {
     pub remote_ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
+    /// The Community ID of the flow (connections with two endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<CommunityId>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "super::procs::serialize_cached"
@@ -225,6 +229,11 @@ impl ConnEvent {
         if let Some(port) = self.remote_port {
             out.push_str(",\"remote_port\":");
             out.push_str(n.format(port));
+        }
+        if let Some(id) = &self.community_id {
+            out.push_str(",\"community_id\":\"");
+            out.push_str(id.as_str());
+            out.push('"');
         }
         if let Some(p) = &self.local_process {
             out.push_str(",\"local_process\":");
@@ -305,6 +314,8 @@ struct Conn {
     attribution: Attribution,
     direction: Direction,
     epoch: u64,
+    /// Computed once: the addresses of a cookie never change.
+    community_id: Option<CommunityId>,
 }
 
 impl Conn {
@@ -316,6 +327,11 @@ impl Conn {
         direction: Direction,
         epoch: u64,
     ) -> Conn {
+        let community_id = if direction == Direction::Listening {
+            None
+        } else {
+            CommunityId::of_ports(r.transport.name(), r.local, r.remote)
+        };
         Conn {
             record: *r,
             first_seen: now,
@@ -324,6 +340,7 @@ impl Conn {
             attribution,
             direction,
             epoch,
+            community_id,
         }
     }
 }
@@ -738,6 +755,7 @@ impl ConnTable {
             local_port: r.local.port(),
             remote_ip: (!listening).then(|| r.remote.ip()),
             remote_port: (!listening).then(|| r.remote.port()),
+            community_id: c.community_id,
             local_process: if self.settings.expose_process_info {
                 c.owner.clone()
             } else {
@@ -974,6 +992,7 @@ mod tests {
             concat!(
                 r#"{"action":"open","direction":"outgoing","transport":"tcp","family":"ipv4","#,
                 r#""local_ip":"10.0.0.1","local_port":40000,"remote_ip":"10.0.0.2","remote_port":80,"#,
+                r#""community_id":"1:3k1SoWXs/FltHw2aBCgUTgbDQF4=","#,
                 r#""local_process":{"pid":200,"binary":"curl","exe":"/usr/bin/curl","cmdline":"curl","user":"root","ppid":1},"#,
                 r#""attribution":"procfs","tcp":{"state":"ESTABLISHED","rtt_us":250,"rttvar_us":50,"#,
                 r#""retransmits":1,"total_retrans":2,"bytes_acked":1000,"bytes_received":2000,"segs_in":40,"#,
@@ -1050,6 +1069,15 @@ mod tests {
                                 local_port: 65535,
                                 remote_ip: (!listening).then_some(ip),
                                 remote_port: (!listening).then_some(1),
+                                community_id: (!listening)
+                                    .then(|| {
+                                        CommunityId::of_ports(
+                                            "tcp",
+                                            (ip, 65535).into(),
+                                            (ip, 1).into(),
+                                        )
+                                    })
+                                    .flatten(),
                                 local_process: process.clone(),
                                 attribution: if process.is_some() {
                                     Attribution::Listener

@@ -107,6 +107,8 @@ counters! {
     queue_disk_corrupt => "queue.disk.corrupt", "damaged disk-queue records skipped (checksum mismatch or torn write)";
     queue_disk_errors => "queue.disk.errors", "disk-queue write errors (retried)";
     queue_disk_too_large => "queue.disk.too_large", "events dropped because one alone is over half of queue.disk.max_size";
+    processors_dropped => "processors.dropped", "events dropped by a drop_event processor, before the queue";
+    processors_errors => "processors.errors", "processor steps that failed on an event (a missing field to drop or rename); the event went on";
 }
 
 /// The process-wide counters.

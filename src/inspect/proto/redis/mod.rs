@@ -3,21 +3,51 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
+use crate::event::Event;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "redis",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on Redis.
+pub struct Proto;
+
+/// Redis has no options of its own.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "redis";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
+
+/// The `redis` object of a transaction.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RedisTxn {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TxnObject for RedisTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
 
 /// Longest `return_value` / `query` rendered.
 const MAX_TEXT: usize = 1024;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || {
         Box::new(Redis {
@@ -27,7 +57,7 @@ fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
 }
 
 pub struct Redis {
-    pending: Pairing<()>,
+    pending: Pairing<(), RedisTxn>,
 }
 
 impl TcpParser for Redis {
@@ -75,9 +105,9 @@ impl TcpParser for Redis {
                 let mut t = p.txn;
                 if kind == parser::Kind::Error {
                     t.status = status::ERROR;
-                    t.set("error", text);
+                    t.fields.error = Some(text);
                 } else {
-                    t.set("return_value", text);
+                    t.fields.return_value = Some(text);
                 }
                 complete(t, cx.now, len as u64, cx);
                 Ok(len)
@@ -110,7 +140,7 @@ mod tests {
 
     #[test]
     fn pipelined_commands_pair_in_order() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let req = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nNOPE\r\n";
         let resp = b"+OK\r\n$1\r\nv\r\n>2\r\n+message\r\n+x\r\n-ERR unknown command 'NOPE'\r\n";
         let out = drive(
@@ -121,10 +151,10 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].method.as_deref(), Some("SET"));
         assert_eq!(out[0].resource.as_deref(), Some("k"));
-        assert_eq!(out[0].fields["return_value"], "OK");
-        assert_eq!(out[1].fields["return_value"], "v");
+        assert_eq!(out[0].object()["return_value"], "OK");
+        assert_eq!(out[1].object()["return_value"], "v");
         assert_eq!(out[2].status, status::ERROR);
-        assert_eq!(out[2].fields["error"], "ERR unknown command 'NOPE'");
+        assert_eq!(out[2].object()["error"], "ERR unknown command 'NOPE'");
     }
 }
 
@@ -135,7 +165,7 @@ mod split_tests {
 
     #[test]
     fn command_split_before_final_crlf() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let a = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINCR\r\n$7\r\ncounter";
         let b = b"\r\n\r\n*2\r\n$4\r\nECHO\r\n$2\r\nab\r\n";
         let out = drive(
