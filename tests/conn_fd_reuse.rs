@@ -9,8 +9,10 @@
 //! - a thread with a file table of its own (unshare(CLONE_FILES)) doing the first.
 //!
 //! The helpers start before the agent, so its first poll knows them and their fd counts.
-//! The connect-time recorder is off: this is about the process index alone. It runs in a
-//! network namespace of its own, with a 1 s poll and the default 60 s full rescan.
+//! It runs twice: with the connect-time recorder off (the process index alone), and on,
+//! where the process holding the socket must still be named (`procfs`), not the one that
+//! connected (the sender of the passed socket). In a network namespace of its own, with a
+//! 1 s poll and the default 60 s full rescan.
 
 mod common;
 
@@ -23,8 +25,17 @@ fn sockets_in_reused_fds_are_attributed_at_once() {
     if !root_or_skip("sockets_in_reused_fds_are_attributed_at_once") {
         return;
     }
+    for recorder in ["off", "auto"] {
+        if !run(recorder) {
+            return;
+        }
+    }
+}
+
+/// One run with `connbeat.connect_recorder: RECORDER`; false when skipped.
+fn run(recorder: &str) -> bool {
     let Some(ns) = NetNs::new("fdreuse") else {
-        return;
+        return false;
     };
     let dir = TempDir::new("fdreuse");
     let exe = named_helper(&dir, "cb-reuse");
@@ -44,7 +55,7 @@ fn sockets_in_reused_fds_are_attributed_at_once() {
 
     let cfg = console_config(
         &dir,
-        "connbeat.poll_interval: 1s\nconnbeat.connect_recorder: off",
+        &format!("connbeat.poll_interval: 1s\nconnbeat.connect_recorder: {recorder}"),
     );
     let agent = Agent::start_in(Some(&ns), &cfg, &[]);
     agent.wait_events("listening event", Duration::from_secs(60), |evs| {
@@ -58,7 +69,7 @@ fn sockets_in_reused_fds_are_attributed_at_once() {
         .expect("startup line");
     if !line.contains("socket fds by BPF iterator") {
         eprintln!("skipped: the BPF iterator did not load, the walk is not used: {line}");
-        return;
+        return false;
     }
 
     // Swap files for sockets, all at once.
@@ -94,18 +105,27 @@ fn sockets_in_reused_fds_are_attributed_at_once() {
             .find(|e| tuple(e) == Some(*t))
             .expect("an event");
         check_event_invariants(first);
-        assert_eq!(s(first, "/action"), "open", "{how}: {first}");
-        assert_eq!(s(first, "/attribution"), "procfs", "{how}: {first}");
+        assert_eq!(
+            s(first, "/action"),
+            "open",
+            "recorder {recorder}, {how}: {first}"
+        );
+        assert_eq!(
+            s(first, "/attribution"),
+            "procfs",
+            "recorder {recorder}, {how}: {first}"
+        );
         assert_eq!(
             u(first, "/local_process/pid"),
             Some(*pid as u64),
-            "{how}: {first}"
+            "recorder {recorder}, {how}: {first}"
         );
         assert_eq!(
             s(first, "/local_process/binary"),
             "cb-reuse",
-            "{how}: {first}"
+            "recorder {recorder}, {how}: {first}"
         );
     }
     drop(senders);
+    true
 }
