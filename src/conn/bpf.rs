@@ -1,5 +1,6 @@
-//! BPF iterators without a BPF toolchain: an instruction assembler, the three `bpf(2)`
-//! calls an iterator needs, and the kernel's BTF.
+//! BPF programs without a BPF toolchain: an instruction assembler (with labels), the
+//! `bpf(2)` calls an iterator and a raw tracepoint program need (load, link, maps, a ring
+//! buffer reader), and the kernel's BTF.
 //!
 //! # Why this module exists
 //!
@@ -9,7 +10,8 @@
 //! and the BPF loader libraries (aya, libbpf) parse the whole kernel BTF to relocate a
 //! handful of field offsets, which costs more than the work the program saves (measured
 //! with aya: ~100 ms and ~35 MB per start). The offsets come from [`super::btf`], a reader
-//! made for these few lookups.
+//! made for these few lookups. [`super::connects`] assembles its connect-time recorder the
+//! same way.
 //!
 //! Loading needs `CAP_BPF` and `CAP_PERFMON` (or `CAP_SYS_ADMIN`) and a kernel with BTF
 //! (Linux 5.8+ for iterators); where it fails, the error says why and the callers use
