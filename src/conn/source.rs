@@ -168,8 +168,18 @@ fn connect_recorder(
         ConnectRecorderMode::Auto => false,
         ConnectRecorderMode::Bpf => true,
     };
-    let entries = u32::try_from(settings.connect_recorder_entries).unwrap_or(u32::MAX);
-    match ConnectRecorder::load(entries) {
+    // The kernel names processes by their pid in the host's pid namespace.
+    let loaded = if FdIter::usable_for(Path::new(&settings.proc_root)) {
+        let entries = u32::try_from(settings.connect_recorder_entries).unwrap_or(u32::MAX);
+        ConnectRecorder::load(entries).map_err(|e| e.to_string())
+    } else {
+        Err(
+            "it reports host pids: it needs the host's pid namespace and connbeat.proc_root \
+             pointing at its /proc"
+                .to_string(),
+        )
+    };
+    match loaded {
         Ok(r) => Ok((Some(r), "recorded at connect (BPF)".into())),
         Err(e) if required => Err(anyhow::anyhow!(
             "connbeat.connect_recorder: bpf: cannot load the connect-time recorder: {e} \
