@@ -76,6 +76,19 @@ pub enum FdScan {
     Proc,
 }
 
+/// Whether outgoing connections are attributed when they connect
+/// (`connbeat.connect_recorder`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectRecorderMode {
+    /// The BPF connect-time recorder where it loads, else without it.
+    Auto,
+    /// The recorder, or the agent does not start.
+    Bpf,
+    /// Never: outgoing connections are attributed only by polls.
+    Off,
+}
+
 /// `connbeat.*`: the connection metadata source (and the deep-inspection settings, which
 /// Beats users expect under the same prefix).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -104,6 +117,10 @@ pub struct ConnbeatConfig {
     pub process_rescan_interval: Duration,
     /// How socket fds are found in processes: one BPF iterator walk, or /proc fd links.
     pub fd_scan: FdScan,
+    /// Record the process of each outgoing TCP connection when it connects (BPF).
+    pub connect_recorder: ConnectRecorderMode,
+    /// Bound on the connects the recorder keeps (kernel maps and the agent's own).
+    pub connect_recorder_entries: usize,
     /// Receive buffer of the close-notification socket; overruns are counted as lost closes.
     pub close_events_buffer_kb: usize,
     /// Answer a poll without dumping when no socket opened or closed since the last dump.
@@ -133,6 +150,8 @@ impl Default for ConnbeatConfig {
             max_processes: 65_536,
             process_rescan_interval: Duration::from_secs(60),
             fd_scan: FdScan::Auto,
+            connect_recorder: ConnectRecorderMode::Auto,
+            connect_recorder_entries: 16_384,
             close_events_buffer_kb: 8192,
             skip_unchanged_polls: true,
             interfaces: InterfacesConfig::default(),
