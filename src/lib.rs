@@ -15,3 +15,4 @@ pub mod logging;
 pub mod monitor;
 pub mod output;
 pub mod publish;
+pub mod topology;

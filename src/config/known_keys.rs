@@ -32,6 +32,7 @@ pub fn all() -> &'static [String] {
             ..Default::default()
         });
         c.connbeat.protocols = vec![ProtocolConfig::default()];
+        c.topology.kafka = Some(KafkaOutputConfig::default());
         let tree = serde_json::to_value(&c).expect("config serializes");
         let mut keys = Vec::new();
         flatten(&tree, "", &mut keys);
