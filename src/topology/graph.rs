@@ -35,6 +35,10 @@ pub struct Limits {
 const SAME_TXN_MS: i64 = 1000;
 /// Transactions remembered per flow for that de-duplication.
 const RECENT_TXNS: usize = 32;
+/// An end that opens this long after it closed is a new connection on the same address
+/// pair; closer than that it is the same connection seen twice (an agent may report a
+/// short-lived socket of the pair closed before it reports the accepted one open).
+const REUSE_AFTER_MS: i64 = 5000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NodeKey {
@@ -330,14 +334,15 @@ impl Graph {
     }
 
     /// The flow of this connection; a new one when none is held, or when the end that
-    /// reports an opening had already closed (the address pair was reused).
+    /// reports an opening had closed a while before (the address pair was reused).
+    /// `reopening`: Some(whether the client end) opens, at this time.
     fn flow_for(
         &mut self,
         client: SocketAddr,
         server: SocketAddr,
         cid: Option<&str>,
         reporter: &Sym,
-        reopening: Option<bool>,
+        reopening: Option<(bool, i64)>,
     ) -> u64 {
         let scope =
             (client.ip().is_loopback() || server.ip().is_loopback()).then(|| reporter.clone());
@@ -355,8 +360,8 @@ impl Graph {
         if let Some(id) = found {
             let f = &self.flows[&id];
             let reused = match reopening {
-                Some(true) => f.closed_client,
-                Some(false) => f.closed_server,
+                Some((true, at)) => f.closed_client && at - f.last_ms >= REUSE_AFTER_MS,
+                Some((false, at)) => f.closed_server && at - f.last_ms >= REUSE_AFTER_MS,
                 None => false,
             };
             if !reused {
@@ -436,7 +441,7 @@ impl Graph {
             c.reporter.container.as_deref(),
             c.binary.as_deref(),
         );
-        let reopening = (c.action == Action::Open).then_some(c.reporter_is_client);
+        let reopening = (c.action == Action::Open).then_some((c.reporter_is_client, c.at_ms));
         let id = self.flow_for(
             c.client,
             c.server,
@@ -870,7 +875,14 @@ mod tests {
             "curl",
             "",
         );
-        feed(&mut g, &[open.clone(), close.clone(), open, close]);
+        let later = |l: &str| l.replace("10:00:00.000", "10:00:30.000");
+        // Seen closed then open again within moments: one connection, reported twice.
+        feed(
+            &mut g,
+            &[open.clone(), close.clone(), open.clone(), close.clone()],
+        );
+        // Open again half a minute later: a second connection.
+        feed(&mut g, &[later(&open), later(&close)]);
         assert_eq!(
             edges(&g),
             vec![("client:a/curl".into(), "external:10.0.0.2:80".into(), 2, 2)]
