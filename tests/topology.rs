@@ -191,15 +191,34 @@ fn files_and_stdin_skip_garbage_and_unknown_types_and_join_ends_without_communit
     assert!(err.contains("--kafka, FILE..., or -"), "{err}");
 }
 
-/// Processes this test started (servers, relays; a negative pid is a process group),
-/// stopped with SIGTERM on drop so that servers take their workers with them.
-struct Group(Vec<i32>);
+/// Processes this test started: servers started by their scripts (by pid) and children
+/// (relays, the app, the cron loop, each in its own process group), stopped with SIGTERM on
+/// drop so that servers take their workers with them.
+#[derive(Default)]
+struct Group {
+    pids: Vec<i32>,
+    children: Vec<Child>,
+}
+
+impl Group {
+    /// Keeps a child; returns its pid (also its process group's id).
+    fn adopt(&mut self, c: Child) -> i32 {
+        let pid = c.id() as i32;
+        self.children.push(c);
+        pid
+    }
+}
 
 impl Drop for Group {
     fn drop(&mut self) {
-        for pid in &self.0 {
+        for pid in &self.pids {
             // SAFETY: kill(2) on pids this test started.
             unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+        for c in &mut self.children {
+            // SAFETY: kill(2) on the process group of a child this test started.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGTERM) };
+            let _ = c.wait();
         }
     }
 }
@@ -270,15 +289,15 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
         &format!("td{id}a"),
         "198.18.2.3",
     );
-    let mut procs = Group(Vec::new());
+    let mut procs = Group::default();
     let any = [("BIND", "0.0.0.0")];
     procs
-        .0
+        .pids
         .push(start_service(&db, "start-redis.sh", &["6379"], &any));
     procs
-        .0
+        .pids
         .push(start_service(&db, "start-mariadb.sh", &["3306"], &any));
-    let app_server = spawn_in(
+    procs.adopt(spawn_in(
         &app,
         &[
             "/usr/bin/python3",
@@ -287,9 +306,8 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
             "198.18.2.3:6379",
             "198.18.2.3:3306",
         ],
-    );
-    procs.0.push(app_server.id() as i32);
-    procs.0.push(start_service(
+    ));
+    procs.pids.push(start_service(
         &web,
         "start-nginx.sh",
         &["8080", "8443"],
@@ -306,25 +324,25 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
                 // The broker listens on the host's loopback; a relay through a unix socket
                 // gives each namespace the same address.
                 let sock = adir.join("kafka.sock");
-                let outside = Command::new("socat")
-                    .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
-                    .arg(format!("TCP:127.0.0.1:{}", b.port))
-                    .process_group(0)
-                    .spawn()
-                    .unwrap();
-                procs.0.push(outside.id() as i32);
+                procs.adopt(
+                    Command::new("socat")
+                        .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
+                        .arg(format!("TCP:127.0.0.1:{}", b.port))
+                        .process_group(0)
+                        .spawn()
+                        .unwrap(),
+                );
                 wait_for(Duration::from_secs(5), "relay socket", || {
                     sock.exists().then_some(())
                 });
-                let inside = spawn_in(
+                procs.adopt(spawn_in(
                     ns,
                     &[
                         "socat",
                         &format!("TCP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr", b.port),
                         &format!("UNIX-CONNECT:{}", sock.display()),
                     ],
-                );
-                procs.0.push(inside.id() as i32);
+                ));
                 format!(
                     "output.kafka:\n  hosts: [\"{}\"]\n  topic: scene\n",
                     b.bootstrap()
@@ -341,6 +359,8 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
             &format!(
                 "name: {name}\nconnbeat.poll_interval: 200ms\nconnbeat.local_connections: false\n\
                  connbeat.process_rescan_interval: 200ms\n\
+                 connbeat.interfaces.device: any\n\
+                 connbeat.protocols: [{{type: http, ports: [8080, 8000]}}, {{type: redis, ports: [6379]}}]\n\
                  queue.mem: {{events: 4096, flush.min_events: 1, flush.timeout: 100ms}}\n{output}"
             ),
         );
@@ -370,7 +390,7 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
 
     // The cron-like client: curl through the proxy every second, counting its successes.
     let runs = dir.path().join("curl-runs");
-    let cron = spawn_in(
+    let cron = procs.adopt(spawn_in(
         &app,
         &[
             "bash",
@@ -380,8 +400,7 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
                 runs.display()
             ),
         ],
-    );
-    procs.0.push(-(cron.id() as i32));
+    ));
     let count = || {
         std::fs::read_to_string(&runs)
             .map(|s| s.lines().count() as u64)
@@ -394,7 +413,7 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
     );
     // Stop the cron between two calls: the loop's group, then its last curl is done.
     // SAFETY: kill(2) on the process group this test started.
-    unsafe { libc::kill(-(cron.id() as i32), libc::SIGKILL) };
+    unsafe { libc::kill(-cron, libc::SIGKILL) };
     let curl_runs = count();
     // Let the agents see the last closes, then stop them (they flush on SIGTERM).
     std::thread::sleep(Duration::from_millis(1500));
@@ -486,6 +505,20 @@ fn check_scene(s: &Scene) {
         Some(s.curl_runs),
         "{upstream:#}"
     );
+    // Each call is one HTTP request on both hops, though two agents captured each.
+    for e in [proxy, upstream] {
+        let http = &e["protocols"]["http"];
+        assert_eq!(http["requests"].as_u64(), Some(s.curl_runs), "{e:#}");
+        assert_eq!(http["errors"], 0, "{e:#}");
+        // The app holds every request 600 ms.
+        assert!(http["p50_ms"].as_f64().unwrap() >= 550.0, "{e:#}");
+    }
+    let redis = edge(g, "client:app/python3", "service:db/redis-server:6379");
+    assert_eq!(
+        redis["protocols"]["redis"]["requests"].as_u64(),
+        Some(s.curl_runs),
+        "{redis:#}"
+    );
     for n in g["nodes"].as_array().unwrap() {
         assert_ne!(n["kind"], "external", "{n:#}");
     }
@@ -500,7 +533,8 @@ fn chromium_dom(page: &Path, screenshot: &Path) -> Option<String> {
             .output()
             .is_ok_and(|o| o.status.success())
     })?;
-    let url = format!("file://{}", page.display());
+    // Opened with a node selected, as a click on it does.
+    let url = format!("file://{}#node=service:web/nginx:8080", page.display());
     let common = [
         "--headless",
         "--no-sandbox",
@@ -536,6 +570,9 @@ fn check_page(s: &Scene) {
         dom.contains("data-layout=\"done\""),
         "the layout did not run:\n{dom}"
     );
+    // The selected node's edge, with its figures, in the side panel.
+    assert!(dom.contains("<h3>service: nginx @web:8080</h3>"), "{dom}");
+    assert!(dom.contains("<td>connections</td>"), "{dom}");
     for n in s.graph["nodes"].as_array().unwrap() {
         let id = n["id"].as_str().unwrap();
         assert!(
@@ -544,7 +581,7 @@ fn check_page(s: &Scene) {
         );
     }
     let edges = s.graph["edges"].as_array().unwrap();
-    assert_eq!(dom.matches("class=\"edge\"").count(), edges.len());
+    assert_eq!(dom.matches("<line class=\"edge").count(), edges.len());
     for e in edges {
         let pair = format!(
             "data-source=\"{}\" data-target=\"{}\"",

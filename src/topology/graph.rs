@@ -667,8 +667,7 @@ mod tests {
 
     /// A classic connection event line.
     fn conn(
-        host: &str,
-        ips: &str,
+        (host, ips): (&str, &str),
         dir: &str,
         action: &str,
         l: &str,
@@ -707,8 +706,7 @@ mod tests {
             &mut g,
             &[
                 conn(
-                    "a",
-                    r#""10.0.0.1""#,
+                    ("a", r#""10.0.0.1""#),
                     "outgoing",
                     "open",
                     "10.0.0.1:5000",
@@ -717,8 +715,7 @@ mod tests {
                     "",
                 ),
                 conn(
-                    "b",
-                    r#""10.0.0.2""#,
+                    ("b", r#""10.0.0.2""#),
                     "incoming",
                     "open",
                     "10.0.0.2:80",
@@ -727,8 +724,7 @@ mod tests {
                     "",
                 ),
                 conn(
-                    "b",
-                    r#""10.0.0.2""#,
+                    ("b", r#""10.0.0.2""#),
                     "incoming",
                     "closed",
                     "10.0.0.2:80",
@@ -737,8 +733,7 @@ mod tests {
                     "",
                 ),
                 conn(
-                    "a",
-                    r#""10.0.0.1""#,
+                    ("a", r#""10.0.0.1""#),
                     "outgoing",
                     "closed",
                     "10.0.0.1:5000",
@@ -768,15 +763,15 @@ mod tests {
         feed(
             &mut g,
             &[
-                conn("a", r#""10.0.0.1""#, "outgoing", "open", "10.0.0.1:5000", "10.0.0.2:80", "curl", cid),
-                conn("b", r#""10.0.0.2""#, "incoming", "open", "10.0.0.2:80", "10.0.0.1:5000", "nginx", cid),
+                conn(("a", r#""10.0.0.1""#), "outgoing", "open", "10.0.0.1:5000", "10.0.0.2:80", "curl", cid),
+                conn(("b", r#""10.0.0.2""#), "incoming", "open", "10.0.0.2:80", "10.0.0.1:5000", "nginx", cid),
                 // Only the client reported: the server is a listening socket of agent b.
                 r#"{"@timestamp":"2026-12-01T10:00:00.000Z","type":"connbeat","action":"listening","direction":"listening","transport":"tcp","local_ip":"0.0.0.0","local_port":6379,"local_process":{"binary":"redis-server"},"beat":{"name":"b","local_ips":["10.0.0.2"]}}"#.into(),
-                conn("a", r#""10.0.0.1""#, "outgoing", "open", "10.0.0.1:5001", "10.0.0.2:6379", "curl", ""),
+                conn(("a", r#""10.0.0.1""#), "outgoing", "open", "10.0.0.1:5001", "10.0.0.2:6379", "curl", ""),
                 // Nobody owns 192.0.2.7.
-                conn("a", r#""10.0.0.1""#, "outgoing", "open", "10.0.0.1:5002", "192.0.2.7:443", "curl", ""),
+                conn(("a", r#""10.0.0.1""#), "outgoing", "open", "10.0.0.1:5002", "192.0.2.7:443", "curl", ""),
                 // An unknown client of b.
-                conn("b", r#""10.0.0.2""#, "incoming", "open", "10.0.0.2:80", "198.51.100.1:7000", "nginx", ""),
+                conn(("b", r#""10.0.0.2""#), "incoming", "open", "10.0.0.2:80", "198.51.100.1:7000", "nginx", ""),
             ],
         );
         assert_eq!(
@@ -812,8 +807,7 @@ mod tests {
             &mut g,
             &[
                 conn(
-                    "a",
-                    "",
+                    ("a", ""),
                     "outgoing",
                     "open",
                     "127.0.0.1:5000",
@@ -822,8 +816,7 @@ mod tests {
                     "",
                 ),
                 conn(
-                    "b",
-                    "",
+                    ("b", ""),
                     "outgoing",
                     "open",
                     "127.0.0.1:5000",
@@ -832,8 +825,7 @@ mod tests {
                     "",
                 ),
                 conn(
-                    "b",
-                    "",
+                    ("b", ""),
                     "incoming",
                     "open",
                     "127.0.0.1:80",
@@ -856,8 +848,7 @@ mod tests {
     fn a_reused_address_pair_is_a_second_connection() {
         let mut g = Graph::new(limits());
         let open = conn(
-            "a",
-            r#""10.0.0.1""#,
+            ("a", r#""10.0.0.1""#),
             "outgoing",
             "open",
             "10.0.0.1:5000",
@@ -866,8 +857,7 @@ mod tests {
             "",
         );
         let close = conn(
-            "a",
-            r#""10.0.0.1""#,
+            ("a", r#""10.0.0.1""#),
             "outgoing",
             "closed",
             "10.0.0.1:5000",
@@ -943,8 +933,7 @@ mod tests {
         let lines: Vec<String> = (0..5)
             .map(|i| {
                 conn(
-                    "a",
-                    r#""10.0.0.1""#,
+                    ("a", r#""10.0.0.1""#),
                     "outgoing",
                     "open",
                     &format!("10.0.0.1:{}", 5000 + i),
@@ -967,8 +956,7 @@ mod tests {
     fn the_window_keeps_recent_edges() {
         let mut g = Graph::new(limits());
         let old = conn(
-            "a",
-            r#""10.0.0.1""#,
+            ("a", r#""10.0.0.1""#),
             "outgoing",
             "open",
             "10.0.0.1:5000",
@@ -978,8 +966,7 @@ mod tests {
         )
         .replace("10:00:00.000", "09:00:00.000");
         let new = conn(
-            "a",
-            r#""10.0.0.1""#,
+            ("a", r#""10.0.0.1""#),
             "outgoing",
             "open",
             "10.0.0.1:5001",

@@ -45,7 +45,7 @@ pub fn with_rotated(args: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
                 }
             }
         }
-        rotated.sort_by(|x, y| y.0.cmp(&x.0));
+        rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
         out.extend(rotated.into_iter().map(|(_, p)| p));
         if a.exists() || out.is_empty() {
             out.push(a.clone());
