@@ -191,6 +191,71 @@ fn files_and_stdin_skip_garbage_and_unknown_types_and_join_ends_without_communit
     assert!(err.contains("--kafka, FILE..., or -"), "{err}");
 }
 
+#[test]
+fn serve_answers_the_page_and_the_graph_and_stops_on_sigterm() {
+    let dir = TempDir::new("topology-serve");
+    let file = dir.path().join("events");
+    let lines = [
+        conn(
+            "a",
+            "10.1.0.1",
+            "outgoing",
+            "open",
+            "10.1.0.1:40000",
+            "10.1.0.2:5432",
+            "psql",
+        ),
+        conn(
+            "b",
+            "10.1.0.2",
+            "incoming",
+            "open",
+            "10.1.0.2:5432",
+            "10.1.0.1:40000",
+            "postgres",
+        ),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let port = shipkit::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .args(["topology", "--serve", &addr.to_string()])
+        // The window of a live graph ends now: these events are older than its 15 minutes.
+        .args(["--since", "2026-12-01T00:00:00Z"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Agent { child, stderr_path };
+    let graph = wait_for(Duration::from_secs(20), "GET /graph", || {
+        shipkit::http_get(addr, "/graph").filter(|(code, _)| *code == 200)
+    });
+    let g: Value = serde_json::from_str(&graph.1).unwrap();
+    assert_eq!(
+        edge_set(&g),
+        BTreeSet::from([(
+            "client:a/psql".to_string(),
+            "service:b/postgres:5432".to_string()
+        )])
+    );
+    assert_eq!(g["window"]["start"], "2026-12-01T00:00:00.000Z");
+    let (code, page) = shipkit::http_get(addr, "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>connbeat topology</title>"));
+    assert!(page.contains("\"source\": \"client:a/psql\""), "{page}");
+    assert!(!page.contains("__GRAPH_JSON__"));
+    assert_eq!(shipkit::http_get(addr, "/nothing").unwrap().0, 404);
+    assert_eq!(
+        server.stop(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+}
+
 /// Processes this test started: servers started by their scripts (by pid) and children
 /// (relays, the app, the cron loop, each in its own process group), stopped with SIGTERM on
 /// drop so that servers take their workers with them.

@@ -394,3 +394,59 @@ fn consume_kafka(
 ) -> anyhow::Result<()> {
     bail!("--kafka: this connbeat was built without the kafka feature")
 }
+
+/// The fuzz target `topology` (fuzz/): any bytes, as lines, through parsing, joining and
+/// every renderer, with small bounds so that the bounds are reached too.
+pub fn fuzz(data: &[u8]) {
+    let limits = Limits {
+        max_nodes: 8,
+        max_edges: 8,
+        max_flows: 4,
+    };
+    let mut st = State {
+        graph: Graph::new(limits),
+        limits,
+        events: Events::default(),
+        newest_ms: None,
+        window_ms: 60_000,
+        since_ms: None,
+        until_ms: None,
+        live: false,
+    };
+    let _ = input::for_each_line(data, &mut |l| match l {
+        input::Line::Text(t) => st.feed(t),
+        input::Line::TooLong => st.too_long(),
+    });
+    let r = st.report();
+    for f in [Format::Json, Format::Dot, Format::Html] {
+        let _ = render(&r, f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz target on mutations of real lines: nothing panics.
+    #[test]
+    fn the_fuzz_target_survives_mutated_events() {
+        let seed = concat!(
+            r#"{"@timestamp":"2026-12-01T10:00:00.000Z","type":"connbeat","action":"open","direction":"outgoing","transport":"tcp","local_ip":"10.0.0.1","local_port":5000,"remote_ip":"10.0.0.2","remote_port":80,"local_process":{"binary":"curl"},"tcp":{"rtt_us":5,"bytes_acked":1},"beat":{"name":"a","local_ips":["10.0.0.1"]}}"#,
+            "\n",
+            r#"{"@timestamp":"2026-12-01T10:00:01.000Z","type":"http","status":"OK","responsetime":3,"client_ip":"10.0.0.1","client_port":5000,"ip":"10.0.0.2","port":80,"server_process":{"binary":"nginx"},"beat":{"name":"b"}}"#,
+            "\n"
+        )
+        .as_bytes();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let mut d = seed.to_vec();
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % d.len();
+                d[i] = (x >> 32) as u8;
+            }
+            super::fuzz(&d);
+        }
+        super::fuzz(seed);
+    }
+}
