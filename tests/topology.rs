@@ -590,16 +590,16 @@ fn check_scene(s: &Scene) {
     assert_eq!(g["events"]["malformed"], 0);
 }
 
-/// Opens the page in headless Chromium; returns the document after its layout ran.
-fn chromium_dom(page: &Path, screenshot: &Path) -> Option<String> {
+/// Opens the page (with `#fragment`) in headless Chromium; returns the document after its
+/// layout ran, and takes a screenshot when asked.
+fn chromium_dom(page: &Path, fragment: &str, screenshot: Option<&Path>) -> Option<String> {
     let bin = ["chromium", "chromium-browser"].into_iter().find(|b| {
         Command::new("which")
             .arg(b)
             .output()
             .is_ok_and(|o| o.status.success())
     })?;
-    // Opened with a node selected, as a click on it does.
-    let url = format!("file://{}#node=service:web/nginx:8080", page.display());
+    let url = format!("file://{}#{fragment}", page.display());
     let common = [
         "--headless",
         "--no-sandbox",
@@ -614,20 +614,23 @@ fn chromium_dom(page: &Path, screenshot: &Path) -> Option<String> {
         .stderr(Stdio::null())
         .output()
         .unwrap();
-    let shot = Command::new(bin)
-        .args(common)
-        .arg(format!("--screenshot={}", screenshot.display()))
-        .arg(&url)
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(shot.status.success());
+    if let Some(path) = screenshot {
+        let shot = Command::new(bin)
+            .args(common)
+            .arg(format!("--screenshot={}", path.display()))
+            .arg(&url)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(shot.status.success());
+    }
     Some(String::from_utf8_lossy(&dom.stdout).into_owned())
 }
 
 fn check_page(s: &Scene) {
     let shot = s.dir.path().join("topology.png");
-    let Some(dom) = chromium_dom(&s.page, &shot) else {
+    // Opened with a node selected, as a click on it does.
+    let Some(dom) = chromium_dom(&s.page, "node=service:web/nginx:8080", Some(&shot)) else {
         skip("no chromium (scripts/install-deps.sh test installs it)");
         return;
     };
@@ -656,6 +659,29 @@ fn check_page(s: &Scene) {
         assert!(dom.contains(&pair), "edge {pair} missing from the page");
     }
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // Filtered by host: only db's edges (redis and MariaDB) stay visible.
+    let dom = chromium_dom(&s.page, "host=db", None).unwrap();
+    assert_eq!(dom.matches("<line class=\"edge\"").count(), 2, "{dom}");
+    assert_eq!(
+        dom.matches("<line class=\"edge hidden\"").count(),
+        2,
+        "{dom}"
+    );
+    // By protocol: the two HTTP hops.
+    let dom = chromium_dom(&s.page, "proto=http", None).unwrap();
+    let visible: Vec<&str> = dom
+        .split("<line class=\"edge\" ")
+        .skip(1)
+        .map(|l| l.split(" x1=").next().unwrap())
+        .collect();
+    assert_eq!(
+        visible,
+        [
+            "data-source=\"client:app/curl\" data-target=\"service:web/nginx:8080\"",
+            "data-source=\"client:web/nginx\" data-target=\"service:app/python3:8000\""
+        ],
+        "{dom}"
+    );
     // Kept for the README's picture.
     if let Some(to) = std::env::var_os("TOPOLOGY_SCREENSHOT") {
         std::fs::copy(&shot, to).unwrap();
