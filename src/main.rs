@@ -227,14 +227,24 @@ fn main() -> ExitCode {
         strict_perms: cli.strict_perms,
     }) {
         Ok(l) => l,
-        // The topology command reading files needs no configuration file.
+        // The topology command reading files needs no configuration file: the defaults,
+        // with the -E overrides. (An empty topology.kafka section stands for an output,
+        // which such a file has none of; --kafka is not in use here.)
         Err(config::ConfigError::NotFound(_))
             if cli.config.is_none()
                 && matches!(&cli.command, Some(Command::Topology(a)) if !a.kafka) =>
         {
-            config::Loaded {
-                config: config::Config::default(),
-                path: PathBuf::new(),
+            match config::from_yaml_str("topology.kafka: {}", &cli.overrides, &|k| {
+                std::env::var(k).ok()
+            }) {
+                Ok(config) => config::Loaded {
+                    config,
+                    path: PathBuf::new(),
+                },
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return ExitCode::from(1);
+                }
             }
         }
         Err(e) => {

@@ -26,9 +26,12 @@ fn services() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services")
 }
 
-/// `connbeat topology ARGS` with `stdin`; (exit code, stdout, stderr).
+/// `connbeat topology ARGS` with `stdin`, in a directory without a connbeat.yml;
+/// (exit code, stdout, stderr).
 fn topology(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let cwd = TempDir::new("topology-cwd");
     let mut c = Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .current_dir(cwd.path())
         .arg("topology")
         .args(args)
         .stdin(Stdio::piped())
@@ -184,6 +187,20 @@ fn files_and_stdin_skip_garbage_and_unknown_types_and_join_ends_without_communit
         out.contains(r#""client:a/psql" -> "service:b/postgres:5432" [label="1 conn"];"#),
         "{out}"
     );
+
+    // Bounds from -E, without a config file: the edge is left out, and said so.
+    let (code, out, err) = topology(&["-E", "topology.max_nodes=1", file.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{err}");
+    let g: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(g["edges"].as_array().unwrap().len(), 0);
+    assert_eq!(g["limits"]["connections_beyond_max_nodes"], 1);
+    assert!(
+        err.contains("1 connections left out beyond topology.max_nodes (1)"),
+        "{err}"
+    );
+    let (code, _, err) = topology(&["-E", "topology.max_nodes=0", file.to_str().unwrap()], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("topology.max_nodes"), "{err}");
 
     // No input named: a usage error.
     let (code, _, err) = topology(&[], b"");
