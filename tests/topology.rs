@@ -202,6 +202,30 @@ fn files_and_stdin_skip_garbage_and_unknown_types_and_join_ends_without_communit
     assert_eq!(code, 1);
     assert!(err.contains("topology.max_nodes"), "{err}");
 
+    // A long read says how far it is on stderr.
+    let many = format!(
+        "{}\n",
+        conn(
+            "a",
+            a,
+            "outgoing",
+            "open",
+            "10.1.0.1:40000",
+            "10.1.0.2:5432",
+            "psql"
+        )
+    )
+    .repeat(20_000);
+    let (code, _, err) = topology(
+        &["-E", "topology.progress_interval=1ms", "-"],
+        many.as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("events read (") && err.contains("used, 0 skipped; graph: 2 nodes, 1 edges"),
+        "{err}"
+    );
+
     // No input named: a usage error.
     let (code, _, err) = topology(&[], b"");
     assert_eq!(code, 1);
