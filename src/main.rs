@@ -296,7 +296,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match connbeat::topology::run(&opts, &loaded.config) {
+            let c = &loaded.config;
+            if a.kafka && c.topology.kafka.is_none() && c.output.kafka.is_none() {
+                eprintln!(
+                    "Error: --kafka: no topic to read in {}; set output.kafka (the agents' settings) or topology.kafka",
+                    loaded.path.display()
+                );
+                return ExitCode::from(1);
+            }
+            match connbeat::topology::run(&opts, c) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("Error: {e:#}");

@@ -226,6 +226,12 @@ fn files_and_stdin_skip_garbage_and_unknown_types_and_join_ends_without_communit
         "{err}"
     );
 
+    // --kafka with a config file that names no topic: a configuration error.
+    let cfg = write_config(dir.path(), "output.console: {}\n");
+    let (code, _, err) = topology(&["-c", cfg.to_str().unwrap(), "--kafka"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("set output.kafka"), "{err}");
+
     // No input named: a usage error.
     let (code, _, err) = topology(&[], b"");
     assert_eq!(code, 1);
