@@ -801,6 +801,50 @@ mod tests {
     }
 
     #[test]
+    fn an_end_with_community_id_meets_one_without_from_an_older_agent() {
+        let cid = r#","community_id":"1:y""#;
+        for (first, second) in [(cid, ""), ("", cid)] {
+            let mut g = Graph::new(limits());
+            feed(
+                &mut g,
+                &[
+                    conn(
+                        ("a", r#""10.0.0.1""#),
+                        "outgoing",
+                        "open",
+                        "10.0.0.1:5000",
+                        "10.0.0.2:80",
+                        "curl",
+                        first,
+                    ),
+                    conn(
+                        ("b", r#""10.0.0.2""#),
+                        "incoming",
+                        "open",
+                        "10.0.0.2:80",
+                        "10.0.0.1:5000",
+                        "nginx",
+                        second,
+                    ),
+                    conn(
+                        ("a", r#""10.0.0.1""#),
+                        "outgoing",
+                        "closed",
+                        "10.0.0.1:5000",
+                        "10.0.0.2:80",
+                        "curl",
+                        cid,
+                    ),
+                ],
+            );
+            assert_eq!(
+                edges(&g),
+                vec![("client:a/curl".into(), "service:b/nginx:80".into(), 1, 1)]
+            );
+        }
+    }
+
+    #[test]
     fn loopback_connections_of_two_hosts_are_not_joined() {
         let mut g = Graph::new(limits());
         feed(
