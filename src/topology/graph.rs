@@ -15,6 +15,7 @@
 
 use super::latency::Histogram;
 use super::parse::{Action, ConnObs, ListenObs, Observation, Tcp, TxnObs};
+use crate::fast_hash::{FxHasher, FxMap, FxSet};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -231,16 +232,18 @@ enum ListenKey {
     Host(Sym, u16),
 }
 
+/// The tables are keyed by what agents report (bounded by the limits), hashed with FxHash
+/// as the agent's own hot tables are (see [`crate::fast_hash`]).
 pub struct Graph {
     limits: Limits,
-    interned: HashSet<Sym>,
-    flows: HashMap<u64, Flow>,
+    interned: FxSet<Sym>,
+    flows: FxMap<u64, Flow>,
     order: VecDeque<u64>,
     next_id: u64,
-    by_tuple: HashMap<TupleKey, u64>,
-    by_cid: HashMap<CidKey, u64>,
-    listeners: HashMap<ListenKey, Side>,
-    ip_hosts: HashMap<IpAddr, Sym>,
+    by_tuple: FxMap<TupleKey, u64>,
+    by_cid: FxMap<CidKey, u64>,
+    listeners: FxMap<ListenKey, Side>,
+    ip_hosts: FxMap<IpAddr, Sym>,
     folded: Aggregate,
     /// Flows whose last event is before this are dropped rather than folded.
     pub horizon_ms: i64,
@@ -248,7 +251,7 @@ pub struct Graph {
 }
 
 fn hash_str(s: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = FxHasher::default();
     s.hash(&mut h);
     h.finish()
 }
@@ -257,14 +260,14 @@ impl Graph {
     pub fn new(limits: Limits) -> Graph {
         Graph {
             limits,
-            interned: HashSet::new(),
-            flows: HashMap::new(),
+            interned: FxSet::default(),
+            flows: FxMap::default(),
             order: VecDeque::new(),
             next_id: 0,
-            by_tuple: HashMap::new(),
-            by_cid: HashMap::new(),
-            listeners: HashMap::new(),
-            ip_hosts: HashMap::new(),
+            by_tuple: FxMap::default(),
+            by_cid: FxMap::default(),
+            listeners: FxMap::default(),
+            ip_hosts: FxMap::default(),
             folded: Aggregate::default(),
             horizon_ms: i64::MIN,
             counters: JoinCounters::default(),

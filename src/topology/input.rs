@@ -93,7 +93,7 @@ pub fn for_each_line(mut r: impl BufRead, sink: &mut dyn FnMut(Line)) -> io::Res
         }
         let mut consumed = 0;
         let mut rest = buf;
-        while let Some(i) = memchr(b'\n', rest) {
+        while let Some(i) = memchr::memchr(b'\n', rest) {
             let line = &rest[..i];
             if too_long || partial.len() + line.len() > MAX_LINE {
                 sink(Line::TooLong);
@@ -119,10 +119,6 @@ pub fn for_each_line(mut r: impl BufRead, sink: &mut dyn FnMut(Line)) -> io::Res
         }
         r.consume(consumed);
     }
-}
-
-fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|&c| c == b)
 }
 
 #[cfg(test)]

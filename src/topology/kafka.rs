@@ -96,38 +96,57 @@ pub fn consume(
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut assigned_once = false;
+    let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match consumer.poll(Duration::from_millis(100)) {
+        let idle = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 next.insert(m.partition(), m.offset() + 1);
                 if let Some(v) = m.payload() {
                     sink(v);
                 }
+                false
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => tracing::warn!("{}: {e}", o.key),
-            None => {}
-        }
+            Some(Err(KafkaError::PartitionEOF(_))) => true,
+            Some(Err(e)) => {
+                tracing::warn!("{}: {e}", o.key);
+                true
+            }
+            None => true,
+        };
         tick();
-        if o.follow {
+        // Whether every assigned partition is read to its end: looked at when idle and
+        // every 100 ms, not per message (each look is several librdkafka calls).
+        if o.follow || (!idle && checked.elapsed() < Duration::from_millis(100)) {
             continue;
         }
+        checked = Instant::now();
         let assignment = consumer.assignment().context("reading the assignment")?;
         let parts: Vec<i32> = assignment
             .elements_for_topic(topic)
             .iter()
             .map(|e| e.partition())
             .collect();
-        for p in &parts {
-            if !ends.contains_key(p) {
+        let new: Vec<i32> = parts
+            .iter()
+            .copied()
+            .filter(|p| !ends.contains_key(p))
+            .collect();
+        if !new.is_empty() {
+            let committed = consumer.committed(timeout).with_context(|| {
+                format!("{}: committed offsets of group {:?}", o.key, o.group_id)
+            })?;
+            for p in new {
                 let (low, high) = consumer
-                    .fetch_watermarks(topic, *p, timeout)
+                    .fetch_watermarks(topic, p, timeout)
                     .with_context(|| format!("{}: end offset of {topic}/{p}", o.key))?;
-                ends.insert(*p, high);
-                if o.from == From::Latest {
-                    next.entry(*p).or_insert(high);
-                }
-                next.entry(*p).or_insert(low);
+                let start = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(n)) => n.clamp(low, high),
+                    _ if o.from == From::Latest => high,
+                    _ => low,
+                };
+                tracing::debug!("{}: {topic}/{p}: reading offsets {start}..{high}", o.key);
+                ends.insert(p, high);
+                next.entry(p).or_insert(start);
             }
         }
         if parts.is_empty() {
@@ -144,16 +163,7 @@ pub fn consume(
             continue;
         }
         assigned_once = true;
-        // The fetch position counts too: a group may start past what is left to read.
-        let position = consumer.position().context("reading the positions")?;
-        let at = |p: i32| {
-            let fetched = match position.find_partition(topic, p).map(|e| e.offset()) {
-                Some(rdkafka::Offset::Offset(n)) => n,
-                _ => 0,
-            };
-            fetched.max(next.get(&p).copied().unwrap_or(0))
-        };
-        if parts.iter().all(|p| at(*p) >= ends[p]) {
+        if parts.iter().all(|p| next[p] >= ends[p]) {
             break;
         }
     }
