@@ -34,6 +34,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Beats processors run on every event before it is queued (see `processors`).
     pub processors: Vec<serde_json::Value>,
+    /// `topology.*`: the `connbeat topology` command (the agent ignores it).
+    pub topology: TopologyConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,43 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
             processors: Vec::new(),
+            topology: TopologyConfig::default(),
+        }
+    }
+}
+
+/// `topology.*`: what `connbeat topology` reads and how large its graph may grow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TopologyConfig {
+    /// The topic to read with `--kafka`, in `output.kafka`'s keys; absent = `output.kafka`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaOutputConfig>,
+    /// The consumer group: instances with the same group split the topic's partitions.
+    pub group_id: String,
+    /// Bound on the graph's nodes; connections that would add more are counted, not drawn.
+    pub max_nodes: usize,
+    /// Bound on the graph's edges; connections that would add more are counted, not drawn.
+    pub max_edges: usize,
+    /// Bound on the connections held to join their two ends; the oldest is folded into
+    /// its edge when it is reached.
+    pub max_flows: usize,
+    /// Default of `--window`: how much event time the graph covers.
+    pub window: Duration,
+    /// How often a progress line goes to stderr on long reads.
+    pub progress_interval: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            kafka: None,
+            group_id: "connbeat-topology".into(),
+            max_nodes: 10_000,
+            max_edges: 100_000,
+            max_flows: 200_000,
+            window: Duration::from_secs(15 * 60),
+            progress_interval: Duration::from_secs(5),
         }
     }
 }

@@ -12,6 +12,8 @@ pub fn enabled_outputs(c: &Config) -> Vec<&'static str> {
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     let outputs = enabled_outputs(c);
     match outputs.as_slice() {
+        // A file for `connbeat topology` alone names its topic under topology.kafka.
+        [] if c.topology.kafka.is_some() => {}
         [] => {
             return Err(ConfigError::invalid(
                 "output",
@@ -52,6 +54,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
+    let t = &c.topology;
+    positive("topology.max_nodes", t.max_nodes == 0)?;
+    positive("topology.max_edges", t.max_edges == 0)?;
+    positive("topology.max_flows", t.max_flows == 0)?;
+    positive("topology.window", t.window.get().is_zero())?;
+    positive(
+        "topology.progress_interval",
+        t.progress_interval.get().is_zero(),
+    )?;
     if !c.queue.disk.path.is_empty() && c.queue.disk.max_size.0 < 64 * 1024 {
         return Err(ConfigError::invalid(
             "queue.disk.max_size",
