@@ -85,14 +85,17 @@ fn every_short_lived_client_is_named() {
     );
     let events = outgoing(&agent.events());
     assert_eq!(events.len(), CLIENTS);
-    let mut with_cmdline = 0;
+    let (mut with_cmdline, mut connect) = (0, 0);
     for e in &events {
         check_event_invariants(e);
         let lport = u(e, "/local_port").unwrap() as u16;
         let pid = pid_of_port
             .get(&lport)
             .unwrap_or_else(|| panic!("a port no client of ours used: {e}"));
-        assert_eq!(s(e, "/attribution"), "connect", "{e}");
+        // `cache` only if a poll happened to see the client alive (a very slow run).
+        let a = s(e, "/attribution");
+        assert!(a == "connect" || a == "cache", "attribution {a}: {e}");
+        connect += usize::from(a == "connect");
         assert_eq!(u(e, "/local_process/pid"), Some(*pid as u64), "{e}");
         assert_eq!(s(e, "/local_process/binary"), "cb-cocli", "{e}");
         if let Some(cmdline) = e.pointer("/local_process/cmdline").and_then(Value::as_str) {
@@ -103,5 +106,8 @@ fn every_short_lived_client_is_named() {
             );
         }
     }
-    eprintln!("{with_cmdline} of {CLIENTS} events carry the client's cmdline");
+    eprintln!(
+        "{connect} of {CLIENTS} events attributed by connect, {with_cmdline} carry the client's cmdline"
+    );
+    assert!(connect > 0, "no event attributed by its recorded connect");
 }
