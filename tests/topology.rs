@@ -787,4 +787,39 @@ fn three_hosts_through_one_kafka_topic() {
     let again: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(again["events"], s.graph["events"]);
     assert_eq!(edge_set(&again), edge_set(&s.graph));
+
+    // Served: it keeps consuming (its own group, which it commits) and answers the graph.
+    let port = shipkit::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stderr_path = s.dir.path().join("serve.stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "-E",
+            "topology.group_id=live",
+        ])
+        .args(["topology", "--kafka", "--serve", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Agent { child, stderr_path };
+    let live = wait_for(
+        Duration::from_secs(60),
+        "the live graph to hold the scene",
+        || {
+            let (_, body) = shipkit::http_get(addr, "/graph").filter(|(c, _)| *c == 200)?;
+            let g: Value = serde_json::from_str(&body).ok()?;
+            (edge_set(&g) == edge_set(&s.graph)).then_some(g)
+        },
+    );
+    assert_eq!(live["events"]["read"], s.graph["events"]["read"]);
+    assert_eq!(
+        server.stop(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
 }
