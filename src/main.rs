@@ -254,7 +254,10 @@ fn main() -> ExitCode {
     };
     let mut all_selectors = loaded.config.logging.selectors.clone();
     all_selectors.extend(selectors);
-    connbeat::logging::init(&loaded.config.logging.level, &all_selectors);
+    connbeat::logging::init(loaded.config.logging.level.as_str(), &all_selectors);
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
 
     match cli.command {
         Some(Command::Test {

@@ -4,7 +4,7 @@
 pub fn replay(target: &str) {
     for path in std::env::args().skip(1) {
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        connbeat::inspect::fuzzing::run(target, &data);
+        connbeat::fuzzing::run(target, &data);
         println!("{target}: {path}: ok");
     }
 }
