@@ -310,6 +310,8 @@ fn serve_answers_the_page_and_the_graph_and_stops_on_sigterm() {
 struct Group {
     pids: Vec<i32>,
     children: Vec<Child>,
+    /// The servers' directories, removed once they stopped.
+    dirs: Vec<PathBuf>,
 }
 
 impl Group {
@@ -332,11 +334,21 @@ impl Drop for Group {
             unsafe { libc::kill(-(c.id() as i32), libc::SIGTERM) };
             let _ = c.wait();
         }
+        for pid in &self.pids {
+            let gone = || !Path::new(&format!("/proc/{pid}")).exists();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !gone() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
-/// Runs a start-*.sh script inside `ns`; returns the server's pid.
-fn start_service(ns: &Netns, script: &str, args: &[&str], env: &[(&str, &str)]) -> i32 {
+/// Runs a start-*.sh script inside `ns`; the server's pid and directory go to `group`.
+fn start_service(group: &mut Group, ns: &Netns, script: &str, args: &[&str], env: &[(&str, &str)]) {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name, "bash"])
         .arg(services().join(script))
@@ -348,10 +360,13 @@ fn start_service(ns: &Netns, script: &str, args: &[&str], env: &[(&str, &str)]) 
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{script}: {text}");
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix("pid="))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{script}: no pid in {text}"))
+    let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k));
+    group.pids.push(
+        field("pid=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{script}: no pid in {text}")),
+    );
+    group.dirs.extend(field("dir=").map(PathBuf::from));
 }
 
 fn spawn_in(ns: &Netns, argv: &[&str]) -> Child {
@@ -403,12 +418,8 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
     );
     let mut procs = Group::default();
     let any = [("BIND", "0.0.0.0")];
-    procs
-        .pids
-        .push(start_service(&db, "start-redis.sh", &["6379"], &any));
-    procs
-        .pids
-        .push(start_service(&db, "start-mariadb.sh", &["3306"], &any));
+    start_service(&mut procs, &db, "start-redis.sh", &["6379"], &any);
+    start_service(&mut procs, &db, "start-mariadb.sh", &["3306"], &any);
     procs.adopt(spawn_in(
         &app,
         &[
@@ -419,12 +430,13 @@ fn run_scene(tag: &str, ship: Ship) -> Scene {
             "198.18.2.3:3306",
         ],
     ));
-    procs.pids.push(start_service(
+    start_service(
+        &mut procs,
         &web,
         "start-nginx.sh",
         &["8080", "8443"],
         &[("BIND", "0.0.0.0"), ("PROXY_TO", "198.18.1.2:8000/")],
-    ));
+    );
 
     // The agents: one per namespace, each under its own name.
     let mut agents = Vec::new();
@@ -787,4 +799,39 @@ fn three_hosts_through_one_kafka_topic() {
     let again: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(again["events"], s.graph["events"]);
     assert_eq!(edge_set(&again), edge_set(&s.graph));
+
+    // Served: it keeps consuming (its own group, which it commits) and answers the graph.
+    let port = shipkit::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stderr_path = s.dir.path().join("serve.stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "-E",
+            "topology.group_id=live",
+        ])
+        .args(["topology", "--kafka", "--serve", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Agent { child, stderr_path };
+    let live = wait_for(
+        Duration::from_secs(60),
+        "the live graph to hold the scene",
+        || {
+            let (_, body) = shipkit::http_get(addr, "/graph").filter(|(c, _)| *c == 200)?;
+            let g: Value = serde_json::from_str(&body).ok()?;
+            (edge_set(&g) == edge_set(&s.graph)).then_some(g)
+        },
+    );
+    assert_eq!(live["events"]["read"], s.graph["events"]["read"]);
+    assert_eq!(
+        server.stop(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
 }
