@@ -20,3 +20,4 @@ pub mod output;
 pub mod owner;
 pub mod processors;
 pub mod publish;
+pub mod topology;
