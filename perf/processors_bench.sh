@@ -83,7 +83,7 @@ report() { # report <rows file>
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 ref = next((r for r in rows if r[0].endswith("/none")), rows[0])
-print("| run | instructions | vs no processors | events out | dropped | wall (median of 3) |")
+print(f"| run | instructions | vs {ref[0]} | events out | dropped | wall (median of 3) |")
 print("|---|---:|---:|---:|---:|---:|")
 for label, ir, ev, dr, wall in rows:
     ratio = int(ir) / int(ref[1]) if ir.isdigit() and ref[1].isdigit() else float("nan")

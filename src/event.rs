@@ -7,7 +7,9 @@
 //! writing them around the source's bytes; no JSON tree is built or walked on the way. The
 //! queue, the disk spool and the outputs then carry the finished JSON text as it is; the
 //! rare output setting that needs a field's value (a `%{[field]}` placeholder) parses it
-//! with [`Record::value`].
+//! with [`Record::value`]. Configured processors need the finished event before it is
+//! queued: they finish it themselves ([`Event::finished`]), and the pipeline then passes
+//! its text through.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -101,11 +103,6 @@ impl Event {
         self.finished
     }
 
-    /// The `type` the source gave.
-    pub fn static_kind(&self) -> &'static str {
-        self.kind
-    }
-
     /// Adds one more field (`key` must not be among the fields already there, nor one the
     /// pipeline writes itself).
     pub fn push_field(&mut self, key: &str, value: &impl Serialize) {
@@ -130,7 +127,7 @@ impl Event {
         self.beat_members = members.clone();
     }
 
-    pub fn kind(&self) -> &str {
+    pub fn kind(&self) -> &'static str {
         self.kind
     }
 

@@ -609,7 +609,7 @@ impl Processing {
         if own.is_none() && self.top.is_empty() {
             return Some(e);
         }
-        let (timestamp, kind) = (e.timestamp, e.static_kind());
+        let (timestamp, kind) = (e.timestamp, e.kind());
         let record = self.finisher.finish(e);
         let Ok(mut m) = serde_json::from_str::<Map<String, Value>>(record.as_str()) else {
             return Some(Event::finished(timestamp, kind, record.as_str().into()));
