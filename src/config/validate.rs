@@ -57,6 +57,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     positive("connbeat.max_processes", cb.max_processes == 0)?;
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
+    if cb.interfaces.sort_window >= cb.transaction_timeout {
+        return Err(ConfigError::invalid(
+            "connbeat.interfaces.sort_window",
+            format!(
+                "{} must be shorter than connbeat.transaction_timeout ({}); 100ms is plenty",
+                cb.interfaces.sort_window, cb.transaction_timeout
+            ),
+        ));
+    }
     if !c.queue.disk.path.is_empty() && c.queue.disk.max_size.0 < 64 * 1024 {
         return Err(ConfigError::invalid(
             "queue.disk.max_size",
