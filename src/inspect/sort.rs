@@ -16,6 +16,7 @@
 //! fixes the order of bytes within one direction.
 
 use super::decode::TcpSegment;
+use super::decode::tcpflags::{ACK, SYN};
 use crate::fast_hash::Fx;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -50,11 +51,15 @@ impl Held {
         }
     }
 
-    /// True when this segment acknowledges bytes of `other` (the opposite direction).
+    /// True when this segment acknowledges bytes of `other` (the opposite direction): its
+    /// ACK lies past the start of `other`, by at most `other`'s length and a 64 KiB window
+    /// (further is another connection's number).
     fn acknowledges(&self, other: &Held) -> bool {
-        self.flags & super::decode::tcpflags::ACK != 0
+        let past = u64::from(self.ack.wrapping_sub(other.seq));
+        self.flags & ACK != 0
             && self.src == other.dst
-            && self.ack.wrapping_sub(other.seq) as i32 > 0
+            && past > 0
+            && past <= (other.payload.len() + other.missing) as u64 + 65535
     }
 }
 
@@ -114,11 +119,18 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
         let q = self.queues.entry(k).or_default();
         // After every segment stamped earlier or at the same time...
         let mut at = q.iter().rposition(|o| o.ts <= h.ts).map_or(0, |i| i + 1);
-        // ...but before any answer to its own bytes.
-        if !h.payload.is_empty()
-            && let Some(first) = q.iter().take(at).position(|o| o.acknowledges(&h))
-        {
-            at = first;
+        // ...but before any answer to its own bytes (looking no further back than the
+        // connection's SYN: an earlier connection on the same ports is another story).
+        if !h.payload.is_empty() {
+            for i in (0..at).rev() {
+                let o = &q[i];
+                if o.flags & SYN != 0 {
+                    break;
+                }
+                if o.acknowledges(&h) {
+                    at = i;
+                }
+            }
         }
         q.insert(at, h);
         self.due.push_back((arrival, k));
@@ -178,7 +190,6 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::decode::tcpflags::ACK;
     const PSH: u8 = 0x08;
 
     fn seg(seq: u32, ack: u32, flags: u8, payload: &[u8]) -> TcpSegment<'_> {

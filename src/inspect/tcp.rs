@@ -172,7 +172,7 @@ impl HalfStream {
         let len = s.payload.len() + s.missing;
         let d = seq_diff(seq, next);
         let end = d + len as i64;
-        if d > i64::from(limits.window) && !self.acked.is_some_and(|a| seq_diff(a, seq) >= 0) {
+        if d > i64::from(limits.window) && self.acked.is_none_or(|a| seq_diff(a, seq) < 0) {
             // Nothing of this stream was ever said to reach that far.
             st.out_of_window = true;
             return st;
