@@ -117,6 +117,8 @@ struct UdpFlow {
 }
 
 const SWEEP_EVERY_US: u64 = 1_000_000;
+/// The TCP PSH flag (meaningless to a passive observer).
+const PSH: u8 = 0x08;
 
 /// Where finished events go.
 pub type Sink<'a> = dyn FnMut(Event) + 'a;
@@ -256,13 +258,25 @@ impl<'a> Engine<'a> {
     /// A TCP segment as captured (at `self.now`): through the sort window, or straight on.
     fn tcp_arrived(&mut self, src: SocketAddr, dst: SocketAddr, t: &TcpSegment<'_>) {
         let k = key(src, dst);
-        if !self.tcp.contains_key(&k)
-            && self.reg.on_port(src.port()).is_none()
+        if self.reg.on_port(src.port()).is_none()
             && self.reg.on_port(dst.port()).is_none()
+            && !self.tcp.contains_key(&k)
         {
             return;
         }
         let ts = self.packet_ts;
+        if t.flags & !(tcpflags::ACK | PSH) == 0 && t.payload.is_empty() && t.missing == 0 {
+            // A pure ACK has no place in the byte streams, so its order does not matter
+            // and it need not wait: it only tells how far the peer got.
+            if t.has(tcpflags::ACK)
+                && let Some(c) = self.tcp.get_mut(&k)
+            {
+                c.last_seen = self.now;
+                let d = usize::from(src != c.client);
+                c.half[1 - d].ack(t.ack);
+            }
+            return;
+        }
         if self.sort.enabled() {
             if self.budget.try_take(t.payload.len()) {
                 self.sort.hold(k, ts, self.now, src, dst, t);
@@ -302,7 +316,9 @@ impl<'a> Engine<'a> {
         let ack = t.has(tcpflags::ACK);
         let rst = t.has(tcpflags::RST);
         let now = ts.min(self.now);
+        let mut exists = false;
         if let Some(c) = self.tcp.get(&k) {
+            exists = true;
             if ts < c.last_ts {
                 monitor::inc(&METRICS.inspect_tcp_unsorted);
             }
@@ -313,6 +329,7 @@ impl<'a> Engine<'a> {
                 monitor::inc(&METRICS.inspect_tcp_streams_reused);
                 self.close_tcp(&k, now);
                 self.ended.remove(&k);
+                exists = false;
             }
         } else if let Some(&at) = self.ended.get(&k) {
             if !syn && now.saturating_sub(at) < self.s.idle_timeout_us {
@@ -324,7 +341,7 @@ impl<'a> Engine<'a> {
             }
             self.ended.remove(&k);
         }
-        if !self.tcp.contains_key(&k) {
+        if !exists {
             // Only a SYN or data opens a stream: a lone ACK, FIN or RST has nothing to
             // parse, and is most often the tail of a connection already gone.
             if rst || (!syn && t.payload.is_empty() && t.missing == 0) {
@@ -629,6 +646,7 @@ impl<'a> Engine<'a> {
     /// Expires transactions, idle connections and stale fragments.
     fn sweep(&mut self) {
         self.next_sweep = self.now + SWEEP_EVERY_US;
+        self.sort.sweep();
         self.defrag.expire(self.now);
         let idle = self.s.idle_timeout_us;
         let now = self.now;

@@ -69,12 +69,15 @@ pub struct SortWindow<K> {
     queues: HashMap<K, VecDeque<Held>, Fx>,
     /// (arrival, connection) of every held segment, oldest first.
     due: VecDeque<(u64, K)>,
-    /// Payload buffers of decoded segments, reused.
+    /// Payload buffers of decoded segments, and queues of forgotten connections, reused.
     pool: Vec<Vec<u8>>,
+    spare: Vec<VecDeque<Held>>,
     batch: Vec<Held>,
 }
 
 const POOL: usize = 4096;
+/// How many held segments back a question may move before its answers.
+const CAUSAL_SCAN: usize = 16;
 
 impl<K: Hash + Eq + Copy> SortWindow<K> {
     /// A window of `window_us` microseconds; 0 disables holding.
@@ -84,6 +87,7 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
             queues: HashMap::default(),
             due: VecDeque::new(),
             pool: Vec::new(),
+            spare: Vec::new(),
             batch: Vec::new(),
         }
     }
@@ -116,18 +120,27 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
             missing: t.missing,
             payload,
         };
-        let q = self.queues.entry(k).or_default();
+        let spare = &mut self.spare;
+        let q = self
+            .queues
+            .entry(k)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
         // After every segment stamped earlier or at the same time...
         let mut at = q.iter().rposition(|o| o.ts <= h.ts).map_or(0, |i| i + 1);
         // ...but before any answer to its own bytes (looking no further back than the
         // connection's SYN: an earlier connection on the same ports is another story).
+        // Acknowledgements only grow, so the scan stops at the first segment of the other
+        // direction that does not acknowledge it (and after a few steps in any case).
         if !h.payload.is_empty() {
-            for i in (0..at).rev() {
+            for i in (at.saturating_sub(CAUSAL_SCAN)..at).rev() {
                 let o = &q[i];
                 if o.flags & SYN != 0 {
                     break;
                 }
-                if o.acknowledges(&h) {
+                if o.src != h.src {
+                    if !o.acknowledges(&h) {
+                        break;
+                    }
                     at = i;
                 }
             }
@@ -153,14 +166,31 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
     pub fn take(&mut self, k: &K, upto: u64) -> Vec<Held> {
         let mut batch = std::mem::take(&mut self.batch);
         if let Some(q) = self.queues.get_mut(k) {
-            if let Some(last) = q.iter().rposition(|h| h.arrival <= upto) {
+            if q.len() == 1 {
+                // The usual case: one segment, in order.
+                if q[0].arrival <= upto {
+                    batch.extend(q.pop_front());
+                }
+            } else if let Some(last) = q.iter().rposition(|h| h.arrival <= upto) {
                 batch.extend(q.drain(..=last));
-            }
-            if q.is_empty() {
-                self.queues.remove(k);
             }
         }
         batch
+    }
+
+    /// Forgets the (empty) queues of connections with nothing held; they are kept until
+    /// then so that a busy connection does not allocate one per segment.
+    pub fn sweep(&mut self) {
+        let spare = &mut self.spare;
+        self.queues.retain(|_, q| {
+            if !q.is_empty() {
+                return true;
+            }
+            if spare.len() < POOL {
+                spare.push(std::mem::take(q));
+            }
+            false
+        });
     }
 
     /// Returns a decoded segment's buffer to the pool.
@@ -183,7 +213,7 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+        self.queues.values().all(VecDeque::is_empty)
     }
 }
 
