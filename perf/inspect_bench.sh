@@ -6,6 +6,8 @@
 #   BASE_REV=<commit> perf/inspect_bench.sh [PACKETS]
 #       also builds that commit (release, same target directory) and runs its engine and
 #       CLI on the same file in the same run, alternating, three rounds each: ratios to it.
+#   BASE_DIR=<dir> perf/inspect_bench.sh [PACKETS]
+#       the same with a reference build already made (DIR/connbeat, DIR/inspect_bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -17,6 +19,10 @@ if [[ -n "${BASE_REV:-}" ]]; then
   git archive "$BASE_REV" | tar -x -C "$W/base-src"
   (cd "$W/base-src" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release -q --bin connbeat --example inspect_bench)
   cp target/release/connbeat target/release/examples/inspect_bench "$W/base/"
+elif [[ -n "${BASE_DIR:-}" ]]; then
+  mkdir -p "$W/base"
+  cp "$BASE_DIR/connbeat" "$BASE_DIR/inspect_bench" "$W/base/"
+  BASE_REV=$BASE_DIR
 fi
 cargo build --release -q --bin connbeat --example inspect_bench
 cat >"$W/c.yml" <<YML
@@ -59,7 +65,8 @@ if [[ -n "${BASE_REV:-}" ]]; then
   for round in 1 2 3; do
     for who in base new; do
       if [[ $who == base ]]; then bin=$W/base; else bin=./target/release; fi
-      ex=$bin/inspect_bench; [[ $who == new ]] && ex=./target/release/examples/inspect_bench
+      ex=$bin/inspect_bench
+      [[ $who == new ]] && ex=./target/release/examples/inspect_bench
       echo "engine $who $round $("$ex" "$W/c.yml" "$W/bench.pcap")"
       r=$(measure "cli_$who" "$bin/connbeat" -c "$W/c.yml" -I "$W/bench.pcap" -N)
       echo "cli $who $round $r $(grep -o '[0-9]* transactions' "$W/cli_$who.err" | head -1)"
