@@ -646,7 +646,6 @@ impl<'a> Engine<'a> {
     /// Expires transactions, idle connections and stale fragments.
     fn sweep(&mut self) {
         self.next_sweep = self.now + SWEEP_EVERY_US;
-        self.sort.sweep();
         self.defrag.expire(self.now);
         let idle = self.s.idle_timeout_us;
         let now = self.now;

@@ -174,23 +174,15 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
             } else if let Some(last) = q.iter().rposition(|h| h.arrival <= upto) {
                 batch.extend(q.drain(..=last));
             }
+            // An empty queue is forgotten, its allocation kept for the next connection.
+            if q.is_empty()
+                && let Some(q) = self.queues.remove(k)
+                && self.spare.len() < POOL
+            {
+                self.spare.push(q);
+            }
         }
         batch
-    }
-
-    /// Forgets the (empty) queues of connections with nothing held; they are kept until
-    /// then so that a busy connection does not allocate one per segment.
-    pub fn sweep(&mut self) {
-        let spare = &mut self.spare;
-        self.queues.retain(|_, q| {
-            if !q.is_empty() {
-                return true;
-            }
-            if spare.len() < POOL {
-                spare.push(std::mem::take(q));
-            }
-            false
-        });
     }
 
     /// Returns a decoded segment's buffer to the pool.
@@ -213,7 +205,7 @@ impl<K: Hash + Eq + Copy> SortWindow<K> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queues.values().all(VecDeque::is_empty)
+        self.queues.is_empty()
     }
 }
 
