@@ -7,7 +7,8 @@ set -euo pipefail
 
 RUN_PKGS=(pkg-config make gcc libpcap-dev libssl-dev zlib1g-dev iproute2 procps util-linux ca-certificates)
 TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb-server
-  mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static)
+  mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static
+  chromium)
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then
@@ -26,7 +27,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The Community ID reference implementation, a test oracle: installed with the pip of the
+# python3 the tests run (the first on PATH).
+install_test_python() {
+  if [[ "${1:-run}" == "test" ]] && ! python3 -c 'import communityid' 2>/dev/null; then
+    python3 -m pip install -q communityid || python3 -m pip install -q --break-system-packages communityid
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
+  install_test_python "${1:-run}"
   exit 0
 fi
 
@@ -46,4 +56,5 @@ for svc in redis-server mariadb postgresql nginx; do
     "${SUDO[@]}" systemctl stop "$svc" || true
   fi
 done
+install_test_python "${1:-run}"
 echo "install-deps: done"

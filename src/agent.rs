@@ -5,6 +5,7 @@ use crate::conn::source::{CloseMode, ConnSource};
 use crate::event::CommonFields;
 use crate::monitor::METRICS;
 use crate::output::{self, DryRunOutput, Output};
+use crate::processors::Processing;
 use crate::publish::{self, PipelineSettings};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -51,10 +52,7 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
     }
     let output_name = output.name();
     let _monitor = start_monitoring(&config, output_name)?;
-    let common = CommonFields::from_config(&config);
-    let (publisher, pipeline) =
-        publish::start(PipelineSettings::from_config(&config), output, common)
-            .map_err(|e| RunError::Config(e.to_string()))?;
+    let (publisher, pipeline) = start_pipeline(&config, output)?;
     let shutdown_timeout = config.shutdown_timeout.get();
 
     if opts.once {
@@ -73,9 +71,11 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
     }
     let mut source = ConnSource::new(&config.connbeat, publisher.clone(), true)?;
     let inspect = if crate::inspect::enabled(&config) {
-        let owners = Arc::new(crate::conn::owners::SharedOwners::default());
+        let owners = Arc::new(crate::conn::owners::SharedOwners::new(
+            config.connbeat.connect_recorder_entries,
+        ));
         source.share_owners(owners.clone());
-        let lookup: Arc<dyn crate::inspect::ProcessLookup> = owners;
+        let lookup: Arc<dyn crate::owner::ProcessLookup> = owners;
         Some(
             crate::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone())
                 .map_err(|e| RunError::Config(format!("connbeat.interfaces: {e:#}")))?,
@@ -107,6 +107,21 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
     pipeline.finish(shutdown_timeout);
     log_totals();
     Ok(())
+}
+
+/// Starts the publishing pipeline, with the configured processors in front of its queue.
+fn start_pipeline(
+    config: &Config,
+    output: Box<dyn Output>,
+) -> Result<(publish::Publisher, publish::Pipeline), RunError> {
+    let common = CommonFields::from_config(config);
+    let processing = Processing::from_config(config, &common)
+        .map_err(|e| RunError::Config(e.to_string()))?
+        .map(Arc::new);
+    let (publisher, pipeline) =
+        publish::start(PipelineSettings::from_config(config), output, common)
+            .map_err(|e| RunError::Config(e.to_string()))?;
+    Ok((publisher.with_processing(processing), pipeline))
 }
 
 /// Starts the self-monitoring endpoint when `http.enabled`; it stops when dropped.
@@ -142,10 +157,7 @@ fn read_pcap(
             "-I/--read-pcap: no protocol is enabled under connbeat.protocols".into(),
         ));
     }
-    let common = CommonFields::from_config(config);
-    let (publisher, pipeline) =
-        publish::start(PipelineSettings::from_config(config), output, common)
-            .map_err(|e| RunError::Config(e.to_string()))?;
+    let (publisher, pipeline) = start_pipeline(config, output)?;
     let summary = crate::inspect::run_offline(config, path, &publisher, None)
         .map_err(|e| RunError::Config(format!("-I {}: {e:#}", path.display())))?;
     drop(publisher);
@@ -182,7 +194,7 @@ fn startup_summary(
     };
     tracing::info!(
         "connbeat {} started with {}: {transports} sockets (IPv4 and IPv6) in {scope}, \
-         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, cmdline {}, environ {}); \
+         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
          deep inspection: {}; output: {}{}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
@@ -194,6 +206,7 @@ fn startup_summary(
         } else {
             "by fd links"
         },
+        source.connect_mode(),
         on_off(cb.expose_cmdline),
         on_off(cb.expose_environ),
         inspect_summary(c),
@@ -214,10 +227,10 @@ fn inspect_summary(c: &Config) -> String {
         .connbeat
         .protocols
         .iter()
-        .filter(|p| p.enabled)
+        .filter(|p| p.common().enabled)
         .map(|p| {
-            let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
-            format!("{} ({})", p.kind, ports.join(", "))
+            let ports: Vec<String> = p.common().ports.iter().map(u16::to_string).collect();
+            format!("{} ({})", p.name(), ports.join(", "))
         })
         .collect();
     format!(

@@ -26,6 +26,8 @@ pub struct Event {
     /// Members the source adds to the `beat` object (connbeat's `local_ips`), likewise;
     /// shared text, as they are the same for many events.
     beat_members: Arc<str>,
+    /// `fields` is the whole finished event already (processors ran on it).
+    finished: bool,
 }
 
 impl Event {
@@ -49,6 +51,7 @@ impl Event {
             kind,
             fields: ObjectText::of(&body),
             beat_members,
+            finished: false,
         }
     }
 
@@ -64,6 +67,7 @@ impl Event {
             kind,
             fields: ObjectText::of(fields),
             beat_members: "".into(),
+            finished: false,
         }
     }
 
@@ -76,7 +80,30 @@ impl Event {
             kind,
             fields: ObjectText(text),
             beat_members: "".into(),
+            finished: false,
         }
+    }
+
+    /// An event already finished (the whole JSON object, common fields included), as
+    /// processors leave it: [`Finisher::finish`] passes its text through as it is.
+    pub fn finished(timestamp: SystemTime, kind: &'static str, text: String) -> Event {
+        Event {
+            timestamp,
+            kind,
+            fields: ObjectText(text),
+            beat_members: "".into(),
+            finished: true,
+        }
+    }
+
+    /// Whether the event is finished already (see [`Event::finished`]).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The `type` the source gave.
+    pub fn static_kind(&self) -> &'static str {
+        self.kind
     }
 
     /// Adds one more field (`key` must not be among the fields already there, nor one the
@@ -393,6 +420,9 @@ pub struct Finisher {
 impl Finisher {
     /// The complete JSON object of an event, ready for an output.
     pub fn finish(&self, event: Event) -> Record {
+        if event.finished {
+            return Record::from_json(event.fields.0);
+        }
         let members = event.fields.members();
         let mut s = String::with_capacity(
             members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,

@@ -6,12 +6,18 @@
 //! enabled [`output`]; [`monitor`] counts everything on the way.
 
 pub mod agent;
+pub mod community_id;
 pub mod config;
 pub mod conn;
 pub mod event;
 pub mod fast_hash;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod inspect;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod owner;
+pub mod processors;
 pub mod publish;
+pub mod topology;

@@ -1,7 +1,7 @@
 #![cfg_attr(fuzzing, no_main)]
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| connbeat::inspect::fuzzing::run("dns", data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| connbeat::fuzzing::run("dns", data));
 
 #[cfg(not(fuzzing))]
 fn main() {

@@ -25,6 +25,11 @@ pub enum ConfigError {
         key: String,
         suggestion: Option<String>,
     },
+    #[error(
+        "this is a Packetbeat 1.x configuration; connbeat reads Packetbeat 8 names:\n{}",
+        .0.join("\n")
+    )]
+    Legacy(Vec<String>),
     #[error("invalid value for `{key}`: {message}")]
     Invalid { key: String, message: String },
     #[error("{}: {inner}", .path.display())]

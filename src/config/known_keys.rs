@@ -1,10 +1,7 @@
 //! The set of keys the model knows, derived from the model itself (a fully populated
 //! default serialized to JSON), so suggestions for misspelt keys never drift from the code.
 
-use super::model::{
-    Config, ConsoleOutputConfig, ElasticsearchOutputConfig, FileOutputConfig, HashPartitionConfig,
-    HttpOutputConfig, KafkaOutputConfig, ProtocolConfig, RoundRobinConfig, SaslConfig, SslConfig,
-};
+use super::model::{Config, OutputsConfig, ProtocolConfig};
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -12,26 +9,12 @@ use std::sync::OnceLock;
 pub fn all() -> &'static [String] {
     static KEYS: OnceLock<Vec<String>> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let mut c = Config::default();
-        c.output.console = Some(ConsoleOutputConfig::default());
-        c.output.file = Some(FileOutputConfig::default());
-        let mut kafka = KafkaOutputConfig {
-            ssl: Some(SslConfig::default()),
-            sasl: Some(SaslConfig::default()),
-            ..Default::default()
+        let mut c = Config {
+            output: OutputsConfig::populated(),
+            ..Config::default()
         };
-        kafka.partition.round_robin = Some(RoundRobinConfig::default());
-        kafka.partition.hash = Some(HashPartitionConfig::default());
-        c.output.kafka = Some(kafka);
-        c.output.elasticsearch = Some(ElasticsearchOutputConfig {
-            ssl: Some(SslConfig::default()),
-            ..Default::default()
-        });
-        c.output.http = Some(HttpOutputConfig {
-            ssl: Some(SslConfig::default()),
-            ..Default::default()
-        });
-        c.connbeat.protocols = vec![ProtocolConfig::default()];
+        c.connbeat.protocols = ProtocolConfig::defaults();
+        c.topology.kafka = c.output.kafka.clone();
         let tree = serde_json::to_value(&c).expect("config serializes");
         let mut keys = Vec::new();
         flatten(&tree, "", &mut keys);
@@ -53,7 +36,12 @@ fn flatten(v: &Value, at: &str, out: &mut Vec<String>) {
         }
         Value::Array(items) if items.first().is_some_and(Value::is_object) => {
             out.push(at.to_string());
-            flatten(&items[0], at, out);
+            // Entries of different kinds (protocols) have different keys: all of them.
+            for item in items {
+                flatten(item, at, out);
+            }
+            out.sort();
+            out.dedup();
         }
         _ => out.push(at.to_string()),
     }

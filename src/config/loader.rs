@@ -27,6 +27,8 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,
+    /// Lines for the startup log about how the file was read (Packetbeat keys).
+    pub notes: Vec<String>,
 }
 
 /// Loads, expands, overrides, types and validates the configuration.
@@ -39,9 +41,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    let config = from_yaml_str(&text, &opts.overrides, &|k| std::env::var(k).ok())
-        .map_err(|e| e.in_file(&path))?;
-    Ok(Loaded { config, path })
+    let (config, notes) =
+        parse(&text, &opts.overrides, &|k| std::env::var(k).ok()).map_err(|e| e.in_file(&path))?;
+    Ok(Loaded {
+        config,
+        path,
+        notes,
+    })
 }
 
 /// The same pipeline from a string (tests and `-E`-only use).
@@ -50,6 +56,15 @@ pub fn from_yaml_str(
     overrides: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    parse(text, overrides, env).map(|(c, _)| c)
+}
+
+/// The pipeline, with the notes for the startup log.
+pub(super) fn parse(
+    text: &str,
+    overrides: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Vec<String>), ConfigError> {
     let mut tree: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
@@ -68,9 +83,15 @@ pub fn from_yaml_str(
     for o in overrides {
         apply_override(&mut tree, o)?;
     }
-    let config = typed(tree)?;
-    super::validate::validate(&config)?;
-    Ok(config)
+    super::packetbeat::refuse_1x(&tree)?;
+    let mut notes = Vec::new();
+    super::packetbeat::rename(&mut tree, &mut notes)?;
+    let aside = super::beats::set_aside(&mut tree);
+    let config = typed(tree).map_err(|e| aside.restore_index(e))?;
+    super::validate::validate(&config).map_err(|e| aside.restore_index(e))?;
+    notes.extend(aside.warnings);
+    notes.extend(crate::processors::check(&config)?);
+    Ok((config, notes))
 }
 
 fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
@@ -278,7 +299,7 @@ fn join(at: &str, k: &str) -> String {
 /// Deserializes the tree, reporting unknown keys (with a suggestion) and type errors (with
 /// the dotted key at fault).
 fn typed(tree: Value) -> Result<Config, ConfigError> {
-    let mut unknown: Vec<String> = Vec::new();
+    let mut unknown: Vec<String> = unknown_output_key(&tree).into_iter().collect();
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let de = serde_ignored::Deserializer::new(&tree, &mut record);
     let result: Result<Config, _> = serde_path_to_error::deserialize(de);
@@ -295,6 +316,28 @@ fn typed(tree: Value) -> Result<Config, ConfigError> {
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// The first key under `output` that no output has. Network outputs flatten their shared
+/// settings into their section, which hides unknown keys there from `serde_ignored`; the
+/// known keys (derived from the model) still list every one.
+fn unknown_output_key(tree: &Value) -> Option<String> {
+    let known = super::known_keys::all();
+    let mut stack = vec![("output".to_string(), tree.get("output")?)];
+    while let Some((at, v)) = stack.pop() {
+        let Value::Object(m) = v else { continue };
+        for (k, child) in m {
+            let path = format!("{at}.{k}");
+            let below = format!("{path}.");
+            if known.iter().any(|x| x.starts_with(&below)) {
+                // A section: look inside.
+                stack.push((path, child));
+            } else if !known.contains(&path) {
+                return Some(path);
+            } // else a value, or a free-form map (`headers`)
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -363,6 +406,53 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("connbeat.pol_interval"), "{msg}");
         assert!(msg.contains("connbeat.poll_interval"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_of_every_output_are_named() {
+        for (text, key, close) in [
+            (
+                "output.kafka.hostz: [a]",
+                "output.kafka.hostz",
+                "output.kafka.hosts",
+            ),
+            (
+                "output.http.bulk_max_sise: 5",
+                "output.http.bulk_max_sise",
+                "output.http.bulk_max_size",
+            ),
+            (
+                "output.elasticsearch.ssl.verificaton_mode: none",
+                "output.elasticsearch.ssl.verificaton_mode",
+                "output.elasticsearch.ssl.verification_mode",
+            ),
+            (
+                "output.console.prety: true",
+                "output.console.prety",
+                "output.console.pretty",
+            ),
+        ] {
+            let msg = from_yaml_str(text, &[], &env).unwrap_err().to_string();
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+            assert!(msg.contains(&format!("`{close}`")), "{msg}");
+        }
+        let c = from_yaml_str(
+            "output.http: {hosts: ['http://h:1'], headers: {X-Api.Key: k}, bulk_max_size: 7}",
+            &[],
+            &env,
+        )
+        .unwrap();
+        let h = c.output.http.unwrap();
+        assert_eq!(h.network.bulk_max_size, 7);
+        assert_eq!(h.network.max_retries, -1, "the output's default");
+        assert_eq!(h.headers["X-Api.Key"], "k");
+        let k = from_yaml_str("output.kafka: {}", &[], &env)
+            .unwrap()
+            .output
+            .kafka
+            .unwrap();
+        assert_eq!(k.network.bulk_max_size, 2048, "kafka's own default");
+        assert_eq!(k.network.hosts, vec!["localhost:9092"]);
     }
 
     #[test]

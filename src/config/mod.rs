@@ -1,17 +1,19 @@
 //! Configuration: the model of `connbeat.yml`, how it is loaded, and how it is shown back.
 
+mod beats;
 mod error;
 mod known_keys;
 mod loader;
 mod model;
+mod packetbeat;
 mod types;
 mod validate;
 
 pub use error::ConfigError;
-pub use loader::{LoadOptions, Loaded, check_permissions, from_yaml_str, load};
+pub use loader::{LoadOptions, Loaded, check_permissions, expand_dotted, from_yaml_str, load};
 pub use model::*;
 pub use types::{ByteSize, Duration, parse_byte_size, parse_duration};
-pub use validate::{PROTOCOLS, enabled_outputs, file_permissions};
+pub use validate::{enabled_outputs, file_permissions};
 
 /// Key names whose values are secrets: never logged, masked by `export config`.
 const SECRET_KEYS: [&str; 3] = ["password", "api_key", "authorization"];

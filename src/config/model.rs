@@ -5,6 +5,15 @@
 //! tell a misspelt key from a real one by comparing against this model.
 
 use super::types::{ByteSize, Duration};
+pub use crate::inspect::proto::ProtocolConfig;
+pub use crate::output::kafka::{
+    HashPartitionConfig, KafkaOutputConfig, KafkaPartitionConfig, RoundRobinConfig, SaslConfig,
+};
+pub use crate::output::network::{BackoffConfig, SslConfig, VerificationMode};
+pub use crate::output::{
+    ConsoleOutputConfig, ElasticsearchOutputConfig, FileOutputConfig, HttpOutputConfig,
+    OutputsConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,6 +32,10 @@ pub struct Config {
     pub http: MonitorHttpConfig,
     pub logging: LoggingConfig,
     pub shutdown_timeout: Duration,
+    /// Beats processors run on every event before it is queued (see `processors`).
+    pub processors: Vec<serde_json::Value>,
+    /// `topology.*`: the `connbeat topology` command (the agent ignores it).
+    pub topology: TopologyConfig,
 }
 
 impl Default for Config {
@@ -38,6 +51,44 @@ impl Default for Config {
             http: MonitorHttpConfig::default(),
             logging: LoggingConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
+            processors: Vec::new(),
+            topology: TopologyConfig::default(),
+        }
+    }
+}
+
+/// `topology.*`: what `connbeat topology` reads and how large its graph may grow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TopologyConfig {
+    /// The topic to read with `--kafka`, in `output.kafka`'s keys; absent = `output.kafka`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaOutputConfig>,
+    /// The consumer group: instances with the same group split the topic's partitions.
+    pub group_id: String,
+    /// Bound on the graph's nodes; connections that would add more are counted, not drawn.
+    pub max_nodes: usize,
+    /// Bound on the graph's edges; connections that would add more are counted, not drawn.
+    pub max_edges: usize,
+    /// Bound on the connections held to join their two ends; the oldest is folded into
+    /// its edge when it is reached.
+    pub max_flows: usize,
+    /// Default of `--window`: how much event time the graph covers.
+    pub window: Duration,
+    /// How often a progress line goes to stderr on long reads.
+    pub progress_interval: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            kafka: None,
+            group_id: "connbeat-topology".into(),
+            max_nodes: 10_000,
+            max_edges: 100_000,
+            max_flows: 200_000,
+            window: Duration::from_secs(15 * 60),
+            progress_interval: Duration::from_secs(5),
         }
     }
 }
@@ -62,6 +113,19 @@ pub enum FdScan {
     Bpf,
     /// `/proc/PID/fd` links only.
     Proc,
+}
+
+/// Whether outgoing connections are attributed when they connect
+/// (`connbeat.connect_recorder`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectRecorderMode {
+    /// The BPF connect-time recorder where it loads, else without it.
+    Auto,
+    /// The recorder, or the agent does not start.
+    Bpf,
+    /// Never: outgoing connections are attributed only by polls.
+    Off,
 }
 
 /// `connbeat.*`: the connection metadata source (and the deep-inspection settings, which
@@ -92,6 +156,10 @@ pub struct ConnbeatConfig {
     pub process_rescan_interval: Duration,
     /// How socket fds are found in processes: one BPF iterator walk, or /proc fd links.
     pub fd_scan: FdScan,
+    /// Record the process of each outgoing TCP connection when it connects (BPF).
+    pub connect_recorder: ConnectRecorderMode,
+    /// Bound on the connects the recorder keeps (kernel maps and the agent's own).
+    pub connect_recorder_entries: usize,
     /// Receive buffer of the close-notification socket; overruns are counted as lost closes.
     pub close_events_buffer_kb: usize,
     /// Answer a poll without dumping when no socket opened or closed since the last dump.
@@ -121,6 +189,8 @@ impl Default for ConnbeatConfig {
             max_processes: 65_536,
             process_rescan_interval: Duration::from_secs(60),
             fd_scan: FdScan::Auto,
+            connect_recorder: ConnectRecorderMode::Auto,
+            connect_recorder_entries: 16_384,
             close_events_buffer_kb: 8192,
             skip_unchanged_polls: true,
             interfaces: InterfacesConfig::default(),
@@ -176,41 +246,6 @@ impl Default for InterfacesConfig {
             max_fragment_datagrams: 1024,
             fragment_timeout: Duration::from_secs(30),
             max_pending_requests: 1024,
-        }
-    }
-}
-
-/// One entry of `connbeat.protocols`. Keys that only some protocols use are accepted for
-/// all of them; the protocol ignores what it does not need.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ProtocolConfig {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub enabled: bool,
-    pub ports: Vec<u16>,
-    pub send_headers: Vec<String>,
-    pub send_all_headers: bool,
-    pub real_ip_header: String,
-    pub include_body_for: Vec<String>,
-    pub redact_authorization: bool,
-    pub hide_keywords: Vec<String>,
-    pub max_message_size: usize,
-}
-
-impl Default for ProtocolConfig {
-    fn default() -> Self {
-        ProtocolConfig {
-            kind: String::new(),
-            enabled: true,
-            ports: Vec::new(),
-            send_headers: Vec::new(),
-            send_all_headers: false,
-            real_ip_header: String::new(),
-            include_body_for: Vec::new(),
-            redact_authorization: true,
-            hide_keywords: Vec::new(),
-            max_message_size: 10 * 1024 * 1024,
         }
     }
 }
@@ -271,257 +306,6 @@ impl Default for DiskQueueConfig {
     }
 }
 
-/// `output.*`: a section that is present is enabled unless it says `enabled: false`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
-pub struct OutputsConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub console: Option<ConsoleOutputConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileOutputConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaOutputConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub elasticsearch: Option<ElasticsearchOutputConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpOutputConfig>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ConsoleOutputConfig {
-    pub enabled: bool,
-    pub pretty: bool,
-}
-
-impl Default for ConsoleOutputConfig {
-    fn default() -> Self {
-        ConsoleOutputConfig {
-            enabled: true,
-            pretty: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct FileOutputConfig {
-    pub enabled: bool,
-    pub path: String,
-    pub filename: String,
-    pub rotate_every_kb: u64,
-    pub number_of_files: usize,
-    /// Octal permission bits of the files written, as a string ("0600").
-    pub permissions: String,
-}
-
-impl Default for FileOutputConfig {
-    fn default() -> Self {
-        FileOutputConfig {
-            enabled: true,
-            path: "/var/lib/connbeat".into(),
-            filename: "connbeat".into(),
-            rotate_every_kb: 10240,
-            number_of_files: 7,
-            permissions: "0600".into(),
-        }
-    }
-}
-
-/// The `ssl` block shared by every network output.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct SslConfig {
-    pub enabled: bool,
-    pub certificate_authorities: Vec<String>,
-    pub certificate: String,
-    pub key: String,
-    pub verification_mode: String,
-}
-
-impl Default for SslConfig {
-    fn default() -> Self {
-        SslConfig {
-            enabled: true,
-            certificate_authorities: Vec::new(),
-            certificate: String::new(),
-            key: String::new(),
-            verification_mode: "full".into(),
-        }
-    }
-}
-
-/// Retry backoff shared by every network output.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct BackoffConfig {
-    pub init: Duration,
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        BackoffConfig {
-            init: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
-pub struct KafkaPartitionConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub round_robin: Option<RoundRobinConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hash: Option<HashPartitionConfig>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
-pub struct RoundRobinConfig {
-    pub reachable_only: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
-pub struct HashPartitionConfig {
-    pub hash: Vec<String>,
-    pub random: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
-pub struct SaslConfig {
-    pub mechanism: String,
-    pub username: String,
-    pub password: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct KafkaOutputConfig {
-    pub enabled: bool,
-    pub hosts: Vec<String>,
-    pub topic: String,
-    pub key: String,
-    pub partition: KafkaPartitionConfig,
-    pub required_acks: i32,
-    pub compression: String,
-    pub max_message_bytes: usize,
-    pub version: String,
-    pub client_id: String,
-    pub username: String,
-    pub password: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl: Option<SslConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sasl: Option<SaslConfig>,
-    pub bulk_max_size: usize,
-    pub max_retries: i64,
-    pub backoff: BackoffConfig,
-    pub timeout: Duration,
-}
-
-impl Default for KafkaOutputConfig {
-    fn default() -> Self {
-        KafkaOutputConfig {
-            enabled: true,
-            hosts: vec!["localhost:9092".into()],
-            topic: "connbeat".into(),
-            key: String::new(),
-            partition: KafkaPartitionConfig::default(),
-            required_acks: 1,
-            compression: "gzip".into(),
-            max_message_bytes: 1_000_000,
-            version: String::new(),
-            client_id: "connbeat".into(),
-            username: String::new(),
-            password: String::new(),
-            ssl: None,
-            sasl: None,
-            bulk_max_size: 2048,
-            max_retries: -1,
-            backoff: BackoffConfig::default(),
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ElasticsearchOutputConfig {
-    pub enabled: bool,
-    pub hosts: Vec<String>,
-    pub index: String,
-    pub username: String,
-    pub password: String,
-    pub api_key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl: Option<SslConfig>,
-    pub bulk_max_size: usize,
-    pub max_retries: i64,
-    pub backoff: BackoffConfig,
-    pub timeout: Duration,
-}
-
-impl Default for ElasticsearchOutputConfig {
-    fn default() -> Self {
-        ElasticsearchOutputConfig {
-            enabled: true,
-            hosts: vec!["http://localhost:9200".into()],
-            index: "connbeat-%{+yyyy.MM.dd}".into(),
-            username: String::new(),
-            password: String::new(),
-            api_key: String::new(),
-            ssl: None,
-            bulk_max_size: 1600,
-            max_retries: -1,
-            backoff: BackoffConfig::default(),
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct HttpOutputConfig {
-    pub enabled: bool,
-    pub hosts: Vec<String>,
-    pub path: String,
-    pub format: String,
-    pub compression_level: u32,
-    pub headers: BTreeMap<String, String>,
-    pub username: String,
-    pub password: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl: Option<SslConfig>,
-    pub bulk_max_size: usize,
-    pub max_retries: i64,
-    pub backoff: BackoffConfig,
-    pub timeout: Duration,
-}
-
-impl Default for HttpOutputConfig {
-    fn default() -> Self {
-        HttpOutputConfig {
-            enabled: true,
-            hosts: vec!["http://localhost:8080".into()],
-            path: "/events".into(),
-            format: "json_lines".into(),
-            compression_level: 0,
-            headers: BTreeMap::new(),
-            username: String::new(),
-            password: String::new(),
-            ssl: None,
-            bulk_max_size: 500,
-            max_retries: -1,
-            backoff: BackoffConfig::default(),
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// `http.*`: the self-monitoring endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -541,11 +325,35 @@ impl Default for MonitorHttpConfig {
     }
 }
 
+/// `logging.level`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    /// Beats' name; the same as `warn`.
+    Warning,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    /// The `tracing` level name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warning | LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
 /// `logging.*`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct LoggingConfig {
-    pub level: String,
+    pub level: LogLevel,
     pub selectors: Vec<String>,
     pub to_stderr: bool,
     pub metrics: LoggingMetricsConfig,
@@ -554,7 +362,7 @@ pub struct LoggingConfig {
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
-            level: "info".into(),
+            level: LogLevel::Info,
             selectors: Vec::new(),
             to_stderr: true,
             metrics: LoggingMetricsConfig::default(),

@@ -1,42 +1,30 @@
-//! Checks that need more than a type: ranges, one-of choices, and the Beats rule that
+//! Checks that need more than a type: ranges, and the Beats rule that
 //! exactly one output is enabled. Each failure names the key.
 
 use super::error::ConfigError;
-use super::model::{Config, SslConfig};
-
-/// The protocols deep inspection knows.
-pub const PROTOCOLS: [&str; 6] = ["http", "dns", "redis", "mysql", "pgsql", "tls"];
+use super::model::Config;
 
 /// The names of the outputs that are present and enabled.
 pub fn enabled_outputs(c: &Config) -> Vec<&'static str> {
-    let o = &c.output;
-    let mut names = Vec::new();
-    if o.console.as_ref().is_some_and(|x| x.enabled) {
-        names.push("console");
-    }
-    if o.file.as_ref().is_some_and(|x| x.enabled) {
-        names.push("file");
-    }
-    if o.kafka.as_ref().is_some_and(|x| x.enabled) {
-        names.push("kafka");
-    }
-    if o.elasticsearch.as_ref().is_some_and(|x| x.enabled) {
-        names.push("elasticsearch");
-    }
-    if o.http.as_ref().is_some_and(|x| x.enabled) {
-        names.push("http");
-    }
-    names
+    c.output.enabled().iter().map(|s| s.name()).collect()
 }
 
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     let outputs = enabled_outputs(c);
     match outputs.as_slice() {
+        // A file for `connbeat topology` alone names its topic under topology.kafka.
+        [] if c.topology.kafka.is_some() => {}
         [] => {
             return Err(ConfigError::invalid(
                 "output",
-                "no output is enabled; enable exactly one of output.console, output.file, \
-                 output.kafka, output.elasticsearch, output.http",
+                format!(
+                    "no output is enabled; enable exactly one of {}",
+                    crate::output::NAMES
+                        .iter()
+                        .map(|n| format!("output.{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         [_] => {}
@@ -55,6 +43,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     positive("connbeat.poll_interval", cb.poll_interval.get().is_zero())?;
     positive("connbeat.max_connections", cb.max_connections == 0)?;
     positive("connbeat.max_processes", cb.max_processes == 0)?;
+    if !(1..=1 << 22).contains(&cb.connect_recorder_entries) {
+        return Err(ConfigError::invalid(
+            "connbeat.connect_recorder_entries",
+            format!(
+                "{} is out of range; use 1 to 4194304",
+                cb.connect_recorder_entries
+            ),
+        ));
+    }
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
     if cb.interfaces.sort_window >= cb.transaction_timeout {
@@ -66,6 +63,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    let t = &c.topology;
+    positive("topology.max_nodes", t.max_nodes == 0)?;
+    positive("topology.max_edges", t.max_edges == 0)?;
+    positive("topology.max_flows", t.max_flows == 0)?;
+    positive("topology.window", t.window.get().is_zero())?;
+    positive(
+        "topology.progress_interval",
+        t.progress_interval.get().is_zero(),
+    )?;
     if !c.queue.disk.path.is_empty() && c.queue.disk.max_size.0 < 64 * 1024 {
         return Err(ConfigError::invalid(
             "queue.disk.max_size",
@@ -75,94 +81,17 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    for (key, b) in [
-        (
-            "output.kafka.backoff",
-            c.output.kafka.as_ref().map(|o| &o.backoff),
-        ),
-        (
-            "output.elasticsearch.backoff",
-            c.output.elasticsearch.as_ref().map(|o| &o.backoff),
-        ),
-        (
-            "output.http.backoff",
-            c.output.http.as_ref().map(|o| &o.backoff),
-        ),
-    ] {
-        if let Some(b) = b {
-            positive(&format!("{key}.init"), b.init.get().is_zero())?;
-            if b.max < b.init {
-                return Err(ConfigError::invalid(
-                    &format!("{key}.max"),
-                    format!("{} is shorter than {key}.init ({})", b.max, b.init),
-                ));
-            }
-        }
+    for section in c.output.sections() {
+        section.validate()?;
     }
-    one_of(
-        "logging.level",
-        &c.logging.level,
-        &["error", "warning", "warn", "info", "debug"],
-    )?;
     for (i, p) in cb.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}");
-        one_of(&format!("{key}.type"), &p.kind, &PROTOCOLS)?;
-        if p.ports.is_empty() {
+        if p.common().ports.is_empty() {
             return Err(ConfigError::invalid(
                 &format!("{key}.ports"),
-                format!("protocol {} needs at least one port", p.kind),
+                format!("protocol {} needs at least one port", p.name()),
             ));
         }
-    }
-    if let Some(f) = &c.output.file {
-        file_permissions(&f.permissions)
-            .map_err(|m| ConfigError::invalid("output.file.permissions", m))?;
-        positive("output.file.number_of_files", f.number_of_files == 0)?;
-        positive("output.file.rotate_every_kb", f.rotate_every_kb == 0)?;
-        if f.filename.is_empty() || f.filename.contains('/') {
-            return Err(ConfigError::invalid(
-                "output.file.filename",
-                "must be a plain file name (the directory goes in output.file.path)",
-            ));
-        }
-    }
-    if let Some(k) = &c.output.kafka {
-        one_of(
-            "output.kafka.compression",
-            &k.compression,
-            &["none", "gzip", "snappy", "lz4", "zstd"],
-        )?;
-        if ![-1, 0, 1].contains(&k.required_acks) {
-            return Err(ConfigError::invalid(
-                "output.kafka.required_acks",
-                format!(
-                    "{} is not one of -1 (all), 0 (none), 1 (leader)",
-                    k.required_acks
-                ),
-            ));
-        }
-        positive("output.kafka.hosts", k.hosts.is_empty())?;
-        positive("output.kafka.topic", k.topic.is_empty())?;
-        ssl("output.kafka.ssl", k.ssl.as_ref())?;
-    }
-    if let Some(e) = &c.output.elasticsearch {
-        positive("output.elasticsearch.hosts", e.hosts.is_empty())?;
-        ssl("output.elasticsearch.ssl", e.ssl.as_ref())?;
-    }
-    if let Some(h) = &c.output.http {
-        positive("output.http.hosts", h.hosts.is_empty())?;
-        one_of(
-            "output.http.format",
-            &h.format,
-            &["json_lines", "json_array"],
-        )?;
-        if h.compression_level > 9 {
-            return Err(ConfigError::invalid(
-                "output.http.compression_level",
-                format!("{} is not between 0 (off) and 9", h.compression_level),
-            ));
-        }
-        ssl("output.http.ssl", h.ssl.as_ref())?;
     }
     Ok(())
 }
@@ -182,25 +111,30 @@ fn positive(key: &str, bad: bool) -> Result<(), ConfigError> {
         Ok(())
     }
 }
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConnectRecorderMode, from_yaml_str};
 
-fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            format!("{value:?} is not one of {}", allowed.join(", ")),
-        ))
+    #[test]
+    fn connect_recorder_settings_are_read_and_bounded() {
+        let load = |yaml: &str| from_yaml_str(yaml, &[], &|_| None);
+        let c = load("output.console.enabled: true\n").unwrap();
+        assert_eq!(c.connbeat.connect_recorder, ConnectRecorderMode::Auto);
+        assert_eq!(c.connbeat.connect_recorder_entries, 16_384);
+        let c = load(
+            "output.console.enabled: true\nconnbeat.connect_recorder: off\n\
+             connbeat.connect_recorder_entries: 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.connbeat.connect_recorder, ConnectRecorderMode::Off);
+        assert_eq!(c.connbeat.connect_recorder_entries, 100);
+        for bad in ["0", "4194305"] {
+            let e = load(&format!(
+                "output.console.enabled: true\nconnbeat.connect_recorder_entries: {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("connbeat.connect_recorder_entries"), "{e}");
+        }
     }
-}
-
-fn ssl(key: &str, s: Option<&SslConfig>) -> Result<(), ConfigError> {
-    if let Some(s) = s {
-        one_of(
-            &format!("{key}.verification_mode"),
-            &s.verification_mode,
-            &["full", "strict", "certificate", "none"],
-        )?;
-    }
-    Ok(())
 }

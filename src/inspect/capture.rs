@@ -7,7 +7,6 @@
 //! what lets `stop` and transaction timeouts be honoured on a quiet link.
 
 use super::engine::{Engine, Summary};
-use super::proto;
 use super::{ProcessLookup, decode::linktype};
 use crate::config::Config;
 use crate::event::Event;
@@ -27,11 +26,15 @@ pub fn bpf_filter(config: &Config) -> String {
         return user.to_string();
     }
     let mut parts = Vec::new();
-    for p in config.connbeat.protocols.iter().filter(|p| p.enabled) {
-        let Some(def) = proto::ALL.iter().find(|d| d.name == p.kind) else {
-            continue;
-        };
-        for port in &p.ports {
+    let common = super::engine::Settings::from_config(config).common;
+    for p in config
+        .connbeat
+        .protocols
+        .iter()
+        .filter(|p| p.common().enabled)
+    {
+        let def = p.parsers(&common);
+        for port in &p.common().ports {
             if def.tcp.is_some() {
                 parts.push(format!("tcp port {port}"));
             }
@@ -63,7 +66,6 @@ pub fn read_file(
     let mut cap = pcap::Capture::from_file(path)
         .with_context(|| format!("opening capture file {}", path.display()))?;
     let link = cap.get_datalink().0;
-    let parse_errors_before = monitor::get(&METRICS.inspect_parse_errors);
     let mut engine = Engine::new(config, sink, lookup).map_err(anyhow::Error::msg)?;
     loop {
         match cap.next_packet() {
@@ -82,9 +84,7 @@ pub fn read_file(
         }
     }
     engine.finish();
-    let mut s = engine.summary;
-    s.parse_errors = monitor::get(&METRICS.inspect_parse_errors) - parse_errors_before;
-    Ok(s)
+    Ok(engine.summary)
 }
 
 /// Opens the configured device for live capture.

@@ -17,21 +17,20 @@
 use super::decode::{self, DecodeError, Network, TcpSegment, Transport, UdpDatagram, tcpflags};
 use super::frag::Defrag;
 use super::proto::txn::Endpoints;
-use super::proto::{Common, Cx, Dir, Registry, TcpParser, Txn, UdpParser};
+use super::proto::{Common, Cx, Dir, Done, Registry, TcpParser, UdpParser};
 use super::sort::SortWindow;
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
-use super::{ProcessLookup, ProcessRef};
 use crate::config::Config;
 use crate::event::Event;
 use crate::fast_hash::Fx;
 use crate::monitor::{self, METRICS};
+use crate::owner::{ProcessLookup, ProcessRef};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Bounds and timeouts of the engine, from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub transaction_timeout_us: u64,
     pub idle_timeout_us: u64,
     pub max_streams: usize,
     pub limits: Limits,
@@ -46,7 +45,6 @@ impl Settings {
     pub fn from_config(c: &Config) -> Settings {
         let i = &c.connbeat.interfaces;
         Settings {
-            transaction_timeout_us: c.connbeat.transaction_timeout.get().as_micros() as u64,
             idle_timeout_us: i.stream_idle_timeout.get().as_micros() as u64,
             max_streams: i.max_streams.max(1),
             limits: Limits {
@@ -60,6 +58,7 @@ impl Settings {
             fragment_timeout_us: i.fragment_timeout.get().as_micros() as u64,
             common: Common {
                 max_pending: i.max_pending_requests.max(1),
+                transaction_timeout_us: c.connbeat.transaction_timeout.get().as_micros() as u64,
             },
         }
     }
@@ -139,7 +138,7 @@ pub struct Engine<'a> {
     /// Timestamp of the packet being decoded (`now` is the latest of all).
     packet_ts: u64,
     next_sweep: u64,
-    out: Vec<Txn>,
+    out: Vec<Done>,
     sink: &'a mut Sink<'a>,
     lookup: Option<&'a dyn ProcessLookup>,
     pub summary: Summary,
@@ -410,7 +409,8 @@ impl<'a> Engine<'a> {
             }
             return;
         }
-        let max_msg = self.reg.get(conn.proto).max_message_size;
+        let proto = self.reg.get(conn.proto);
+        let (max_msg, timeout) = (proto.max_message_size, proto.timeout_us);
         let seg = Segment {
             seq: t.seq,
             syn,
@@ -420,7 +420,7 @@ impl<'a> Engine<'a> {
         };
         let mut cx = Cx {
             now,
-            timeout: self.s.transaction_timeout_us,
+            timeout,
             out: &mut self.out,
         };
         let budget = &self.budget;
@@ -431,8 +431,9 @@ impl<'a> Engine<'a> {
             parser,
             ..
         } = conn;
+        let mut errors = 0;
         let st = half[d].segment(seg, self.s.limits, budget, &mut |c| {
-            feed_chunk(
+            errors += feed_chunk(
                 parser.as_mut(),
                 dir,
                 c,
@@ -443,6 +444,7 @@ impl<'a> Engine<'a> {
                 &mut cx,
             )
         });
+        self.summary.parse_errors += errors;
         let done = conn.half[0].finished() && conn.half[1].finished();
         self.count(st);
         if done {
@@ -487,14 +489,16 @@ impl<'a> Engine<'a> {
         let Some(mut conn) = self.tcp.remove(k) else {
             return;
         };
-        let max_msg = self.reg.get(conn.proto).max_message_size;
+        let proto = self.reg.get(conn.proto);
+        let (max_msg, timeout) = (proto.max_message_size, proto.timeout_us);
         let mut cx = Cx {
             now,
-            timeout: self.s.transaction_timeout_us,
+            timeout,
             out: &mut self.out,
         };
         let budget = &self.budget;
         let mut total = SegmentStats::default();
+        let mut errors = 0;
         {
             let TcpConn {
                 half,
@@ -506,7 +510,7 @@ impl<'a> Engine<'a> {
             for dir in DIRS {
                 let d = dir_index(dir);
                 let st = half[d].flush(budget, &mut |c| {
-                    feed_chunk(
+                    errors += feed_chunk(
                         parser.as_mut(),
                         dir,
                         c,
@@ -526,6 +530,7 @@ impl<'a> Engine<'a> {
             parser.close(&mut cx);
         }
         self.count(total);
+        self.summary.parse_errors += errors;
         monitor::set(&METRICS.inspect_tcp_streams, self.tcp.len() as u64);
         if !self.out.is_empty() {
             let proto = self.reg.get(conn.proto).name;
@@ -605,7 +610,7 @@ impl<'a> Engine<'a> {
         };
         let mut cx = Cx {
             now: self.now,
-            timeout: self.s.transaction_timeout_us,
+            timeout: self.reg.get(flow.proto).timeout_us,
             out: &mut self.out,
         };
         if let Err(e) = flow.parser.datagram(dir, u.payload, &mut cx) {
@@ -661,7 +666,7 @@ impl<'a> Engine<'a> {
             }
             let mut cx = Cx {
                 now,
-                timeout: self.s.transaction_timeout_us,
+                timeout: self.reg.get(conn.proto).timeout_us,
                 out: &mut self.out,
             };
             conn.parser.expire(&mut cx);
@@ -679,14 +684,14 @@ impl<'a> Engine<'a> {
             let Some(flow) = self.udp.get_mut(&k) else {
                 continue;
             };
+            let timeout = self.reg.get(flow.proto).timeout_us;
             let mut cx = Cx {
                 now,
-                timeout: self.s.transaction_timeout_us,
+                timeout,
                 out: &mut self.out,
             };
             flow.parser.expire(&mut cx);
-            let forget = !flow.parser.pending()
-                && now.saturating_sub(flow.last_seen) >= self.s.transaction_timeout_us;
+            let forget = !flow.parser.pending() && now.saturating_sub(flow.last_seen) >= timeout;
             if !self.out.is_empty() {
                 let proto = self.reg.get(flow.proto).name;
                 let ep = endpoints(
@@ -721,7 +726,7 @@ impl<'a> Engine<'a> {
             };
             let mut cx = Cx {
                 now: self.now,
-                timeout: self.s.transaction_timeout_us,
+                timeout: self.reg.get(flow.proto).timeout_us,
                 out: &mut self.out,
             };
             flow.parser.close(&mut cx);
@@ -776,7 +781,8 @@ fn endpoints(
     }
 }
 
-/// Hands one reassembled chunk to the parser, buffering what it cannot use yet.
+/// Hands one reassembled chunk to the parser, buffering what it cannot use yet. Returns
+/// the parse errors (0 or 1).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn feed_chunk(
     parser: &mut dyn TcpParser,
@@ -787,7 +793,7 @@ pub(crate) fn feed_chunk(
     budget: &Budget,
     max_msg: usize,
     cx: &mut Cx<'_>,
-) {
+) -> u64 {
     match chunk {
         Chunk::Data(mut data) => {
             if *skip > 0 {
@@ -796,7 +802,7 @@ pub(crate) fn feed_chunk(
                 *skip -= n;
             }
             if data.is_empty() {
-                return;
+                return 0;
             }
             if buf.is_empty() {
                 match run(parser, dir, data, skip, cx) {
@@ -809,7 +815,7 @@ pub(crate) fn feed_chunk(
                         }
                     }
                     Ok(_) => {}
-                    Err(()) => {}
+                    Err(()) => return 1,
                 }
             } else {
                 if buf.len() + data.len() > max_msg || !budget.try_take(data.len()) {
@@ -817,37 +823,41 @@ pub(crate) fn feed_chunk(
                     budget.give(buf.len());
                     buf.clear();
                     overflow(parser, dir, n, cx);
-                    return;
+                    return 0;
                 }
                 buf.extend_from_slice(data);
                 let r = run(parser, dir, buf, skip, cx);
-                let used = match r {
-                    Ok(u) => u,
-                    Err(()) => buf.len(),
+                let (used, errors) = match r {
+                    Ok(u) => (u, 0),
+                    Err(()) => (buf.len(), 1),
                 };
                 budget.give(used);
                 buf.drain(..used);
                 if buf.capacity() > 64 * 1024 && buf.len() < 16 * 1024 {
                     buf.shrink_to(16 * 1024);
                 }
+                return errors;
             }
+            0
         }
         Chunk::Gap(n) => {
             if *skip >= n {
                 *skip -= n;
-                return;
+                return 0;
             }
             let n = n - *skip;
             *skip = 0;
             budget.give(buf.len());
             buf.clear();
             parser.gap(dir, n, cx);
+            0
         }
         Chunk::Fin => {
             budget.give(buf.len());
             buf.clear();
             *skip = 0;
             parser.fin(dir, cx);
+            0
         }
     }
 }

@@ -13,32 +13,19 @@ pub mod capture;
 pub mod decode;
 pub mod engine;
 pub mod frag;
-pub mod fuzzing;
 pub mod proto;
 pub mod sort;
 pub mod tcp;
 
 use crate::config::Config;
 use crate::publish::Publisher;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 pub use engine::{Engine, Summary as OfflineSummary};
 
-/// Who owns a local socket, for `client_process` / `server_process`. Implemented by the
-/// connection table.
-pub trait ProcessLookup: Send + Sync {
-    fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> Option<ProcessRef>;
-}
-
-/// The owner of one end of a connection, as events show it.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
-pub struct ProcessRef {
-    pub pid: u32,
-    pub binary: String,
-}
+pub use crate::owner::{ProcessLookup, ProcessRef};
 
 /// True when at least one protocol is enabled, i.e. deep inspection is on.
 pub fn enabled(config: &Config) -> bool {
@@ -46,6 +33,7 @@ pub fn enabled(config: &Config) -> bool {
         .connbeat
         .protocols
         .iter()
+        .map(|p| p.common())
         .any(|p| p.enabled && !p.ports.is_empty())
 }
 

@@ -48,6 +48,9 @@ counters! {
     conn_netns_errors => "conn.netns.errors", "namespaces that could not be entered or dumped";
     procs_hits => "procs.attribution.hits", "sockets attributed to a process through the fd index";
     procs_listener => "procs.attribution.listener", "accepted sockets attributed to their listening process";
+    procs_connect => "procs.attribution.connect", "outgoing connections attributed to the process recorded when it connected";
+    procs_connects => "procs.connects.recorded", "outgoing connects delivered by the connect-time recorder";
+    procs_connects_late => "procs.connects.from_map", "connects found in the recorder's map, not delivered in time by its ring buffer";
     procs_cache => "procs.attribution.cache", "closed sockets attributed from the owner remembered";
     procs_misses => "procs.attribution.misses", "sockets whose owner could not be found";
     procs_scans => "procs.scans.partial", "incremental process scans";
@@ -107,6 +110,8 @@ counters! {
     queue_disk_corrupt => "queue.disk.corrupt", "damaged disk-queue records skipped (checksum mismatch or torn write)";
     queue_disk_errors => "queue.disk.errors", "disk-queue write errors (retried)";
     queue_disk_too_large => "queue.disk.too_large", "events dropped because one alone is over half of queue.disk.max_size";
+    processors_dropped => "processors.dropped", "events dropped by a drop_event processor, before the queue";
+    processors_errors => "processors.errors", "processor steps that failed on an event (a missing field to drop or rename); the event went on";
 }
 
 /// The process-wide counters.

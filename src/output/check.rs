@@ -6,10 +6,9 @@
 //! visible; the final error is returned for `main` to print.
 
 use super::OutputError;
-use super::http_client::{Auth, ClientSettings, HttpClient, parse_hosts};
+use super::http_client::{ClientSettings, HttpClient, parse_hosts};
 use crate::config::{Config, SslConfig};
-use bytes::Bytes;
-use hyper::{Method, Uri};
+use hyper::Uri;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ pub struct CheckFailed {
     pub message: String,
 }
 
-fn fail(setting: impl Into<String>, message: impl Into<String>) -> CheckFailed {
+pub fn fail(setting: impl Into<String>, message: impl Into<String>) -> CheckFailed {
     CheckFailed {
         setting: setting.into(),
         message: message.into(),
@@ -31,13 +30,14 @@ fn fail(setting: impl Into<String>, message: impl Into<String>) -> CheckFailed {
 }
 
 /// Prints a step's outcome as `  <step>... OK (<detail>)`.
-struct Steps<'a> {
+pub struct Steps<'a> {
     out: &'a mut dyn Write,
-    indent: usize,
+    /// Spaces before each line.
+    pub indent: usize,
 }
 
 impl Steps<'_> {
-    fn step<T>(
+    pub fn step<T>(
         &mut self,
         name: &str,
         f: impl FnOnce() -> Result<(T, String), CheckFailed>,
@@ -60,7 +60,7 @@ impl Steps<'_> {
             }
         }
     }
-    fn line(&mut self, text: &str) {
+    pub fn line(&mut self, text: &str) {
         let _ = writeln!(self.out, "{}{text}", " ".repeat(self.indent));
     }
 }
@@ -69,175 +69,13 @@ impl Steps<'_> {
 pub fn run(c: &Config, out: &mut dyn Write) -> Result<(), CheckFailed> {
     let mut s = Steps { out, indent: 0 };
     let o = &c.output;
-    if let Some(h) = o.http.as_ref().filter(|x| x.enabled) {
-        s.line("http output");
-        s.indent = 2;
-        let client = build_client(
-            &mut s,
-            ClientSettings {
-                key: "output.http",
-                output: "http",
-                hosts: &h.hosts,
-                ssl: h.ssl.as_ref(),
-                timeout: h.timeout.get(),
-                auth: Auth::Basic {
-                    username: h.username.clone(),
-                    password: h.password.clone(),
-                },
-                headers: &h.headers,
-            },
-        )?;
-        return check_http_hosts(
-            &mut s,
-            "output.http",
-            &h.hosts,
-            h.ssl.as_ref(),
-            client,
-            |s, client, i| {
-                let body = if h.format == "json_array" { "[]" } else { "" };
-                let path = if h.path.starts_with('/') {
-                    h.path.clone()
-                } else {
-                    format!("/{}", h.path)
-                };
-                s.step(&format!("POST an empty batch to {path}"), || {
-                let r = client
-                    .send(Method::POST, i, &path, Some("application/json"), false, Bytes::from(body))
-                    .map_err(|e| fail("output.http.hosts", e.to_string()))?;
-                match r.status.as_u16() {
-                    200..=299 => Ok(((), r.status.to_string())),
-                    401 | 403 => Err(fail(
-                        "output.http.password",
-                        format!(
-                            "{} refused the credentials of user {:?} ({}); check output.http.username and output.http.password",
-                            client.host_url(i), h.username, r.status
-                        ),
-                    )),
-                    _ => Ok(((), format!("answered {} to an empty batch", r.status))),
-                }
-            })
-            },
-        );
+    match o.enabled().first() {
+        Some(section) => section.test(&mut s),
+        None => Err(fail("output", "no output is enabled")),
     }
-    if let Some(e) = o.elasticsearch.as_ref().filter(|x| x.enabled) {
-        s.line("elasticsearch output");
-        s.indent = 2;
-        let auth = if e.api_key.is_empty() {
-            Auth::Basic {
-                username: e.username.clone(),
-                password: e.password.clone(),
-            }
-        } else {
-            Auth::ApiKey(e.api_key.clone())
-        };
-        let client = build_client(
-            &mut s,
-            ClientSettings {
-                key: "output.elasticsearch",
-                output: "elasticsearch",
-                hosts: &e.hosts,
-                ssl: e.ssl.as_ref(),
-                timeout: e.timeout.get(),
-                auth,
-                headers: &Default::default(),
-            },
-        )?;
-        let index = super::format::Template::parse(&e.index)
-            .map_err(|m| fail("output.elasticsearch.index", m))?;
-        let now = serde_json::json!({"@timestamp": crate::event::format_timestamp(std::time::SystemTime::now())});
-        return check_http_hosts(
-            &mut s,
-            "output.elasticsearch",
-            &e.hosts,
-            e.ssl.as_ref(),
-            client,
-            |s, client, i| {
-                let auth_setting = if e.api_key.is_empty() {
-                    "output.elasticsearch.password"
-                } else {
-                    "output.elasticsearch.api_key"
-                };
-                s.step("authentication (GET /)", || {
-                    let r = client
-                        .send(Method::GET, i, "/", None, false, Bytes::new())
-                        .map_err(|x| fail("output.elasticsearch.hosts", x.to_string()))?;
-                    match r.status.as_u16() {
-                        200..=299 => {
-                            let v: serde_json::Value =
-                                serde_json::from_slice(&r.body).unwrap_or_default();
-                            let version = v["version"]["number"].as_str().unwrap_or("unknown");
-                            Ok(((), format!("Elasticsearch {version}")))
-                        }
-                        401 | 403 => Err(fail(
-                            auth_setting,
-                            if e.api_key.is_empty() {
-                                format!(
-                                    "{} refused the credentials of user {:?} ({}); check output.elasticsearch.username and output.elasticsearch.password",
-                                    client.host_url(i), e.username, r.status
-                                )
-                            } else {
-                                format!("{} refused the API key ({})", client.host_url(i), r.status)
-                            },
-                        )),
-                        _ => Err(fail(
-                            "output.elasticsearch.hosts",
-                            format!(
-                                "{} answered {} to GET /: is it Elasticsearch? {}",
-                                client.host_url(i),
-                                r.status,
-                                r.excerpt()
-                            ),
-                        )),
-                    }
-                })?;
-                let name = index
-                    .render(&now)
-                    .map_err(|m| fail("output.elasticsearch.index", m))?;
-                s.step(&format!("index {name}"), || {
-                    let r = client
-                        .send(
-                            Method::HEAD,
-                            i,
-                            &format!("/{name}"),
-                            None,
-                            false,
-                            Bytes::new(),
-                        )
-                        .map_err(|x| fail("output.elasticsearch.hosts", x.to_string()))?;
-                    Ok((
-                        (),
-                        if r.status.is_success() {
-                            "exists".into()
-                        } else {
-                            "does not exist yet; created by the first write".into()
-                        },
-                    ))
-                })
-            },
-        );
-    }
-    #[cfg(feature = "kafka")]
-    if let Some(k) = o.kafka.as_ref().filter(|x| x.enabled) {
-        return check_kafka(&mut s, k);
-    }
-    if let Some(f) = o.file.as_ref().filter(|x| x.enabled) {
-        s.line("file output");
-        s.indent = 2;
-        s.step(&format!("write to {}", f.path), || {
-            super::FileOutput::new(f)
-                .map(|_| ((), String::new()))
-                .map_err(|e| fail("output.file.path", e.to_string()))
-        })?;
-        return Ok(());
-    }
-    if o.console.as_ref().is_some_and(|x| x.enabled) {
-        s.line("console output... OK");
-        return Ok(());
-    }
-    Err(fail("output", "no output is enabled"))
 }
 
-fn build_client(
+pub(super) fn build_client(
     s: &mut Steps<'_>,
     settings: ClientSettings<'_>,
 ) -> Result<HttpClient, CheckFailed> {
@@ -256,7 +94,7 @@ fn build_client(
 }
 
 /// DNS, TCP and TLS for each host, then `then` (auth and the rest) for each.
-fn check_http_hosts(
+pub(super) fn check_http_hosts(
     s: &mut Steps<'_>,
     key: &str,
     hosts: &[String],
@@ -286,7 +124,7 @@ fn check_http_hosts(
     Ok(())
 }
 
-fn dns(
+pub(super) fn dns(
     s: &mut Steps<'_>,
     key: &str,
     host: &str,
@@ -313,7 +151,7 @@ fn dns(
     })
 }
 
-fn tcp(
+pub(super) fn tcp(
     s: &mut Steps<'_>,
     key: &str,
     addrs: &[SocketAddr],
@@ -345,7 +183,7 @@ fn tcp(
     })
 }
 
-fn tls(
+pub(super) fn tls(
     s: &mut Steps<'_>,
     key: &str,
     ssl: Option<&SslConfig>,
@@ -423,118 +261,4 @@ fn tls_failure(key: &str, host: &str, e: &std::io::Error) -> CheckFailed {
             format!("TLS handshake with {host} failed: {e}"),
         ),
     }
-}
-
-#[cfg(feature = "kafka")]
-fn check_kafka(s: &mut Steps<'_>, k: &crate::config::KafkaOutputConfig) -> Result<(), CheckFailed> {
-    use rdkafka::ClientContext;
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-    use std::sync::Mutex;
-
-    /// Keeps librdkafka's last error, which explains a failed metadata request.
-    struct Last(Mutex<Option<String>>);
-    impl ClientContext for Last {
-        fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, msg: &str) {
-            self.0.lock().expect("lock").replace(msg.to_string());
-        }
-        fn error(&self, e: rdkafka::error::KafkaError, reason: &str) {
-            self.0
-                .lock()
-                .expect("lock")
-                .replace(format!("{e}: {reason}"));
-        }
-    }
-    impl ConsumerContext for Last {}
-
-    s.line("kafka output");
-    s.indent = 2;
-    let tls_on = k.ssl.as_ref().is_some_and(|x| x.enabled);
-    for h in &k.hosts {
-        s.line(&format!("{h}:"));
-        s.indent += 2;
-        let (host, port) = h
-            .rsplit_once(':')
-            .and_then(|(a, p)| Some((a.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| fail("output.kafka.hosts", format!("{h:?} is not host:port")))?;
-        let addrs = dns(s, "output.kafka", host, port)?;
-        let stream = tcp(s, "output.kafka", &addrs, Duration::from_secs(10))?;
-        if tls_on {
-            tls(s, "output.kafka", k.ssl.as_ref(), host, stream)?;
-        }
-        s.indent -= 2;
-    }
-    let settings =
-        super::kafka::librdkafka_settings(k).map_err(|e| fail("output.kafka", e.to_string()))?;
-    let mut cfg = ClientConfig::new();
-    for (key, v) in settings {
-        // Producer-only settings are not accepted by a consumer handle.
-        if !matches!(
-            key.as_str(),
-            "acks"
-                | "compression.codec"
-                | "message.timeout.ms"
-                | "linger.ms"
-                | "queue.buffering.max.messages"
-                | "partitioner"
-                | "sticky.partitioning.linger.ms"
-        ) {
-            cfg.set(key, v);
-        }
-    }
-    let ctx = Last(Mutex::new(None));
-    let client: BaseConsumer<Last> = cfg
-        .create_with_context(ctx)
-        .map_err(|e| fail("output.kafka", e.to_string()))?;
-    let sasl = !k.username.is_empty() || k.sasl.as_ref().is_some_and(|x| !x.username.is_empty());
-    let topic =
-        super::format::Template::parse(&k.topic).map_err(|m| fail("output.kafka.topic", m))?;
-    let md = s.step(
-        if sasl {
-            "authentication and metadata"
-        } else {
-            "metadata"
-        },
-        || match client.fetch_metadata(None, Duration::from_secs(10)) {
-            Ok(md) => {
-                let brokers = md.brokers().len();
-                Ok((md, format!("{brokers} broker(s)")))
-            }
-            Err(e) => {
-                let last = client
-                    .context()
-                    .0
-                    .lock()
-                    .expect("lock")
-                    .clone()
-                    .unwrap_or_default();
-                let setting = if last.to_ascii_lowercase().contains("sasl")
-                    || last.to_ascii_lowercase().contains("authentication")
-                {
-                    "output.kafka.sasl.password"
-                } else {
-                    "output.kafka.hosts"
-                };
-                Err(fail(
-                    setting,
-                    format!("the brokers did not answer a metadata request: {e}; {last}"),
-                ))
-            }
-        },
-    )?;
-    match topic.as_static() {
-        Some(t) => {
-            s.step(&format!("topic {t}"), || {
-                match md.topics().iter().find(|x| x.name() == t) {
-                    Some(x) if x.error().is_none() => Ok(((), format!("{} partition(s)", x.partitions().len()))),
-                    _ => Ok(((), "does not exist yet; the broker creates it on first write if auto-creation is on".into())),
-                }
-            })?;
-        }
-        None => s.line(&format!(
-            "topic {}: depends on each event, not checked",
-            k.topic
-        )),
-    }
-    Ok(())
 }

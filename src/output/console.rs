@@ -1,8 +1,45 @@
 //! `output.console`: NDJSON (or pretty JSON) on standard output.
 
+use super::check::{CheckFailed, Steps};
 use super::{Outcome, Output, OutputError, encode_into};
 use crate::event::Record;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
+
+/// `output.console`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ConsoleOutputConfig {
+    pub enabled: bool,
+    pub pretty: bool,
+}
+
+impl Default for ConsoleOutputConfig {
+    fn default() -> Self {
+        ConsoleOutputConfig {
+            enabled: true,
+            pretty: false,
+        }
+    }
+}
+
+/// The registry's handle on the console output.
+pub struct Console;
+
+impl super::Kind for Console {
+    const NAME: &'static str = "console";
+    type Config = ConsoleOutputConfig;
+    fn enabled(c: &ConsoleOutputConfig) -> bool {
+        c.enabled
+    }
+    fn build(c: &ConsoleOutputConfig) -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(ConsoleOutput::stdout(c.pretty)))
+    }
+    fn test(_c: &ConsoleOutputConfig, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
+        s.line("console output... OK");
+        Ok(())
+    }
+}
 
 pub struct ConsoleOutput {
     out: Box<dyn Write + Send>,

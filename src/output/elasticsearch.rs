@@ -9,10 +9,12 @@
 //! event's JSON (which includes `@timestamp` and the connection cookie), the same on every
 //! attempt and after a restart, so a bulk request sent twice cannot index an event twice.
 
+use super::check::{CheckFailed, Steps, build_client, check_http_hosts, fail};
 use super::format::{RecordFields, Template};
 use super::http_client::{Auth, ClientSettings, HttpClient, Response};
+use super::network::{Batching, Defaults, NetworkSettings};
 use super::{EventStatus, Outcome, Output, OutputError};
-use crate::config::ElasticsearchOutputConfig;
+use crate::config::ConfigError;
 use crate::event::Record;
 use crate::monitor::{self, METRICS};
 use base64::Engine;
@@ -20,6 +22,160 @@ use bytes::Bytes;
 use hyper::Method;
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+/// `output.elasticsearch`
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ElasticsearchOutputConfig {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub network: NetworkSettings<Elasticsearch>,
+    pub index: String,
+    pub username: String,
+    pub password: String,
+    pub api_key: String,
+}
+
+impl Default for ElasticsearchOutputConfig {
+    fn default() -> Self {
+        ElasticsearchOutputConfig {
+            enabled: true,
+            network: NetworkSettings::default(),
+            index: "connbeat-%{+yyyy.MM.dd}".into(),
+            username: String::new(),
+            password: String::new(),
+            api_key: String::new(),
+        }
+    }
+}
+
+/// The registry's handle on the Elasticsearch output.
+#[derive(Debug)]
+pub struct Elasticsearch;
+
+impl Defaults for Elasticsearch {
+    const HOSTS: &'static [&'static str] = &["http://localhost:9200"];
+    const BULK_MAX_SIZE: usize = 1600;
+}
+
+impl super::Kind for Elasticsearch {
+    const NAME: &'static str = "elasticsearch";
+    type Config = ElasticsearchOutputConfig;
+    fn enabled(c: &ElasticsearchOutputConfig) -> bool {
+        c.enabled
+    }
+    fn validate(c: &ElasticsearchOutputConfig) -> Result<(), ConfigError> {
+        c.network.validate("elasticsearch")
+    }
+    fn batching(c: &ElasticsearchOutputConfig) -> Option<Batching> {
+        Some(c.network.batching())
+    }
+    fn build(c: &ElasticsearchOutputConfig) -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(ElasticsearchOutput::new(c)?))
+    }
+    fn test(e: &ElasticsearchOutputConfig, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
+        s.line("elasticsearch output");
+        s.indent = 2;
+        let auth = if e.api_key.is_empty() {
+            Auth::Basic {
+                username: e.username.clone(),
+                password: e.password.clone(),
+            }
+        } else {
+            Auth::ApiKey(e.api_key.clone())
+        };
+        let client = build_client(
+            s,
+            ClientSettings {
+                key: "output.elasticsearch",
+                output: "elasticsearch",
+                hosts: &e.network.hosts,
+                ssl: e.network.ssl.as_ref(),
+                timeout: e.network.timeout.get(),
+                auth,
+                headers: &Default::default(),
+            },
+        )?;
+        let index = super::format::Template::parse(&e.index)
+            .map_err(|m| fail("output.elasticsearch.index", m))?;
+        let now = serde_json::json!({"@timestamp": crate::event::format_timestamp(std::time::SystemTime::now())});
+        check_http_hosts(
+            s,
+            "output.elasticsearch",
+            &e.network.hosts,
+            e.network.ssl.as_ref(),
+            client,
+            |s, client, i| {
+                let auth_setting = if e.api_key.is_empty() {
+                    "output.elasticsearch.password"
+                } else {
+                    "output.elasticsearch.api_key"
+                };
+                s.step("authentication (GET /)", || {
+                    let r = client
+                        .send(Method::GET, i, "/", None, false, Bytes::new())
+                        .map_err(|x| fail("output.elasticsearch.hosts", x.to_string()))?;
+                    match r.status.as_u16() {
+                        200..=299 => {
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&r.body).unwrap_or_default();
+                            let version = v["version"]["number"].as_str().unwrap_or("unknown");
+                            Ok(((), format!("Elasticsearch {version}")))
+                        }
+                        401 | 403 => Err(fail(
+                            auth_setting,
+                            if e.api_key.is_empty() {
+                                format!(
+                                    "{} refused the credentials of user {:?} ({}); check output.elasticsearch.username and output.elasticsearch.password",
+                                    client.host_url(i), e.username, r.status
+                                )
+                            } else {
+                                format!("{} refused the API key ({})", client.host_url(i), r.status)
+                            },
+                        )),
+                        _ => Err(fail(
+                            "output.elasticsearch.hosts",
+                            format!(
+                                "{} answered {} to GET /: is it Elasticsearch? {}",
+                                client.host_url(i),
+                                r.status,
+                                r.excerpt()
+                            ),
+                        )),
+                    }
+                })?;
+                let name = index
+                    .render(&now)
+                    .map_err(|m| fail("output.elasticsearch.index", m))?;
+                s.step(&format!("index {name}"), || {
+                    let r = client
+                        .send(
+                            Method::HEAD,
+                            i,
+                            &format!("/{name}"),
+                            None,
+                            false,
+                            Bytes::new(),
+                        )
+                        .map_err(|x| fail("output.elasticsearch.hosts", x.to_string()))?;
+                    Ok((
+                        (),
+                        if r.status.is_success() {
+                            "exists".into()
+                        } else {
+                            "does not exist yet; created by the first write".into()
+                        },
+                    ))
+                })
+            },
+        )
+    }
+    fn populated() -> ElasticsearchOutputConfig {
+        let mut c = ElasticsearchOutputConfig::default();
+        c.network.ssl = Some(Default::default());
+        c
+    }
+}
 
 pub struct ElasticsearchOutput {
     client: HttpClient,
@@ -69,9 +225,9 @@ impl ElasticsearchOutput {
         let client = HttpClient::new(ClientSettings {
             key: "output.elasticsearch",
             output: "elasticsearch",
-            hosts: &c.hosts,
-            ssl: c.ssl.as_ref(),
-            timeout: c.timeout.get(),
+            hosts: &c.network.hosts,
+            ssl: c.network.ssl.as_ref(),
+            timeout: c.network.timeout.get(),
             auth,
             headers: &BTreeMap::new(),
         })?;

@@ -4,13 +4,84 @@
 //! becomes `<filename>.1`, the older ones shift up, and the oldest beyond the limit is
 //! removed (the Beats naming users' log shippers already know).
 
+use super::check::{CheckFailed, Steps, fail};
 use super::{Outcome, Output, OutputError, encode_into};
-use crate::config::FileOutputConfig;
+use crate::config::ConfigError;
 use crate::event::Record;
-use std::fs::{File, OpenOptions};
+use serde::{Deserialize, Serialize};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
+
+/// `output.file`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FileOutputConfig {
+    pub enabled: bool,
+    pub path: String,
+    pub filename: String,
+    pub rotate_every_kb: u64,
+    pub number_of_files: usize,
+    /// Octal permission bits of the files written, as a string ("0600").
+    pub permissions: String,
+}
+
+impl Default for FileOutputConfig {
+    fn default() -> Self {
+        FileOutputConfig {
+            enabled: true,
+            path: "/var/lib/connbeat".into(),
+            filename: "connbeat".into(),
+            rotate_every_kb: 10240,
+            number_of_files: 7,
+            permissions: "0600".into(),
+        }
+    }
+}
+
+/// The registry's handle on the file output.
+pub struct File;
+
+impl super::Kind for File {
+    const NAME: &'static str = "file";
+    type Config = FileOutputConfig;
+    fn enabled(c: &FileOutputConfig) -> bool {
+        c.enabled
+    }
+    fn validate(f: &FileOutputConfig) -> Result<(), ConfigError> {
+        crate::config::file_permissions(&f.permissions)
+            .map_err(|m| ConfigError::invalid("output.file.permissions", m))?;
+        for (key, zero) in [
+            ("output.file.number_of_files", f.number_of_files == 0),
+            ("output.file.rotate_every_kb", f.rotate_every_kb == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::invalid(key, "must not be zero or empty"));
+            }
+        }
+        if f.filename.is_empty() || f.filename.contains('/') {
+            return Err(ConfigError::invalid(
+                "output.file.filename",
+                "must be a plain file name (the directory goes in output.file.path)",
+            ));
+        }
+        Ok(())
+    }
+    fn build(c: &FileOutputConfig) -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(FileOutput::new(c)?))
+    }
+    fn test(f: &FileOutputConfig, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
+        s.line("file output");
+        s.indent = 2;
+        s.step(&format!("write to {}", f.path), || {
+            FileOutput::new(f)
+                .map(|_| ((), String::new()))
+                .map_err(|e| fail("output.file.path", e.to_string()))
+        })?;
+        Ok(())
+    }
+}
 
 pub struct FileOutput {
     dir: PathBuf,
@@ -18,7 +89,7 @@ pub struct FileOutput {
     max_bytes: u64,
     keep: usize,
     mode: u32,
-    file: File,
+    file: std::fs::File,
     size: u64,
     buf: Vec<u8>,
 }
@@ -85,7 +156,7 @@ impl FileOutput {
     }
 }
 
-fn open(path: &std::path::Path, mode: u32) -> Result<(File, u64), OutputError> {
+fn open(path: &std::path::Path, mode: u32) -> Result<(std::fs::File, u64), OutputError> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)

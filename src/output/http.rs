@@ -6,14 +6,150 @@
 //! 4xx means the collector will never take it, so the batch is dropped and the status and
 //! the body's start are logged. Connection errors and timeouts are retried.
 
+use super::check::{CheckFailed, Steps, build_client, check_http_hosts, fail};
 use super::http_client::Response;
 use super::http_client::{Auth, ClientSettings, HttpClient, gzip};
+use super::network::{Batching, Defaults, NetworkSettings};
 use super::{Outcome, Output, OutputError, encode_into};
-use crate::config::HttpOutputConfig;
+use crate::config::ConfigError;
 use crate::event::Record;
 use crate::monitor::{self, METRICS};
 use bytes::Bytes;
 use hyper::Method;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How a batch is written in the request body (`format`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// One JSON object per line.
+    JsonLines,
+    /// One JSON array of the batch's events.
+    JsonArray,
+}
+
+/// `output.http`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpOutputConfig {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub network: NetworkSettings<Http>,
+    pub path: String,
+    pub format: Format,
+    pub compression_level: u32,
+    pub headers: BTreeMap<String, String>,
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for HttpOutputConfig {
+    fn default() -> Self {
+        HttpOutputConfig {
+            enabled: true,
+            network: NetworkSettings::default(),
+            path: "/events".into(),
+            format: Format::JsonLines,
+            compression_level: 0,
+            headers: BTreeMap::new(),
+            username: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+/// The registry's handle on the HTTP output.
+#[derive(Debug)]
+pub struct Http;
+
+impl Defaults for Http {
+    const HOSTS: &'static [&'static str] = &["http://localhost:8080"];
+    const BULK_MAX_SIZE: usize = 500;
+}
+
+impl super::Kind for Http {
+    const NAME: &'static str = "http";
+    type Config = HttpOutputConfig;
+    fn enabled(c: &HttpOutputConfig) -> bool {
+        c.enabled
+    }
+    fn validate(h: &HttpOutputConfig) -> Result<(), ConfigError> {
+        h.network.validate("http")?;
+        if h.compression_level > 9 {
+            return Err(ConfigError::invalid(
+                "output.http.compression_level",
+                format!("{} is not between 0 (off) and 9", h.compression_level),
+            ));
+        }
+        Ok(())
+    }
+    fn batching(c: &HttpOutputConfig) -> Option<Batching> {
+        Some(c.network.batching())
+    }
+    fn build(c: &HttpOutputConfig) -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(HttpOutput::new(c)?))
+    }
+    fn test(h: &HttpOutputConfig, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
+        s.line("http output");
+        s.indent = 2;
+        let client = build_client(
+            s,
+            ClientSettings {
+                key: "output.http",
+                output: "http",
+                hosts: &h.network.hosts,
+                ssl: h.network.ssl.as_ref(),
+                timeout: h.network.timeout.get(),
+                auth: Auth::Basic {
+                    username: h.username.clone(),
+                    password: h.password.clone(),
+                },
+                headers: &h.headers,
+            },
+        )?;
+        check_http_hosts(
+            s,
+            "output.http",
+            &h.network.hosts,
+            h.network.ssl.as_ref(),
+            client,
+            |s, client, i| {
+                let body = if h.format == Format::JsonArray {
+                    "[]"
+                } else {
+                    ""
+                };
+                let path = if h.path.starts_with('/') {
+                    h.path.clone()
+                } else {
+                    format!("/{}", h.path)
+                };
+                s.step(&format!("POST an empty batch to {path}"), || {
+                let r = client
+                    .send(Method::POST, i, &path, Some("application/json"), false, Bytes::from(body))
+                    .map_err(|e| fail("output.http.hosts", e.to_string()))?;
+                match r.status.as_u16() {
+                    200..=299 => Ok(((), r.status.to_string())),
+                    401 | 403 => Err(fail(
+                        "output.http.password",
+                        format!(
+                            "{} refused the credentials of user {:?} ({}); check output.http.username and output.http.password",
+                            client.host_url(i), h.username, r.status
+                        ),
+                    )),
+                    _ => Ok(((), format!("answered {} to an empty batch", r.status))),
+                }
+            })
+            },
+        )
+    }
+    fn populated() -> HttpOutputConfig {
+        let mut c = HttpOutputConfig::default();
+        c.network.ssl = Some(Default::default());
+        c
+    }
+}
 
 pub struct HttpOutput {
     client: HttpClient,
@@ -28,9 +164,9 @@ impl HttpOutput {
         let client = HttpClient::new(ClientSettings {
             key: "output.http",
             output: "http",
-            hosts: &c.hosts,
-            ssl: c.ssl.as_ref(),
-            timeout: c.timeout.get(),
+            hosts: &c.network.hosts,
+            ssl: c.network.ssl.as_ref(),
+            timeout: c.network.timeout.get(),
             auth: Auth::Basic {
                 username: c.username.clone(),
                 password: c.password.clone(),
@@ -45,7 +181,7 @@ impl HttpOutput {
         Ok(HttpOutput {
             client,
             path,
-            array: c.format == "json_array",
+            array: c.format == Format::JsonArray,
             level: c.compression_level,
             buf: Vec::with_capacity(256 * 1024),
         })

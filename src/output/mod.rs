@@ -3,6 +3,11 @@
 //! An output only writes batches; batching, counting and shutdown belong to
 //! [`crate::publish`]. A network output implements the same trait, so the pipeline treats
 //! every destination alike.
+//!
+//! An output is its module (its config struct, its [`Kind`]: validation, construction,
+//! `test output`) plus one line of the registry below, which declares its `output.<name>`
+//! section. Validation, construction, the pipeline's batching and `test output` read the
+//! registry.
 
 pub mod check;
 mod console;
@@ -11,19 +16,138 @@ mod file;
 pub mod format;
 pub mod http;
 pub mod http_client;
-#[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod network;
 pub mod ssl;
 pub mod template;
 
-pub use console::ConsoleOutput;
-pub use file::FileOutput;
-pub use http::HttpOutput;
+pub use console::{ConsoleOutput, ConsoleOutputConfig};
+pub use elasticsearch::ElasticsearchOutputConfig;
+pub use file::{FileOutput, FileOutputConfig};
+pub use http::{HttpOutput, HttpOutputConfig};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::event::Record;
+use check::{CheckFailed, Steps};
+use network::Batching;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use thiserror::Error;
+
+/// What an output's module gives the registry.
+pub trait Kind {
+    /// `output.<NAME>`.
+    const NAME: &'static str;
+    /// Its section of the configuration.
+    type Config: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + PartialEq;
+    fn enabled(c: &Self::Config) -> bool;
+    /// Checks beyond types, each failure naming its key.
+    fn validate(_c: &Self::Config) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    /// Batch size, retries and backoff of a network output (local outputs: the defaults).
+    fn batching(_c: &Self::Config) -> Option<Batching> {
+        None
+    }
+    fn build(c: &Self::Config) -> Result<Box<dyn Output>, OutputError>;
+    /// `test output`: connects the way the agent would, printing each step.
+    fn test(c: &Self::Config, s: &mut Steps<'_>) -> Result<(), CheckFailed>;
+    /// The section with every optional part present (the known keys come from it).
+    fn populated() -> Self::Config {
+        Self::Config::default()
+    }
+}
+
+/// One present `output.<name>` section, whatever its kind.
+pub trait Section {
+    fn name(&self) -> &'static str;
+    fn enabled(&self) -> bool;
+    fn validate(&self) -> Result<(), ConfigError>;
+    fn batching(&self) -> Option<Batching>;
+    fn build(&self) -> Result<Box<dyn Output>, OutputError>;
+    fn test(&self, s: &mut Steps<'_>) -> Result<(), CheckFailed>;
+}
+
+struct Of<'a, K: Kind>(&'a K::Config);
+
+impl<K: Kind> Section for Of<'_, K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+    fn enabled(&self) -> bool {
+        K::enabled(self.0)
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        K::validate(self.0)
+    }
+    fn batching(&self) -> Option<Batching> {
+        K::batching(self.0)
+    }
+    fn build(&self) -> Result<Box<dyn Output>, OutputError> {
+        K::build(self.0)
+    }
+    fn test(&self, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
+        K::test(self.0, s)
+    }
+}
+
+/// Declares `output.*` from the registry lines.
+macro_rules! outputs {
+    ($( $field:ident => $kind:ty ),* $(,)?) => {
+        /// `output.*`: a section that is present is enabled unless it says `enabled: false`.
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+        #[serde(default)]
+        pub struct OutputsConfig {
+            $(
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<<$kind as Kind>::Config>,
+            )*
+        }
+
+        /// Every output's name, in registry order.
+        pub const NAMES: &[&str] = &[ $( <$kind as Kind>::NAME, )* ];
+
+        impl OutputsConfig {
+            /// The sections present in the file, in registry order.
+            pub fn sections(&self) -> Vec<Box<dyn Section + '_>> {
+                let mut v: Vec<Box<dyn Section + '_>> = Vec::new();
+                $(
+                    if let Some(c) = &self.$field {
+                        v.push(Box::new(Of::<$kind>(c)));
+                    }
+                )*
+                v
+            }
+
+            /// Every section, every optional part present.
+            pub fn populated() -> OutputsConfig {
+                OutputsConfig {
+                    $( $field: Some(<$kind as Kind>::populated()), )*
+                }
+            }
+        }
+    };
+}
+
+// Every output. Adding one is its module and one line here.
+outputs! {
+    console => console::Console,
+    file => file::File,
+    kafka => kafka::Kafka,
+    elasticsearch => elasticsearch::Elasticsearch,
+    http => http::Http,
+}
+
+impl OutputsConfig {
+    /// The enabled sections.
+    pub fn enabled(&self) -> Vec<Box<dyn Section + '_>> {
+        self.sections()
+            .into_iter()
+            .filter(|s| s.enabled())
+            .collect()
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum OutputError {
@@ -123,29 +247,10 @@ impl Output for DryRunOutput {
 
 /// Builds the one enabled output of the configuration.
 pub fn from_config(c: &Config) -> Result<Box<dyn Output>, OutputError> {
-    if let Some(o) = c.output.console.as_ref().filter(|o| o.enabled) {
-        return Ok(Box::new(ConsoleOutput::stdout(o.pretty)));
+    match c.output.enabled().first() {
+        Some(s) => s.build(),
+        None => Err(OutputError::Config("no output is enabled".into())),
     }
-    if let Some(o) = c.output.file.as_ref().filter(|o| o.enabled) {
-        return Ok(Box::new(FileOutput::new(o)?));
-    }
-    if let Some(o) = c.output.http.as_ref().filter(|o| o.enabled) {
-        return Ok(Box::new(HttpOutput::new(o)?));
-    }
-    if let Some(o) = c.output.elasticsearch.as_ref().filter(|o| o.enabled) {
-        return Ok(Box::new(elasticsearch::ElasticsearchOutput::new(o)?));
-    }
-    #[cfg(feature = "kafka")]
-    if let Some(o) = c.output.kafka.as_ref().filter(|o| o.enabled) {
-        return Ok(Box::new(kafka::KafkaOutput::new(o)?));
-    }
-    let name = crate::config::enabled_outputs(c)
-        .first()
-        .copied()
-        .unwrap_or("none");
-    Err(OutputError::Config(format!(
-        "output.{name} is not available in this build (built without the `{name}` feature)"
-    )))
 }
 
 /// Appends one event as a line of JSON (or as pretty JSON, which costs a parse) to `buf`.

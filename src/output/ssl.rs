@@ -7,7 +7,7 @@
 //! Every error names the setting at fault (`output.http.ssl.certificate_authorities`, ...).
 
 use super::OutputError;
-use crate::config::SslConfig;
+use crate::config::{SslConfig, VerificationMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -24,11 +24,11 @@ pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig,
         .with_safe_default_protocol_versions()
         .map_err(|e| cfg(key, format!("TLS setup: {e}")))?;
     let roots = Arc::new(roots(ssl, key)?);
-    let builder = match ssl.verification_mode.as_str() {
-        "none" => builder
+    let builder = match ssl.verification_mode {
+        VerificationMode::None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider))),
-        "certificate" => {
+        VerificationMode::Certificate => {
             let inner =
                 rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
                     .build()
@@ -37,7 +37,7 @@ pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig,
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
         }
-        _ => builder.with_root_certificates(roots),
+        VerificationMode::Full | VerificationMode::Strict => builder.with_root_certificates(roots),
     };
     let config = if ssl.certificate.is_empty() && ssl.key.is_empty() {
         builder.with_no_client_auth()

@@ -58,6 +58,8 @@ pub fn properties() -> Value {
         "family",
         "attribution",
         "cookie",
+        // connection and transaction events
+        "community_id",
     ] {
         add(k, kw());
     }
@@ -98,7 +100,7 @@ pub fn properties() -> Value {
     add("notes", text_kw());
     add("client_process", process());
     add("server_process", process());
-    for k in ["http", "dns", "redis", "mysql", "pgsql", "tls"] {
+    for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }
     Value::Object(p)

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::event::{CommonFields, Event, Finisher, Record};
 use crate::monitor::{self, METRICS};
 use crate::output::{EventStatus, Outcome, Output};
+use crate::processors::Processing;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 /// dropped and the queue is drained.
 pub struct Publisher {
     queue: Arc<Queue>,
+    /// The configured processors, run on the source's thread before an event is queued.
+    processing: Option<Arc<Processing>>,
 }
 
 impl Clone for Publisher {
@@ -42,6 +45,7 @@ impl Clone for Publisher {
         self.queue.add_producer();
         Publisher {
             queue: self.queue.clone(),
+            processing: self.processing.clone(),
         }
     }
 }
@@ -62,8 +66,26 @@ pub enum TryPublishError {
 }
 
 impl Publisher {
+    /// This publisher, running `processing` on every event before it is queued (an event
+    /// a processor drops never reaches the queue).
+    pub fn with_processing(mut self, processing: Option<Arc<Processing>>) -> Publisher {
+        self.processing = processing;
+        self
+    }
+
+    fn process(&self, e: Event) -> Option<Event> {
+        match &self.processing {
+            None => Some(e),
+            Some(p) => p.apply(e),
+        }
+    }
+
     /// Queues one event, waiting while the queue is full. False when the pipeline is gone.
+    /// An event a processor drops counts as published.
     pub fn publish(&self, e: Event) -> bool {
+        let Some(e) = self.process(e) else {
+            return true;
+        };
         match self.queue.push(e, true) {
             Ok(()) => {
                 monitor::inc(&METRICS.queue_events);
@@ -77,6 +99,9 @@ impl Publisher {
     /// Queues one event if there is room, without waiting. A full queue is counted in
     /// `queue.full`; the caller decides what to do with the event it gets back.
     pub fn try_publish(&self, e: Event) -> Result<(), TryPublishError> {
+        let Some(e) = self.process(e) else {
+            return Ok(());
+        };
         match self.queue.push(e, false) {
             Ok(()) => {
                 monitor::inc(&METRICS.queue_events);
@@ -132,18 +157,12 @@ pub struct DiskSettings {
 impl PipelineSettings {
     pub fn from_config(c: &Config) -> PipelineSettings {
         let q = &c.queue.mem;
-        let o = &c.output;
-        let (bulk_max, max_retries, backoff) =
-            if let Some(k) = o.kafka.as_ref().filter(|k| k.enabled) {
-                (k.bulk_max_size, k.max_retries, k.backoff.clone())
-            } else if let Some(e) = o.elasticsearch.as_ref().filter(|e| e.enabled) {
-                (e.bulk_max_size, e.max_retries, e.backoff.clone())
-            } else if let Some(h) = o.http.as_ref().filter(|h| h.enabled) {
-                (h.bulk_max_size, h.max_retries, h.backoff.clone())
-            } else {
-                // console and file: local writes, retried forever.
-                (q.flush.min_events.max(512), -1, Default::default())
-            };
+        let network = c.output.enabled().first().and_then(|s| s.batching());
+        let (bulk_max, max_retries, backoff) = match network {
+            Some(b) => (b.bulk_max_size, b.max_retries, b.backoff),
+            // console and file: local writes, retried forever.
+            None => (q.flush.min_events.max(512), -1, Default::default()),
+        };
         let bulk_max = bulk_max.max(1);
         PipelineSettings {
             queue_events: q.events,
@@ -222,7 +241,10 @@ pub fn start(
         })
         .map_err(|e| PublishError::Thread("publish", e))?;
     Ok((
-        Publisher { queue },
+        Publisher {
+            queue,
+            processing: None,
+        },
         Pipeline {
             thread: Some(thread),
             intake,

@@ -1,15 +1,19 @@
 //! Protocol plugins: the two traits every parser implements, the transaction they build,
-//! the request/response pairing they share, and the registry keyed by configured ports.
+//! the request/response pairing they share, the registry of protocols (one `registry!`
+//! line each: the `connbeat.protocols` config enum, the names, the dispatch), and the
+//! configured protocols keyed by port.
 //!
 //! Packetbeat's `TcpProtocolPlugin` (Parse / GapInStream / ReceivedFin / ConnectionTimeout),
 //! made type-safe: the stream layer owns buffering (a parser says how many bytes it used,
 //! and may ask to skip bytes it has not seen yet, e.g. a body it does not keep), pairing
 //! and event building live here once, and a protocol is one folder with a pure `parser.rs`
-//! and a `mod.rs` holding its per-connection state.
+//! and a `mod.rs` holding its per-connection state, its options and its transaction
+//! object, plus its line in the registry.
 
 pub mod dns;
 pub mod http;
 pub mod mysql;
+pub mod options;
 pub mod pgsql;
 pub mod redis;
 #[cfg(test)]
@@ -17,9 +21,12 @@ pub(crate) mod testutil;
 pub mod tls;
 pub mod txn;
 
-pub use txn::{Pairing, Pending, Txn, status};
+pub use options::{CommonOptions, Entry};
+pub use txn::{Done, Pairing, Pending, Txn, TxnObject, status};
 
-use crate::config::ProtocolConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Which way data flows in a connection.
@@ -41,10 +48,10 @@ pub struct ParseError(pub &'static str);
 pub struct Cx<'a> {
     /// Timestamp of the packet being processed (or the sweep time), µs since the epoch.
     pub now: u64,
-    /// `connbeat.transaction_timeout`, µs.
+    /// The protocol's transaction timeout, µs.
     pub timeout: u64,
     /// Finished transactions, taken by the engine after each call.
-    pub out: &'a mut Vec<Txn>,
+    pub out: &'a mut Vec<Done>,
 }
 
 /// What a TCP parser wants after a hole in one direction.
@@ -86,65 +93,202 @@ pub trait UdpParser: Send {
 pub struct Common {
     /// Bound on requests waiting for a response, per connection.
     pub max_pending: usize,
+    /// `connbeat.transaction_timeout`, µs: the timeout of a protocol that sets none.
+    pub transaction_timeout_us: u64,
 }
 
 pub type TcpFactory = Arc<dyn Fn() -> Box<dyn TcpParser> + Send + Sync>;
 pub type UdpFactory = Arc<dyn Fn() -> Box<dyn UdpParser> + Send + Sync>;
 
-/// One protocol as the registry knows it.
-pub struct Def {
-    pub name: &'static str,
-    pub tcp: Option<fn(&ProtocolConfig, &Common) -> TcpFactory>,
-    pub udp: Option<fn(&ProtocolConfig, &Common) -> UdpFactory>,
+/// The parser makers of one configured protocol, one per transport it runs over.
+#[derive(Default)]
+pub struct Parsers {
+    pub tcp: Option<TcpFactory>,
+    pub udp: Option<UdpFactory>,
 }
 
-/// Every protocol connbeat can inspect. Adding one is one folder and one line here.
-pub const ALL: &[Def] = &[
-    http::DEF,
-    dns::DEF,
-    redis::DEF,
-    mysql::DEF,
-    pgsql::DEF,
-    tls::DEF,
-];
+/// What a protocol's folder gives the registry: its name, its options, its parsers.
+pub trait Protocol {
+    /// Its `type` in `connbeat.protocols`.
+    const NAME: &'static str;
+    /// Its own keys (besides [`CommonOptions`]); unknown keys are refused.
+    type Options: Serialize
+        + DeserializeOwned
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + PartialEq
+        + Send
+        + Sync
+        + 'static;
+    /// Whether its messages have a text form for `send_request` / `send_response`; when
+    /// not, those keys are refused for it.
+    const TEXT_MESSAGES: bool = false;
+    /// Parser makers for a configured entry.
+    fn parsers(entry: &Entry<Self::Options>, common: &Common) -> Parsers;
+    /// Options that reach the most code, for fuzzing.
+    fn fuzz_options() -> Self::Options {
+        Self::Options::default()
+    }
+}
+
+/// Declares the registry: the config enum tagged by `type`, the list of names, and the
+/// dispatch from an entry to its protocol. Everything else reads these.
+macro_rules! registry {
+    ($( $variant:ident => $proto:ty ),* $(,)?) => {
+        /// One entry of `connbeat.protocols`: a protocol's options, chosen by its `type`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ProtocolConfig {
+            $( $variant(Entry<<$proto as Protocol>::Options>), )*
+        }
+
+        /// Every protocol's `type`, in registry order.
+        pub const NAMES: &[&str] = &[ $( <$proto as Protocol>::NAME, )* ];
+
+        impl ProtocolConfig {
+            /// The protocol's `type`.
+            pub fn name(&self) -> &'static str {
+                match self { $( Self::$variant(_) => <$proto as Protocol>::NAME, )* }
+            }
+
+            /// The keys every protocol has.
+            pub fn common(&self) -> &CommonOptions {
+                match self { $( Self::$variant(e) => &e.common, )* }
+            }
+
+            pub fn common_mut(&mut self) -> &mut CommonOptions {
+                match self { $( Self::$variant(e) => &mut e.common, )* }
+            }
+
+            /// The parser makers of this entry.
+            pub fn parsers(&self, common: &Common) -> Parsers {
+                match self { $( Self::$variant(e) => <$proto as Protocol>::parsers(e, common), )* }
+            }
+
+            /// The entry of protocol `name`, read from its keys.
+            pub fn from_map(name: &str, map: Map<String, Value>) -> Result<Self, String> {
+                $( if name == <$proto as Protocol>::NAME {
+                    let e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
+                    if !<$proto as Protocol>::TEXT_MESSAGES
+                        && (e.common.send_request || e.common.send_response)
+                    {
+                        return Err(format!(
+                            "`send_request` and `send_response` are not options of {name}: \
+                             its messages have no text form here"
+                        ));
+                    }
+                    return Ok(Self::$variant(e));
+                } )*
+                Err(format!("unknown protocol {name:?}; known: {}", NAMES.join(", ")))
+            }
+
+            fn to_map(&self) -> Map<String, Value> {
+                match self { $( Self::$variant(e) => e.to_map(), )* }
+            }
+
+            /// Every protocol with its default options (known keys, docs).
+            pub fn defaults() -> Vec<ProtocolConfig> {
+                vec![ $( Self::$variant(Entry::default()), )* ]
+            }
+
+            /// Every protocol with the options that reach the most code (fuzzing).
+            pub fn fuzzing() -> Vec<ProtocolConfig> {
+                vec![ $( Self::$variant(Entry {
+                    common: CommonOptions {
+                        max_message_size: 64 * 1024,
+                        send_request: <$proto as Protocol>::TEXT_MESSAGES,
+                        send_response: <$proto as Protocol>::TEXT_MESSAGES,
+                        ..CommonOptions::default()
+                    },
+                    options: <$proto as Protocol>::fuzz_options(),
+                }), )* ]
+            }
+        }
+    };
+}
+
+// Every protocol connbeat can inspect. Adding one is its folder and one line here.
+registry! {
+    Http => http::Proto,
+    Dns => dns::Proto,
+    Redis => redis::Proto,
+    Mysql => mysql::Proto,
+    Pgsql => pgsql::Proto,
+    Tls => tls::Proto,
+}
+
+impl Serialize for ProtocolConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = Map::new();
+        m.insert("type".into(), Value::String(self.name().into()));
+        m.extend(self.to_map());
+        m.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = Map::<String, Value>::deserialize(d)?;
+        match map.remove("type") {
+            Some(Value::String(name)) => {
+                ProtocolConfig::from_map(&name, map).map_err(D::Error::custom)
+            }
+            _ => Err(D::Error::custom(format!(
+                "`type` must name the protocol, one of {}",
+                NAMES.join(", ")
+            ))),
+        }
+    }
+}
 
 /// A configured protocol, ready to make parsers.
-pub struct Protocol {
+pub struct Configured {
     pub name: &'static str,
     pub tcp: Option<TcpFactory>,
     pub udp: Option<UdpFactory>,
     /// The `max_message_size` of its configuration: bound on unparsed bytes per direction.
     pub max_message_size: usize,
+    /// Its transaction timeout, µs (its own, or `connbeat.transaction_timeout`).
+    pub timeout_us: u64,
 }
 
 /// Configured protocols keyed by port.
 pub struct Registry {
-    protocols: Vec<Protocol>,
+    protocols: Vec<Configured>,
     /// Port → index + 1 into `protocols` (0: none).
     by_port: Box<[u8]>,
 }
 
 impl Registry {
-    /// Builds the registry from the enabled `connbeat.protocols` entries. An unknown type
-    /// or a port claimed twice is an error naming the setting.
+    /// Builds the registry from the enabled `connbeat.protocols` entries. A port claimed
+    /// twice is an error naming the setting.
     pub fn new(configs: &[ProtocolConfig], common: &Common) -> Result<Registry, String> {
         let mut protocols = Vec::new();
         let mut by_port = vec![0u8; 65536].into_boxed_slice();
-        for (i, c) in configs.iter().enumerate().filter(|(_, c)| c.enabled) {
-            let def = ALL.iter().find(|d| d.name == c.kind).ok_or_else(|| {
-                format!("connbeat.protocols.{i}.type: unknown protocol {:?}", c.kind)
-            })?;
+        for (i, c) in configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.common().enabled)
+        {
             if protocols.len() >= 250 {
                 return Err("connbeat.protocols: too many entries".into());
             }
-            protocols.push(Protocol {
-                name: def.name,
-                tcp: def.tcp.map(|f| f(c, common)),
-                udp: def.udp.map(|f| f(c, common)),
-                max_message_size: c.max_message_size.max(1),
+            let parsers = c.parsers(common);
+            let o = c.common();
+            protocols.push(Configured {
+                name: c.name(),
+                tcp: parsers.tcp,
+                udp: parsers.udp,
+                max_message_size: o.max_message_size.max(1),
+                timeout_us: o
+                    .transaction_timeout
+                    .map_or(common.transaction_timeout_us, |t| {
+                        t.get().as_micros() as u64
+                    }),
             });
             let idx = protocols.len() as u8;
-            for &p in &c.ports {
+            for &p in &o.ports {
                 let slot = &mut by_port[usize::from(p)];
                 if *slot != 0 && *slot != idx {
                     return Err(format!(
@@ -167,7 +311,7 @@ impl Registry {
         }
     }
 
-    pub fn get(&self, i: usize) -> &Protocol {
+    pub fn get(&self, i: usize) -> &Configured {
         &self.protocols[i]
     }
 
@@ -185,4 +329,55 @@ pub fn lower_all(v: &[String]) -> Vec<String> {
 pub fn text(b: &[u8], max: usize) -> String {
     let b = &b[..b.len().min(max)];
     String::from_utf8_lossy(b).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protocol_timeout_overrides_the_global_one() {
+        let c = crate::config::from_yaml_str(
+            "output.console: {}\nconnbeat.transaction_timeout: 10s\nconnbeat.protocols:\n  \
+             - {type: http, ports: [80], transaction_timeout: 2s}\n  - {type: redis, ports: [6379]}",
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        let common = crate::inspect::engine::Settings::from_config(&c).common;
+        let r = Registry::new(&c.connbeat.protocols, &common).unwrap();
+        let http = r.get(r.on_port(80).unwrap());
+        let redis = r.get(r.on_port(6379).unwrap());
+        assert_eq!((http.name, http.timeout_us), ("http", 2_000_000));
+        assert_eq!((redis.name, redis.timeout_us), ("redis", 10_000_000));
+    }
+
+    #[test]
+    fn the_registry_names_every_protocol_once() {
+        let defaults = ProtocolConfig::defaults();
+        let names: Vec<&str> = defaults.iter().map(ProtocolConfig::name).collect();
+        assert_eq!(names, NAMES);
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+    }
+
+    #[test]
+    fn the_reference_config_documents_every_protocol_and_option() {
+        let yml = include_str!("../../../connbeat.yml");
+        for p in ProtocolConfig::defaults() {
+            let name = p.name();
+            assert!(
+                yml.contains(&format!("type: {name}")),
+                "connbeat.yml: {name}"
+            );
+            for key in p.to_map().keys() {
+                assert!(
+                    yml.contains(&format!("#    {key}:")) || yml.contains(&format!("#   {key}:")),
+                    "connbeat.yml does not document {name}'s `{key}`"
+                );
+            }
+        }
+    }
 }

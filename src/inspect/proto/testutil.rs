@@ -1,12 +1,12 @@
 //! Drives a TCP parser the way the engine does (buffering, skipping), for unit tests.
 
-use super::{Cx, Dir, TcpParser, Txn};
+use super::{Common, Cx, Dir, Done, TcpParser};
 use crate::inspect::engine::feed_chunk;
 use crate::inspect::tcp::{Budget, Chunk};
 
 /// Feeds each (direction, bytes) in pieces of `split` bytes; returns the transactions,
 /// including those published when the connection closes.
-pub fn drive(p: &mut dyn TcpParser, msgs: &[(Dir, &[u8])], split: usize) -> Vec<Txn> {
+pub fn drive(p: &mut dyn TcpParser, msgs: &[(Dir, &[u8])], split: usize) -> Vec<Done> {
     let mut out = Vec::new();
     let budget = Budget::new(1 << 30);
     let mut bufs: [Vec<u8>; 2] = Default::default();
@@ -40,4 +40,12 @@ pub fn drive(p: &mut dyn TcpParser, msgs: &[(Dir, &[u8])], split: usize) -> Vec<
     };
     p.close(&mut cx);
     out
+}
+
+/// The settings every protocol gets, as unit tests use them.
+pub fn common() -> Common {
+    Common {
+        max_pending: 8,
+        transaction_timeout_us: 10_000_000,
+    }
 }

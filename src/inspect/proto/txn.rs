@@ -4,10 +4,16 @@
 //! completes it, and the engine turns finished ones into events (see
 //! [`Txn::into_event`]). Timeouts, unmatched responses, the bound on pending requests and
 //! their counters are handled here once, not per protocol.
+//!
+//! A transaction carries the fields every protocol has and its protocol's own typed object
+//! (`F`, e.g. the HTTP request and response). Each protocol object says how it is written
+//! into an event through [`TxnObject`]: the classic shape today; an ECS writer is one more
+//! method of that trait, implemented per protocol.
 
+use crate::community_id::CommunityId;
 use crate::event::Event;
-use crate::inspect::ProcessRef;
 use crate::monitor::{self, METRICS};
+use crate::owner::ProcessRef;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -24,9 +30,31 @@ pub mod status {
     pub const SERVER_ERROR: &str = "Server Error";
 }
 
+/// A protocol's own part of a transaction, written into its event.
+pub trait TxnObject: std::fmt::Debug + Send + 'static {
+    /// Writes the protocol object of a classic event, under `name` (`http`, `dns`, ...).
+    fn write_classic(&self, name: &'static str, e: &mut Event);
+}
+
+/// A free-form JSON object (tests, and a protocol being written).
+impl TxnObject for Map<String, Value> {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
+
+impl TxnObject for Box<dyn TxnObject> {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        (**self).write_classic(name, e);
+    }
+}
+
+/// A finished transaction, whatever its protocol.
+pub type Done = Txn<Box<dyn TxnObject>>;
+
 /// One request/response exchange, as the protocol knows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Txn {
+pub struct Txn<F = Map<String, Value>> {
     /// Request start, µs since the epoch (`@timestamp`).
     pub start: u64,
     /// Response end, when there was a response.
@@ -40,13 +68,16 @@ pub struct Txn {
     pub bytes_out: u64,
     pub real_ip: Option<String>,
     pub notes: Vec<String>,
+    /// The request and the response as text (`send_request`, `send_response`).
+    pub request: Option<String>,
+    pub response: Option<String>,
     /// The protocol object (`http`, `dns`, ...).
-    pub fields: Map<String, Value>,
+    pub fields: F,
 }
 
-impl Txn {
+impl<F: Default> Txn<F> {
     /// A transaction whose request started at `start` and took `bytes_in` bytes.
-    pub fn new(start: u64, bytes_in: u64) -> Txn {
+    pub fn new(start: u64, bytes_in: u64) -> Txn<F> {
         Txn {
             start,
             end: None,
@@ -59,13 +90,39 @@ impl Txn {
             bytes_out: 0,
             real_ip: None,
             notes: Vec::new(),
-            fields: Map::new(),
+            request: None,
+            response: None,
+            fields: F::default(),
         }
     }
+}
 
-    /// Sets a protocol field.
+impl Txn<Map<String, Value>> {
+    /// Sets a field of a free-form protocol object.
     pub fn set(&mut self, key: &str, v: impl Into<Value>) {
         self.fields.insert(key.into(), v.into());
+    }
+}
+
+impl<F: TxnObject> Txn<F> {
+    /// The same transaction with its protocol object boxed, as the engine collects them.
+    pub fn boxed(self) -> Done {
+        Txn {
+            start: self.start,
+            end: self.end,
+            status: self.status,
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            resource: self.resource,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            real_ip: self.real_ip,
+            notes: self.notes,
+            request: self.request,
+            response: self.response,
+            fields: Box::new(self.fields),
+        }
     }
 
     /// The event for this transaction between these endpoints, serialized straight from
@@ -93,18 +150,31 @@ impl Txn {
             client_port: ep.client.port(),
             ip: ep.server.ip(),
             port: ep.server.port(),
+            community_id: ep.community_id(),
             client_process: ep.client_process.as_ref(),
             server_process: ep.server_process.as_ref(),
             direction,
             notes: &self.notes,
+            request: self.request.as_deref(),
+            response: self.response.as_deref(),
         };
         let mut e = Event::from_fields(
             UNIX_EPOCH + Duration::from_micros(self.start),
             proto,
             &common,
         );
-        e.push_field(proto, &self.fields);
+        self.fields.write_classic(proto, &mut e);
         e
+    }
+}
+
+#[cfg(test)]
+impl Done {
+    /// The protocol object as JSON (tests look into it).
+    pub fn object(&self) -> Value {
+        let mut e = Event::from_fields(UNIX_EPOCH, "t", &Map::new());
+        self.fields.write_classic("o", &mut e);
+        e.to_value()["o"].clone()
     }
 }
 
@@ -132,6 +202,8 @@ struct TxnFields<'a> {
     ip: IpAddr,
     port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<CommunityId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     client_process: Option<&'a ProcessRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_process: Option<&'a ProcessRef>,
@@ -139,6 +211,10 @@ struct TxnFields<'a> {
     direction: Option<&'static str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     notes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
 }
 
 /// The two ends of a connection, and who owns them when known.
@@ -151,17 +227,24 @@ pub struct Endpoints {
     pub server_process: Option<ProcessRef>,
 }
 
+impl Endpoints {
+    /// The Community ID of the connection (the same value its connection events carry).
+    pub fn community_id(&self) -> Option<CommunityId> {
+        CommunityId::of_ports(self.transport, self.client, self.server)
+    }
+}
+
 /// A request waiting for its response, with what the protocol needs to read the response.
 #[derive(Debug)]
-pub struct Pending<X> {
-    pub txn: Txn,
+pub struct Pending<X, F = Map<String, Value>> {
+    pub txn: Txn<F>,
     pub extra: X,
 }
 
 /// Requests waiting for responses, in order; bounded.
 #[derive(Debug)]
-pub struct Pairing<X> {
-    q: VecDeque<Pending<X>>,
+pub struct Pairing<X, F = Map<String, Value>> {
+    q: VecDeque<Pending<X, F>>,
     max: usize,
 }
 
@@ -170,8 +253,8 @@ pub const NOTE_TIMEOUT: &str = "no response within transaction_timeout";
 /// Note on a request still waiting when its connection ended.
 pub const NOTE_CLOSED: &str = "connection closed before the response";
 
-impl<X> Pairing<X> {
-    pub fn new(max: usize) -> Pairing<X> {
+impl<X, F: TxnObject> Pairing<X, F> {
+    pub fn new(max: usize) -> Pairing<X, F> {
         Pairing {
             q: VecDeque::new(),
             max: max.max(1),
@@ -179,7 +262,7 @@ impl<X> Pairing<X> {
     }
 
     /// Parks a request. When the bound is reached, the oldest one fails.
-    pub fn push(&mut self, txn: Txn, extra: X, cx: &mut Cx<'_>) {
+    pub fn push(&mut self, txn: Txn<F>, extra: X, cx: &mut Cx<'_>) {
         if self.q.len() >= self.max
             && let Some(old) = self.q.pop_front()
         {
@@ -188,11 +271,11 @@ impl<X> Pairing<X> {
         self.q.push_back(Pending { txn, extra });
     }
 
-    pub fn front(&self) -> Option<&Pending<X>> {
+    pub fn front(&self) -> Option<&Pending<X, F>> {
         self.q.front()
     }
 
-    pub fn front_mut(&mut self) -> Option<&mut Pending<X>> {
+    pub fn front_mut(&mut self) -> Option<&mut Pending<X, F>> {
         self.q.front_mut()
     }
 
@@ -205,12 +288,12 @@ impl<X> Pairing<X> {
     }
 
     /// Takes the oldest request.
-    pub fn pop(&mut self) -> Option<Pending<X>> {
+    pub fn pop(&mut self) -> Option<Pending<X, F>> {
         self.q.pop_front()
     }
 
     /// Takes the oldest request matching `pred` (DNS pairs by id).
-    pub fn take(&mut self, pred: impl Fn(&X) -> bool) -> Option<Pending<X>> {
+    pub fn take(&mut self, pred: impl Fn(&X) -> bool) -> Option<Pending<X, F>> {
         let i = self.q.iter().position(|p| pred(&p.extra))?;
         self.q.remove(i)
     }
@@ -236,18 +319,18 @@ impl<X> Pairing<X> {
 }
 
 /// Publishes a completed transaction.
-pub fn complete(mut txn: Txn, end: u64, bytes_out: u64, cx: &mut Cx<'_>) {
+pub fn complete<F: TxnObject>(mut txn: Txn<F>, end: u64, bytes_out: u64, cx: &mut Cx<'_>) {
     txn.end = Some(end);
     txn.bytes_out = bytes_out;
-    cx.out.push(txn);
+    cx.out.push(txn.boxed());
 }
 
 /// Publishes a request that got no response.
-pub fn fail(mut txn: Txn, note: &str, cx: &mut Cx<'_>) {
+pub fn fail<F: TxnObject>(mut txn: Txn<F>, note: &str, cx: &mut Cx<'_>) {
     txn.status = status::ERROR;
     txn.notes.push(note.into());
     monitor::inc(&METRICS.inspect_txn_no_response);
-    cx.out.push(txn);
+    cx.out.push(txn.boxed());
 }
 
 /// Counts a response that matched no request.
@@ -307,5 +390,6 @@ mod tests {
         assert_eq!(e["server_process"]["binary"], "nginx");
         assert_eq!(e["direction"], "in");
         assert_eq!(e["http"]["x"], 1);
+        assert_eq!(e["community_id"], "1:zZcrZw6iHYAz2U0wgSDHZWBCrMg=");
     }
 }

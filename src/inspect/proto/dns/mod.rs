@@ -4,63 +4,159 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{Pairing, complete, unmatched_response};
 use super::{
-    Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, UdpFactory, UdpParser,
-    status,
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, UdpFactory,
+    UdpParser, status,
 };
-use crate::config::ProtocolConfig;
-use serde_json::{Value, json};
+use crate::event::Event;
+use serde::Serialize;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "dns",
-    tcp: Some(tcp_factory),
-    udp: Some(udp_factory),
-};
+/// The registry's handle on DNS.
+pub struct Proto;
 
-fn tcp_factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
-    let max = common.max_pending;
-    Arc::new(move || Box::new(Dns::new(max)) as Box<dyn TcpParser>)
+/// The DNS keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// The authority section's records go into `dns.authorities`.
+    pub include_authorities: bool,
+    /// The additional section's records (EDNS OPT aside) go into `dns.additionals`.
+    pub include_additionals: bool,
 }
 
-fn udp_factory(_c: &ProtocolConfig, common: &Common) -> UdpFactory {
-    let max = common.max_pending;
-    Arc::new(move || Box::new(Dns::new(max)) as Box<dyn UdpParser>)
+impl super::Protocol for Proto {
+    const NAME: &'static str = "dns";
+    type Options = Options;
+    fn fuzz_options() -> Options {
+        Options {
+            include_authorities: true,
+            include_additionals: true,
+        }
+    }
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(tcp_factory(&e.options, common)),
+            udp: Some(udp_factory(&e.options, common)),
+        }
+    }
+}
+
+fn tcp_factory(o: &Options, common: &Common) -> TcpFactory {
+    let (max, o) = (common.max_pending, o.clone());
+    Arc::new(move || Box::new(Dns::with(max, &o)) as Box<dyn TcpParser>)
+}
+
+fn udp_factory(o: &Options, common: &Common) -> UdpFactory {
+    let (max, o) = (common.max_pending, o.clone());
+    Arc::new(move || Box::new(Dns::with(max, &o)) as Box<dyn UdpParser>)
+}
+
+/// The `dns` object of a transaction.
+#[derive(Debug, Default, Serialize)]
+pub struct DnsTxn {
+    pub id: u16,
+    pub op_code: String,
+    /// The query's flags, then the response's.
+    pub flags: Flags,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers_count: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorities_count: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additionals_count: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<Answer>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authorities: Vec<Answer>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub additionals: Vec<Answer>,
+}
+
+/// Header flags; the last four only in a response.
+#[derive(Debug, Default, Serialize)]
+pub struct Flags {
+    pub recursion_desired: bool,
+    pub checking_disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authoritative: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_response: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursion_available: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentic_data: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Question {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub class: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub class: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+impl TxnObject for DnsTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
 }
 
 /// Queries waiting for answers on one flow or connection.
 pub struct Dns {
-    pending: Pairing<u16>,
+    pending: Pairing<u16, DnsTxn>,
+    authorities: bool,
+    additionals: bool,
 }
 
 impl Dns {
     pub fn new(max_pending: usize) -> Dns {
+        Dns::with(max_pending, &Options::default())
+    }
+
+    fn with(max_pending: usize, o: &Options) -> Dns {
         Dns {
             pending: Pairing::new(max_pending),
+            authorities: o.include_authorities,
+            additionals: o.include_additionals,
         }
     }
 
     /// One whole DNS message of `wire_len` bytes (with the TCP length prefix, if any).
     fn message(&mut self, data: &[u8], wire_len: usize, cx: &mut Cx<'_>) -> Result<(), ParseError> {
-        let m = parser::parse(data)?;
+        let m = parser::parse_sections(data, self.authorities || self.additionals)?;
         if !m.response {
-            let mut t = Txn::new(cx.now, wire_len as u64);
+            let mut t: Txn<DnsTxn> = Txn::new(cx.now, wire_len as u64);
             t.method = Some(parser::opcode_name(m.opcode));
-            let mut dns = serde_json::Map::new();
-            dns.insert("id".into(), json!(m.id));
-            dns.insert("op_code".into(), json!(parser::opcode_name(m.opcode)));
-            dns.insert("flags".into(), flags(m.flags, false));
+            t.fields.id = m.id;
+            t.fields.op_code = parser::opcode_name(m.opcode);
+            t.fields.flags = flags(m.flags, false);
             if let Some(q) = &m.question {
                 let (ty, class) = (parser::type_name(q.qtype), parser::class_name(q.qclass));
                 t.query = Some(format!("class {class}, type {ty}, {}", q.name));
                 t.resource = Some(q.name.clone());
-                dns.insert(
-                    "question".into(),
-                    json!({"name": q.name, "type": ty, "class": class}),
-                );
+                t.fields.question = Some(Question {
+                    name: q.name.clone(),
+                    kind: ty,
+                    class,
+                });
             }
-            t.fields = dns;
             self.pending.push(t, m.id, cx);
             return Ok(());
         }
@@ -73,39 +169,45 @@ impl Dns {
         if m.rcode != 0 {
             t.status = status::ERROR;
         }
-        t.set("flags", flags(m.flags, true));
-        t.set("response_code", rcode);
-        t.set("answers_count", m.answers_count);
-        t.set("authorities_count", m.authorities_count);
-        t.set("additionals_count", m.additionals_count);
-        let answers: Vec<Value> = m
-            .answers
-            .iter()
-            .map(|r| {
-                json!({"name": r.name, "type": parser::type_name(r.rtype),
-                       "class": parser::class_name(r.class), "ttl": r.ttl, "data": r.data})
-            })
-            .collect();
-        if !answers.is_empty() {
-            t.set("answers", answers);
+        let f = &mut t.fields;
+        f.flags = flags(m.flags, true);
+        f.response_code = Some(rcode);
+        f.answers_count = Some(m.answers_count);
+        f.authorities_count = Some(m.authorities_count);
+        f.additionals_count = Some(m.additionals_count);
+        let records = |rs: Vec<parser::Record>| -> Vec<Answer> {
+            rs.into_iter()
+                .map(|r| Answer {
+                    name: r.name,
+                    kind: parser::type_name(r.rtype),
+                    class: parser::class_name(r.class),
+                    ttl: r.ttl,
+                    data: r.data,
+                })
+                .collect()
+        };
+        f.answers = records(m.answers);
+        if self.authorities {
+            f.authorities = records(m.authorities);
+        }
+        if self.additionals {
+            f.additionals = records(m.additionals);
         }
         complete(t, cx.now, wire_len as u64, cx);
         Ok(())
     }
 }
 
-fn flags(f: u16, response: bool) -> Value {
-    let mut v = json!({
-        "recursion_desired": f & 0x0100 != 0,
-        "checking_disabled": f & 0x0010 != 0,
-    });
-    if response {
-        v["authoritative"] = json!(f & 0x0400 != 0);
-        v["truncated_response"] = json!(f & 0x0200 != 0);
-        v["recursion_available"] = json!(f & 0x0080 != 0);
-        v["authentic_data"] = json!(f & 0x0020 != 0);
+fn flags(f: u16, response: bool) -> Flags {
+    let bit = |mask: u16| response.then_some(f & mask != 0);
+    Flags {
+        recursion_desired: f & 0x0100 != 0,
+        checking_disabled: f & 0x0010 != 0,
+        authoritative: bit(0x0400),
+        truncated_response: bit(0x0200),
+        recursion_available: bit(0x0080),
+        authentic_data: bit(0x0020),
     }
-    v
 }
 
 impl UdpParser for Dns {
@@ -177,8 +279,8 @@ mod tests {
         d.datagram(Dir::ToClient, &parser::tests::sample_response(2), &mut cx)
             .unwrap();
         assert_eq!(cx.out.len(), 1);
-        assert_eq!(cx.out[0].fields["id"], 2);
-        assert_eq!(cx.out[0].fields["answers"][0]["data"], "93.184.216.34");
+        assert_eq!(cx.out[0].object()["id"], 2);
+        assert_eq!(cx.out[0].object()["answers"][0]["data"], "93.184.216.34");
         assert_eq!(
             cx.out[0].query.as_deref(),
             Some("class IN, type A, example.com")
@@ -193,5 +295,42 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].status, status::OK);
         assert_eq!(out[0].bytes_out, 47);
+    }
+
+    #[test]
+    fn authorities_and_additionals_only_when_asked_for() {
+        // The sample response with one NS authority and one A additional (and an EDNS OPT,
+        // which is left out).
+        let mut r = parser::tests::sample_response(9);
+        r[8..12].copy_from_slice(&[0, 1, 0, 2]);
+        r.extend_from_slice(&[
+            0xc0, 12, 0, 2, 0, 1, 0, 0, 0, 60, 0, 5, 2, b'n', b's', 0xc0, 12,
+        ]);
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
+        r.extend_from_slice(&[0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
+        let run = |o: Options| {
+            let mut d = Dns::with(8, &o);
+            let mut out = Vec::new();
+            let mut cx = Cx {
+                now: 10,
+                timeout: 1000,
+                out: &mut out,
+            };
+            d.datagram(Dir::ToServer, &parser::tests::sample_query(9), &mut cx)
+                .unwrap();
+            d.datagram(Dir::ToClient, &r, &mut cx).unwrap();
+            out.pop().unwrap().object()
+        };
+        let plain = run(Options::default());
+        assert!(plain.get("authorities").is_none() && plain.get("additionals").is_none());
+        assert_eq!(plain["authorities_count"], 1);
+        let full = run(Options {
+            include_authorities: true,
+            include_additionals: true,
+        });
+        assert_eq!(full["authorities"][0]["type"], "NS");
+        assert_eq!(full["authorities"][0]["data"], "ns.example.com");
+        assert_eq!(full["additionals"].as_array().unwrap().len(), 1);
+        assert_eq!(full["additionals"][0]["data"], "10.0.0.1");
     }
 }

@@ -37,6 +37,10 @@ pub struct Message {
     pub flags: u16,
     pub question: Option<Question>,
     pub answers: Vec<Record>,
+    /// Authority and additional records (EDNS OPT left out), read only when asked for
+    /// and as far as they are well formed.
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
     pub answers_count: u16,
     pub authorities_count: u16,
     pub additionals_count: u16,
@@ -100,8 +104,13 @@ pub fn read_name(msg: &[u8], mut at: usize) -> Result<(String, usize), ParseErro
     }
 }
 
-/// Parses a whole DNS message.
+/// Parses a DNS message: header, question and answers.
 pub fn parse(msg: &[u8]) -> Result<Message, ParseError> {
+    parse_sections(msg, false)
+}
+
+/// [`parse`], and with `all` also the authority and additional sections.
+pub fn parse_sections(msg: &[u8], all: bool) -> Result<Message, ParseError> {
     if msg.len() < 12 {
         return Err(E);
     }
@@ -116,6 +125,8 @@ pub fn parse(msg: &[u8]) -> Result<Message, ParseError> {
         flags,
         question: None,
         answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
         answers_count: an,
         authorities_count: u16_at(msg, 8)?,
         additionals_count: u16_at(msg, 10)?,
@@ -134,25 +145,49 @@ pub fn parse(msg: &[u8]) -> Result<Message, ParseError> {
         }
     }
     for _ in 0..an {
-        let (name, next) = read_name(msg, at)?;
-        let rtype = u16_at(msg, next)?;
-        let class = u16_at(msg, next + 2)?;
-        let ttl = u32_at(msg, next + 4)?;
-        let rdlen = usize::from(u16_at(msg, next + 8)?);
-        let rd_at = next + 10;
-        let rdata = msg.get(rd_at..rd_at + rdlen).ok_or(E)?;
-        at = rd_at + rdlen;
+        let (r, next) = record(msg, at)?;
+        at = next;
         if m.answers.len() < MAX_RECORDS {
-            m.answers.push(Record {
-                name,
-                rtype,
-                class,
-                ttl,
-                data: render(msg, rtype, rd_at, rdata),
-            });
+            m.answers.push(r);
+        }
+    }
+    if all {
+        let sections = [
+            (m.authorities_count, &mut m.authorities),
+            (m.additionals_count, &mut m.additionals),
+        ];
+        'sections: for (count, into) in sections {
+            for _ in 0..count {
+                let Ok((r, next)) = record(msg, at) else {
+                    break 'sections;
+                };
+                at = next;
+                if r.rtype != 41 && into.len() < MAX_RECORDS {
+                    into.push(r);
+                }
+            }
         }
     }
     Ok(m)
+}
+
+/// One resource record at `at`, and the position after it.
+fn record(msg: &[u8], at: usize) -> Result<(Record, usize), ParseError> {
+    let (name, next) = read_name(msg, at)?;
+    let rtype = u16_at(msg, next)?;
+    let class = u16_at(msg, next + 2)?;
+    let ttl = u32_at(msg, next + 4)?;
+    let rdlen = usize::from(u16_at(msg, next + 8)?);
+    let rd_at = next + 10;
+    let rdata = msg.get(rd_at..rd_at + rdlen).ok_or(E)?;
+    let r = Record {
+        name,
+        rtype,
+        class,
+        ttl,
+        data: render(msg, rtype, rd_at, rdata),
+    };
+    Ok((r, rd_at + rdlen))
 }
 
 /// Record data as text: addresses, names, MX and SRV targets, TXT strings; hex otherwise.

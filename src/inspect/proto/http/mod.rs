@@ -7,60 +7,189 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
+use crate::event::Event;
 use parser::{Framing, Head};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "http",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The `http` object of a transaction.
+#[derive(Debug, Default, Serialize)]
+pub struct HttpTxn {
+    pub request: Request,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
+}
 
-/// The HTTP settings of one `connbeat.protocols` entry, prepared once.
+#[derive(Debug, Default, Serialize)]
+pub struct Request {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The headers sent (`send_headers`, `send_all_headers`), by lower-cased name.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
+    /// Query and form parameters, keywords hidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Response {
+    pub code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phrase: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl TxnObject for HttpTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
+
+/// The registry's handle on HTTP.
+pub struct Proto;
+
+/// The HTTP keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// Every header of both messages goes into the event.
+    pub send_all_headers: bool,
+    /// The headers that go into the event (case-insensitive).
+    pub send_headers: Vec<String>,
+    /// The `cookie` and `set-cookie` headers, when sent, become objects of their pairs.
+    pub split_cookie: bool,
+    /// The header whose first address becomes `real_ip`.
+    pub real_ip_header: String,
+    /// Content types (substrings) whose bodies are kept, both directions.
+    pub include_body_for: Vec<String>,
+    /// Content types whose request bodies are kept.
+    pub include_request_body_for: Vec<String>,
+    /// Content types whose response bodies are kept.
+    pub include_response_body_for: Vec<String>,
+    /// Kept bodies sent gzip- or deflate-encoded are decoded (up to `max_message_size`).
+    pub decode_body: bool,
+    /// Headers whose values are replaced by `*` when sent.
+    pub redact_headers: Vec<String>,
+    /// `Authorization` and `Proxy-Authorization` values are replaced by `*`.
+    pub redact_authorization: bool,
+    /// Query and form parameters whose values are replaced by `xxxxx`.
+    pub hide_keywords: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            send_all_headers: false,
+            send_headers: Vec::new(),
+            split_cookie: false,
+            real_ip_header: String::new(),
+            include_body_for: Vec::new(),
+            include_request_body_for: Vec::new(),
+            include_response_body_for: Vec::new(),
+            decode_body: true,
+            redact_headers: Vec::new(),
+            redact_authorization: true,
+            hide_keywords: Vec::new(),
+        }
+    }
+}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "http";
+    const TEXT_MESSAGES: bool = true;
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let send = [e.common.send_request, e.common.send_response];
+        Parsers {
+            tcp: Some(factory(&e.options, e.common.max_message_size, send, common)),
+            udp: None,
+        }
+    }
+    fn fuzz_options() -> Options {
+        Options {
+            send_all_headers: true,
+            split_cookie: true,
+            include_body_for: vec!["text".into()],
+            redact_headers: vec!["cookie".into()],
+            hide_keywords: vec!["pass".into()],
+            real_ip_header: "x-forwarded-for".into(),
+            ..Options::default()
+        }
+    }
+}
+
+/// The HTTP settings of one entry, prepared once (names lower-cased).
 #[derive(Debug)]
-struct Options {
+struct Prepared {
     send_all_headers: bool,
     send_headers: Vec<String>,
+    split_cookie: bool,
     real_ip_header: String,
-    include_body_for: Vec<String>,
+    /// Content types whose bodies are kept, per direction.
+    body_for: [Vec<String>; 2],
+    decode_body: bool,
+    redact_headers: Vec<String>,
     redact_authorization: bool,
     hide_keywords: Vec<String>,
     max_body: usize,
     max_pending: usize,
+    /// `send_request`, `send_response`: the message's text goes into the event.
+    send: [bool; 2],
 }
 
-impl Options {
+impl Prepared {
     fn keep(&self, lower: &str) -> bool {
         self.send_all_headers
             || self.send_headers.iter().any(|h| h == lower)
             || (!self.real_ip_header.is_empty() && self.real_ip_header == lower)
     }
 
-    fn include_body(&self, content_type: Option<&str>) -> bool {
+    fn include_body(&self, dir: Dir, content_type: Option<&str>) -> bool {
         let Some(ct) = content_type else { return false };
         let ct = ct.to_ascii_lowercase();
-        self.include_body_for
+        self.body_for[idx(dir)]
             .iter()
             .any(|b| ct.contains(b.as_str()))
     }
+
+    fn redacted(&self, lower: &str) -> bool {
+        (self.redact_authorization && (lower == "authorization" || lower == "proxy-authorization"))
+            || self.redact_headers.iter().any(|h| h == lower)
+    }
 }
 
-fn factory(c: &ProtocolConfig, common: &Common) -> TcpFactory {
-    let o = Arc::new(Options {
-        send_all_headers: c.send_all_headers,
-        send_headers: super::lower_all(&c.send_headers),
-        real_ip_header: c.real_ip_header.to_ascii_lowercase(),
-        include_body_for: super::lower_all(&c.include_body_for),
-        redact_authorization: c.redact_authorization,
-        hide_keywords: super::lower_all(&c.hide_keywords),
-        max_body: c.max_message_size,
+fn factory(o: &Options, max_message_size: usize, send: [bool; 2], common: &Common) -> TcpFactory {
+    let lower = super::lower_all;
+    let both = lower(&o.include_body_for);
+    let mut req = both.clone();
+    req.extend(lower(&o.include_request_body_for));
+    let mut resp = both;
+    resp.extend(lower(&o.include_response_body_for));
+    let p = Arc::new(Prepared {
+        send_all_headers: o.send_all_headers,
+        send_headers: lower(&o.send_headers),
+        split_cookie: o.split_cookie,
+        real_ip_header: o.real_ip_header.to_ascii_lowercase(),
+        body_for: [req, resp],
+        decode_body: o.decode_body,
+        redact_headers: lower(&o.redact_headers),
+        redact_authorization: o.redact_authorization,
+        hide_keywords: lower(&o.hide_keywords),
+        max_body: max_message_size,
         max_pending: common.max_pending,
+        send,
     });
-    Arc::new(move || Box::new(Http::new(o.clone())) as Box<dyn TcpParser>)
+    Arc::new(move || Box::new(Http::new(p.clone())) as Box<dyn TcpParser>)
 }
 
 /// Where a direction is in its current message.
@@ -83,6 +212,19 @@ struct Msg {
     head: Head,
     body: Option<Vec<u8>>,
     truncated: bool,
+    /// The head as text, when the message is sent whole (`send_request`/`send_response`).
+    raw: Option<String>,
+}
+
+impl Msg {
+    /// The message as text: its head, and its body when kept.
+    fn text(&self) -> Option<String> {
+        let mut raw = self.raw.clone()?;
+        if let Some(b) = &self.body {
+            raw.push_str(&String::from_utf8_lossy(b));
+        }
+        Some(raw)
+    }
 }
 
 struct Side {
@@ -107,9 +249,9 @@ struct ReqInfo {
 
 /// One HTTP connection.
 pub struct Http {
-    o: Arc<Options>,
+    o: Arc<Prepared>,
     sides: [Side; 2],
-    pending: Pairing<ReqInfo>,
+    pending: Pairing<ReqInfo, HttpTxn>,
 }
 
 fn idx(d: Dir) -> usize {
@@ -120,7 +262,7 @@ fn idx(d: Dir) -> usize {
 }
 
 impl Http {
-    fn new(o: Arc<Options>) -> Http {
+    fn new(o: Arc<Prepared>) -> Http {
         let max = o.max_pending;
         Http {
             o,
@@ -156,16 +298,25 @@ impl Http {
             if !self.o.send_all_headers && !self.o.send_headers.iter().any(|h| h == k) {
                 continue;
             }
-            let v = if self.o.redact_authorization
-                && (k == "authorization" || k == "proxy-authorization")
-            {
-                "*".to_string()
+            let v = if self.o.redacted(k) {
+                Value::String("*".into())
+            } else if self.o.split_cookie && (k == "cookie" || k == "set-cookie") {
+                Value::Object(parser::split_cookie(v))
             } else {
-                v.clone()
+                Value::String(v.clone())
             };
-            m.insert(k.clone(), Value::String(v));
+            m.insert(k.clone(), v);
         }
         m
+    }
+
+    /// A kept body, decoded when `decode_body` and its encoding say so.
+    fn decoded<'b>(&self, head: &Head, body: &'b [u8]) -> std::borrow::Cow<'b, [u8]> {
+        match head.content_encoding.as_deref() {
+            Some(enc) if self.o.decode_body => parser::decode_body(enc, body, self.o.max_body)
+                .map_or(std::borrow::Cow::Borrowed(body), std::borrow::Cow::Owned),
+            _ => std::borrow::Cow::Borrowed(body),
+        }
     }
 
     fn request_done(&mut self, msg: Msg, cx: &mut Cx<'_>) {
@@ -176,7 +327,8 @@ impl Http {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.clone(), None),
         };
-        let mut t = Txn::new(msg.start, msg.bytes);
+        let mut t: Txn<HttpTxn> = Txn::new(msg.start, msg.bytes);
+        t.request = msg.text();
         let mut params: Vec<String> = Vec::new();
         if let Some(q) = query.as_deref().filter(|q| !q.is_empty()) {
             params.push(parser::hide_params(q, &self.o.hide_keywords));
@@ -185,9 +337,10 @@ impl Http {
             c.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-        let mut request = Map::new();
+        let request = &mut t.fields.request;
         if let Some(body) = &msg.body {
-            let text = String::from_utf8_lossy(body);
+            let body = self.decoded(&msg.head, body);
+            let text = String::from_utf8_lossy(&body);
             let text = if form {
                 let hidden = parser::hide_params(&text, &self.o.hide_keywords);
                 params.push(hidden.clone());
@@ -195,9 +348,16 @@ impl Http {
             } else {
                 text.into_owned()
             };
-            if self.o.include_body(head.content_type.as_deref()) {
-                request.insert("body".into(), Value::String(text));
+            if self
+                .o
+                .include_body(Dir::ToServer, head.content_type.as_deref())
+            {
+                request.body = Some(text);
             }
+        }
+        request.headers = self.headers_object(&head.headers);
+        if !params.is_empty() {
+            request.params = Some(params.join("&"));
         }
         if !self.o.real_ip_header.is_empty()
             && let Some((_, v)) = head
@@ -207,13 +367,6 @@ impl Http {
         {
             t.real_ip = v.split(',').next().map(|s| s.trim().to_string());
         }
-        let headers = self.headers_object(&head.headers);
-        if !headers.is_empty() {
-            request.insert("headers".into(), Value::Object(headers));
-        }
-        if !params.is_empty() {
-            request.insert("params".into(), Value::String(params.join("&")));
-        }
         if msg.truncated {
             t.notes
                 .push("request body truncated to max_message_size or lost".into());
@@ -222,7 +375,6 @@ impl Http {
         t.resource = Some(path.clone());
         t.path = Some(path);
         t.method = Some(method.clone());
-        t.set("request", Value::Object(request));
         self.pending.push(t, ReqInfo { method }, cx);
     }
 
@@ -232,32 +384,26 @@ impl Http {
             return;
         };
         let mut t = p.txn;
+        t.response = msg.text();
         let code = msg.head.code.unwrap_or(0);
         t.status = match code {
             500.. => status::SERVER_ERROR,
             400..500 => status::CLIENT_ERROR,
             _ => status::OK,
         };
-        let mut response = Map::new();
-        response.insert("code".into(), json!(code));
-        if let Some(ph) = &msg.head.phrase {
-            response.insert("phrase".into(), json!(ph));
-        }
-        let headers = self.headers_object(&msg.head.headers);
-        if !headers.is_empty() {
-            response.insert("headers".into(), Value::Object(headers));
-        }
-        if let Some(b) = &msg.body {
-            response.insert(
-                "body".into(),
-                Value::String(String::from_utf8_lossy(b).into_owned()),
-            );
-        }
+        t.fields.response = Some(Response {
+            code,
+            phrase: msg.head.phrase.clone(),
+            headers: self.headers_object(&msg.head.headers),
+            body: msg
+                .body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(&self.decoded(&msg.head, b)).into_owned()),
+        });
         if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
         }
-        t.set("response", Value::Object(response));
         complete(t, msg.start, msg.bytes, cx);
     }
 
@@ -310,14 +456,15 @@ impl Http {
             c.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-        let keep_body =
-            self.o.include_body(head.content_type.as_deref()) || (dir == Dir::ToServer && is_form);
+        let keep_body = self.o.include_body(dir, head.content_type.as_deref())
+            || (dir == Dir::ToServer && is_form);
         self.sides[idx(dir)].msg = Some(Msg {
             start: cx.now,
             bytes: len as u64,
             head,
             body: keep_body.then(Vec::new),
             truncated: false,
+            raw: self.o.send[idx(dir)].then(|| String::from_utf8_lossy(&data[..len]).into_owned()),
         });
         self.start_body(dir, framing);
         if framing == Framing::None {
@@ -470,13 +617,22 @@ mod tests {
     use super::*;
     use crate::inspect::proto::testutil::drive;
 
-    fn http(cfg: ProtocolConfig) -> Box<dyn TcpParser> {
-        factory(&cfg, &Common { max_pending: 8 })()
+    fn http(cfg: Options) -> Box<dyn TcpParser> {
+        http_max(cfg, 10 * 1024 * 1024)
+    }
+
+    fn http_max(cfg: Options, max_message_size: usize) -> Box<dyn TcpParser> {
+        factory(
+            &cfg,
+            max_message_size,
+            [false; 2],
+            &crate::inspect::proto::testutil::common(),
+        )()
     }
 
     #[test]
     fn pipelined_chunked_and_length_bodies() {
-        let mut p = http(ProtocolConfig {
+        let mut p = http(Options {
             send_headers: vec!["User-Agent".into()],
             hide_keywords: vec!["pass".into()],
             real_ip_header: "X-Forwarded-For".into(),
@@ -496,23 +652,25 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
         assert_eq!(out[0].method.as_deref(), Some("GET"));
         assert_eq!(out[0].path.as_deref(), Some("/a"));
         assert_eq!(out[0].real_ip.as_deref(), Some("9.9.9.9"));
-        assert_eq!(out[0].fields["request"]["params"], "x=1&pass=xxxxx");
-        assert_eq!(out[0].fields["request"]["headers"]["user-agent"], "t");
-        assert_eq!(out[0].fields["response"]["body"], "abcde");
+        assert_eq!(out[0].object()["request"]["params"], "x=1&pass=xxxxx");
+        assert_eq!(out[0].object()["request"]["headers"]["user-agent"], "t");
+        assert_eq!(out[0].object()["response"]["body"], "abcde");
         assert_eq!(out[0].status, status::OK);
-        assert_eq!(out[1].fields["request"]["params"], "user=u&pass=xxxxx");
+        assert_eq!(out[1].object()["request"]["params"], "user=u&pass=xxxxx");
         assert_eq!(out[1].status, status::CLIENT_ERROR);
-        assert_eq!(out[1].fields["response"]["code"], 404);
+        assert_eq!(out[1].object()["response"]["code"], 404);
         assert_eq!(out[1].bytes_out, 48);
     }
 
     #[test]
     fn a_body_over_max_message_size_is_cut_and_noted_and_the_transaction_kept() {
-        let mut p = http(ProtocolConfig {
-            include_body_for: vec!["text/plain".into()],
-            max_message_size: 4,
-            ..Default::default()
-        });
+        let mut p = http_max(
+            Options {
+                include_body_for: vec!["text/plain".into()],
+                ..Default::default()
+            },
+            4,
+        );
         let out = drive(
             p.as_mut(),
             &[
@@ -525,7 +683,7 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
             1,
         );
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].fields["response"]["body"], "0123");
+        assert_eq!(out[0].object()["response"]["body"], "0123");
         assert_eq!(
             out[0].notes,
             vec!["response body truncated to max_message_size or lost".to_string()]
@@ -537,7 +695,7 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
 
     #[test]
     fn send_all_headers_redacts_authorization() {
-        let mut p = http(ProtocolConfig {
+        let mut p = http(Options {
             send_all_headers: true,
             ..Default::default()
         });
@@ -555,7 +713,58 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
             ],
             1,
         );
-        assert_eq!(out[0].fields["request"]["headers"]["authorization"], "*");
+        assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
         assert_eq!(out[0].status, status::SERVER_ERROR);
+    }
+
+    #[test]
+    fn cookies_split_headers_redacted_and_gzip_bodies_decoded() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"hello, decoded").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n\
+             Set-Cookie: sid=42; Path=/\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        resp.extend_from_slice(&gz);
+        let req: &[u8] = b"GET / HTTP/1.1\r\nCookie: a=1; b=two\r\nX-Secret: s\r\n\r\n";
+        let run = |o: Options| {
+            let mut p = http(o);
+            drive(
+                p.as_mut(),
+                &[(Dir::ToServer, req), (Dir::ToClient, &resp)],
+                5,
+            )
+            .pop()
+            .unwrap()
+            .object()
+        };
+        let o = run(Options {
+            send_headers: vec!["cookie".into(), "set-cookie".into(), "x-secret".into()],
+            split_cookie: true,
+            redact_headers: vec!["X-Secret".into()],
+            include_response_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        assert_eq!(o["request"]["headers"]["cookie"]["b"], "two");
+        assert_eq!(o["request"]["headers"]["x-secret"], "*");
+        assert_eq!(o["response"]["headers"]["set-cookie"]["sid"], "42");
+        assert_eq!(o["response"]["headers"]["set-cookie"]["path"], "/");
+        assert_eq!(o["response"]["body"], "hello, decoded");
+        let raw = run(Options {
+            include_request_body_for: vec!["text/plain".into()],
+            decode_body: false,
+            include_response_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        assert_ne!(raw["response"]["body"], "hello, decoded");
+        let none = run(Options {
+            include_request_body_for: vec!["text/plain".into()],
+            ..Default::default()
+        });
+        assert!(none["response"].get("body").is_none(), "{none}");
     }
 }

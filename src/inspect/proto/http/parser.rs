@@ -20,6 +20,8 @@ pub struct Head {
     pub content_length: Option<u64>,
     pub chunked: bool,
     pub content_type: Option<String>,
+    /// `Content-Encoding`, lower-cased.
+    pub content_encoding: Option<String>,
     /// Length of the head in bytes, including the blank line.
     pub len: usize,
 }
@@ -32,6 +34,48 @@ pub enum Framing {
     Chunked,
     /// A response without length: the body ends when the server closes.
     UntilClose,
+}
+
+/// A kept body decoded per its `Content-Encoding` (gzip, x-gzip, deflate), at most `max`
+/// bytes of it; `None` when the encoding is another one or the data does not decode.
+pub fn decode_body(encoding: &str, body: &[u8], max: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX);
+    let read = match encoding {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
+        "deflate" => {
+            // Servers send zlib-wrapped or raw deflate under this name: try both.
+            let zlib = flate2::read::ZlibDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out);
+            if zlib.is_err() {
+                out.clear();
+                flate2::read::DeflateDecoder::new(body)
+                    .take(limit)
+                    .read_to_end(&mut out)
+            } else {
+                zlib
+            }
+        }
+        _ => return None,
+    };
+    read.ok().map(|_| out)
+}
+
+/// A `Cookie` or `Set-Cookie` value as its `name=value` pairs (Packetbeat's
+/// `split_cookie`; names lower-cased, a pair without `=` has an empty value).
+pub fn split_cookie(v: &str) -> serde_json::Map<String, serde_json::Value> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.trim().to_ascii_lowercase(), v.trim().to_string().into())
+        })
+        .collect()
 }
 
 fn head_common(
@@ -56,6 +100,9 @@ fn head_common(
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            head.content_encoding =
+                Some(String::from_utf8_lossy(h.value).trim().to_ascii_lowercase());
         }
         let lower = name.to_ascii_lowercase();
         if keep(&lower) {

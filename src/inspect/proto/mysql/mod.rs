@@ -7,24 +7,66 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
+use crate::event::Event;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "mysql",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on MySQL.
+pub struct Proto;
+
+/// MySQL has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "mysql";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
+
+/// The `mysql` object of a transaction.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct MysqlTxn {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affected_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insert_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_fields: Option<u64>,
+}
+
+impl TxnObject for MysqlTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
 
 /// Prepared statements remembered per connection.
 const MAX_STATEMENTS: usize = 1024;
 /// Longest query text kept.
 const MAX_QUERY: usize = 4096;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Mysql::new(max)) as Box<dyn TcpParser>)
 }
@@ -52,7 +94,7 @@ enum Resp {
 }
 
 pub struct Mysql {
-    pending: Pairing<Cmd>,
+    pending: Pairing<Cmd, MysqlTxn>,
     resp: Resp,
     resp_start: u64,
     resp_bytes: u64,
@@ -108,7 +150,7 @@ impl Mysql {
         let Some(&c) = p.payload.first() else { return };
         let body = &p.payload[1..];
         let text = |b: &[u8]| super::text(b, MAX_QUERY);
-        let mut t = Txn::new(cx.now, p.len as u64);
+        let mut t: Txn<MysqlTxn> = Txn::new(cx.now, p.len as u64);
         let cmd = match c {
             0x01 | 0x18 | 0x19 => return, // QUIT, SEND_LONG_DATA, STMT_CLOSE: no response
             0x03 => {
@@ -130,9 +172,7 @@ impl Mysql {
                 let q = id.and_then(|id| self.statements.get(&id)).cloned();
                 t.method = Some(q.as_deref().map_or("EXECUTE".into(), method_of));
                 t.query = q;
-                if let Some(id) = id {
-                    t.set("statement_id", id);
-                }
+                t.fields.statement_id = id;
                 Cmd::Query
             }
             other => {
@@ -153,25 +193,23 @@ impl Mysql {
         match payload.and_then(|b| (b.first() == Some(&0xff)).then(|| parser::err(b)).flatten()) {
             Some((code, state, msg)) => {
                 t.status = status::ERROR;
-                t.set("error_code", code);
-                t.set("error_message", msg);
-                if let Some(s) = state {
-                    t.set("sqlstate", s);
-                }
+                t.fields.error_code = Some(code);
+                t.fields.error_message = Some(msg);
+                t.fields.sqlstate = state;
             }
             None => {
                 if let Some((affected, insert_id)) = payload
                     .filter(|b| b.first() == Some(&0))
                     .and_then(parser::ok)
                 {
-                    t.set("affected_rows", affected);
-                    t.set("insert_id", insert_id);
+                    t.fields.affected_rows = Some(affected);
+                    t.fields.insert_id = Some(insert_id);
                 }
             }
         }
         if self.fields > 0 {
-            t.set("num_rows", self.rows);
-            t.set("num_fields", self.fields);
+            t.fields.num_rows = Some(self.rows);
+            t.fields.num_fields = Some(self.fields);
         }
         let bytes = self.resp_bytes;
         let start = self.resp_start;
@@ -220,7 +258,7 @@ impl Mysql {
                         + if params > 0 { eof } else { 0 }
                         + if cols > 0 { eof } else { 0 };
                     if let Some(p) = self.pending.front_mut() {
-                        p.txn.set("statement_id", id);
+                        p.txn.fields.statement_id = Some(id);
                     }
                     self.finish(None, cx);
                     if skip > 0 {
@@ -315,7 +353,7 @@ mod tests {
 
     #[test]
     fn query_result_set_ok_and_error() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let mut req = pkt(0, b"\x03SELECT * FROM t");
         req.extend(pkt(0, b"\x03UPDATE t SET a=1"));
         req.extend(pkt(0, b"\x03SELEC oops"));
@@ -335,9 +373,9 @@ mod tests {
         );
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].method.as_deref(), Some("SELECT"));
-        assert_eq!(out[0].fields["num_rows"], 2);
-        assert_eq!(out[1].fields["affected_rows"], 3);
+        assert_eq!(out[0].object()["num_rows"], 2);
+        assert_eq!(out[1].object()["affected_rows"], 3);
         assert_eq!(out[2].status, status::ERROR);
-        assert_eq!(out[2].fields["error_code"], 1064);
+        assert_eq!(out[2].object()["error_code"], 1064);
     }
 }

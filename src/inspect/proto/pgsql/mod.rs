@@ -8,22 +8,62 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
+use crate::event::Event;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "pgsql",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on PostgreSQL.
+pub struct Proto;
+
+/// PostgreSQL has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "pgsql";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
+
+/// The `pgsql` object of a transaction.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PgsqlTxn {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_severity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_fields: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affected_rows: Option<u64>,
+}
+
+impl TxnObject for PgsqlTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
 
 const MAX_STATEMENTS: usize = 1024;
 const MAX_QUERY: usize = 4096;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Pgsql::new(max)) as Box<dyn TcpParser>)
 }
@@ -41,13 +81,13 @@ struct Response {
 }
 
 pub struct Pgsql {
-    pending: Pairing<()>,
+    pending: Pairing<(), PgsqlTxn>,
     client_typed: bool,
     ssl_answer_due: bool,
     encrypted: bool,
     statements: HashMap<String, String>,
     /// The extended-protocol batch being built until Sync.
-    batch: Option<Txn>,
+    batch: Option<Txn<PgsqlTxn>>,
     resp: Response,
 }
 
@@ -71,7 +111,7 @@ impl Pgsql {
         }
     }
 
-    fn batch(&mut self, now: u64) -> &mut Txn {
+    fn batch(&mut self, now: u64) -> &mut Txn<PgsqlTxn> {
         self.batch.get_or_insert_with(|| Txn::new(now, 0))
     }
 
@@ -198,15 +238,15 @@ impl Pgsql {
         let mut t = p.txn;
         if !r.error.is_empty() {
             t.status = status::ERROR;
-            for (code, key) in [
-                (b'C', "error_code"),
-                (b'M', "error_message"),
-                (b'S', "error_severity"),
-            ] {
-                if let Some((_, v)) = r.error.iter().find(|(c, _)| *c == code) {
-                    t.set(key, v.clone());
-                }
-            }
+            let field = |code: u8| {
+                r.error
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map(|(_, v)| v.clone())
+            };
+            t.fields.error_code = field(b'C');
+            t.fields.error_message = field(b'M');
+            t.fields.error_severity = field(b'S');
         }
         let affected: u64 = r
             .tags
@@ -214,21 +254,14 @@ impl Pgsql {
             .filter(|tag| !tag.starts_with("SELECT"))
             .filter_map(|tag| parser::tag_rows(tag))
             .sum();
-        t.set(
-            "num_rows",
-            if r.fields > 0 || r.rows > 0 {
-                r.rows
-            } else {
-                affected
-            },
-        );
-        t.set("num_fields", r.fields);
-        if let Some(tag) = r.tags.last() {
-            t.set("command_tag", tag.clone());
-        }
-        if affected > 0 {
-            t.set("affected_rows", affected);
-        }
+        t.fields.num_rows = Some(if r.fields > 0 || r.rows > 0 {
+            r.rows
+        } else {
+            affected
+        });
+        t.fields.num_fields = Some(r.fields);
+        t.fields.command_tag = r.tags.last().cloned();
+        t.fields.affected_rows = (affected > 0).then_some(affected);
         complete(t, r.start, r.bytes, cx);
     }
 }
@@ -293,7 +326,7 @@ mod tests {
 
     #[test]
     fn simple_and_extended_queries() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let mut c = b"\x00\x00\x00\x08\x04\xd2\x16\x2f".to_vec();
         c.extend(b"\x00\x00\x00\x09\x00\x03\x00\x00\x00");
         let mut c2 = msg(b'Q', b"SELECT * FROM kv\0");
@@ -331,13 +364,13 @@ mod tests {
             6,
         );
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0].fields["num_rows"], 2);
+        assert_eq!(out[0].object()["num_rows"], 2);
         assert_eq!(
             out[1].query.as_deref(),
             Some("SELECT v FROM kv WHERE k = $1")
         );
-        assert_eq!(out[1].fields["num_rows"], 1);
+        assert_eq!(out[1].object()["num_rows"], 1);
         assert_eq!(out[2].status, status::ERROR);
-        assert_eq!(out[2].fields["error_code"], "42703");
+        assert_eq!(out[2].object()["error_code"], "42703");
     }
 }

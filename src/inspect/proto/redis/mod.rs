@@ -3,31 +3,71 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete, unmatched_response};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
+use crate::event::Event;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "redis",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on Redis.
+pub struct Proto;
+
+/// Redis has no options of its own.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "redis";
+    const TEXT_MESSAGES: bool = true;
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let send = [e.common.send_request, e.common.send_response];
+        let max = common.max_pending;
+        let tcp: TcpFactory = Arc::new(move || {
+            Box::new(Redis {
+                pending: Pairing::new(max),
+                send,
+            }) as Box<dyn TcpParser>
+        });
+        Parsers {
+            tcp: Some(tcp),
+            udp: None,
+        }
+    }
+}
+
+/// The `redis` object of a transaction.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RedisTxn {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TxnObject for RedisTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
 
 /// Longest `return_value` / `query` rendered.
 const MAX_TEXT: usize = 1024;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
-    let max = common.max_pending;
-    Arc::new(move || {
-        Box::new(Redis {
-            pending: Pairing::new(max),
-        }) as Box<dyn TcpParser>
-    })
+#[cfg(test)]
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
+    let e = Entry::<Options>::default();
+    <Proto as super::Protocol>::parsers(&e, common)
+        .tcp
+        .expect("redis runs over TCP")
 }
 
 pub struct Redis {
-    pending: Pairing<()>,
+    pending: Pairing<(), RedisTxn>,
+    /// `send_request`, `send_response`: the raw RESP text goes into the event.
+    send: [bool; 2],
 }
 
 impl TcpParser for Redis {
@@ -57,6 +97,9 @@ impl TcpParser for Redis {
                 t.resource = c.args.get(1).cloned();
                 t.method = Some(method);
                 t.query = Some(query);
+                if self.send[0] {
+                    t.request = Some(super::text(&data[..c.len], usize::MAX));
+                }
                 self.pending.push(t, (), cx);
                 Ok(c.len)
             }
@@ -73,11 +116,14 @@ impl TcpParser for Redis {
                     return Ok(len);
                 };
                 let mut t = p.txn;
+                if self.send[1] {
+                    t.response = Some(super::text(&data[..len], usize::MAX));
+                }
                 if kind == parser::Kind::Error {
                     t.status = status::ERROR;
-                    t.set("error", text);
+                    t.fields.error = Some(text);
                 } else {
-                    t.set("return_value", text);
+                    t.fields.return_value = Some(text);
                 }
                 complete(t, cx.now, len as u64, cx);
                 Ok(len)
@@ -110,7 +156,7 @@ mod tests {
 
     #[test]
     fn pipelined_commands_pair_in_order() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let req = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nNOPE\r\n";
         let resp = b"+OK\r\n$1\r\nv\r\n>2\r\n+message\r\n+x\r\n-ERR unknown command 'NOPE'\r\n";
         let out = drive(
@@ -121,10 +167,54 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].method.as_deref(), Some("SET"));
         assert_eq!(out[0].resource.as_deref(), Some("k"));
-        assert_eq!(out[0].fields["return_value"], "OK");
-        assert_eq!(out[1].fields["return_value"], "v");
+        assert_eq!(out[0].object()["return_value"], "OK");
+        assert_eq!(out[1].object()["return_value"], "v");
         assert_eq!(out[2].status, status::ERROR);
-        assert_eq!(out[2].fields["error"], "ERR unknown command 'NOPE'");
+        assert_eq!(out[2].object()["error"], "ERR unknown command 'NOPE'");
+    }
+}
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+    use crate::inspect::proto::testutil::{common, drive};
+
+    #[test]
+    fn send_request_and_response_put_the_resp_text_in_the_event() {
+        let mut e = Entry::<Options>::default();
+        e.common.send_request = true;
+        e.common.send_response = true;
+        let f = <Proto as super::super::Protocol>::parsers(&e, &common())
+            .tcp
+            .unwrap();
+        let out = drive(
+            f().as_mut(),
+            &[
+                (Dir::ToServer, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+                (Dir::ToClient, b"$1\r\nv\r\n"),
+            ],
+            3,
+        );
+        assert_eq!(
+            out[0].request.as_deref(),
+            Some("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        );
+        assert_eq!(out[0].response.as_deref(), Some("$1\r\nv\r\n"));
+        let ep = crate::inspect::proto::txn::Endpoints {
+            transport: "tcp",
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:6379".parse().unwrap(),
+            client_process: None,
+            server_process: None,
+        };
+        let v = out
+            .into_iter()
+            .next()
+            .unwrap()
+            .into_event("redis", &ep)
+            .to_value();
+        assert_eq!(v["request"], "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(v["response"], "$1\r\nv\r\n");
     }
 }
 
@@ -135,7 +225,7 @@ mod split_tests {
 
     #[test]
     fn command_split_before_final_crlf() {
-        let mut p = factory(&ProtocolConfig::default(), &Common { max_pending: 8 })();
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
         let a = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINCR\r\n$7\r\ncounter";
         let b = b"\r\n\r\n*2\r\n$4\r\nECHO\r\n$2\r\nab\r\n";
         let out = drive(

@@ -7,28 +7,88 @@
 
 pub mod parser;
 
+use super::TxnObject;
 use super::txn::{self, Pairing, complete};
-use super::{Common, Cx, Def, Dir, GapAction, ParseError, TcpFactory, TcpParser, Txn, status};
-use crate::config::ProtocolConfig;
+use super::{
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, status,
+};
+use crate::event::Event;
 use md5::{Digest, Md5};
+use serde::Serialize;
 use std::sync::Arc;
 
-pub const DEF: Def = Def {
-    name: "tls",
-    tcp: Some(factory),
-    udp: None,
-};
+/// The registry's handle on TLS.
+pub struct Proto;
+
+/// TLS has no options of its own yet.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Options {}
+
+impl super::Protocol for Proto {
+    const NAME: &'static str = "tls";
+    type Options = Options;
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        Parsers {
+            tcp: Some(factory(&e.options, common)),
+            udp: None,
+        }
+    }
+}
+
+/// The `tls` object of a transaction.
+#[derive(Debug, Default, Serialize)]
+pub struct TlsTxn {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSide>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3: Option<String>,
+    /// What the ServerHello chose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub established: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
+}
+
+/// What the ClientHello offered.
+#[derive(Debug, Serialize)]
+pub struct ClientSide {
+    pub version: String,
+    pub server_name: Option<String>,
+    pub alpn: Vec<String>,
+    pub ja3: String,
+    pub ja3_string: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Alert {
+    pub level: u8,
+    pub description: u8,
+}
+
+impl TxnObject for TlsTxn {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+}
 
 /// Bound on one handshake message being reassembled.
 const MAX_HANDSHAKE: usize = 64 * 1024;
 
-fn factory(_c: &ProtocolConfig, common: &Common) -> TcpFactory {
+fn factory(_o: &Options, common: &Common) -> TcpFactory {
     let max = common.max_pending;
     Arc::new(move || Box::new(Tls::new(max)) as Box<dyn TcpParser>)
 }
 
 pub struct Tls {
-    pending: Pairing<()>,
+    pending: Pairing<(), TlsTxn>,
     /// Handshake bytes per direction, taken out of handshake records.
     hs: [Vec<u8>; 2],
     /// The hello of that direction was seen: the rest is skipped.
@@ -48,7 +108,7 @@ impl Tls {
         match (dir, msg.first()) {
             (Dir::ToServer, Some(1)) => {
                 let ch = parser::client_hello(msg)?;
-                let mut t = Txn::new(cx.now, msg.len() as u64);
+                let mut t: Txn<TlsTxn> = Txn::new(cx.now, msg.len() as u64);
                 let ja3 = hex(&Md5::digest(ch.ja3.as_bytes()));
                 let offered = ch
                     .supported_versions
@@ -56,21 +116,16 @@ impl Tls {
                     .copied()
                     .max()
                     .unwrap_or(ch.version);
-                t.set(
-                    "client",
-                    serde_json::json!({
-                        "version": parser::version_name(offered),
-                        "server_name": ch.server_name,
-                        "alpn": ch.alpn,
-                        "ja3": ja3,
-                        "ja3_string": ch.ja3,
-                    }),
-                );
-                if let Some(sni) = &ch.server_name {
-                    t.set("server_name", sni.clone());
-                    t.resource = Some(sni.clone());
-                }
-                t.set("ja3", ja3);
+                t.resource = ch.server_name.clone();
+                t.fields.server_name = ch.server_name.clone();
+                t.fields.client = Some(ClientSide {
+                    version: parser::version_name(offered),
+                    server_name: ch.server_name,
+                    alpn: ch.alpn,
+                    ja3: ja3.clone(),
+                    ja3_string: ch.ja3,
+                });
+                t.fields.ja3 = Some(ja3);
                 self.pending.push(t, (), cx);
             }
             (Dir::ToClient, Some(2)) => {
@@ -80,12 +135,10 @@ impl Tls {
                     return Ok(());
                 };
                 let mut t = p.txn;
-                t.set("version", parser::version_name(sh.version));
-                t.set("cipher", parser::cipher_name(sh.cipher));
-                if let Some(a) = sh.alpn {
-                    t.set("alpn", a);
-                }
-                t.set("established", true);
+                t.fields.version = Some(parser::version_name(sh.version));
+                t.fields.cipher = Some(parser::cipher_name(sh.cipher));
+                t.fields.alpn = sh.alpn;
+                t.fields.established = Some(true);
                 complete(t, cx.now, msg.len() as u64, cx);
             }
             _ => return Ok(()),
@@ -101,12 +154,9 @@ impl Tls {
         if let Some(p) = self.pending.pop() {
             let mut t = p.txn;
             t.status = status::ERROR;
-            t.set("established", false);
-            if let [level, desc, ..] = body {
-                t.set(
-                    "alert",
-                    serde_json::json!({"level": level, "description": desc}),
-                );
+            t.fields.established = Some(false);
+            if let [level, description, ..] = *body {
+                t.fields.alert = Some(Alert { level, description });
             }
             t.notes.push("handshake ended in an alert".into());
             complete(t, cx.now, body.len() as u64, cx);

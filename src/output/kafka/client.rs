@@ -14,11 +14,13 @@
 //! skipping partitions without a reachable leader; `partition.hash` (the default) is
 //! librdkafka's Java-compatible `murmur2_random`: by key, random without a key.
 
-use super::format::{RecordFields, Template};
-use super::{EventStatus, Outcome, Output, OutputError};
-use crate::config::KafkaOutputConfig;
+use super::KafkaOutputConfig;
 use crate::event::Record;
 use crate::monitor::{self, METRICS};
+use crate::output::check::{self, CheckFailed, Steps, fail};
+use crate::output::format::{RecordFields, Template};
+use crate::output::network::VerificationMode;
+use crate::output::{EventStatus, Outcome, Output, OutputError};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)>, OutputError> {
     let mut s: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| s.push((k.to_string(), v));
-    set("bootstrap.servers", c.hosts.join(","));
+    set("bootstrap.servers", c.network.hosts.join(","));
     set("client.id", c.client_id.clone());
     set(
         "acks",
@@ -43,14 +45,19 @@ pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)
             n => n.to_string(),
         },
     );
-    set("compression.codec", c.compression.clone());
+    set("compression.codec", c.compression.as_str().into());
     // librdkafka's own limit covers the whole request; the per-message limit is checked
     // here, so a too-large event is dropped before it is sent.
     set(
         "message.max.bytes",
         c.max_message_bytes.clamp(1000, 1_000_000_000).to_string(),
     );
-    let timeout_ms = c.timeout.get().as_millis().clamp(1, i32::MAX as u128);
+    let timeout_ms = c
+        .network
+        .timeout
+        .get()
+        .as_millis()
+        .clamp(1, i32::MAX as u128);
     set("message.timeout.ms", timeout_ms.to_string());
     set("request.timeout.ms", timeout_ms.to_string());
     set("linger.ms", "2".into());
@@ -66,7 +73,7 @@ pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)
     } else {
         set("partitioner", "murmur2_random".into());
     }
-    let ssl = c.ssl.as_ref().filter(|s| s.enabled);
+    let ssl = c.network.ssl.as_ref().filter(|s| s.enabled);
     let sasl_user = c
         .sasl
         .as_ref()
@@ -91,19 +98,8 @@ pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)
         .into(),
     );
     if sasl {
-        let mechanism = c
-            .sasl
-            .as_ref()
-            .map(|s| s.mechanism.as_str())
-            .filter(|m| !m.is_empty())
-            .unwrap_or("PLAIN");
-        let mechanism = mechanism.to_ascii_uppercase();
-        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
-            return Err(OutputError::Config(format!(
-                "output.kafka.sasl.mechanism: {mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
-            )));
-        }
-        set("sasl.mechanism", mechanism);
+        let mechanism = c.sasl.as_ref().map(|s| s.mechanism).unwrap_or_default();
+        set("sasl.mechanism", mechanism.as_str().into());
         set("sasl.username", sasl_user.to_string());
         set("sasl.password", sasl_password.to_string());
     }
@@ -125,13 +121,17 @@ pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)
             );
             set("ssl.key.pem", read_pem(&t.key, "output.kafka.ssl.key")?);
         }
-        match t.verification_mode.as_str() {
-            "none" => {
+        match t.verification_mode {
+            VerificationMode::None => {
                 set("enable.ssl.certificate.verification", "false".into());
                 set("ssl.endpoint.identification.algorithm", "none".into());
             }
-            "certificate" => set("ssl.endpoint.identification.algorithm", "none".into()),
-            _ => set("ssl.endpoint.identification.algorithm", "https".into()),
+            VerificationMode::Certificate => {
+                set("ssl.endpoint.identification.algorithm", "none".into())
+            }
+            VerificationMode::Full | VerificationMode::Strict => {
+                set("ssl.endpoint.identification.algorithm", "https".into())
+            }
         }
     }
     Ok(s)
@@ -297,8 +297,8 @@ impl KafkaOutput {
             key,
             hash_fields,
             max_message_bytes: c.max_message_bytes,
-            message_timeout: c.timeout.get(),
-            hosts: c.hosts.join(","),
+            message_timeout: c.network.timeout.get(),
+            hosts: c.network.hosts.join(","),
             generation: 0,
             topic_buf: String::new(),
             key_buf: String::new(),
@@ -516,10 +516,124 @@ impl Drop for KafkaOutput {
     }
 }
 
+/// `test output` for Kafka: each broker's DNS, TCP and TLS, then librdkafka's metadata.
+pub fn check(s: &mut Steps<'_>, k: &KafkaOutputConfig) -> Result<(), CheckFailed> {
+    use rdkafka::ClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+    use std::sync::Mutex;
+
+    /// Keeps librdkafka's last error, which explains a failed metadata request.
+    struct Last(Mutex<Option<String>>);
+    impl ClientContext for Last {
+        fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, msg: &str) {
+            self.0.lock().expect("lock").replace(msg.to_string());
+        }
+        fn error(&self, e: rdkafka::error::KafkaError, reason: &str) {
+            self.0
+                .lock()
+                .expect("lock")
+                .replace(format!("{e}: {reason}"));
+        }
+    }
+    impl ConsumerContext for Last {}
+
+    s.line("kafka output");
+    s.indent = 2;
+    let tls_on = k.network.ssl.as_ref().is_some_and(|x| x.enabled);
+    for h in &k.network.hosts {
+        s.line(&format!("{h}:"));
+        s.indent += 2;
+        let (host, port) = h
+            .rsplit_once(':')
+            .and_then(|(a, p)| Some((a.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| fail("output.kafka.hosts", format!("{h:?} is not host:port")))?;
+        let addrs = check::dns(s, "output.kafka", host, port)?;
+        let stream = check::tcp(s, "output.kafka", &addrs, Duration::from_secs(10))?;
+        if tls_on {
+            check::tls(s, "output.kafka", k.network.ssl.as_ref(), host, stream)?;
+        }
+        s.indent -= 2;
+    }
+    let settings = librdkafka_settings(k).map_err(|e| fail("output.kafka", e.to_string()))?;
+    let mut cfg = ClientConfig::new();
+    for (key, v) in settings {
+        // Producer-only settings are not accepted by a consumer handle.
+        if !matches!(
+            key.as_str(),
+            "acks"
+                | "compression.codec"
+                | "message.timeout.ms"
+                | "linger.ms"
+                | "queue.buffering.max.messages"
+                | "partitioner"
+                | "sticky.partitioning.linger.ms"
+        ) {
+            cfg.set(key, v);
+        }
+    }
+    let ctx = Last(Mutex::new(None));
+    let client: BaseConsumer<Last> = cfg
+        .create_with_context(ctx)
+        .map_err(|e| fail("output.kafka", e.to_string()))?;
+    let sasl = !k.username.is_empty() || k.sasl.as_ref().is_some_and(|x| !x.username.is_empty());
+    let topic = crate::output::format::Template::parse(&k.topic)
+        .map_err(|m| fail("output.kafka.topic", m))?;
+    let md = s.step(
+        if sasl {
+            "authentication and metadata"
+        } else {
+            "metadata"
+        },
+        || match client.fetch_metadata(None, Duration::from_secs(10)) {
+            Ok(md) => {
+                let brokers = md.brokers().len();
+                Ok((md, format!("{brokers} broker(s)")))
+            }
+            Err(e) => {
+                let last = client
+                    .context()
+                    .0
+                    .lock()
+                    .expect("lock")
+                    .clone()
+                    .unwrap_or_default();
+                let setting = if last.to_ascii_lowercase().contains("sasl")
+                    || last.to_ascii_lowercase().contains("authentication")
+                {
+                    "output.kafka.sasl.password"
+                } else {
+                    "output.kafka.hosts"
+                };
+                Err(fail(
+                    setting,
+                    format!("the brokers did not answer a metadata request: {e}; {last}"),
+                ))
+            }
+        },
+    )?;
+    match topic.as_static() {
+        Some(t) => {
+            s.step(&format!("topic {t}"), || {
+                match md.topics().iter().find(|x| x.name() == t) {
+                    Some(x) if x.error().is_none() => Ok(((), format!("{} partition(s)", x.partitions().len()))),
+                    _ => Ok(((), "does not exist yet; the broker creates it on first write if auto-creation is on".into())),
+                }
+            })?;
+        }
+        None => s.line(&format!(
+            "topic {}: depends on each event, not checked",
+            k.topic
+        )),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KafkaOutputConfig, SaslConfig, SslConfig};
+    use crate::config::{SaslConfig, SslConfig, VerificationMode};
+    use crate::output::kafka::Compression;
 
     fn get<'a>(s: &'a [(String, String)], k: &str) -> Option<&'a str> {
         s.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
@@ -527,22 +641,22 @@ mod tests {
 
     #[test]
     fn every_key_maps_to_librdkafka() {
-        let c = KafkaOutputConfig {
-            hosts: vec!["a:9092".into(), "b:9092".into()],
+        let mut c = KafkaOutputConfig {
             required_acks: -1,
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             client_id: "me".into(),
             sasl: Some(SaslConfig {
-                mechanism: "scram-sha-512".into(),
+                mechanism: crate::output::kafka::SaslMechanism::ScramSha512,
                 username: "u".into(),
                 password: "p".into(),
             }),
-            ssl: Some(SslConfig {
-                verification_mode: "certificate".into(),
-                ..Default::default()
-            }),
             ..Default::default()
         };
+        c.network.hosts = vec!["a:9092".into(), "b:9092".into()];
+        c.network.ssl = Some(SslConfig {
+            verification_mode: VerificationMode::Certificate,
+            ..Default::default()
+        });
         let s = librdkafka_settings(&c).unwrap();
         assert_eq!(get(&s, "bootstrap.servers"), Some("a:9092,b:9092"));
         assert_eq!(get(&s, "acks"), Some("all"));

@@ -1,13 +1,16 @@
 //! Entry points for fuzzing: each takes arbitrary bytes and must never panic, hang or
 //! allocate without bound. `fuzz/` calls them from libFuzzer targets (cargo-fuzz, nightly);
 //! the unit tests below run each over a few thousand mutated samples so that a stable
-//! `cargo test` exercises them too.
+//! `cargo test` exercises them too. Built only for tests and with the `fuzzing` feature
+//! (which the fuzz crate turns on): nothing here ships in the agent.
+//!
+//! The protocol targets take every protocol from the registry (the first input byte picks
+//! one), so a new protocol is fuzzed without any change here or in `fuzz/`.
 
-use super::decode::{Network, decode_frame, decode_transport, linktype};
-use super::engine::feed_chunk;
-use super::proto::{self, Common, Cx, Dir, TcpParser};
-use super::tcp::{Budget, Chunk};
-use crate::config::ProtocolConfig;
+use crate::inspect::decode::{Network, decode_frame, decode_transport, linktype};
+use crate::inspect::engine::feed_chunk;
+use crate::inspect::proto::{self, Common, Cx, Dir, ProtocolConfig, TcpParser};
+use crate::inspect::tcp::{Budget, Chunk};
 
 /// The frame decoder, on every link type.
 pub fn decode(data: &[u8]) {
@@ -24,24 +27,54 @@ pub fn decode(data: &[u8]) {
     }
 }
 
-fn parser(name: &str) -> Option<Box<dyn TcpParser>> {
-    let def = proto::ALL.iter().find(|d| d.name == name)?;
-    let cfg = ProtocolConfig {
-        send_all_headers: true,
-        include_body_for: vec!["text".into()],
-        hide_keywords: vec!["pass".into()],
-        real_ip_header: "x-forwarded-for".into(),
-        max_message_size: 64 * 1024,
-        ..ProtocolConfig::default()
+const COMMON: Common = Common {
+    max_pending: 16,
+    transaction_timeout_us: 1_000_000,
+};
+
+/// The registry's protocol picked by `selector`, with options that reach the most code.
+fn pick(selector: u8) -> ProtocolConfig {
+    let all = ProtocolConfig::fuzzing();
+    let i = usize::from(selector) % all.len();
+    all.into_iter().nth(i).expect("index within the registry")
+}
+
+/// A TCP protocol parser of the registry, chosen by the first byte; see [`tcp_protocol`].
+pub fn tcp(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
     };
-    Some(def.tcp?(&cfg, &Common { max_pending: 16 })())
+    if let Some(f) = pick(first).parsers(&COMMON).tcp {
+        tcp_protocol(f().as_mut(), rest);
+    }
+}
+
+/// A UDP protocol parser of the registry, chosen by the first byte: the rest is one
+/// request datagram, then the same bytes as the answer.
+pub fn udp(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let Some(f) = pick(first).parsers(&COMMON).udp else {
+        return;
+    };
+    let mut p = f();
+    let mut out = Vec::new();
+    let mut cx = Cx {
+        now: 1,
+        timeout: 10,
+        out: &mut out,
+    };
+    let _ = p.datagram(Dir::ToServer, rest, &mut cx);
+    let _ = p.datagram(Dir::ToClient, rest, &mut cx);
+    p.expire(&mut cx);
+    p.close(&mut cx);
 }
 
 /// One TCP protocol parser: the input is cut into chunks of both directions (each chunk
 /// prefixed by a control byte: direction, gap, FIN, chunk length), fed the way the stream
 /// layer does, then the connection times out and closes.
-pub fn tcp_protocol(name: &str, data: &[u8]) {
-    let Some(mut p) = parser(name) else { return };
+pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
     let mut out = Vec::new();
     let budget = Budget::new(1 << 20);
     let mut bufs: [Vec<u8>; 2] = Default::default();
@@ -72,7 +105,7 @@ pub fn tcp_protocol(name: &str, data: &[u8]) {
             _ => Chunk::Data(chunk),
         };
         feed_chunk(
-            p.as_mut(),
+            p,
             dir,
             c,
             &mut bufs[d],
@@ -94,17 +127,9 @@ pub fn tcp_protocol(name: &str, data: &[u8]) {
     p.close(&mut cx);
 }
 
-/// The DNS message parser and its UDP pairing.
+/// The DNS message parser alone.
 pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
-    let mut d = proto::dns::Dns::new(8);
-    let mut out = Vec::new();
-    let mut cx = Cx {
-        now: 1,
-        timeout: 10,
-        out: &mut out,
-    };
-    let _ = proto::UdpParser::datagram(&mut d, Dir::ToServer, data, &mut cx);
 }
 
 /// The TCP stream layer as a whole (sort window, connection life, reassembly, HTTP on
@@ -123,7 +148,7 @@ pub fn tcp_stream(data: &[u8]) {
         return;
     };
     let mut sink = |_e: crate::event::Event| {};
-    let Ok(mut engine) = super::engine::Engine::new(&config, &mut sink, None) else {
+    let Ok(mut engine) = crate::inspect::engine::Engine::new(&config, &mut sink, None) else {
         return;
     };
     let mut last_seq = [0u32; 2];
@@ -177,9 +202,7 @@ pub fn tcp_stream(data: &[u8]) {
 }
 
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &[
-    "decode", "dns", "http", "redis", "mysql", "pgsql", "tls", "dns_tcp", "btf", "tcp",
-];
+pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream"];
 
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
@@ -206,10 +229,11 @@ pub fn run(target: &str, data: &[u8]) {
     match target {
         "decode" => decode(data),
         "dns" => dns(data),
-        "dns_tcp" => tcp_protocol("dns", data),
+        "tcp" => tcp(data),
+        "udp" => udp(data),
         "btf" => btf(data),
-        "tcp" => tcp_stream(data),
-        other => tcp_protocol(other, data),
+        "stream" => tcp_stream(data),
+        other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
 
@@ -281,8 +305,15 @@ mod tests {
     fn every_target_survives_mutated_inputs() {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let seeds = seeds();
+        let protocols = ProtocolConfig::fuzzing().len();
         for target in TARGETS {
-            for round in 0..3000 {
+            // The protocol targets run every protocol of the registry as often as the
+            // other targets run once.
+            let rounds = match *target {
+                "tcp" | "udp" => 3000 * protocols,
+                _ => 3000,
+            };
+            for round in 0..rounds {
                 let mut input = seeds[round % seeds.len()].clone();
                 if round % 7 == 0 {
                     // Raw seed without the chunk framing, too.
@@ -304,6 +335,9 @@ mod tests {
                                 [0, 0xff, b'\r', b'\n', b'*', b'$', 0x7f][(rng.next() % 7) as usize]
                         }
                     }
+                }
+                if matches!(*target, "tcp" | "udp") {
+                    input.insert(0, (round / seeds.len() % protocols) as u8);
                 }
                 run(target, &input);
             }

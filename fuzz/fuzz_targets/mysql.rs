@@ -1,9 +1,0 @@
-#![cfg_attr(fuzzing, no_main)]
-
-#[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| connbeat::inspect::fuzzing::run("mysql", data));
-
-#[cfg(not(fuzzing))]
-fn main() {
-    connbeat_fuzz::replay("mysql");
-}
