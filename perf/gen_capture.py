@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Writes a pcap of mixed HTTP (port 80), DNS (UDP 53) and Redis (port 6379) traffic for the
 deep-inspection benchmark: complete TCP connections (handshake, requests and responses with
-ACKs, FIN) and DNS query/response pairs, with increasing timestamps.
+ACKs, FIN) and DNS query/response pairs, with increasing timestamps. Like a busy host's
+capture, it has client ports reused many times (short HTTP connections, one request each,
+from 500 ports of one client, random initial sequence numbers) and packets a little out of
+time order (in a quarter of those connections the response is written before the request,
+each keeping its own timestamp).
 
     perf/gen_capture.py OUT.pcap [MIN_PACKETS]     (default 1,000,000)
     perf/gen_capture.py OUT.pcap N --flood         N half-open connections, each with an
                                                    unfinished 1 KB HTTP request and no answer
 Prints the number of packets and of transactions it wrote."""
+import random
 import struct
 import sys
 
@@ -19,6 +24,8 @@ f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
 ts = 1_795_000_000 * 1_000_000
 packets = 0
 txns = 0
+rng = random.Random(14)
+records = []  # (ts, frame) of the connection being written
 
 
 def ip4(a):
@@ -30,9 +37,15 @@ def emit(src, dst, proto, l4):
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0, ip4(src), ip4(dst))
     frame = ETH + ip + l4
     ts += 7
-    f.write(struct.pack("<IIII", ts // 1_000_000, ts % 1_000_000, len(frame), len(frame)))
-    f.write(frame)
+    records.append((ts, frame))
     packets += 1
+
+
+def flush():
+    for t, frame in records:
+        f.write(struct.pack("<IIII", t // 1_000_000, t % 1_000_000, len(frame), len(frame)))
+        f.write(frame)
+    records.clear()
 
 
 def tcp(src, dst, sp, dp, seq, ack, flags, payload=b""):
@@ -47,10 +60,11 @@ def udp(src, dst, sp, dp, payload):
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
 
 
-def connection(cli, srv, cport, sport, exchanges):
-    """exchanges: list of (request bytes, response bytes)."""
+def connection(cli, srv, cport, sport, exchanges, isn=(1000, 5000), swap=False):
+    """exchanges: list of (request bytes, response bytes). swap: the (first) response is
+    written before its request, each with its own timestamp."""
     global txns
-    c, s = 1000, 5000
+    c, s = isn
     tcp(cli, srv, cport, sport, c, 0, SYN)
     tcp(srv, cli, sport, cport, s, c + 1, SYN | ACK)
     c += 1
@@ -60,6 +74,9 @@ def connection(cli, srv, cport, sport, exchanges):
         tcp(cli, srv, cport, sport, c, s, PSH | ACK, req)
         c += len(req)
         tcp(srv, cli, sport, cport, s, c, PSH | ACK, resp)
+        if swap:
+            records[-2], records[-1] = records[-1], records[-2]
+            swap = False
         s += len(resp)
         tcp(cli, srv, cport, sport, c, s, ACK)
         txns += 1
@@ -67,6 +84,7 @@ def connection(cli, srv, cport, sport, exchanges):
     tcp(srv, cli, sport, cport, s, c + 1, ACK)
     tcp(srv, cli, sport, cport, s, c + 1, FIN | ACK)
     tcp(cli, srv, cport, sport, c + 1, s + 1, ACK)
+    flush()
 
 
 BODY = b"x" * 180
@@ -92,6 +110,7 @@ def dns(cli, cport, qid, name):
     r += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04" + ip4(0xC0000200 + qid % 200)
     udp(0x0A000035, cli, 53, cport, r)
     txns += 1
+    flush()
 
 
 n = 0
@@ -101,6 +120,7 @@ if "--flood" in sys.argv:
         cli = 0x0B000000 + n
         tcp(cli, 0x0A000050, 40000 + n % 20000, 80, 1, 0, SYN)
         tcp(cli, 0x0A000050, 40000 + n % 20000, 80, 2, 0, PSH | ACK, partial)
+        flush()
     f.close()
     print(f"{packets} packets of {min_packets} half-open requests written to {out_path}")
     sys.exit(0)
@@ -110,6 +130,10 @@ while packets < min_packets:
     cport = 1024 + (n * 7) % 60000
     connection(cli, 0x0A000050, cport, 80, HTTP[n % 40:n % 40 + 5])
     connection(cli, 0x0A0018EB, cport + 1, 6379, REDIS[n % 80:n % 80 + 20])
+    for j in range(3):  # short connections from few ports: each port reused every 500
+        k = 3 * n + j
+        isn = (rng.getrandbits(32), rng.getrandbits(32))
+        connection(0x0A020001, 0x0A000050, 40000 + k % 500, 80, [HTTP[k % 50]], isn, k % 4 == 0)
     for j in range(10):
         dns(cli, (cport + 2 + j) % 65535 or 1, (n * 10 + j) & 0xFFFF, b"host%d.bench.example" % (n % 1000 + j))
 f.close()

@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# Deep-inspection benchmark: a generated capture of >= 1M packets of HTTP, DNS and Redis,
-# decoded by `connbeat -I` and by `tshark -r` (same protocols to fields) in the same run.
+# Deep-inspection benchmark: a generated capture of >= 1M packets of HTTP, DNS and Redis
+# (with client ports reused and packets out of time order, see gen_capture.py), decoded by
+# `connbeat -I` and by `tshark -r` (same protocols to fields) in the same run.
 #   perf/inspect_bench.sh [PACKETS]      (default 1000000; needs tshark and /usr/bin/time)
+#   BASE_REV=<commit> perf/inspect_bench.sh [PACKETS]
+#       also builds that commit (release, same target directory) and runs its engine and
+#       CLI on the same file in the same run, alternating, three rounds each: ratios to it.
+#   BASE_DIR=<dir> perf/inspect_bench.sh [PACKETS]
+#       the same with a reference build already made (DIR/connbeat, DIR/inspect_bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
 W=$(mktemp -d /tmp/connbeat-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 python3 perf/gen_capture.py "$W/bench.pcap" "$N"
+if [[ -n "${BASE_REV:-}" ]]; then
+  mkdir -p "$W/base-src" "$W/base"
+  git archive "$BASE_REV" | tar -x -C "$W/base-src"
+  (cd "$W/base-src" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release -q --bin connbeat --example inspect_bench)
+  cp target/release/connbeat target/release/examples/inspect_bench "$W/base/"
+elif [[ -n "${BASE_DIR:-}" ]]; then
+  mkdir -p "$W/base"
+  cp "$BASE_DIR/connbeat" "$BASE_DIR/inspect_bench" "$W/base/"
+  BASE_REV=$BASE_DIR
+fi
 cargo build --release -q --bin connbeat --example inspect_bench
 cat >"$W/c.yml" <<YML
 logging.level: info
@@ -44,6 +60,37 @@ for label, secs, rss in rows:
     s = float(secs)
     print(f"{label:18} {pk/s:>10.0f} packets/s {tx/s:>10.0f} transactions/s  {s:6.2f} s  peak RSS {int(rss)/1024:.0f} MiB  x{t_shark/s:.1f} tshark")
 PY
+if [[ -n "${BASE_REV:-}" ]]; then
+  echo "== this tree against $BASE_REV, same file, alternating (engine only, then connbeat -I -N)"
+  for round in 1 2 3; do
+    for who in base new; do
+      if [[ $who == base ]]; then bin=$W/base; else bin=./target/release; fi
+      ex=$bin/inspect_bench
+      [[ $who == new ]] && ex=./target/release/examples/inspect_bench
+      echo "engine $who $round $("$ex" "$W/c.yml" "$W/bench.pcap")"
+      r=$(measure "cli_$who" "$bin/connbeat" -c "$W/c.yml" -I "$W/bench.pcap" -N)
+      echo "cli $who $round $r $(grep -o '[0-9]* transactions' "$W/cli_$who.err" | head -1)"
+    done
+  done | tee "$W/ab"
+  python3 - "$W/ab" <<'PY'
+import re, statistics, sys
+eng = {"base": [], "new": []}
+cli = {"base": [], "new": []}
+txn = {}
+for line in open(sys.argv[1]):
+    w = line.split()
+    if w[0] == "engine":
+        eng[w[1]].append(float(re.search(r"([0-9.]+) packets/s", line).group(1)))
+    elif w[0] == "cli":
+        cli[w[1]].append(float(w[4]))
+        txn[w[1]] = w[6]
+for who in ("base", "new"):
+    print(f"{who:5} engine median {statistics.median(eng[who]):>10.0f} packets/s   "
+          f"connbeat -I -N median {statistics.median(cli[who]):5.2f} s   transactions {txn[who]}")
+print(f"new/base: engine x{statistics.median(eng['new']) / statistics.median(eng['base']):.3f}, "
+      f"CLI x{statistics.median(cli['base']) / statistics.median(cli['new']):.3f} (above 1 = faster)")
+PY
+fi
 echo "== memory under a flood of 300000 half-open requests (default max_streams 65536)"
 python3 perf/gen_capture.py "$W/flood.pcap" 300000 --flood
 measure flood ./target/release/connbeat -c "$W/c.yml" -I "$W/flood.pcap" -N

@@ -132,8 +132,77 @@ pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
 }
 
+/// The TCP stream layer as a whole (sort window, connection life, reassembly, HTTP on
+/// top): the input is a list of segments, each of both directions with arbitrary flags,
+/// sequence and acknowledgement numbers and timestamps. Each segment is a 9-byte header:
+/// `ctl` (bit 0 direction, bits 1-2 which of 4 client ports, bits 3-7 payload length / 4),
+/// TCP flags, 4 bytes of sequence number (big-endian; a value below 2^16 is taken as an
+/// offset from the direction's last one), 2 bytes of acknowledgement offset, 1 byte of
+/// time step (may go back); then the payload (bytes of an HTTP exchange, so that parsing
+/// goes deep). At the end every byte held must be back in the budget.
+pub fn tcp_stream(data: &[u8]) {
+    use crate::config::from_yaml_str;
+    const YAML: &str = "output.console: {enabled: true}\nconnbeat.protocols: [{type: http, ports: [80]}]\nconnbeat.interfaces: {sort_window: 2ms, reorder_window_kb: 4, max_out_of_order_kb: 2, reassembly_memory_mb: 1, max_streams: 3}\n";
+    const TEXT: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let Ok(config) = from_yaml_str(YAML, &[], &|_| None) else {
+        return;
+    };
+    let mut sink = |_e: crate::event::Event| {};
+    let Ok(mut engine) = crate::inspect::engine::Engine::new(&config, &mut sink, None) else {
+        return;
+    };
+    let mut last_seq = [0u32; 2];
+    let mut ts: u64 = 1_000_000_000;
+    let mut at = 0;
+    let mut frame = Vec::with_capacity(128);
+    while at + 9 <= data.len() {
+        let h = &data[at..at + 9];
+        at += 9;
+        let d = usize::from(h[0] & 1);
+        let client_port = 40000 + u16::from((h[0] >> 1) & 3);
+        let len = usize::from(h[0] >> 3) * 4;
+        let raw = u32::from_be_bytes([h[2], h[3], h[4], h[5]]);
+        let seq = if raw < 1 << 16 {
+            last_seq[d].wrapping_add(raw)
+        } else {
+            raw
+        };
+        last_seq[d] = seq;
+        let ack = last_seq[1 - d].wrapping_add(u32::from(u16::from_be_bytes([h[6], h[7]])));
+        let step = i64::from(h[8] as i8) * 500;
+        ts = ts.saturating_add_signed(step);
+        let start = usize::from(h[8]) % TEXT.len();
+        let payload: Vec<u8> = TEXT.iter().cycle().skip(start).take(len).copied().collect();
+        let (sport, dport) = if d == 0 {
+            (client_port, 80)
+        } else {
+            (80, client_port)
+        };
+        frame.clear();
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        if d == 1 {
+            frame[12..20].rotate_left(4);
+        }
+        frame.extend_from_slice(&sport.to_be_bytes());
+        frame.extend_from_slice(&dport.to_be_bytes());
+        frame.extend_from_slice(&seq.to_be_bytes());
+        frame.extend_from_slice(&ack.to_be_bytes());
+        frame.extend_from_slice(&[0x50, h[1], 0xff, 0xff, 0, 0, 0, 0]);
+        frame.extend_from_slice(&payload);
+        engine.packet(linktype::RAW, ts, &frame);
+    }
+    engine.finish();
+    assert_eq!(
+        engine.memory_used(),
+        0,
+        "bytes still accounted after finish"
+    );
+}
+
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf"];
+pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream"];
 
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
@@ -163,6 +232,7 @@ pub fn run(target: &str, data: &[u8]) {
         "tcp" => tcp(data),
         "udp" => udp(data),
         "btf" => btf(data),
+        "stream" => tcp_stream(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
@@ -203,6 +273,32 @@ mod tests {
                 v
             })
             .collect()
+    }
+
+    /// Segments in the `tcp` target's format: mostly in sequence, with SYNs, FINs, RSTs,
+    /// wild sequence numbers and time going back mixed in.
+    #[test]
+    fn tcp_stream_survives_random_segments() {
+        let mut rng = Rng(0x853c_49e6_748f_ea9b);
+        for _ in 0..400 {
+            let mut input = Vec::new();
+            for _ in 0..(rng.next() % 60) {
+                let r = rng.next();
+                let len = (r % 32) as u8;
+                let flags = [0x10, 0x18, 0x02, 0x12, 0x11, 0x14, 0x04, 0x3f][(r >> 8) as usize % 8];
+                let seq: u32 = if r >> 20 & 7 == 0 {
+                    (r >> 24) as u32 | 1 << 16
+                } else {
+                    u32::from(len) * 4 * ((r >> 30) & 1) as u32
+                };
+                input.push(len << 3 | ((r >> 40) as u8 & 7));
+                input.push(flags);
+                input.extend_from_slice(&seq.to_be_bytes());
+                input.extend_from_slice(&((r >> 44) as u16 % 300).to_be_bytes());
+                input.push((r >> 60) as u8 | if r >> 59 & 1 == 0 { 0 } else { 0x80 });
+            }
+            tcp_stream(&input);
+        }
     }
 
     #[test]

@@ -141,9 +141,14 @@ fn damaged_captures() {
     assert!(gaps >= 1);
     assert_eq!(methods(&events), methods(&full));
 
-    // 3. Two segments of the body swapped: reassembled in order, nothing lost.
+    // 3. Two segments of the body swapped in sequence order, their times kept in place (as
+    //    a lost-and-retransmitted segment looks): reassembled in order, nothing lost.
     let mut p = good.clone();
     p.records.swap(big[1], big[2]);
+    let ts1 = p.records[big[1]].0[..8].to_vec();
+    let ts2 = p.records[big[2]].0[..8].to_vec();
+    p.records[big[1]].0[..8].copy_from_slice(&ts2);
+    p.records[big[2]].0[..8].copy_from_slice(&ts1);
     let f = dir.0.join("reordered.pcap");
     p.write(&f);
     let ooo = delta(&METRICS.inspect_tcp_out_of_order, || events = inspect(&f).0);

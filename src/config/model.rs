@@ -215,6 +215,9 @@ pub struct InterfacesConfig {
     pub stream_idle_timeout: Duration,
     /// How far ahead of the expected sequence number an out-of-order segment is kept.
     pub reorder_window_kb: usize,
+    /// How long each TCP segment is held so that the segments of its connection are
+    /// decoded in time order (captures of multi-core hosts are a little out of order).
+    pub sort_window: Duration,
     /// Out-of-order bytes stored per connection direction before a gap is declared.
     pub max_out_of_order_kb: usize,
     /// Bound on all bytes held for reassembly and unparsed messages, every stream together.
@@ -237,6 +240,7 @@ impl Default for InterfacesConfig {
             max_streams: 65_536,
             stream_idle_timeout: Duration::from_secs(60),
             reorder_window_kb: 1024,
+            sort_window: Duration::from_millis(100),
             max_out_of_order_kb: 256,
             reassembly_memory_mb: 256,
             max_fragment_datagrams: 1024,

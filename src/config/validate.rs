@@ -54,6 +54,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
+    if cb.interfaces.sort_window >= cb.transaction_timeout {
+        return Err(ConfigError::invalid(
+            "connbeat.interfaces.sort_window",
+            format!(
+                "{} must be shorter than connbeat.transaction_timeout ({}); 100ms is plenty",
+                cb.interfaces.sort_window, cb.transaction_timeout
+            ),
+        ));
+    }
     let t = &c.topology;
     positive("topology.max_nodes", t.max_nodes == 0)?;
     positive("topology.max_edges", t.max_edges == 0)?;

@@ -5,11 +5,20 @@
 //! capture timestamp, and time only moves with those timestamps (or [`Engine::tick`] in
 //! live mode while the link is idle). That is what makes an offline run reproducible and
 //! lets tests drive it with synthetic frames.
+//!
+//! A connection's life is read from its own packets: a SYN (or a SYN/ACK) at a new initial
+//! sequence number on addresses and ports still held ends the old stream (its transactions
+//! flushed as they stand) and starts a new one; FIN from both ends, or RST, ends it. Ports
+//! are reused within seconds on a busy host, so stray packets of an ended connection are
+//! remembered for a while and ignored, and a packet without payload never opens a stream.
+//! TCP segments first wait in the [`sort`] window so that each connection is decoded in
+//! time order.
 
 use super::decode::{self, DecodeError, Network, TcpSegment, Transport, UdpDatagram, tcpflags};
 use super::frag::Defrag;
 use super::proto::txn::Endpoints;
 use super::proto::{Common, Cx, Dir, Done, Registry, TcpParser, UdpParser};
+use super::sort::SortWindow;
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
 use crate::config::Config;
 use crate::event::Event;
@@ -25,6 +34,7 @@ pub struct Settings {
     pub idle_timeout_us: u64,
     pub max_streams: usize,
     pub limits: Limits,
+    pub sort_window_us: u64,
     pub memory: usize,
     pub max_fragment_datagrams: usize,
     pub fragment_timeout_us: u64,
@@ -42,6 +52,7 @@ impl Settings {
                     .unwrap_or(u32::MAX / 2),
                 max_ooo_bytes: i.max_out_of_order_kb.saturating_mul(1024),
             },
+            sort_window_us: i.sort_window.get().as_micros() as u64,
             memory: i.reassembly_memory_mb.saturating_mul(1 << 20),
             max_fragment_datagrams: i.max_fragment_datagrams,
             fragment_timeout_us: i.fragment_timeout.get().as_micros() as u64,
@@ -84,10 +95,14 @@ struct TcpConn {
     client: SocketAddr,
     server: SocketAddr,
     half: [HalfStream; 2],
+    /// Initial sequence number of each direction, once its SYN was seen.
+    isn: [Option<u32>; 2],
     buf: [Vec<u8>; 2],
     skip: [usize; 2],
     parser: Box<dyn TcpParser>,
     last_seen: u64,
+    /// Latest capture timestamp among the segments decoded so far.
+    last_ts: u64,
     owners: Owners,
 }
 
@@ -101,6 +116,8 @@ struct UdpFlow {
 }
 
 const SWEEP_EVERY_US: u64 = 1_000_000;
+/// The TCP PSH flag (meaningless to a passive observer).
+const PSH: u8 = 0x08;
 
 /// Where finished events go.
 pub type Sink<'a> = dyn FnMut(Event) + 'a;
@@ -110,10 +127,16 @@ pub struct Engine<'a> {
     reg: Registry,
     s: Settings,
     tcp: HashMap<Key, TcpConn, Fx>,
+    /// Connections ended by FIN or RST, and when: their late packets are ignored until a
+    /// SYN opens the addresses again or `stream_idle_timeout` passes.
+    ended: HashMap<Key, u64, Fx>,
+    sort: SortWindow<Key>,
     udp: HashMap<Key, UdpFlow, Fx>,
     defrag: Defrag,
     budget: Budget,
     now: u64,
+    /// Timestamp of the packet being decoded (`now` is the latest of all).
+    packet_ts: u64,
     next_sweep: u64,
     out: Vec<Done>,
     sink: &'a mut Sink<'a>,
@@ -141,10 +164,13 @@ impl<'a> Engine<'a> {
         Ok(Engine {
             reg,
             tcp: HashMap::default(),
+            ended: HashMap::default(),
+            sort: SortWindow::new(s.sort_window_us),
             udp: HashMap::default(),
             defrag: Defrag::new(s.max_fragment_datagrams, s.fragment_timeout_us),
             budget: Budget::new(s.memory),
             now: 0,
+            packet_ts: 0,
             next_sweep: 0,
             out: Vec::new(),
             sink,
@@ -158,9 +184,11 @@ impl<'a> Engine<'a> {
     pub fn packet(&mut self, link: i32, ts: u64, frame: &[u8]) {
         self.summary.packets += 1;
         self.summary.bytes += frame.len() as u64;
+        self.packet_ts = ts;
         if ts > self.now {
             self.now = ts;
         }
+        self.release_due();
         if self.now >= self.next_sweep {
             self.sweep();
         }
@@ -194,7 +222,7 @@ impl<'a> Engine<'a> {
 
     fn ip(&mut self, p: &decode::IpPayload<'_>) {
         match decode::decode_transport(p) {
-            Ok(Transport::Tcp(t)) => self.tcp_segment(
+            Ok(Transport::Tcp(t)) => self.tcp_arrived(
                 SocketAddr::new(p.src, t.src_port),
                 SocketAddr::new(p.dst, t.dst_port),
                 &t,
@@ -226,20 +254,96 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn tcp_segment(&mut self, src: SocketAddr, dst: SocketAddr, t: &TcpSegment<'_>) {
+    /// A TCP segment as captured (at `self.now`): through the sort window, or straight on.
+    fn tcp_arrived(&mut self, src: SocketAddr, dst: SocketAddr, t: &TcpSegment<'_>) {
+        let k = key(src, dst);
+        if self.reg.on_port(src.port()).is_none()
+            && self.reg.on_port(dst.port()).is_none()
+            && !self.tcp.contains_key(&k)
+        {
+            return;
+        }
+        let ts = self.packet_ts;
+        if t.flags & !(tcpflags::ACK | PSH) == 0 && t.payload.is_empty() && t.missing == 0 {
+            // A pure ACK has no place in the byte streams, so its order does not matter
+            // and it need not wait: it only tells how far the peer got.
+            if t.has(tcpflags::ACK)
+                && let Some(c) = self.tcp.get_mut(&k)
+            {
+                c.last_seen = self.now;
+                let d = usize::from(src != c.client);
+                c.half[1 - d].ack(t.ack);
+            }
+            return;
+        }
+        if self.sort.enabled() {
+            if self.budget.try_take(t.payload.len()) {
+                self.sort.hold(k, ts, self.now, src, dst, t);
+                return;
+            }
+            // No memory to wait: what is held of the connection goes first, then this one.
+            monitor::inc(&METRICS.inspect_tcp_unsorted);
+            self.release_key(k, u64::MAX);
+        }
+        self.tcp_segment(ts, src, dst, t);
+    }
+
+    /// Decodes the held segments whose time in the window is over.
+    fn release_due(&mut self) {
+        while let Some((k, upto)) = self.sort.due(self.now) {
+            self.release_key(k, upto);
+        }
+    }
+
+    /// Decodes, in time order, the held segments of `k` up to the last one that arrived
+    /// at or before `upto`.
+    fn release_key(&mut self, k: Key, upto: u64) {
+        let mut batch = self.sort.take(&k, upto);
+        for h in batch.drain(..) {
+            self.budget.give(h.payload.len());
+            let t = h.segment();
+            self.tcp_segment(h.ts, h.src, h.dst, &t);
+            self.sort.recycle(h);
+        }
+        self.sort.give_back(batch);
+    }
+
+    /// One segment, in the order the sort window decided; `ts` is its own capture time.
+    fn tcp_segment(&mut self, ts: u64, src: SocketAddr, dst: SocketAddr, t: &TcpSegment<'_>) {
         let k = key(src, dst);
         let syn = t.has(tcpflags::SYN);
         let ack = t.has(tcpflags::ACK);
-        // A new SYN on a finished tuple starts a new connection.
-        if syn
-            && !ack
-            && let Some(c) = self.tcp.get(&k)
-            && (c.half[0].finished() || c.half[1].finished())
-        {
-            self.close_tcp(&k);
+        let rst = t.has(tcpflags::RST);
+        let now = ts.min(self.now);
+        let mut exists = false;
+        if let Some(c) = self.tcp.get(&k) {
+            exists = true;
+            if ts < c.last_ts {
+                monitor::inc(&METRICS.inspect_tcp_unsorted);
+            }
+            // A SYN at another ISN than the one known (or on a direction already under
+            // way without one) is a new connection on the same addresses and ports.
+            let d = usize::from(src != c.client);
+            if syn && c.isn[d].map_or(c.half[d].started(), |isn| isn != t.seq) {
+                monitor::inc(&METRICS.inspect_tcp_streams_reused);
+                self.close_tcp(&k, now);
+                self.ended.remove(&k);
+                exists = false;
+            }
+        } else if let Some(&at) = self.ended.get(&k) {
+            if !syn && now.saturating_sub(at) < self.s.idle_timeout_us {
+                // A late packet of a connection that ended (FIN or RST).
+                if !t.payload.is_empty() {
+                    monitor::inc(&METRICS.inspect_tcp_retransmitted);
+                }
+                return;
+            }
+            self.ended.remove(&k);
         }
-        if !self.tcp.contains_key(&k) {
-            if t.has(tcpflags::RST) {
+        if !exists {
+            // Only a SYN or data opens a stream: a lone ACK, FIN or RST has nothing to
+            // parse, and is most often the tail of a connection already gone.
+            if rst || (!syn && t.payload.is_empty() && t.missing == 0) {
                 return;
             }
             let client_first = if syn { Some(!ack) } else { None };
@@ -265,10 +369,12 @@ impl<'a> Engine<'a> {
                     client,
                     server,
                     half: Default::default(),
+                    isn: [None, None],
                     buf: Default::default(),
                     skip: [0, 0],
                     parser: factory(),
                     last_seen: self.now,
+                    last_ts: ts,
                     owners: Owners::default(),
                 },
             );
@@ -280,12 +386,29 @@ impl<'a> Engine<'a> {
             return;
         };
         conn.last_seen = self.now;
+        conn.last_ts = conn.last_ts.max(ts);
         let dir = if src == conn.client {
             Dir::ToServer
         } else {
             Dir::ToClient
         };
         let d = dir_index(dir);
+        if syn && conn.isn[d].is_none() {
+            conn.isn[d] = Some(t.seq);
+        }
+        if ack {
+            conn.half[1 - d].ack(t.ack);
+        }
+        if rst {
+            // Only a RST inside the stream's sequence space ends it (RFC 5961's check,
+            // loosely): a stray one of an earlier connection does not.
+            if conn.half[d].in_window(t.seq, self.s.limits) {
+                self.close_tcp(&k, now);
+                self.ended.insert(k, now);
+                self.bound_ended();
+            }
+            return;
+        }
         let proto = self.reg.get(conn.proto);
         let (max_msg, timeout) = (proto.max_message_size, proto.timeout_us);
         let seg = Segment {
@@ -296,7 +419,7 @@ impl<'a> Engine<'a> {
             missing: t.missing,
         };
         let mut cx = Cx {
-            now: self.now,
+            now,
             timeout,
             out: &mut self.out,
         };
@@ -322,11 +445,12 @@ impl<'a> Engine<'a> {
             )
         });
         self.summary.parse_errors += errors;
-        let rst = t.has(tcpflags::RST);
         let done = conn.half[0].finished() && conn.half[1].finished();
         self.count(st);
-        if rst || done {
-            self.close_tcp(&k);
+        if done {
+            self.close_tcp(&k, now);
+            self.ended.insert(k, now);
+            self.bound_ended();
         } else if !self.out.is_empty() {
             self.emit_tcp(&k);
         }
@@ -339,6 +463,9 @@ impl<'a> Engine<'a> {
         if st.out_of_order {
             monitor::inc(&METRICS.inspect_tcp_out_of_order);
         }
+        if st.out_of_window {
+            monitor::inc(&METRICS.inspect_tcp_out_of_window);
+        }
         if st.gaps > 0 {
             self.summary.tcp_gaps += u64::from(st.gaps);
             monitor::add(&METRICS.inspect_tcp_gaps, u64::from(st.gaps));
@@ -346,15 +473,26 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Keeps the table of ended connections within `max_streams`: when full, the oldest
+    /// half goes (their stray packets would only open streams that find nothing to parse).
+    fn bound_ended(&mut self) {
+        if self.ended.len() > self.s.max_streams {
+            let mut at: Vec<u64> = self.ended.values().copied().collect();
+            let mid = at.len() / 2;
+            let (_, &mut cut, _) = at.select_nth_unstable(mid);
+            self.ended.retain(|_, t| *t > cut);
+        }
+    }
+
     /// Flushes both directions of a connection, publishes what is pending, forgets it.
-    fn close_tcp(&mut self, k: &Key) {
+    fn close_tcp(&mut self, k: &Key, now: u64) {
         let Some(mut conn) = self.tcp.remove(k) else {
             return;
         };
         let proto = self.reg.get(conn.proto);
         let (max_msg, timeout) = (proto.max_message_size, proto.timeout_us);
         let mut cx = Cx {
-            now: self.now,
+            now,
             timeout,
             out: &mut self.out,
         };
@@ -504,6 +642,7 @@ impl<'a> Engine<'a> {
         if now > self.now {
             self.now = now;
         }
+        self.release_due();
         if self.now >= self.next_sweep {
             self.sweep();
         }
@@ -537,8 +676,9 @@ impl<'a> Engine<'a> {
         }
         for k in stale {
             monitor::inc(&METRICS.inspect_tcp_streams_expired);
-            self.close_tcp(&k);
+            self.close_tcp(&k, now);
         }
+        self.ended.retain(|_, at| now.saturating_sub(*at) < idle);
         let keys: Vec<Key> = self.udp.keys().copied().collect();
         for k in keys {
             let Some(flow) = self.udp.get_mut(&k) else {
@@ -572,9 +712,12 @@ impl<'a> Engine<'a> {
 
     /// End of input: every connection is closed and every pending request published.
     pub fn finish(&mut self) {
+        while let Some((k, _)) = self.sort.due(u64::MAX) {
+            self.release_key(k, u64::MAX);
+        }
         let keys: Vec<Key> = self.tcp.keys().copied().collect();
         for k in keys {
-            self.close_tcp(&k);
+            self.close_tcp(&k, self.now);
         }
         let flows: Vec<Key> = self.udp.keys().copied().collect();
         for k in flows {

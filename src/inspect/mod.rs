@@ -1,7 +1,7 @@
 //! Deep inspection: captured traffic on the configured ports becomes protocol transactions.
 //!
 //! ```text
-//! capture (pcap: device or file) ─► engine: decode ─► frag ─► tcp reassembly / udp flows
+//! capture (pcap: device or file) ─► engine: decode ─► frag ─► sort window ─► tcp reassembly / udp flows
 //!                                    ─► proto parsers (one per connection) ─► Txn ─► Event
 //! ```
 //! [`capture`] is the only part that touches libpcap; [`engine`] and everything below it
@@ -14,6 +14,7 @@ pub mod decode;
 pub mod engine;
 pub mod frag;
 pub mod proto;
+pub mod sort;
 pub mod tcp;
 
 use crate::config::Config;

@@ -5,14 +5,21 @@
 //! stacks, smoltcp included, reassemble only their own connections and would ACK, retransmit
 //! and refuse what a passive observer must simply note). The rules:
 //! - the first segment seen sets the expected sequence number (a SYN sets it to ISN+1), so a
-//!   capture that starts mid-connection simply starts there;
+//!   capture that starts mid-connection simply starts there; a new connection on the same
+//!   addresses and ports (a SYN at another ISN) is the engine's business: it starts a new
+//!   [`HalfStream`] rather than feeding this one;
+//! - sequence numbers are compared with wrap-around (RFC 1982 serial arithmetic);
 //! - data already delivered (retransmissions, overlaps) is trimmed, not delivered twice;
 //! - a segment ahead of the expected one is kept, copied, inside a window of `window` bytes
 //!   and `max_ooo_bytes` of stored data per direction and the shared [`Budget`]; when a bound
 //!   is hit, or the connection closes, the hole before the earliest stored segment is
 //!   declared a [`Chunk::Gap`] and delivery continues after it;
+//! - a segment further ahead than the window is a gap only when the peer acknowledged bytes
+//!   that far (so they really were sent); otherwise it belongs to no byte of this stream (a
+//!   stale packet of an earlier connection on the same ports) and is ignored and counted;
 //! - bytes the capture cut off (snaplen, a truncated file) are a gap too;
-//! - FIN is delivered once every byte before it has been.
+//! - FIN is delivered once every byte before it has been; a FIN outside the window is
+//!   ignored like any other stranger.
 
 /// What the reassembler hands upwards, in stream order.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +77,8 @@ pub struct SegmentStats {
     pub out_of_order: bool,
     pub gaps: u32,
     pub gap_bytes: u64,
+    /// Far outside the window and never acknowledged: not a byte of this stream.
+    pub out_of_window: bool,
 }
 
 struct Stored {
@@ -82,6 +91,8 @@ struct Stored {
 #[derive(Default)]
 pub struct HalfStream {
     next: Option<u32>,
+    /// The furthest sequence number the peer acknowledged (bytes before it were sent).
+    acked: Option<u32>,
     ooo: Vec<Stored>,
     ooo_bytes: usize,
     fin_seq: Option<u32>,
@@ -105,6 +116,28 @@ pub struct Segment<'a> {
 }
 
 impl HalfStream {
+    /// True once any segment of this direction was taken.
+    pub fn started(&self) -> bool {
+        self.next.is_some()
+    }
+
+    /// The peer acknowledged every byte before `ack`. Only a point ahead of the delivered
+    /// data by less than half the sequence space is plausible; others are ignored.
+    pub fn ack(&mut self, ack: u32) {
+        let Some(next) = self.next else { return };
+        let ahead = seq_diff(ack, next);
+        if ahead > 0 && self.acked.is_none_or(|a| ahead > seq_diff(a, next)) {
+            self.acked = Some(ack);
+        }
+    }
+
+    /// True when `seq` is within the window of this direction's expected sequence number
+    /// on either side (or nothing is known yet).
+    pub fn in_window(&self, seq: u32, limits: Limits) -> bool {
+        self.next
+            .is_none_or(|n| seq_diff(seq, n).unsigned_abs() <= u64::from(limits.window))
+    }
+
     /// True once FIN was delivered.
     pub fn finished(&self) -> bool {
         self.finished
@@ -137,10 +170,16 @@ impl HalfStream {
         }
         let next = *self.next.get_or_insert(seq);
         let len = s.payload.len() + s.missing;
-        if s.fin && self.fin_seq.is_none() {
+        let d = seq_diff(seq, next);
+        let end = d + len as i64;
+        if d > i64::from(limits.window) && self.acked.is_none_or(|a| seq_diff(a, seq) < 0) {
+            // Nothing of this stream was ever said to reach that far.
+            st.out_of_window = true;
+            return st;
+        }
+        if s.fin && self.fin_seq.is_none() && end >= 0 {
             self.fin_seq = Some(seq.wrapping_add(len as u32));
         }
-        let d = seq_diff(seq, next);
         if d <= 0 {
             if (-d) as usize >= len {
                 st.retransmitted = len > 0;
@@ -341,7 +380,7 @@ mod tests {
     }
 
     #[test]
-    fn window_overflow_declares_gap() {
+    fn beyond_the_window_only_an_acknowledged_segment_makes_a_gap() {
         let b = Budget::new(1 << 20);
         let mut h = HalfStream::default();
         let lim = Limits {
@@ -354,9 +393,30 @@ mod tests {
             lim,
             &b,
         );
-        assert_eq!(d, b"abxyzlate");
+        // 100 is far beyond the window and nobody acknowledged it: a stranger, ignored.
+        assert_eq!(d, b"ab");
+        assert!(g.is_empty());
+        // An ACK from an implausible point (half the sequence space away) changes nothing.
+        h.ack(0x9000_0000);
+        let (d, g, _) = run(&mut h, &[(100, b"late", false)], lim, &b);
+        assert!(d.is_empty() && g.is_empty());
+        // The peer acknowledged up to 104: the bytes were sent, the hole is a real gap.
+        h.ack(104);
+        let (d, g, _) = run(&mut h, &[(100, b"late", false)], lim, &b);
+        assert_eq!(d, b"xyzlate");
         assert_eq!(g, vec![3, 92]);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_fin_before_the_delivered_data_is_ignored() {
+        let b = Budget::new(1 << 20);
+        let mut h = HalfStream::default();
+        let (d, _, fin) = run(&mut h, &[(1000, b"abc", false), (10, b"", true)], L, &b);
+        assert_eq!(d, b"abc");
+        assert!(!fin && !h.finished());
+        let (_, _, fin) = run(&mut h, &[(1003, b"d", true)], L, &b);
+        assert!(fin);
     }
 
     #[test]

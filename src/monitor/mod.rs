@@ -85,6 +85,9 @@ counters! {
     inspect_tcp_gap_bytes => "inspect.tcp.gap_bytes", "bytes missing in those holes";
     inspect_tcp_retransmitted => "inspect.tcp.retransmitted", "segments carrying only data already seen (retransmissions, overlaps)";
     inspect_tcp_out_of_order => "inspect.tcp.out_of_order", "segments that arrived ahead of a hole";
+    inspect_tcp_streams_reused => "inspect.tcp.streams.reused", "TCP connections ended by a new connection's SYN on the same addresses and ports";
+    inspect_tcp_out_of_window => "inspect.tcp.out_of_window", "segments far outside their stream's sequence space that the peer never acknowledged (stale packets of an earlier connection): ignored";
+    inspect_tcp_unsorted => "inspect.tcp.unsorted", "segments decoded after a later-stamped segment of their connection: more out of time order than interfaces.sort_window, or not held because reassembly_memory_mb was full";
     inspect_tcp_buffer_overflows => "inspect.tcp.buffer_overflows", "unparsed messages dropped for exceeding max_message_size or reassembly_memory_mb";
     inspect_udp_flows => "inspect.udp.flows", "UDP flows tracked now";
     inspect_udp_flows_dropped => "inspect.udp.flows.dropped", "datagrams of new UDP flows not inspected because interfaces.max_streams was reached";

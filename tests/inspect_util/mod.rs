@@ -3,6 +3,8 @@
 //! captures from good ones.
 #![allow(dead_code)]
 
+pub mod synth;
+
 use connbeat::config::{Config, from_yaml_str};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
