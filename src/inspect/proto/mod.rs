@@ -1,11 +1,14 @@
 //! Protocol plugins: the two traits every parser implements, the transaction they build,
-//! the request/response pairing they share, and the registry keyed by configured ports.
+//! the request/response pairing they share, the registry of protocols (one `registry!`
+//! line each: the `connbeat.protocols` config enum, the names, the dispatch), and the
+//! configured protocols keyed by port.
 //!
 //! Packetbeat's `TcpProtocolPlugin` (Parse / GapInStream / ReceivedFin / ConnectionTimeout),
 //! made type-safe: the stream layer owns buffering (a parser says how many bytes it used,
 //! and may ask to skip bytes it has not seen yet, e.g. a body it does not keep), pairing
 //! and event building live here once, and a protocol is one folder with a pure `parser.rs`
-//! and a `mod.rs` holding its per-connection state.
+//! and a `mod.rs` holding its per-connection state, its options and its transaction
+//! object, plus its line in the registry.
 
 pub mod dns;
 pub mod http;
@@ -118,6 +121,9 @@ pub trait Protocol {
         + Send
         + Sync
         + 'static;
+    /// Whether its messages have a text form for `send_request` / `send_response`; when
+    /// not, those keys are refused for it.
+    const TEXT_MESSAGES: bool = false;
     /// Parser makers for a configured entry.
     fn parsers(entry: &Entry<Self::Options>, common: &Common) -> Parsers;
     /// Options that reach the most code, for fuzzing.
@@ -162,7 +168,16 @@ macro_rules! registry {
             /// The entry of protocol `name`, read from its keys.
             pub fn from_map(name: &str, map: Map<String, Value>) -> Result<Self, String> {
                 $( if name == <$proto as Protocol>::NAME {
-                    return Entry::from_map(name, map).map(Self::$variant);
+                    let e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
+                    if !<$proto as Protocol>::TEXT_MESSAGES
+                        && (e.common.send_request || e.common.send_response)
+                    {
+                        return Err(format!(
+                            "`send_request` and `send_response` are not options of {name}: \
+                             its messages have no text form here"
+                        ));
+                    }
+                    return Ok(Self::$variant(e));
                 } )*
                 Err(format!("unknown protocol {name:?}; known: {}", NAMES.join(", ")))
             }
@@ -181,6 +196,8 @@ macro_rules! registry {
                 vec![ $( Self::$variant(Entry {
                     common: CommonOptions {
                         max_message_size: 64 * 1024,
+                        send_request: <$proto as Protocol>::TEXT_MESSAGES,
+                        send_response: <$proto as Protocol>::TEXT_MESSAGES,
                         ..CommonOptions::default()
                     },
                     options: <$proto as Protocol>::fuzz_options(),

@@ -16,6 +16,10 @@ use serde_json::{Map, Value};
 pub struct CommonOptions {
     pub enabled: bool,
     pub ports: Vec<u16>,
+    /// The request's text goes into the event's `request` (protocols with a text form).
+    pub send_request: bool,
+    /// The response's text goes into the event's `response`.
+    pub send_response: bool,
     /// The protocol's own timeout; `connbeat.transaction_timeout` when not set.
     pub transaction_timeout: Option<Duration>,
     /// Bound on the unparsed bytes held per direction of a connection (and on a kept body).
@@ -29,6 +33,8 @@ impl Default for CommonOptions {
         CommonOptions {
             enabled: true,
             ports: Vec::new(),
+            send_request: false,
+            send_response: false,
             transaction_timeout: None,
             max_message_size: 10 * 1024 * 1024,
             processors: Vec::new(),
@@ -133,6 +139,12 @@ mod tests {
         let e = load("  - {type: http, ports: [80], sned_headers: [a]}").unwrap_err();
         assert!(e.contains("`sned_headers`"), "{e}");
         assert!(e.contains("did you mean `send_headers`"), "{e}");
+        let e = load("  - {type: tls, ports: [443], send_request: true}").unwrap_err();
+        assert!(
+            e.contains("`send_request` and `send_response` are not options of tls"),
+            "{e}"
+        );
+        load("  - {type: http, ports: [80], send_request: true, send_response: true}").unwrap();
         let e = load("  - {type: gopher, ports: [70]}").unwrap_err();
         assert!(e.contains("unknown protocol \"gopher\""), "{e}");
         assert!(e.contains("http, dns, redis"), "{e}");

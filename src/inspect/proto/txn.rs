@@ -68,6 +68,9 @@ pub struct Txn<F = Map<String, Value>> {
     pub bytes_out: u64,
     pub real_ip: Option<String>,
     pub notes: Vec<String>,
+    /// The request and the response as text (`send_request`, `send_response`).
+    pub request: Option<String>,
+    pub response: Option<String>,
     /// The protocol object (`http`, `dns`, ...).
     pub fields: F,
 }
@@ -87,6 +90,8 @@ impl<F: Default> Txn<F> {
             bytes_out: 0,
             real_ip: None,
             notes: Vec::new(),
+            request: None,
+            response: None,
             fields: F::default(),
         }
     }
@@ -114,6 +119,8 @@ impl<F: TxnObject> Txn<F> {
             bytes_out: self.bytes_out,
             real_ip: self.real_ip,
             notes: self.notes,
+            request: self.request,
+            response: self.response,
             fields: Box::new(self.fields),
         }
     }
@@ -148,6 +155,8 @@ impl<F: TxnObject> Txn<F> {
             server_process: ep.server_process.as_ref(),
             direction,
             notes: &self.notes,
+            request: self.request.as_deref(),
+            response: self.response.as_deref(),
         };
         let mut e = Event::from_fields(
             UNIX_EPOCH + Duration::from_micros(self.start),
@@ -202,6 +211,10 @@ struct TxnFields<'a> {
     direction: Option<&'static str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     notes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
 }
 
 /// The two ends of a connection, and who owns them when known.

@@ -98,19 +98,8 @@ pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)
         .into(),
     );
     if sasl {
-        let mechanism = c
-            .sasl
-            .as_ref()
-            .map(|s| s.mechanism.as_str())
-            .filter(|m| !m.is_empty())
-            .unwrap_or("PLAIN");
-        let mechanism = mechanism.to_ascii_uppercase();
-        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
-            return Err(OutputError::Config(format!(
-                "output.kafka.sasl.mechanism: {mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
-            )));
-        }
-        set("sasl.mechanism", mechanism);
+        let mechanism = c.sasl.as_ref().map(|s| s.mechanism).unwrap_or_default();
+        set("sasl.mechanism", mechanism.as_str().into());
         set("sasl.username", sasl_user.to_string());
         set("sasl.password", sasl_password.to_string());
     }
@@ -657,7 +646,7 @@ mod tests {
             compression: Compression::Zstd,
             client_id: "me".into(),
             sasl: Some(SaslConfig {
-                mechanism: "scram-sha-512".into(),
+                mechanism: crate::output::kafka::SaslMechanism::ScramSha512,
                 username: "u".into(),
                 password: "p".into(),
             }),

@@ -106,10 +106,12 @@ impl Default for Options {
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "http";
+    const TEXT_MESSAGES: bool = true;
     type Options = Options;
     fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let send = [e.common.send_request, e.common.send_response];
         Parsers {
-            tcp: Some(factory(&e.options, e.common.max_message_size, common)),
+            tcp: Some(factory(&e.options, e.common.max_message_size, send, common)),
             udp: None,
         }
     }
@@ -141,6 +143,8 @@ struct Prepared {
     hide_keywords: Vec<String>,
     max_body: usize,
     max_pending: usize,
+    /// `send_request`, `send_response`: the message's text goes into the event.
+    send: [bool; 2],
 }
 
 impl Prepared {
@@ -164,7 +168,7 @@ impl Prepared {
     }
 }
 
-fn factory(o: &Options, max_message_size: usize, common: &Common) -> TcpFactory {
+fn factory(o: &Options, max_message_size: usize, send: [bool; 2], common: &Common) -> TcpFactory {
     let lower = super::lower_all;
     let both = lower(&o.include_body_for);
     let mut req = both.clone();
@@ -183,6 +187,7 @@ fn factory(o: &Options, max_message_size: usize, common: &Common) -> TcpFactory 
         hide_keywords: lower(&o.hide_keywords),
         max_body: max_message_size,
         max_pending: common.max_pending,
+        send,
     });
     Arc::new(move || Box::new(Http::new(p.clone())) as Box<dyn TcpParser>)
 }
@@ -207,6 +212,19 @@ struct Msg {
     head: Head,
     body: Option<Vec<u8>>,
     truncated: bool,
+    /// The head as text, when the message is sent whole (`send_request`/`send_response`).
+    raw: Option<String>,
+}
+
+impl Msg {
+    /// The message as text: its head, and its body when kept.
+    fn text(&self) -> Option<String> {
+        let mut raw = self.raw.clone()?;
+        if let Some(b) = &self.body {
+            raw.push_str(&String::from_utf8_lossy(b));
+        }
+        Some(raw)
+    }
 }
 
 struct Side {
@@ -310,6 +328,7 @@ impl Http {
             None => (target.clone(), None),
         };
         let mut t: Txn<HttpTxn> = Txn::new(msg.start, msg.bytes);
+        t.request = msg.text();
         let mut params: Vec<String> = Vec::new();
         if let Some(q) = query.as_deref().filter(|q| !q.is_empty()) {
             params.push(parser::hide_params(q, &self.o.hide_keywords));
@@ -365,6 +384,7 @@ impl Http {
             return;
         };
         let mut t = p.txn;
+        t.response = msg.text();
         let code = msg.head.code.unwrap_or(0);
         t.status = match code {
             500.. => status::SERVER_ERROR,
@@ -444,6 +464,7 @@ impl Http {
             head,
             body: keep_body.then(Vec::new),
             truncated: false,
+            raw: self.o.send[idx(dir)].then(|| String::from_utf8_lossy(&data[..len]).into_owned()),
         });
         self.start_body(dir, framing);
         if framing == Framing::None {
@@ -604,6 +625,7 @@ mod tests {
         factory(
             &cfg,
             max_message_size,
+            [false; 2],
             &crate::inspect::proto::testutil::common(),
         )()
     }

@@ -20,10 +20,19 @@ pub struct Options {}
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "redis";
+    const TEXT_MESSAGES: bool = true;
     type Options = Options;
     fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let send = [e.common.send_request, e.common.send_response];
+        let max = common.max_pending;
+        let tcp: TcpFactory = Arc::new(move || {
+            Box::new(Redis {
+                pending: Pairing::new(max),
+                send,
+            }) as Box<dyn TcpParser>
+        });
         Parsers {
-            tcp: Some(factory(&e.options, common)),
+            tcp: Some(tcp),
             udp: None,
         }
     }
@@ -47,17 +56,18 @@ impl TxnObject for RedisTxn {
 /// Longest `return_value` / `query` rendered.
 const MAX_TEXT: usize = 1024;
 
+#[cfg(test)]
 fn factory(_o: &Options, common: &Common) -> TcpFactory {
-    let max = common.max_pending;
-    Arc::new(move || {
-        Box::new(Redis {
-            pending: Pairing::new(max),
-        }) as Box<dyn TcpParser>
-    })
+    let e = Entry::<Options>::default();
+    <Proto as super::Protocol>::parsers(&e, common)
+        .tcp
+        .expect("redis runs over TCP")
 }
 
 pub struct Redis {
     pending: Pairing<(), RedisTxn>,
+    /// `send_request`, `send_response`: the raw RESP text goes into the event.
+    send: [bool; 2],
 }
 
 impl TcpParser for Redis {
@@ -87,6 +97,9 @@ impl TcpParser for Redis {
                 t.resource = c.args.get(1).cloned();
                 t.method = Some(method);
                 t.query = Some(query);
+                if self.send[0] {
+                    t.request = Some(super::text(&data[..c.len], usize::MAX));
+                }
                 self.pending.push(t, (), cx);
                 Ok(c.len)
             }
@@ -103,6 +116,9 @@ impl TcpParser for Redis {
                     return Ok(len);
                 };
                 let mut t = p.txn;
+                if self.send[1] {
+                    t.response = Some(super::text(&data[..len], usize::MAX));
+                }
                 if kind == parser::Kind::Error {
                     t.status = status::ERROR;
                     t.fields.error = Some(text);
@@ -155,6 +171,50 @@ mod tests {
         assert_eq!(out[1].object()["return_value"], "v");
         assert_eq!(out[2].status, status::ERROR);
         assert_eq!(out[2].object()["error"], "ERR unknown command 'NOPE'");
+    }
+}
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+    use crate::inspect::proto::testutil::{common, drive};
+
+    #[test]
+    fn send_request_and_response_put_the_resp_text_in_the_event() {
+        let mut e = Entry::<Options>::default();
+        e.common.send_request = true;
+        e.common.send_response = true;
+        let f = <Proto as super::super::Protocol>::parsers(&e, &common())
+            .tcp
+            .unwrap();
+        let out = drive(
+            f().as_mut(),
+            &[
+                (Dir::ToServer, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+                (Dir::ToClient, b"$1\r\nv\r\n"),
+            ],
+            3,
+        );
+        assert_eq!(
+            out[0].request.as_deref(),
+            Some("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        );
+        assert_eq!(out[0].response.as_deref(), Some("$1\r\nv\r\n"));
+        let ep = crate::inspect::proto::txn::Endpoints {
+            transport: "tcp",
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:6379".parse().unwrap(),
+            client_process: None,
+            server_process: None,
+        };
+        let v = out
+            .into_iter()
+            .next()
+            .unwrap()
+            .into_event("redis", &ep)
+            .to_value();
+        assert_eq!(v["request"], "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(v["response"], "$1\r\nv\r\n");
     }
 }
 
