@@ -9,6 +9,7 @@
 //! rare output setting that needs a field's value (a `%{[field]}` placeholder) parses it
 //! with [`Record::value`].
 
+use crate::config::{EventFormat, Precision};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -257,6 +258,16 @@ pub fn beat_members(members: &[(&str, &RawValue)]) -> Arc<str> {
     out.into()
 }
 
+/// RFC 3339 UTC with the configured number of fractional digits (`timestamp.precision`).
+pub fn format_timestamp_with(t: SystemTime, p: crate::config::Precision) -> String {
+    use crate::config::Precision;
+    match p {
+        Precision::Millisecond => humantime::format_rfc3339_millis(t).to_string(),
+        Precision::Microsecond => humantime::format_rfc3339_micros(t).to_string(),
+        Precision::Nanosecond => humantime::format_rfc3339_nanos(t).to_string(),
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, the `@timestamp` format.
 pub fn format_timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -345,7 +356,18 @@ pub struct CommonFields {
     pub tags: Vec<String>,
     pub fields: Map<String, Value>,
     pub fields_under_root: bool,
+    pub shape: Shape,
 }
+
+/// The field names and timestamp precision of finished events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub format: crate::config::EventFormat,
+    pub precision: crate::config::Precision,
+}
+
+/// The ECS version the ECS shape follows (Packetbeat 8's).
+pub const ECS_VERSION: &str = "8.0.0";
 
 impl CommonFields {
     /// Builds the common fields from the configuration.
@@ -365,15 +387,32 @@ impl CommonFields {
             tags: c.tags.clone(),
             fields: c.fields.clone().into_iter().collect(),
             fields_under_root: c.fields_under_root,
+            shape: Shape {
+                format: c.connbeat.event_format,
+                precision: c.timestamp.precision,
+            },
         }
     }
 
     /// The finisher for these fields (their JSON rendered once).
     pub fn finisher(&self) -> Finisher {
         let mut beat_tail = String::new();
+        let ecs = self.shape.format == crate::config::EventFormat::Ecs;
+        if ecs {
+            // `beat_tail` closes the object the source's own members opened.
+            push_member(&mut beat_tail, "type", &"connbeat");
+        }
         push_member(&mut beat_tail, "name", &self.name);
         push_member(&mut beat_tail, "hostname", &self.hostname);
         push_member(&mut beat_tail, "version", &self.version);
+        if ecs {
+            beat_tail.push_str("},\"ecs\":{\"version\":");
+            push_json(&mut beat_tail, ECS_VERSION);
+            beat_tail.push_str("},\"host\":{");
+            let mut host = String::new();
+            push_member(&mut host, "name", &self.hostname);
+            beat_tail.push_str(&host);
+        }
         let mut tail = String::new();
         if !self.tags.is_empty() {
             push_member(&mut tail, "tags", &self.tags);
@@ -393,6 +432,7 @@ impl CommonFields {
             beat_tail,
             tail,
             root_fields,
+            shape: self.shape,
         }
     }
 
@@ -415,6 +455,7 @@ pub struct Finisher {
     /// same name (also `type` or `tags`), so they are merged into the finished object
     /// rather than appended (JSON has no duplicate keys).
     root_fields: Option<Map<String, Value>>,
+    shape: Shape,
 }
 
 impl Finisher {
@@ -428,17 +469,32 @@ impl Finisher {
             members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
         );
         s.push_str(TIMESTAMP_PREFIX);
-        let _ = write!(s, "{}", humantime::format_rfc3339_millis(event.timestamp));
+        match self.shape.precision {
+            Precision::Millisecond => {
+                let _ = write!(s, "{}", humantime::format_rfc3339_millis(event.timestamp));
+            }
+            p => s.push_str(&format_timestamp_with(event.timestamp, p)),
+        }
         s.push_str("\",\"type\":");
         push_json(&mut s, event.kind);
         if !members.is_empty() {
             s.push(',');
             s.push_str(members);
         }
-        s.push_str(",\"beat\":{");
-        if !event.beat_members.is_empty() {
-            s.push_str(&event.beat_members);
-            s.push(',');
+        if self.shape.format == EventFormat::Ecs {
+            // What the source adds to `beat` (a connection's `local_ips`) has no ECS name.
+            if !event.beat_members.is_empty() {
+                s.push_str(",\"connbeat\":{\"beat\":{");
+                s.push_str(&event.beat_members);
+                s.push_str("}}");
+            }
+            s.push_str(",\"agent\":{");
+        } else {
+            s.push_str(",\"beat\":{");
+            if !event.beat_members.is_empty() {
+                s.push_str(&event.beat_members);
+                s.push(',');
+            }
         }
         s.push_str(&self.beat_tail);
         s.push('}');
@@ -475,6 +531,7 @@ mod tests {
                 .unwrap()
                 .clone(),
             fields_under_root: under_root,
+            shape: Shape::default(),
         }
     }
 
@@ -571,6 +628,7 @@ mod tests {
             tags: vec![],
             fields: Map::new(),
             fields_under_root: false,
+            shape: Shape::default(),
         };
         assert_eq!(
             c.finish(e).as_str(),

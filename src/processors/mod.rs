@@ -16,6 +16,7 @@
 //! Beats that mean nothing here are accepted with one warning each, and do nothing.
 
 mod condition;
+pub use condition::{Net, parse_net};
 mod fields;
 mod host;
 pub mod mime;

@@ -24,6 +24,21 @@ pub struct HttpTxn {
     pub request: Request,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<Response>,
+    /// What only the ECS shape writes (`url.*`, `user_agent.*`, sizes).
+    #[serde(skip)]
+    pub ecs: EcsExtra,
+}
+
+/// Request details the ECS shape writes besides the classic object.
+#[derive(Debug, Default)]
+pub struct EcsExtra {
+    pub method: String,
+    /// The request target as sent (`/path?query`).
+    pub target: String,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -53,6 +68,73 @@ impl TxnObject for HttpTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
     }
+
+    fn write_ecs(&self, _name: &'static str, e: &mut Event, at: &super::txn::EcsAt<'_>) {
+        use serde_json::json;
+        let x = &self.ecs;
+        let mut request = json!({"method": x.method, "bytes": x.request_bytes});
+        if !self.request.headers.is_empty() {
+            request["headers"] = Value::Object(self.request.headers.clone());
+        }
+        if let Some(b) = &self.request.body {
+            request["body"] = json!({"content": b});
+        }
+        let mut http = json!({"request": request});
+        if let Some(r) = &self.response {
+            let mut response = json!({"status_code": r.code, "bytes": x.response_bytes});
+            if let Some(p) = &r.phrase {
+                response["status_phrase"] = json!(p.to_ascii_lowercase());
+            }
+            if !r.headers.is_empty() {
+                response["headers"] = Value::Object(r.headers.clone());
+            }
+            if let Some(b) = &r.body {
+                response["body"] = json!({"content": b});
+            }
+            http["response"] = response;
+        }
+        e.push_field("http", &http);
+        let (path, query) = match x.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (x.target.as_str(), None),
+        };
+        let (domain, port) = match x.host.as_deref().map(split_host) {
+            Some((d, p)) => (d.to_string(), p.unwrap_or(at.server.port())),
+            None => (at.server.ip().to_string(), at.server.port()),
+        };
+        let host_part = if port == 80 {
+            domain.clone()
+        } else {
+            format!("{domain}:{port}")
+        };
+        let mut url = json!({
+            "scheme": "http",
+            "domain": domain,
+            "path": path,
+            "full": format!("http://{host_part}{}", x.target),
+        });
+        if port != 80 {
+            url["port"] = json!(port);
+        }
+        if let Some(q) = query {
+            url["query"] = json!(q);
+        }
+        e.push_field("url", &url);
+        if let Some(ua) = &x.user_agent {
+            e.push_field("user_agent", &json!({"original": ua}));
+        }
+    }
+}
+
+/// A `Host` header's name and port (`example.com:8080`, `[::1]:80`, `example.com`).
+fn split_host(h: &str) -> (&str, Option<u16>) {
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) if !n.is_empty() && (n.ends_with(']') || !n.contains(':')) => {
+            (n, p.parse().ok())
+        }
+        _ => (h, None),
+    };
+    (name.trim_start_matches('[').trim_end_matches(']'), port)
 }
 
 /// The registry's handle on HTTP.
@@ -152,6 +234,8 @@ impl Prepared {
         self.send_all_headers
             || self.send_headers.iter().any(|h| h == lower)
             || (!self.real_ip_header.is_empty() && self.real_ip_header == lower)
+            || lower == "host"
+            || lower == "user-agent"
     }
 
     fn include_body(&self, dir: Dir, content_type: Option<&str>) -> bool {
@@ -371,6 +455,20 @@ impl Http {
             t.notes
                 .push("request body truncated to max_message_size or lost".into());
         }
+        let header = |name: &str| {
+            head.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        t.fields.ecs = EcsExtra {
+            method: method.clone(),
+            target: target.clone(),
+            host: header("host"),
+            user_agent: header("user-agent"),
+            request_bytes: msg.bytes,
+            response_bytes: 0,
+        };
         t.query = Some(format!("{method} {path}"));
         t.resource = Some(path.clone());
         t.path = Some(path);
@@ -400,6 +498,7 @@ impl Http {
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(&self.decoded(&msg.head, b)).into_owned()),
         });
+        t.fields.ecs.response_bytes = msg.bytes;
         if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
