@@ -80,6 +80,11 @@ fn run_config(top: &Value, run: &Value) -> Value {
                 entry.insert(k.clone(), v.clone());
             }
         }
+        // No ports: the protocol sees nothing (connbeat says so with `enabled: false`).
+        if entry["ports"].as_array().is_some_and(Vec::is_empty) {
+            entry.insert("enabled".into(), json!(false));
+            entry.insert("ports".into(), top["default_ports"][name].clone());
+        }
         protocols.push(Value::Object(entry));
     }
     let mut c = json!({
@@ -259,6 +264,7 @@ fn check_one(e: &Map<String, Value>, c: &Value) -> Option<String> {
             let has = match g {
                 Value::String(s) => want.as_str().is_some_and(|w| s.contains(w)),
                 Value::Array(a) => a.iter().any(|x| same(x, want)),
+                Value::Object(o) => want.as_str().is_some_and(|w| o.contains_key(w)),
                 _ => false,
             };
             has == (op == "contains")

@@ -274,7 +274,11 @@ impl<F: TxnObject> Txn<F> {
         }
         let notes = self.notes.join("; ");
         let f = EcsTxnFields {
-            status: self.status,
+            // Packetbeat 8 says `Error` for what the classic shape calls client or server errors.
+            status: match self.status {
+                status::CLIENT_ERROR | status::SERVER_ERROR => status::ERROR,
+                s => s,
+            },
             method: self.method.as_deref(),
             path: self.path.as_deref(),
             query: self.query.as_deref(),

@@ -39,6 +39,30 @@ pub struct EcsExtra {
     pub user_agent: Option<String>,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// Query and form parameters, keywords hidden (`url.query`).
+    pub params: Option<String>,
+    /// `content-length` (the body's size when there is no header) and `content-type` of
+    /// the request and the response: Packetbeat 8 always writes them among the headers.
+    pub lengths: [u64; 2],
+    pub types: [Option<String>; 2],
+}
+
+/// Headers of an ECS event: the selected ones, with `content-length` (a number) and
+/// `content-type` always there, as Packetbeat 8 writes them.
+fn ecs_headers(sent: &Map<String, Value>, len: u64, ctype: &Option<String>) -> Value {
+    let mut m = sent.clone();
+    m.insert("content-length".into(), Value::from(len));
+    if let Some(t) = ctype {
+        m.insert("content-type".into(), Value::String(t.clone()));
+    }
+    Value::Object(m)
+}
+
+/// `a=1&b=2` with its pairs sorted by name, as Go's `url.Values.Encode` writes them.
+fn sorted_query(q: &str) -> String {
+    let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_by_key(|p| p.split('=').next().unwrap_or_default());
+    pairs.join("&")
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -72,24 +96,32 @@ impl TxnObject for HttpTxn {
     fn write_ecs(&self, _name: &'static str, e: &mut Event, at: &super::txn::EcsAt<'_>) {
         use serde_json::json;
         let x = &self.ecs;
-        let mut request = json!({"method": x.method, "bytes": x.request_bytes});
-        if !self.request.headers.is_empty() {
-            request["headers"] = Value::Object(self.request.headers.clone());
+        let mut request = json!({
+            "method": x.method,
+            "bytes": x.request_bytes,
+            "headers": ecs_headers(&self.request.headers, x.lengths[0], &x.types[0]),
+        });
+        if x.lengths[0] > 0 {
+            request["body"] = json!({"bytes": x.lengths[0]});
         }
         if let Some(b) = &self.request.body {
-            request["body"] = json!({"content": b});
+            request["body"]["content"] = json!(b);
         }
         let mut http = json!({"request": request});
         if let Some(r) = &self.response {
-            let mut response = json!({"status_code": r.code, "bytes": x.response_bytes});
+            let mut response = json!({
+                "status_code": r.code,
+                "bytes": x.response_bytes,
+                "headers": ecs_headers(&r.headers, x.lengths[1], &x.types[1]),
+            });
             if let Some(p) = &r.phrase {
                 response["status_phrase"] = json!(p.to_ascii_lowercase());
             }
-            if !r.headers.is_empty() {
-                response["headers"] = Value::Object(r.headers.clone());
+            if x.lengths[1] > 0 {
+                response["body"] = json!({"bytes": x.lengths[1]});
             }
             if let Some(b) = &r.body {
-                response["body"] = json!({"content": b});
+                response["body"]["content"] = json!(b);
             }
             http["response"] = response;
         }
@@ -116,14 +148,21 @@ impl TxnObject for HttpTxn {
         if port != 80 {
             url["port"] = json!(port);
         }
-        if let Some(q) = query {
-            url["query"] = json!(q);
+        if let Some(q) = x.params.as_deref().or(query) {
+            url["query"] = json!(sorted_query(q));
         }
         e.push_field("url", &url);
         if let Some(ua) = &x.user_agent {
             e.push_field("user_agent", &json!({"original": ua}));
         }
     }
+}
+
+/// The body's size: its `Content-Length`, else what was counted after the head.
+fn body_length(msg: &Msg) -> u64 {
+    msg.head
+        .content_length
+        .unwrap_or_else(|| msg.bytes.saturating_sub(msg.head.len as u64))
 }
 
 /// A `Host` header's name and port (`example.com:8080`, `[::1]:80`, `example.com`).
@@ -468,6 +507,9 @@ impl Http {
             user_agent: header("user-agent"),
             request_bytes: msg.bytes,
             response_bytes: 0,
+            params: t.fields.request.params.clone(),
+            lengths: [body_length(&msg), 0],
+            types: [head.content_type.clone(), None],
         };
         t.query = Some(format!("{method} {path}"));
         t.resource = Some(path.clone());
@@ -499,6 +541,8 @@ impl Http {
                 .map(|b| String::from_utf8_lossy(&self.decoded(&msg.head, b)).into_owned()),
         });
         t.fields.ecs.response_bytes = msg.bytes;
+        t.fields.ecs.lengths[1] = body_length(&msg);
+        t.fields.ecs.types[1] = msg.head.content_type.clone();
         if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
