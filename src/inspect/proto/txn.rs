@@ -272,7 +272,12 @@ impl<F: TxnObject> Txn<F> {
         if self.status != status::OK {
             event_type.push("error");
         }
-        let notes = self.notes.join("; ");
+        let notes = self
+            .notes
+            .iter()
+            .map(|n| packetbeat_note(n))
+            .collect::<Vec<_>>()
+            .join("; ");
         let f = EcsTxnFields {
             // Packetbeat 8 says `Error` for what the classic shape calls client or server errors.
             status: match self.status {
@@ -488,6 +493,17 @@ pub struct Pairing<X, F = Map<String, Value>> {
 pub const NOTE_TIMEOUT: &str = "no response within transaction_timeout";
 /// Note on a request still waiting when its connection ended.
 pub const NOTE_CLOSED: &str = "connection closed before the response";
+/// Note on a request whose response fell into a hole of the capture.
+pub const NOTE_GAP: &str = "response lost in a gap of the capture";
+
+/// A note in Packetbeat 8's words, for `error.message` of ECS events.
+fn packetbeat_note(note: &str) -> &str {
+    match note {
+        NOTE_TIMEOUT | NOTE_CLOSED => "Unmatched request",
+        NOTE_GAP => "Packet loss while capturing the response",
+        other => other,
+    }
+}
 
 impl<X, F: TxnObject> Pairing<X, F> {
     pub fn new(max: usize) -> Pairing<X, F> {

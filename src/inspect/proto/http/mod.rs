@@ -96,18 +96,22 @@ impl TxnObject for HttpTxn {
     fn write_ecs(&self, _name: &'static str, e: &mut Event, at: &super::txn::EcsAt<'_>) {
         use serde_json::json;
         let x = &self.ecs;
-        let mut request = json!({
-            "method": x.method,
-            "bytes": x.request_bytes,
-            "headers": ecs_headers(&self.request.headers, x.lengths[0], &x.types[0]),
-        });
-        if x.lengths[0] > 0 {
-            request["body"] = json!({"bytes": x.lengths[0]});
+        let mut http = json!({});
+        // An unmatched response has no request.
+        if !x.method.is_empty() {
+            let mut request = json!({
+                "method": x.method,
+                "bytes": x.request_bytes,
+                "headers": ecs_headers(&self.request.headers, x.lengths[0], &x.types[0]),
+            });
+            if x.lengths[0] > 0 {
+                request["body"] = json!({"bytes": x.lengths[0]});
+            }
+            if let Some(b) = &self.request.body {
+                request["body"]["content"] = json!(b);
+            }
+            http["request"] = request;
         }
-        if let Some(b) = &self.request.body {
-            request["body"]["content"] = json!(b);
-        }
-        let mut http = json!({"request": request});
         if let Some(r) = &self.response {
             let mut response = json!({
                 "status_code": r.code,
@@ -126,6 +130,9 @@ impl TxnObject for HttpTxn {
             http["response"] = response;
         }
         e.push_field("http", &http);
+        if x.method.is_empty() {
+            return;
+        }
         let (path, query) = match x.target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (x.target.as_str(), None),
@@ -374,6 +381,8 @@ struct ReqInfo {
 pub struct Http {
     o: Arc<Prepared>,
     sides: [Side; 2],
+    /// The direction has ended (FIN).
+    ended: [bool; 2],
     pending: Pairing<ReqInfo, HttpTxn>,
 }
 
@@ -390,6 +399,7 @@ impl Http {
         Http {
             o,
             sides: [Side::new(), Side::new()],
+            ended: [false; 2],
             pending: Pairing::new(max),
         }
     }
@@ -523,7 +533,11 @@ impl Http {
             unmatched_response();
             return;
         };
-        let mut t = p.txn;
+        self.complete_response(p.txn, msg, cx);
+    }
+
+    /// Completes `t` with its response (an unmatched one stays an error).
+    fn complete_response(&mut self, mut t: Txn<HttpTxn>, msg: Msg, cx: &mut Cx<'_>) {
         t.response = msg.text();
         let code = msg.head.code.unwrap_or(0);
         t.status = match code {
@@ -628,6 +642,10 @@ impl Http {
 
 impl TcpParser for Http {
     fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        if self.ended[idx(dir)] {
+            // Nothing follows a FIN: these are copies of bytes already seen.
+            return Ok(data.len());
+        }
         let state = self.sides[idx(dir)].state;
         match state {
             State::Head => self.head(dir, data, cx),
@@ -723,7 +741,7 @@ impl TcpParser for Http {
         let lost_response = dir == Dir::ToClient && s.msg.is_some();
         *s = Side::new();
         if lost_response && let Some(p) = self.pending.pop() {
-            txn::fail(p.txn, "response lost in a gap of the capture", cx);
+            txn::fail(p.txn, txn::NOTE_GAP, cx);
         }
         GapAction::Reset
     }
@@ -733,6 +751,7 @@ impl TcpParser for Http {
             self.finish(dir, cx);
         }
         self.sides[idx(dir)] = Side::new();
+        self.ended[idx(dir)] = true;
     }
 
     fn expire(&mut self, cx: &mut Cx<'_>) {

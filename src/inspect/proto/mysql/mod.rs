@@ -324,7 +324,7 @@ impl TcpParser for Mysql {
         if dir == Dir::ToClient && self.resp != Resp::First {
             self.resp = Resp::First;
             if let Some(p) = self.pending.pop() {
-                txn::fail(p.txn, "response lost in a gap of the capture", cx);
+                txn::fail(p.txn, txn::NOTE_GAP, cx);
             }
         }
         GapAction::Reset
