@@ -292,6 +292,25 @@ impl Prepared {
             .any(|b| ct.contains(b.as_str()))
     }
 
+    /// A message head as text for `request`/`response`, the values of redacted headers
+    /// replaced by stars (`Authorization:*****`, as Packetbeat writes them).
+    fn redact_raw(&self, head: &str) -> String {
+        let mut out = String::with_capacity(head.len());
+        for line in head.split_inclusive('\n') {
+            match line.split_once(':') {
+                Some((name, value)) if self.redacted(&name.trim().to_ascii_lowercase()) => {
+                    let body = value.trim_end_matches(['\r', '\n']);
+                    out.push_str(name);
+                    out.push(':');
+                    out.extend(std::iter::repeat_n('*', body.len()));
+                    out.push_str(&value[body.len()..]);
+                }
+                _ => out.push_str(line),
+            }
+        }
+        out
+    }
+
     fn redacted(&self, lower: &str) -> bool {
         (self.redact_authorization && (lower == "authorization" || lower == "proxy-authorization"))
             || self.redact_headers.iter().any(|h| h == lower)
@@ -621,7 +640,8 @@ impl Http {
             head,
             body: keep_body.then(Vec::new),
             truncated: false,
-            raw: self.o.send[idx(dir)].then(|| String::from_utf8_lossy(&data[..len]).into_owned()),
+            raw: self.o.send[idx(dir)]
+                .then(|| self.o.redact_raw(&String::from_utf8_lossy(&data[..len]))),
         });
         self.start_body(dir, framing);
         if framing == Framing::None {
