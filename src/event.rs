@@ -360,10 +360,12 @@ pub struct CommonFields {
 }
 
 /// The field names and timestamp precision of finished events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Shape {
     pub format: crate::config::EventFormat,
     pub precision: crate::config::Precision,
+    /// The ECS settings (`network.direction` of connection events), in ECS mode.
+    pub ecs: Option<Arc<crate::inspect::proto::txn::EcsSettings>>,
 }
 
 /// The ECS version the ECS shape follows (Packetbeat 8's).
@@ -390,6 +392,11 @@ impl CommonFields {
             shape: Shape {
                 format: c.connbeat.event_format,
                 precision: c.timestamp.precision,
+                // An invalid setting is reported by the configuration check.
+                ecs: crate::inspect::proto::txn::EcsSettings::from_config(c)
+                    .ok()
+                    .flatten()
+                    .map(Arc::new),
             },
         }
     }
@@ -432,7 +439,7 @@ impl CommonFields {
             beat_tail,
             tail,
             root_fields,
-            shape: self.shape,
+            shape: self.shape.clone(),
         }
     }
 
@@ -441,6 +448,25 @@ impl CommonFields {
     pub fn finish(&self, event: Event) -> Record {
         self.finisher().finish(event)
     }
+}
+
+/// The ECS fields of a connection event, as a JSON object's text (`{...}`), the members
+/// its source added to `beat` under `connbeat.beat`.
+fn ecs_connection(event: &Event, ecs: &crate::inspect::proto::txn::EcsSettings) -> String {
+    let classic: Map<String, Value> =
+        serde_json::from_str(&event.fields.0).expect("fields are a JSON object");
+    let mut m = crate::ecs::connection(classic, ecs);
+    if !event.beat_members.is_empty()
+        && let Ok(Value::Object(b)) = serde_json::from_str(&format!("{{{}}}", event.beat_members))
+    {
+        let extra = m
+            .entry("connbeat")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(x) = extra {
+            x.insert("beat".into(), Value::Object(b));
+        }
+    }
+    serde_json::to_string(&m).expect("event fields serialize")
 }
 
 /// Turns events into records: writes `@timestamp`, `type` and the common fields around the
@@ -464,9 +490,16 @@ impl Finisher {
         if event.finished {
             return Record::from_json(event.fields.0);
         }
-        let members = event.fields.members();
+        let converted;
+        let (members, beat_members) = match &self.shape.ecs {
+            Some(ecs) if event.kind == crate::ecs::CONNECTION_TYPE => {
+                converted = ecs_connection(&event, ecs);
+                (&converted[1..converted.len() - 1], "")
+            }
+            _ => (event.fields.members(), &*event.beat_members),
+        };
         let mut s = String::with_capacity(
-            members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
+            members.len() + beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
         );
         s.push_str(TIMESTAMP_PREFIX);
         match self.shape.precision {
@@ -483,16 +516,16 @@ impl Finisher {
         }
         if self.shape.format == EventFormat::Ecs {
             // What the source adds to `beat` (a connection's `local_ips`) has no ECS name.
-            if !event.beat_members.is_empty() {
+            if !beat_members.is_empty() {
                 s.push_str(",\"connbeat\":{\"beat\":{");
-                s.push_str(&event.beat_members);
+                s.push_str(beat_members);
                 s.push_str("}}");
             }
             s.push_str(",\"agent\":{");
         } else {
             s.push_str(",\"beat\":{");
-            if !event.beat_members.is_empty() {
-                s.push_str(&event.beat_members);
+            if !beat_members.is_empty() {
+                s.push_str(beat_members);
                 s.push(',');
             }
         }
