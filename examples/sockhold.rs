@@ -33,6 +33,18 @@
 //!   that prints `TID n` (its thread id) and parks; exits at end of file
 //! - `half-close ADDR`            connect to ADDR and close at once, without waiting:
 //!   the socket lives on orphaned in FIN_WAIT (no process owns it); prints `SOCK`, `DONE`
+//! - `connect-once ADDR`          connect to ADDR, send a byte, read the reply, print `SOCK`
+//!   and exit at once (a short-lived client)
+//! - `reuse-fd HOW ADDR FILE`     the socket of a process takes the place of an open file
+//!   without changing the number of fds it holds. It opens FILE (and, for `recv`, listens
+//!   on the Unix socket FILE.sock), prints `READY`, waits for a line on stdin, then:
+//!   `close` closes FILE and connects to ADDR (the socket takes its fd); `dup2` connects
+//!   and moves the socket onto FILE's fd with dup2; `recv` accepts a connection on
+//!   FILE.sock, closes the listener and FILE, and receives the socket the peer sends;
+//!   `thread` does `close` in a thread with a file table of its own (unshare(CLONE_FILES)).
+//!   Prints `SOCK` with the socket's fd as `fd=N`; holds
+//! - `send-fd ADDR PATH`          connect to ADDR, send the socket over the Unix socket PATH
+//!   (SCM_RIGHTS), close it; prints `SOCK`, holds
 //! - `udp-bind ADDR`              bind a UDP socket on ADDR (port 0 = any); prints `READY`
 //!   and, once a datagram came, `SOCK` with its sender as `r`; hold
 //! - `udp-connect ADDR`           a UDP socket connected to ADDR; sends one datagram,
@@ -73,6 +85,9 @@ fn main() {
         Some("leaderless") => leaderless(addr(1)),
         Some("half-close") => half_close(addr(1)),
         Some("threads") => threads(addr(1)),
+        Some("connect-once") => connect_once(addr(1)),
+        Some("reuse-fd") => reuse_fd(rest[1], addr(2), rest[3]),
+        Some("send-fd") => send_fd(addr(1), rest[2]),
         Some("udp-bind") => udp_bind(addr(1)),
         Some("udp-connect") => udp_connect(addr(1)),
         _ => {
@@ -381,4 +396,139 @@ fn half_close(addr: SocketAddr) {
     say_sock(&s);
     drop(s);
     say(&format!("DONE n=1 pid={}", std::process::id()));
+}
+
+fn connect_once(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.write_all(b"x").expect("write");
+    let mut b = [0u8; 1];
+    let _ = s.read(&mut b);
+    say_sock(&s);
+}
+
+fn say_sock_fd(s: &TcpStream, fd: i32) {
+    say(&format!(
+        "SOCK l={} r={} fd={fd}",
+        s.local_addr().expect("local_addr"),
+        s.peer_addr().expect("peer_addr")
+    ));
+}
+
+fn reuse_fd(how: &str, addr: SocketAddr, file: &str) {
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    use std::os::unix::net::UnixListener;
+    let unix = (how == "recv").then(|| {
+        let path = format!("{file}.sock");
+        let _ = std::fs::remove_file(&path);
+        UnixListener::bind(&path).expect("bind unix")
+    });
+    let work = move || {
+        if how == "thread" {
+            // SAFETY: unshare(2) of this thread's file table; no pointer arguments.
+            let r = unsafe { libc::unshare(libc::CLONE_FILES) };
+            assert_eq!(r, 0, "unshare(CLONE_FILES)");
+        }
+        let f = std::fs::File::open(file).expect("open FILE");
+        let fd = f.as_raw_fd();
+        say(&format!("READY pid={} port=0 fd={fd}", std::process::id()));
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).expect("stdin");
+        let s = match how {
+            "close" | "thread" => {
+                drop(f);
+                TcpStream::connect(addr).expect("connect")
+            }
+            "dup2" => {
+                let s = TcpStream::connect(addr).expect("connect");
+                let raw = s.into_raw_fd();
+                // SAFETY: both fds are ours; dup2 closes FILE's fd and puts the socket there.
+                unsafe {
+                    assert_eq!(libc::dup2(raw, fd), fd);
+                    libc::close(raw);
+                }
+                std::mem::forget(f);
+                // SAFETY: `fd` now holds the socket, owned from here on.
+                unsafe { TcpStream::from_raw_fd(fd) }
+            }
+            "recv" => {
+                // Accept, then close the listener and the file: as many fds as before,
+                // the received socket in the file's.
+                let listener = unix.expect("unix listener");
+                let conn = listener.accept().expect("accept unix").0;
+                drop(listener);
+                drop(f);
+                let got = recv_fd(&conn);
+                // SAFETY: a socket fd just received, ours alone.
+                unsafe { TcpStream::from_raw_fd(got) }
+            }
+            other => panic!("reuse-fd: unknown HOW {other}"),
+        };
+        say_sock_fd(&s, s.as_raw_fd());
+        hold();
+        reset_on_close(std::slice::from_ref(&s));
+    };
+    if how == "thread" {
+        std::thread::scope(|sc| {
+            sc.spawn(work);
+        });
+    } else {
+        work();
+    }
+}
+
+/// Receives one fd sent with SCM_RIGHTS.
+fn recv_fd(conn: &std::os::unix::net::UnixStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    // SAFETY: recvmsg into the buffers above; the control message is read only if the
+    // kernel filled one in.
+    unsafe {
+        assert_eq!(libc::recvmsg(conn.as_raw_fd(), &mut msg, 0), 1, "recvmsg");
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(
+            !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS,
+            "no fd received"
+        );
+        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
+    }
+}
+
+fn send_fd(addr: SocketAddr, path: &str) {
+    use std::os::fd::AsRawFd;
+    let s = TcpStream::connect(addr).expect("connect");
+    let conn = std::os::unix::net::UnixStream::connect(path).expect("connect unix");
+    let mut byte = [b'x'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: as in `recv_fd`; the control buffer is large enough for one fd.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, s.as_raw_fd());
+        assert_eq!(libc::sendmsg(conn.as_raw_fd(), &msg, 0), 1, "sendmsg");
+    }
+    say_sock(&s);
+    drop(s);
+    hold();
 }

@@ -18,6 +18,10 @@ first size), the agent also runs for --soak-secs at a 1 s poll with the connecti
 and its CPU share (utime+stime over the window after its first poll) and peak RSS
 (VmHWM) are reported.
 
+With --compare PATH (another connbeat build, e.g. of an earlier commit), the same
+measurements of that binary follow each of this one's, on the same sockets, and a table of
+the two side by side is added.
+
 Run as root from the repository root:  python3 perf/conn_poll.py
 Everything it starts is killed by pid on exit; helpers also exit when their stdin closes.
 """
@@ -208,6 +212,32 @@ def steady_polls(connbeat, cfg, polls, soak_secs=0, extra=()):
         return list(stats), soak
 
 
+def measure_agent(connbeat, cfg, a, soak_secs):
+    """--once, then the running agent's polls: dumping every time, and by default."""
+    once, once_all = median_cpu([connbeat, "-c", cfg, "--once"], a.runs)
+    log(f"   {connbeat} --once {once_all}")
+    # Polls that dump every socket (skipping turned off: the cost of a poll on a host
+    # where sockets come and go) ...
+    full, _ = steady_polls(connbeat, cfg, a.polls, 0, ("-E", "connbeat.skip_unchanged_polls=false"))
+    # ... and the agent as configured by default (idle connections: most polls are
+    # answered without a dump), with the soak.
+    stats, soak = steady_polls(connbeat, cfg, a.polls, soak_secs)
+    dumped = full[1:]
+    quiet = [s for s in stats[1:] if s[4]]
+    log(f"   polls (sockets, events, wall_us, cpu_us): {stats}")
+    return dict(
+        sockets=stats[-1][0],
+        once=once,
+        first_poll_cpu=full[0][3] / 1e6,
+        steady=statistics.median(s[3] for s in dumped) / 1e6,
+        steady_wall=statistics.median(s[2] for s in dumped) / 1e6,
+        soak=soak,
+        polls=len(dumped) + 1,
+        unchanged=statistics.median(s[3] for s in quiet) / 1e6 if quiet else None,
+        quiet=len(quiet),
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,50000", help="connections per stage")
@@ -215,6 +245,7 @@ def main():
     ap.add_argument("--polls", type=int, default=12, help="polls of the running agent")
     ap.add_argument("--soak-secs", type=int, default=60, help="CPU/RSS window on the first size (0 = off)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release build")
+    ap.add_argument("--compare", metavar="PATH", help="another connbeat binary, measured the same way")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: ss -tanp and connbeat read every process's /proc/PID/fd")
@@ -245,31 +276,12 @@ def main():
             log(f"   {est} ESTABLISHED sockets on the host (test + others)")
             ss_tan, ss_tan_all = median_cpu(["ss", "-tan"], a.runs)
             ss_tanp, ss_tanp_all = median_cpu(["ss", "-tanp"], a.runs)
-            once, once_all = median_cpu([connbeat, "-c", cfg, "--once"], a.runs)
-            log(f"   ss -tan {ss_tan_all}\n   ss -tanp {ss_tanp_all}\n   --once {once_all}")
-            # Polls that dump every socket (skipping turned off: the cost of a poll on a
-            # host where sockets come and go) ...
-            full, _ = steady_polls(
-                connbeat, cfg, a.polls, 0, ("-E", "connbeat.skip_unchanged_polls=false")
-            )
-            # ... and the agent as configured by default (idle connections: most polls are
-            # answered without a dump), with the soak.
-            stats, soak = steady_polls(connbeat, cfg, a.polls, a.soak_secs if i == 0 else 0)
-            first_poll_cpu = full[0][3] / 1e6
-            dumped = full[1:]
-            quiet = [s for s in stats[1:] if s[4]]
-            steady = statistics.median(s[3] for s in dumped) / 1e6
-            steady_wall = statistics.median(s[2] for s in dumped) / 1e6
-            unchanged = statistics.median(s[3] for s in quiet) / 1e6 if quiet else None
-            log(f"   polls (sockets, events, wall_us, cpu_us): {stats}")
-            rows.append(
-                dict(
-                    n=n, est=est, sockets=stats[-1][0], ss_tan=ss_tan, ss_tanp=ss_tanp,
-                    once=once, first_poll_cpu=first_poll_cpu, steady=steady,
-                    steady_wall=steady_wall, soak=soak, polls=len(dumped) + 1,
-                    unchanged=unchanged, quiet=len(quiet),
-                )
-            )
+            log(f"   ss -tan {ss_tan_all}\n   ss -tanp {ss_tanp_all}")
+            row = dict(n=n, est=est, ss_tan=ss_tan, ss_tanp=ss_tanp)
+            row.update(measure_agent(connbeat, cfg, a, a.soak_secs if i == 0 else 0))
+            if a.compare:
+                row["other"] = measure_agent(a.compare, cfg, a, 0)
+            rows.append(row)
             release_helpers(helpers)
     finally:
         cleanup()
@@ -303,6 +315,18 @@ def report(rows, a):
             f"| {r['n']:,} | {r['steady'] / r['ss_tan']:.2f} | {r['ss_tanp'] / r['steady']:.1f} "
             f"| {r['ss_tanp'] / r['once']:.1f} |"
         )
+    if a.compare:
+        out.append("")
+        out.append(f"Against {a.compare}, same sockets, same run (this build / that one):")
+        out.append("")
+        out.append("| connections | `--once` ms | first poll ms | steady poll ms | unchanged poll ms |")
+        out.append("|---|---|---|---|---|")
+        for r in rows:
+            o = r["other"]
+            pair = lambda k: f"{ms(r[k])} / {ms(o[k])}" if r[k] is not None and o[k] is not None else "-"
+            out.append(
+                f"| {r['n']:,} | {pair('once')} | {pair('first_poll_cpu')} | {pair('steady')} | {pair('unchanged')} |"
+            )
     for r in rows:
         if r["soak"]:
             s = r["soak"]

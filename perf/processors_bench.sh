@@ -60,12 +60,13 @@ write_cfg http "$http_chain" ""
 # instructions <label> <binary> <config> <args...>: one callgrind run, every thread.
 instructions() {
   local label=$1 bin=$2 cfg=$3; shift 3
+  local vg="$W/${label//\//-}.vg"
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" -c "$cfg" "$@" -N \
-    >/dev/null 2>"$W/$label.vg"
+    >/dev/null 2>"$vg"
   local ir events dropped
-  ir=$(grep -o 'Collected : [0-9]*' "$W/$label.vg" | awk '{print $3}' || true)
-  events=$(grep -o 'output.events.dry_run=[0-9]*' "$W/$label.vg" | cut -d= -f2 || true)
-  dropped=$(grep -o 'processors.dropped=[0-9]*' "$W/$label.vg" | cut -d= -f2 || true)
+  ir=$(grep -o 'Collected : [0-9]*' "$vg" | awk '{print $3}' || true)
+  events=$(grep -o 'output.events.dry_run=[0-9]*' "$vg" | cut -d= -f2 || true)
+  dropped=$(grep -o 'processors.dropped=[0-9]*' "$vg" | cut -d= -f2 || true)
   # median wall time of 3 plain runs
   local walls=()
   for _ in 1 2 3; do

@@ -7,7 +7,8 @@ set -euo pipefail
 
 RUN_PKGS=(pkg-config make gcc libpcap-dev libssl-dev zlib1g-dev iproute2 procps util-linux ca-certificates)
 TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb-server
-  mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static)
+  mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static
+  chromium)
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

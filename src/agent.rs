@@ -71,7 +71,9 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
     }
     let mut source = ConnSource::new(&config.connbeat, publisher.clone(), true)?;
     let inspect = if crate::inspect::enabled(&config) {
-        let owners = Arc::new(crate::conn::owners::SharedOwners::default());
+        let owners = Arc::new(crate::conn::owners::SharedOwners::new(
+            config.connbeat.connect_recorder_entries,
+        ));
         source.share_owners(owners.clone());
         let lookup: Arc<dyn crate::owner::ProcessLookup> = owners;
         Some(
@@ -192,7 +194,7 @@ fn startup_summary(
     };
     tracing::info!(
         "connbeat {} started with {}: {transports} sockets (IPv4 and IPv6) in {scope}, \
-         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, cmdline {}, environ {}); \
+         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
          deep inspection: {}; output: {}{}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
@@ -204,6 +206,7 @@ fn startup_summary(
         } else {
             "by fd links"
         },
+        source.connect_mode(),
         on_off(cb.expose_cmdline),
         on_off(cb.expose_environ),
         inspect_summary(c),

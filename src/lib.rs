@@ -21,3 +21,4 @@ pub mod output;
 pub mod owner;
 pub mod processors;
 pub mod publish;
+pub mod topology;

@@ -64,6 +64,107 @@ enum Command {
     },
     /// Print version, git commit and build features
     Version,
+    /// The graph of who talks to whom, from what the agents ship
+    Topology(TopologyArgs),
+}
+
+#[derive(Args, Debug)]
+struct TopologyArgs {
+    /// Read the agents' Kafka topic (topology.kafka, else output.kafka of the config file)
+    #[arg(long)]
+    kafka: bool,
+    /// NDJSON files of the file output (rotated and gzip files included); - for stdin
+    #[arg(value_name = "FILE", conflicts_with = "kafka")]
+    files: Vec<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "json")]
+    format: TopologyFormat,
+    /// Write the graph to FILE instead of standard output
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Keep reading, and serve the live page and its GET /graph JSON on ADDR (host:port)
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// Event time covered, back from the newest event (or from now with --serve) [default: topology.window, 15m]
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+    /// Only events at or after T (RFC 3339, or a duration ago such as 1h)
+    #[arg(long, value_name = "T")]
+    since: Option<String>,
+    /// Only events at or before T (RFC 3339, or a duration ago)
+    #[arg(long, value_name = "T")]
+    until: Option<String>,
+    /// Where a partition without a committed offset starts
+    #[arg(long, value_enum, default_value = "earliest")]
+    from: TopologyFrom,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TopologyFormat {
+    Json,
+    Dot,
+    Html,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum TopologyFrom {
+    Earliest,
+    Latest,
+}
+
+/// `--since`/`--until`: an RFC 3339 time, or a duration before now.
+fn topology_time(flag: &str, v: &str) -> Result<i64, String> {
+    if let Some(ms) = connbeat::topology::parse::parse_time_ms(v) {
+        return Ok(ms);
+    }
+    let d = humantime::parse_duration(v).map_err(|_| {
+        format!("{flag}: {v:?} is neither an RFC 3339 time nor a duration such as 1h")
+    })?;
+    let now = std::time::SystemTime::now() - d;
+    Ok(now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0))
+}
+
+fn topology_options(a: &TopologyArgs) -> Result<connbeat::topology::Options, String> {
+    use connbeat::topology::{Format, Input, Options};
+    let input = match (a.kafka, a.files.is_empty()) {
+        (true, _) => Input::Kafka,
+        (false, false) => Input::Files(a.files.clone()),
+        (false, true) => {
+            return Err(
+                "topology: name the input: --kafka, FILE..., or - for standard input".into(),
+            );
+        }
+    };
+    let window = a
+        .window
+        .as_deref()
+        .map(|w| humantime::parse_duration(w).map_err(|e| format!("--window: {w:?}: {e}")))
+        .transpose()?;
+    Ok(Options {
+        input,
+        format: match a.format {
+            TopologyFormat::Json => Format::Json,
+            TopologyFormat::Dot => Format::Dot,
+            TopologyFormat::Html => Format::Html,
+        },
+        output: a.output.clone(),
+        serve: a.serve.clone(),
+        window,
+        since_ms: a
+            .since
+            .as_deref()
+            .map(|v| topology_time("--since", v))
+            .transpose()?,
+        until_ms: a
+            .until
+            .as_deref()
+            .map(|v| topology_time("--until", v))
+            .transpose()?,
+        from_latest: a.from == TopologyFrom::Latest,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +227,26 @@ fn main() -> ExitCode {
         strict_perms: cli.strict_perms,
     }) {
         Ok(l) => l,
+        // The topology command reading files needs no configuration file: the defaults,
+        // with the -E overrides. (An empty topology.kafka section stands for an output,
+        // which such a file has none of; --kafka is not in use here.)
+        Err(config::ConfigError::NotFound(_))
+            if cli.config.is_none()
+                && matches!(&cli.command, Some(Command::Topology(a)) if !a.kafka) =>
+        {
+            match config::from_yaml_str("topology.kafka: {}", &cli.overrides, &|k| {
+                std::env::var(k).ok()
+            }) {
+                Ok(config) => config::Loaded {
+                    config,
+                    path: PathBuf::new(),
+                },
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::from(1);
@@ -170,6 +291,30 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Version) => unreachable!("handled above"),
+        Some(Command::Topology(a)) => {
+            let opts = match topology_options(&a) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let c = &loaded.config;
+            if a.kafka && c.topology.kafka.is_none() && c.output.kafka.is_none() {
+                eprintln!(
+                    "Error: --kafka: no topic to read in {}; set output.kafka (the agents' settings) or topology.kafka",
+                    loaded.path.display()
+                );
+                return ExitCode::from(1);
+            }
+            match connbeat::topology::run(&opts, c) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some(Command::Run) | None => {
             let opts = RunOptions {
                 once: cli.run.once,

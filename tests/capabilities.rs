@@ -80,6 +80,79 @@ fn without_net_admin_closes_come_from_polls_and_the_startup_line_says_why() {
     agent.finish(Duration::from_secs(20));
 }
 
+/// Starts the continuous agent under `setpriv --bounding-set=DROP` and returns it with its
+/// startup line.
+fn start_without(drop: &str, cfg: &std::path::Path, args: &[&str]) -> (Proc, String) {
+    let bounding = format!("--bounding-set={drop}");
+    let cfg = cfg.display().to_string();
+    let mut argv = vec![bounding.as_str(), common::CONNBEAT, "-c", cfg.as_str()];
+    argv.extend_from_slice(args);
+    let agent = Proc::spawn(std::path::Path::new(SETPRIV), &argv);
+    let started = poll_until(Duration::from_secs(30), || {
+        agent
+            .stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("started with"))
+    })
+    .unwrap_or_else(|| panic!("no startup line: {:?}", agent.stderr_lines()));
+    (agent, started)
+}
+
+#[test]
+fn the_connect_recorder_needs_bpf_and_the_startup_line_says_which_path() {
+    if !setpriv_or_skip("capabilities") {
+        return;
+    }
+    let dir = TempDir::new("cap-connect");
+    let cfg = console_config(&dir, "connbeat.poll_interval: 30s");
+    let (mut agent, started) = start_without("-net_raw", &cfg, &[]);
+    let loaded = started.contains("outgoing connections recorded at connect (BPF)");
+    agent.signal(libc::SIGTERM);
+    agent.finish(Duration::from_secs(20));
+    if !loaded {
+        eprintln!("skipped: the connect-time recorder does not load here even as root: {started}");
+        return;
+    }
+    // Without the capabilities BPF needs: the agent runs as before, and says so.
+    let drop = "-bpf,-perfmon,-sys_admin";
+    let server = Proc::spawn(
+        &named_helper(&dir, "cb-capsrv"),
+        &["listen", "127.0.0.1:0", "1"],
+    );
+    let port = server.ready_port();
+    let (mut agent, started) = start_without(drop, &cfg, &[]);
+    assert!(
+        started.contains("outgoing connections by polls only (recorder unavailable: "),
+        "{started}"
+    );
+    let listening = poll_until(Duration::from_secs(30), || {
+        agent.lines().into_iter().find(|l| {
+            l.contains("\"action\":\"listening\"") && l.contains(&format!("\"local_port\":{port},"))
+        })
+    });
+    assert!(listening.is_some(), "the agent polls without the recorder");
+    agent.signal(libc::SIGTERM);
+    agent.finish(Duration::from_secs(20));
+    // Asked for by name, it is required: the agent does not start, and says which setting.
+    let out = Command::new(SETPRIV)
+        .arg(format!("--bounding-set={drop}"))
+        .arg(CONNBEAT)
+        .args([
+            "-c",
+            &cfg.display().to_string(),
+            "-E",
+            "connbeat.connect_recorder=bpf",
+        ])
+        .output()
+        .expect("run setpriv");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connbeat.connect_recorder: bpf: cannot load the connect-time recorder"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn without_ptrace_fd_links_cannot_attribute_other_users_sockets_the_bpf_walk_can() {
     if !setpriv_or_skip("capabilities") {

@@ -371,3 +371,72 @@ fn a_bad_internal_network_is_a_config_error_naming_the_key() {
         "{err}"
     );
 }
+
+/// A Packetbeat 8 file loads with one startup line naming the keys read as connbeat's; a
+/// Packetbeat 1.x file exits 1 with one line per 1.x key; a protocol option of another
+/// protocol exits 1 naming it.
+#[test]
+fn packetbeat_files_and_protocol_options() {
+    let dir = TempDir::new("cfg");
+    let pb8 = dir.write(
+        "pb8.yml",
+        "packetbeat.interfaces.device: lo\npacketbeat.protocols:\n  - {type: dns, ports: [53]}\n\
+         packetbeat.procs.enabled: true\noutput.console: {}\n",
+    );
+    let out = connbeat(&["-c", p(&pb8), "test", "config"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Packetbeat keys"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(
+        notes[0].contains(
+            "reading packetbeat.interfaces as connbeat.interfaces, packetbeat.protocols as \
+             connbeat.protocols, packetbeat.procs.enabled as connbeat.expose_process_info"
+        ),
+        "{stderr}"
+    );
+    let both = connbeat(
+        &[
+            "-c",
+            p(&pb8),
+            "-E",
+            "connbeat.interfaces.device=eth0",
+            "test",
+            "config",
+        ],
+        &[],
+    );
+    assert_config_error(&both, &["packetbeat.interfaces", "connbeat.interfaces"]);
+
+    let pb1 = dir.write(
+        "pb1.yml",
+        "shipper: {name: edge}\ninterfaces: {device: any}\nprotocols:\n  http: {ports: [80]}\n\
+         output:\n  elasticsearch: {host: 'localhost:9200'}\n",
+    );
+    let out = connbeat(&["-c", p(&pb1), "test", "config"], &[]);
+    assert_config_error(
+        &out,
+        &[
+            "`shipper` is Packetbeat 1.x",
+            "`interfaces` is Packetbeat 1.x: write `connbeat.interfaces`",
+            "`protocols` as a map is Packetbeat 1.x",
+            "`output.elasticsearch.host` is Packetbeat 1.x: write `output.elasticsearch.hosts`",
+        ],
+    );
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        5,
+        "{}",
+        text(&out.stderr)
+    );
+
+    let redis = console_config(
+        &dir,
+        "connbeat.protocols:\n  - {type: redis, ports: [6379], send_headers: [User-Agent]}\n",
+    );
+    let out = connbeat(&["-c", p(&redis), "test", "config"], &[]);
+    assert_config_error(&out, &["`send_headers` is not an option of redis"]);
+}

@@ -10,6 +10,10 @@
 //! holds a helper's /proc/PID/fd open (it has listed the victim and is scanning), the
 //! victim is killed and H starts a thread whose id is P. If the agent's scan order
 //! changes, the race is hit less often and the test says so. ns_last_pid is restored.
+//!
+//! A second test reuses the pid of a short-lived client at once, with another client
+//! binary: the connect-time recorder must name each connection's own process, never the
+//! details of the other one that had the same pid.
 
 mod common;
 
@@ -18,6 +22,30 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+
+/// The tests of this file move the pid counter: one at a time.
+static PID_COUNTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn counter_lock() -> std::sync::MutexGuard<'static, ()> {
+    PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether ns_last_pid can be read and written here; the value to restore.
+fn last_pid_or_skip() -> Option<u32> {
+    let Ok(last) = std::fs::read_to_string(NS_LAST_PID) else {
+        eprintln!("skipped: cannot read {NS_LAST_PID}");
+        return None;
+    };
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(NS_LAST_PID)
+        .is_err()
+    {
+        eprintln!("skipped: {NS_LAST_PID} is not writable (needs CAP_CHECKPOINT_RESTORE)");
+        return None;
+    }
+    last.trim().parse().ok()
+}
 const ROUNDS: u32 = 10;
 
 fn set_last_pid(p: u32) {
@@ -65,19 +93,11 @@ fn a_thread_reusing_a_listed_pid_is_not_reported_as_owner() {
     if !root_or_skip("a_thread_reusing_a_listed_pid_is_not_reported_as_owner") {
         return;
     }
-    let Ok(last) = std::fs::read_to_string(NS_LAST_PID) else {
-        eprintln!("skipped: cannot read {NS_LAST_PID}");
+    let _one = counter_lock();
+    let Some(last) = last_pid_or_skip() else {
         return;
     };
-    if std::fs::OpenOptions::new()
-        .write(true)
-        .open(NS_LAST_PID)
-        .is_err()
-    {
-        eprintln!("skipped: {NS_LAST_PID} is not writable (needs CAP_CHECKPOINT_RESTORE)");
-        return;
-    }
-    let _restore = RestoreLastPid(last.trim().parse().unwrap());
+    let _restore = RestoreLastPid(last);
     let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
         .trim()
@@ -182,5 +202,88 @@ fn a_thread_reusing_a_listed_pid_is_not_reported_as_owner() {
     );
     if forced < ROUNDS / 2 {
         eprintln!("skipped: only {forced} rounds forced the reuse; the check above is weak");
+    }
+}
+
+#[test]
+fn a_quickly_reused_pid_never_names_another_client() {
+    if !root_or_skip("a_quickly_reused_pid_never_names_another_client") {
+        return;
+    }
+    let _one = counter_lock();
+    let Some(last) = last_pid_or_skip() else {
+        return;
+    };
+    let _restore = RestoreLastPid(last);
+    let Some(ns) = NetNs::new("pidreuse") else {
+        return;
+    };
+    let dir = TempDir::new("pidreuse-connect");
+    let srv = ns.spawn(
+        &named_helper(&dir, "cb-prsrv"),
+        &["delay-server", "127.0.0.1:0", "0"],
+    );
+    let port = srv.ready_port();
+    let target = format!("127.0.0.1:{port}");
+    let cfg = console_config(&dir, "connbeat.poll_interval: 30s");
+    let agent = Agent::start_in(Some(&ns), &cfg, &[]);
+    agent.wait_events("listening event", Duration::from_secs(60), |evs| {
+        evs.iter()
+            .any(|e| s(e, "/action") == "listening" && u(e, "/local_port") == Some(port as u64))
+    });
+    if connect_recorder_loaded(&agent) != Some(true) {
+        eprintln!("skipped: the connect-time recorder did not load here");
+        return;
+    }
+    let (first, second) = (
+        named_helper(&dir, "cb-first"),
+        named_helper(&dir, "cb-second"),
+    );
+    let client = |exe: &Path| {
+        let mut c = ns.spawn(exe, &["connect-once", &target]);
+        assert!(c.wait_exit(Duration::from_secs(30)).success());
+        (c.pid, c.socks()[0].local.port())
+    };
+    // local port → (pid, binary) of the client that used it.
+    let mut expected = std::collections::HashMap::new();
+    let mut reused = 0;
+    for _ in 0..ROUNDS * 2 {
+        let (pid, a) = client(&first);
+        set_last_pid(pid - 1);
+        let (pid2, b) = client(&second);
+        expected.insert(a, (pid, "cb-first"));
+        expected.insert(b, (pid2, "cb-second"));
+        reused += u32::from(pid2 == pid);
+    }
+    let closed = |evs: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        evs.iter()
+            .filter(|e| {
+                s(e, "/action") == "closed"
+                    && s(e, "/direction") == "outgoing"
+                    && u(e, "/remote_port") == Some(port as u64)
+            })
+            .cloned()
+            .collect()
+    };
+    agent.wait_events(
+        "every client's closed event",
+        Duration::from_secs(60),
+        |evs| closed(evs).len() >= expected.len(),
+    );
+    for e in closed(&agent.events()) {
+        let (pid, binary) = expected[&(u(&e, "/local_port").unwrap() as u16)];
+        assert_eq!(s(&e, "/attribution"), "connect", "{e}");
+        assert_eq!(u(&e, "/local_process/pid"), Some(pid as u64), "{e}");
+        assert_eq!(s(&e, "/local_process/binary"), binary, "{e}");
+        if let Some(cmdline) = e.pointer("/local_process/cmdline").and_then(|c| c.as_str()) {
+            assert!(cmdline.contains(binary), "{e}");
+        }
+    }
+    eprintln!(
+        "{reused} of {} second clients took the first one's pid",
+        ROUNDS * 2
+    );
+    if reused < ROUNDS {
+        eprintln!("skipped: only {reused} pids were reused; the check above is weak");
     }
 }

@@ -8,3 +8,12 @@ pub fn replay(target: &str) {
         println!("{target}: {path}: ok");
     }
 }
+
+/// The same for a target outside deep inspection.
+pub fn replay_with(target: &str, run: fn(&[u8])) {
+    for path in std::env::args().skip(1) {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        run(&data);
+        println!("{target}: {path}: ok");
+    }
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub processors: Vec<serde_json::Value>,
     /// `timestamp.precision` of `@timestamp` (and of `event.start`/`event.end` in ECS).
     pub timestamp: TimestampConfig,
+    /// `topology.*`: the `connbeat topology` command (the agent ignores it).
+    pub topology: TopologyConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,43 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             processors: Vec::new(),
             timestamp: TimestampConfig::default(),
+            topology: TopologyConfig::default(),
+        }
+    }
+}
+
+/// `topology.*`: what `connbeat topology` reads and how large its graph may grow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TopologyConfig {
+    /// The topic to read with `--kafka`, in `output.kafka`'s keys; absent = `output.kafka`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaOutputConfig>,
+    /// The consumer group: instances with the same group split the topic's partitions.
+    pub group_id: String,
+    /// Bound on the graph's nodes; connections that would add more are counted, not drawn.
+    pub max_nodes: usize,
+    /// Bound on the graph's edges; connections that would add more are counted, not drawn.
+    pub max_edges: usize,
+    /// Bound on the connections held to join their two ends; the oldest is folded into
+    /// its edge when it is reached.
+    pub max_flows: usize,
+    /// Default of `--window`: how much event time the graph covers.
+    pub window: Duration,
+    /// How often a progress line goes to stderr on long reads.
+    pub progress_interval: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            kafka: None,
+            group_id: "connbeat-topology".into(),
+            max_nodes: 10_000,
+            max_edges: 100_000,
+            max_flows: 200_000,
+            window: Duration::from_secs(15 * 60),
+            progress_interval: Duration::from_secs(5),
         }
     }
 }
@@ -107,6 +146,19 @@ pub enum FdScan {
     Proc,
 }
 
+/// Whether outgoing connections are attributed when they connect
+/// (`connbeat.connect_recorder`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectRecorderMode {
+    /// The BPF connect-time recorder where it loads, else without it.
+    Auto,
+    /// The recorder, or the agent does not start.
+    Bpf,
+    /// Never: outgoing connections are attributed only by polls.
+    Off,
+}
+
 /// `connbeat.*`: the connection metadata source (and the deep-inspection settings, which
 /// Beats users expect under the same prefix).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +187,10 @@ pub struct ConnbeatConfig {
     pub process_rescan_interval: Duration,
     /// How socket fds are found in processes: one BPF iterator walk, or /proc fd links.
     pub fd_scan: FdScan,
+    /// Record the process of each outgoing TCP connection when it connects (BPF).
+    pub connect_recorder: ConnectRecorderMode,
+    /// Bound on the connects the recorder keeps (kernel maps and the agent's own).
+    pub connect_recorder_entries: usize,
     /// Receive buffer of the close-notification socket; overruns are counted as lost closes.
     pub close_events_buffer_kb: usize,
     /// Answer a poll without dumping when no socket opened or closed since the last dump.
@@ -166,6 +222,8 @@ impl Default for ConnbeatConfig {
             max_processes: 65_536,
             process_rescan_interval: Duration::from_secs(60),
             fd_scan: FdScan::Auto,
+            connect_recorder: ConnectRecorderMode::Auto,
+            connect_recorder_entries: 16_384,
             close_events_buffer_kb: 8192,
             skip_unchanged_polls: true,
             interfaces: InterfacesConfig::default(),

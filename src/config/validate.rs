@@ -12,6 +12,8 @@ pub fn enabled_outputs(c: &Config) -> Vec<&'static str> {
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     let outputs = enabled_outputs(c);
     match outputs.as_slice() {
+        // A file for `connbeat topology` alone names its topic under topology.kafka.
+        [] if c.topology.kafka.is_some() => {}
         [] => {
             return Err(ConfigError::invalid(
                 "output",
@@ -41,8 +43,26 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     positive("connbeat.poll_interval", cb.poll_interval.get().is_zero())?;
     positive("connbeat.max_connections", cb.max_connections == 0)?;
     positive("connbeat.max_processes", cb.max_processes == 0)?;
+    if !(1..=1 << 22).contains(&cb.connect_recorder_entries) {
+        return Err(ConfigError::invalid(
+            "connbeat.connect_recorder_entries",
+            format!(
+                "{} is out of range; use 1 to 4194304",
+                cb.connect_recorder_entries
+            ),
+        ));
+    }
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
+    let t = &c.topology;
+    positive("topology.max_nodes", t.max_nodes == 0)?;
+    positive("topology.max_edges", t.max_edges == 0)?;
+    positive("topology.max_flows", t.max_flows == 0)?;
+    positive("topology.window", t.window.get().is_zero())?;
+    positive(
+        "topology.progress_interval",
+        t.progress_interval.get().is_zero(),
+    )?;
     if !c.queue.disk.path.is_empty() && c.queue.disk.max_size.0 < 64 * 1024 {
         return Err(ConfigError::invalid(
             "queue.disk.max_size",
@@ -91,5 +111,32 @@ fn positive(key: &str, bad: bool) -> Result<(), ConfigError> {
         Err(ConfigError::invalid(key, "must not be zero or empty"))
     } else {
         Ok(())
+    }
+}
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConnectRecorderMode, from_yaml_str};
+
+    #[test]
+    fn connect_recorder_settings_are_read_and_bounded() {
+        let load = |yaml: &str| from_yaml_str(yaml, &[], &|_| None);
+        let c = load("output.console.enabled: true\n").unwrap();
+        assert_eq!(c.connbeat.connect_recorder, ConnectRecorderMode::Auto);
+        assert_eq!(c.connbeat.connect_recorder_entries, 16_384);
+        let c = load(
+            "output.console.enabled: true\nconnbeat.connect_recorder: off\n\
+             connbeat.connect_recorder_entries: 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.connbeat.connect_recorder, ConnectRecorderMode::Off);
+        assert_eq!(c.connbeat.connect_recorder_entries, 100);
+        for bad in ["0", "4194305"] {
+            let e = load(&format!(
+                "output.console.enabled: true\nconnbeat.connect_recorder_entries: {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("connbeat.connect_recorder_entries"), "{e}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! # Why this module exists
 //!
 //! The BPF iterator of [`super::fd_iter`] reads four fields of kernel structs
-//! (`task_struct.tgid`, `file.f_inode`, `inode.i_mode`, `inode.i_ino`) whose offsets change
-//! with every kernel build; the kernel describes its own types in `/sys/kernel/btf/vmlinux`.
+//! (`task_struct.tgid`, `file.f_inode`, `inode.i_mode`, `inode.i_ino`), and the recorder of
+//! [`super::connects`] a dozen more (`task_struct`, `sock_common`, `net`), whose offsets
+//! change with every kernel build; the kernel describes its own types in `/sys/kernel/btf/vmlinux`.
 //! A general BTF library (aya's, libbpf's) parses all ~150,000 types into trees: measured
 //! here, aya's loader spends ~100 ms and ~35 MB on it, more than the whole first poll it is
 //! meant to speed up. This reader indexes the type section in one pass (4 bytes per type),

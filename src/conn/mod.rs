@@ -2,6 +2,7 @@
 
 pub mod bpf;
 pub mod btf;
+pub mod connects;
 pub mod container;
 pub mod diag;
 pub mod fd_iter;

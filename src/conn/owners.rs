@@ -3,18 +3,29 @@
 //! Deep inspection sees packets, not sockets; to name the processes at both ends of a
 //! transaction it asks this map, which the connection source refreshes after each poll of
 //! the agent's own namespace (same host, same namespace: no extra /proc scans). A
-//! connection the last poll has not seen yet falls back to the listening socket on its
-//! local address, like the table's `listener` attribution.
+//! connection the last poll has not seen yet is looked up among the recorded connects (a
+//! short-lived client, named when it connected: the table's `connect` attribution), then
+//! falls back to the listening socket on its local address, like the table's `listener`
+//! attribution.
 
+use super::connects::Recorded;
 use crate::owner::{ProcessLookup, ProcessRef};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;
 
 /// Owners by connection and by listening address.
-#[derive(Default)]
 pub struct SharedOwners {
     inner: RwLock<Maps>,
+    /// Owners of outgoing connections as they connected, by (local, remote): kept across
+    /// polls, bounded.
+    connects: RwLock<Recorded<(SocketAddr, SocketAddr), ProcessRef>>,
+}
+
+impl Default for SharedOwners {
+    fn default() -> Self {
+        SharedOwners::new(16_384)
+    }
 }
 
 #[derive(Default)]
@@ -43,6 +54,23 @@ impl OwnersBuilder {
 }
 
 impl SharedOwners {
+    /// Keeps at most `max_connects` recorded connects.
+    pub fn new(max_connects: usize) -> SharedOwners {
+        SharedOwners {
+            inner: RwLock::default(),
+            connects: RwLock::new(Recorded::new(max_connects)),
+        }
+    }
+
+    /// The process that opened the outgoing connection `local` → `remote`, as recorded
+    /// when it connected.
+    pub fn connect(&self, local: SocketAddr, remote: SocketAddr, owner: ProcessRef) {
+        self.connects
+            .write()
+            .expect("owners lock")
+            .insert((local, remote), owner);
+    }
+
     /// Replaces the maps with what a poll collected.
     pub fn install(&self, b: OwnersBuilder) {
         *self.inner.write().expect("owners lock") = b.maps;
@@ -61,6 +89,14 @@ impl ProcessLookup for SharedOwners {
     fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> Option<ProcessRef> {
         let m = self.inner.read().expect("owners lock");
         if let Some(p) = m.connections.get(&(local, remote)) {
+            return Some(p.clone());
+        }
+        if let Some(p) = self
+            .connects
+            .read()
+            .expect("owners lock")
+            .get(&(local, remote))
+        {
             return Some(p.clone());
         }
         let unspecified = match local.ip() {
@@ -103,5 +139,14 @@ mod tests {
         // The accepted side was not polled yet: the listener answers.
         assert_eq!(o.lookup(srv, cli), Some(p(1, "nginx")));
         assert_eq!(o.lookup("127.0.0.1:81".parse().unwrap(), cli), None);
+        // A client gone before any poll saw it: named by its recorded connect, and kept
+        // when the next poll installs its maps.
+        let gone: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(o.lookup(gone, srv), None);
+        o.connect(gone, srv, p(3, "wget"));
+        o.install(OwnersBuilder::default());
+        assert_eq!(o.lookup(gone, srv), Some(p(3, "wget")));
+        // Its peer, the accepted side, is still the listener's... once a poll installs it.
+        assert_eq!(o.lookup(srv, gone), None);
     }
 }

@@ -30,12 +30,21 @@
 //!      sockets.
 //!    - a **full scan** of every pid happens on the first refresh and afterwards at most
 //!      once per `rescan_interval`, only when the cheaper steps left something missing.
-//!      Inodes a full scan did not find are *given up* until `rescan_interval` passes
-//!      (an orphaned socket, or one held by no process we can see): they cost nothing in
-//!      between. The caller falls back to the listener's process or `attribution: none`.
+//!    - between two full scans, with the BPF iterator, inodes still missing are **placed
+//!      by one walk**: a socket that took the fd of a file just closed (or was moved onto
+//!      one with `dup2`, received over a Unix socket, opened by a thread with a file table
+//!      of its own) leaves the fd count as it was, yet is found at the poll that sees it.
+//!      The processes the walk shows holding them are scanned from it.
+//!      Inodes a full scan or that walk did not find are *given up* until
+//!      `rescan_interval` passes (an orphaned socket, a kernel socket, or one held by no
+//!      process we can see): they cost nothing in between, not even a walk per poll. With
+//!      fd links alone there is no such walk: those sockets wait for the full scan. The
+//!      caller falls back to the connect record, the listener's process or
+//!      `attribution: none`.
 //!
 //! A process's details ([`ProcessInfo`]) are read once, when a scan first finds it holding
-//! a socket, and kept until it exits (re-read if its `comm` changed, i.e. after `exec`).
+//! a socket (or a connect record names it: [`ProcIndex::connector`], which checks the
+//! start time), and kept until it exits (re-read if its `comm` changed, i.e. after `exec`).
 //! Processes without sockets cost one small entry (start time, fd count, `/proc` inode).
 //! `max_processes` bounds the entries; beyond it the least useful (no sockets, scanned
 //! longest ago) are evicted and counted in `procs.evicted`.
@@ -61,6 +70,7 @@
 //! of the other, read into a reused buffer, while procfs's parsers allocate a full struct
 //! (and a map of every `status` line) per call.
 
+use super::connects::Connect;
 use super::fd_iter::{FdIter, SocketFd};
 use crate::event::JsonCache;
 use crate::fast_hash::{FxMap, FxSet};
@@ -383,6 +393,8 @@ pub struct ProcIndex {
     changed: Vec<u32>,
     found: Vec<u64>,
     missing: FxSet<u64>,
+    /// Nanoseconds per clock tick (the unit of start times in /proc/PID/stat).
+    ns_per_tick: u64,
 }
 
 impl ProcIndex {
@@ -414,6 +426,7 @@ impl ProcIndex {
             changed: Vec::new(),
             found: Vec::new(),
             missing: FxSet::default(),
+            ns_per_tick: ns_per_tick(),
         }
     }
 
@@ -486,14 +499,21 @@ impl ProcIndex {
                 self.scan_known();
             }
 
-            if !self.missing.is_empty()
-                && !full
-                && self
-                    .last_full
-                    .is_none_or(|t| started.duration_since(t) >= interval)
-            {
+            let full_due = self
+                .last_full
+                .is_none_or(|t| started.duration_since(t) >= interval);
+            if !self.missing.is_empty() && !full && full_due {
                 full = true;
                 self.scan_rest();
+            } else if !self.missing.is_empty() && !full && self.fd_iter.is_some() {
+                // A socket that took the fd of a closed file leaves the fd count as it
+                // was: one walk places every socket still missing, and what it cannot
+                // place (kernel sockets, nobody's) waits for the rescan interval.
+                self.place_by_walk();
+                for &inode in &self.missing {
+                    self.given_up.insert(inode, started);
+                }
+                self.stats.given_up += self.missing.len() as u64;
             }
             if full {
                 self.last_full = Some(started);
@@ -550,6 +570,60 @@ impl ProcIndex {
         }
         let stat = self.read_stat(pid)?;
         let info = Arc::new(self.read_details(pid, &stat));
+        self.cache_details(pid, &stat, &info);
+        Some(info)
+    }
+
+    /// The details of the process a connect record names: read now when that process
+    /// still runs (same pid, same start time), else what the kernel recorded (comm, uid,
+    /// parent), never another process's that took the pid since.
+    pub fn connector(&mut self, c: &Connect) -> Arc<ProcessInfo> {
+        let ticks = c.start_ns / self.ns_per_tick;
+        if let Some(p) = self.procs.get(&c.tgid)
+            && p.start_time == ticks
+            && let Some(info) = &p.info
+        {
+            return info.clone();
+        }
+        let stat = read_file(self.paths.get(c.tgid, "stat"), &mut self.buf)
+            .ok()
+            .and_then(|()| parse_stat(&self.buf));
+        if let Some(stat) = stat
+            && stat.start_time == ticks
+        {
+            let info = Arc::new(self.read_details(c.tgid, &stat));
+            self.cache_details(c.tgid, &stat, &info);
+            return info;
+        }
+        let binary = if c.comm.is_empty() {
+            c.tgid.to_string()
+        } else {
+            c.comm.clone()
+        };
+        Arc::new(ProcessInfo {
+            pid: c.tgid,
+            binary,
+            exe: String::new(),
+            cmdline: None,
+            environ: Vec::new(),
+            user: self.user_name(c.uid),
+            ppid: c.ppid,
+            ns_pid: None,
+            json: JsonCache::default(),
+        })
+    }
+
+    /// Keeps details read outside a scan, for the process with `stat`'s start time (a
+    /// tracked process of another start time is a previous holder of the pid: forgotten).
+    fn cache_details(&mut self, pid: u32, stat: &Stat, info: &Arc<ProcessInfo>) {
+        if self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| p.start_time != stat.start_time)
+        {
+            self.stats.reused_pids += 1;
+            self.forget(pid);
+        }
         let cur = self.generation;
         let entry = self.procs.entry(pid).or_insert_with(|| Proc {
             start_time: stat.start_time,
@@ -563,12 +637,9 @@ impl ProcIndex {
             checked: 0,
             scanned: 0,
         });
-        if entry.start_time == stat.start_time {
-            entry.info = Some(info.clone());
-        }
+        entry.info = Some(info.clone());
         self.enforce_limit();
         self.update_gauges();
-        Some(info)
     }
 
     /// Counters and gauges of this index.
@@ -936,10 +1007,48 @@ impl ProcIndex {
         }
     }
 
+    /// Scans the processes that the walk shows holding a missing inode, whatever their fd
+    /// count did.
+    fn place_by_walk(&mut self) {
+        if !self.ensure_walk() {
+            return;
+        }
+        self.use_walk = true;
+        let mut holders: Vec<u32> = self
+            .walk
+            .iter()
+            .filter(|s| self.missing.contains(&s.inode))
+            .map(|s| s.pid)
+            .collect();
+        holders.dedup();
+        for pid in holders {
+            if self.procs.contains_key(&pid) {
+                self.scan_fds(pid);
+            } else {
+                self.scan_new(pid, None);
+            }
+        }
+        self.flush_pending();
+    }
+
     /// The socket inodes of `pid` from the BPF iterator's walk into `self.found`: one walk
     /// per refresh, taken on first use, and again if a count was recorded since. False when the walk failed: the iterator is then
     /// dropped for good, with a warning, and fd links are read instead.
     fn walk_socket_fds(&mut self, pid: u32) -> bool {
+        if !self.ensure_walk() {
+            return false;
+        }
+        let from = self.walk.partition_point(|s| s.pid < pid);
+        let to = from + self.walk[from..].partition_point(|s| s.pid == pid);
+        self.found
+            .extend(self.walk[from..to].iter().map(|s| s.inode));
+        self.stats.processes_scanned += 1;
+        true
+    }
+
+    /// Takes the walk of this refresh unless it is taken and still current (see
+    /// `stat_since_walk`); false when the iterator failed (it is then dropped).
+    fn ensure_walk(&mut self) -> bool {
         if self.walk_generation != self.generation || self.stat_since_walk {
             let Some(it) = self.fd_iter.as_mut() else {
                 return false;
@@ -961,11 +1070,6 @@ impl ProcIndex {
             self.stats.fd_walks += 1;
             monitor::inc(&METRICS.procs_fd_walks);
         }
-        let from = self.walk.partition_point(|s| s.pid < pid);
-        let to = from + self.walk[from..].partition_point(|s| s.pid == pid);
-        self.found
-            .extend(self.walk[from..to].iter().map(|s| s.inode));
-        self.stats.processes_scanned += 1;
         true
     }
 
@@ -1201,6 +1305,13 @@ impl ProcIndex {
         self.stats.read_errors += 1;
         monitor::inc(&METRICS.procs_read_errors);
     }
+}
+
+/// Nanoseconds per `USER_HZ` clock tick.
+fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100)
 }
 
 /// Whether a /proc read failed because the process is gone.
@@ -1821,6 +1932,53 @@ mod tests {
             return;
         }
         panic!("could not get a pid reused in 20 tries");
+    }
+
+    #[test]
+    fn connector_details_only_from_the_process_that_connected() {
+        let (kid, _ino) = sleeper(&mut sleep_cmd());
+        let pid = kid.pid();
+        let mut idx = ProcIndex::new(opts());
+        let stat = parse_stat(&fs::read(format!("/proc/{pid}/stat")).unwrap()).unwrap();
+        let connect = |start_ticks: u64| Connect {
+            netns: 1,
+            local: "127.0.0.1:1".parse().unwrap(),
+            remote: "127.0.0.1:2".parse().unwrap(),
+            tgid: pid,
+            uid: 0,
+            ppid: 4242,
+            start_ns: start_ticks * ns_per_tick() + 3,
+            comm: "kernel-comm".into(),
+        };
+        // The live process with this pid started later: it is not the one that
+        // connected. Only what the kernel recorded is reported.
+        let other = idx.connector(&connect(stat.start_time - 1));
+        assert_eq!(other.pid, pid);
+        assert_eq!(other.binary, "kernel-comm");
+        assert_eq!((other.exe.as_str(), other.cmdline.as_deref()), ("", None));
+        assert_eq!((other.ppid, other.user.as_str()), (4242, "root"));
+        // The one that connected: its details, read now, and cached.
+        let same = idx.connector(&connect(stat.start_time));
+        assert_eq!(same.binary, "sleep");
+        assert_eq!(same.cmdline.as_deref(), Some("sleep 60"));
+        assert_eq!(same.ppid, std::process::id());
+        let reads = idx.stats().details_read;
+        let again = idx.connector(&connect(stat.start_time));
+        assert!(Arc::ptr_eq(&same, &again));
+        assert_eq!(idx.stats().details_read, reads, "cached");
+        // A cached process is not lent to a later process with the same pid either.
+        assert_eq!(
+            idx.connector(&connect(stat.start_time + 1)).binary,
+            "kernel-comm"
+        );
+        // Gone: the kernel's record.
+        let mut kid = kid;
+        kid.stop();
+        let gone = Connect {
+            tgid: u32::MAX - 1,
+            ..connect(stat.start_time)
+        };
+        assert_eq!(idx.connector(&gone).binary, "kernel-comm");
     }
 
     /// A fake proc root in a temp directory, removed at the end.

@@ -5,8 +5,12 @@
 //! namespace, drains the notifications that arrived meanwhile (the kernel queues a
 //! socket's notification before the socket can be missing from a dump, so draining after
 //! the dump is enough to tell a notified close from a silent one), lets the process index
-//! look for the owners it does not know yet, and applies the poll to the table.
+//! look for the owners it does not know yet, and applies the poll to the table. The
+//! connect-time recorder's ring buffer is waited on with the notifications and drained
+//! before them (a connection's connect precedes its close), its processes' details read
+//! at once, while they most likely still run.
 
+use super::connects::{self, ConnectRecorder, Recorded};
 use super::container::{ContainerInfo, Containers};
 use super::diag::{CloseBatch, CloseListener, DiagSocket, Family, SockRecord, Transport};
 use super::fd_iter::FdIter;
@@ -14,7 +18,7 @@ use super::netns;
 use super::owners::{OwnersBuilder, SharedOwners};
 use super::procs::{ProcIndex, ProcOptions, ProcessInfo};
 use super::table::{ConnEvent, ConnTable, OwnerLookup, TableSettings};
-use crate::config::{ConnbeatConfig, FdScan, Namespaces};
+use crate::config::{ConnbeatConfig, ConnectRecorderMode, FdScan, Namespaces};
 use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::publish::Publisher;
@@ -121,16 +125,71 @@ pub struct ConnSource {
     closes_lost: u64,
     closes_since_dump: u64,
     last_dump: Option<Instant>,
+    /// The connect-time recorder, when it loaded.
+    connects: Option<ConnectRecorder>,
+    /// How outgoing connections are attributed, for the startup line.
+    connect_mode: String,
+    /// Owners of the connects drained from the recorder, by 4-tuple.
+    recorded: Recorded,
 }
 
-struct IndexOwners<'a>(&'a ProcIndex);
+struct IndexOwners<'a> {
+    procs: &'a ProcIndex,
+    recorded: &'a Recorded,
+}
 
 impl OwnerLookup for IndexOwners<'_> {
     fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>> {
         if inode == 0 {
             return None;
         }
-        self.0.owner(inode)
+        self.procs.owner(inode)
+    }
+
+    fn connector(&self, r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+        if r.transport != Transport::Tcp {
+            return None;
+        }
+        self.recorded
+            .get(&connects::key_of(r.netns, r.local, r.remote))
+            .cloned()
+    }
+}
+
+/// The connect-time recorder as `connbeat.connect_recorder` asks (never for a single
+/// poll), and the startup line's words for it.
+fn connect_recorder(
+    settings: &ConnbeatConfig,
+    continuous: bool,
+) -> anyhow::Result<(Option<ConnectRecorder>, String)> {
+    let required = match settings.connect_recorder {
+        ConnectRecorderMode::Off => return Ok((None, "off".into())),
+        _ if !continuous => return Ok((None, "off (single poll)".into())),
+        ConnectRecorderMode::Auto => false,
+        ConnectRecorderMode::Bpf => true,
+    };
+    // The kernel names processes by their pid in the host's pid namespace.
+    let loaded = if FdIter::usable_for(Path::new(&settings.proc_root)) {
+        let entries = u32::try_from(settings.connect_recorder_entries).unwrap_or(u32::MAX);
+        ConnectRecorder::load(entries).map_err(|e| e.to_string())
+    } else {
+        Err(
+            "it reports host pids: it needs the host's pid namespace and connbeat.proc_root \
+             pointing at its /proc"
+                .to_string(),
+        )
+    };
+    match loaded {
+        Ok(r) => Ok((Some(r), "recorded at connect (BPF)".into())),
+        Err(e) if required => Err(anyhow::anyhow!(
+            "connbeat.connect_recorder: bpf: cannot load the connect-time recorder: {e} \
+             (set connbeat.connect_recorder: auto to run without it)"
+        )),
+        Err(e) => {
+            tracing::info!(target: "procs",
+                "connect-time recorder unavailable ({e}): outgoing connections are attributed by polls only");
+            Ok((None, format!("by polls only (recorder unavailable: {e})")))
+        }
     }
 }
 
@@ -202,6 +261,7 @@ impl ConnSource {
                 }
             }
         };
+        let (connects, connect_mode) = connect_recorder(settings, with_closes)?;
         let mut source = ConnSource {
             settings: settings.clone(),
             proc_root: proc_root.clone(),
@@ -245,6 +305,9 @@ impl ConnSource {
             closes_lost: 0,
             closes_since_dump: 0,
             last_dump: None,
+            connects,
+            connect_mode,
+            recorded: Recorded::new(settings.connect_recorder_entries),
         };
         source.refresh_namespaces();
         Ok(source)
@@ -252,6 +315,64 @@ impl ConnSource {
 
     pub fn close_mode(&self) -> &CloseMode {
         &self.close_mode
+    }
+
+    /// How outgoing connections get their process: at connect (BPF), or by polls only,
+    /// and why.
+    pub fn connect_mode(&self) -> &str {
+        &self.connect_mode
+    }
+
+    /// Resolves every connect the recorder delivered since the last call, while their
+    /// processes most likely still run.
+    fn drain_connects(&mut self) {
+        let Some(rec) = self.connects.as_mut() else {
+            return;
+        };
+        let (procs, recorded) = (&mut self.procs, &mut self.recorded);
+        let (shared, own) = (self.shared_owners.as_deref(), self.namespaces[0].inode);
+        let watched = &self.namespaces;
+        let n = rec.drain(|c| {
+            // Connections in namespaces not watched are never reported: no /proc reads.
+            if !watched.iter().any(|w| w.inode == u64::from(c.netns)) {
+                return;
+            }
+            let owner = procs.connector(&c);
+            if let Some(shared) = shared
+                && u64::from(c.netns) == own
+            {
+                let r = crate::owner::ProcessRef {
+                    pid: owner.pid,
+                    binary: owner.binary.clone(),
+                };
+                shared.connect(c.local, c.remote, r);
+            }
+            recorded.insert(
+                connects::key_of(u64::from(c.netns), c.local, c.remote),
+                owner,
+            );
+        });
+        monitor::add(&METRICS.procs_connects, n as u64);
+    }
+
+    /// For a TCP connection not tracked yet whose connect was not drained (the ring
+    /// buffer was full), the recorder's map may still know it.
+    fn recall_connect(&mut self, r: &SockRecord) {
+        let Some(rec) = self.connects.as_ref() else {
+            return;
+        };
+        if r.transport != Transport::Tcp {
+            return;
+        }
+        let key = connects::key_of(r.netns, r.local, r.remote);
+        if self.recorded.get(&key).is_some() {
+            return;
+        }
+        if let Some(c) = rec.lookup(&key) {
+            monitor::inc(&METRICS.procs_connects_late);
+            let owner = self.procs.connector(&c);
+            self.recorded.insert(key, owner);
+        }
     }
 
     /// Whether socket owners are found by the BPF iterator (else by /proc fd links).
@@ -435,6 +556,18 @@ impl ConnSource {
             self.containers
                 .retain_pids(|pid| procs.process(pid).is_some());
         }
+        if self.connects.is_some() {
+            let records = std::mem::take(&mut self.records);
+            for r in &records {
+                if r.state != super::diag::state::LISTEN
+                    && self.table.is_new(r)
+                    && self.procs.owner(r.inode).is_none()
+                {
+                    self.recall_connect(r);
+                }
+            }
+            self.records = records;
+        }
         let live: std::collections::HashSet<u64> =
             self.namespaces.iter().map(|w| w.inode).collect();
         self.netns_containers.retain(|ns, _| live.contains(ns));
@@ -444,7 +577,10 @@ impl ConnSource {
             &self.records,
             dump_started,
             now,
-            &IndexOwners(&self.procs),
+            &IndexOwners {
+                procs: &self.procs,
+                recorded: &self.recorded,
+            },
             &mut |e| out.push(e),
         );
         events += out.len();
@@ -562,6 +698,8 @@ impl ConnSource {
     /// Applies every close notification already queued, in every namespace. Returns the
     /// events published.
     fn drain_closes(&mut self) -> usize {
+        // A connection's connect precedes its close: resolve the connects first.
+        self.drain_connects();
         let mut n = 0;
         for i in 0..self.namespaces.len() {
             n += self.drain_namespace(i);
@@ -603,7 +741,14 @@ impl ConnSource {
                 let mut n = 0;
                 for mut r in records {
                     r.netns = netns;
-                    if let Some(e) = self.table.apply_close(&r, now) {
+                    if !self.table.knows(r.cookie) {
+                        self.recall_connect(&r);
+                    }
+                    let owners = IndexOwners {
+                        procs: &self.procs,
+                        recorded: &self.recorded,
+                    };
+                    if let Some(e) = self.table.apply_close(&r, now, &owners) {
                         self.publish(e);
                         n += 1;
                     }
@@ -663,6 +808,11 @@ impl ConnSource {
                 events: libc::POLLIN,
                 revents: 0,
             })
+            .chain(self.connects.as_ref().map(|c| libc::pollfd {
+                fd: c.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }))
             .collect();
         if fds.is_empty() {
             std::thread::sleep(timeout);

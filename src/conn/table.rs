@@ -21,6 +21,12 @@ use std::time::{Duration, SystemTime};
 /// Finds the process owning a socket inode (the process index, or a stand-in in tests).
 pub trait OwnerLookup {
     fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>>;
+
+    /// The process that opened the outgoing connection `r`, as recorded when it
+    /// connected (the connect-time recorder), if known.
+    fn connector(&self, _r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+        None
+    }
 }
 
 /// Settings of the table, from `connbeat.*`.
@@ -60,6 +66,7 @@ impl Direction {
 #[serde(rename_all = "lowercase")]
 pub enum Attribution {
     Procfs,
+    Connect,
     Cache,
     Listener,
     None,
@@ -69,6 +76,7 @@ impl Attribution {
     pub fn name(self) -> &'static str {
         match self {
             Attribution::Procfs => "procfs",
+            Attribution::Connect => "connect",
             Attribution::Cache => "cache",
             Attribution::Listener => "listener",
             Attribution::None => "none",
@@ -337,12 +345,17 @@ impl Conn {
     }
 }
 
-/// An owner lookup that knows nothing (a destroyed socket has no inode any more).
-struct NoOwners;
+/// The owners a destroyed socket can still have: it has no inode any more, but its
+/// connect may have been recorded.
+struct Closed<'a>(&'a dyn OwnerLookup);
 
-impl OwnerLookup for NoOwners {
+impl OwnerLookup for Closed<'_> {
     fn owner(&self, _inode: u64) -> Option<Arc<ProcessInfo>> {
         None
+    }
+
+    fn connector(&self, r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+        self.0.connector(r)
     }
 }
 
@@ -424,6 +437,11 @@ impl ConnTable {
             && (self.settings.local_connections || !is_local(r))
     }
 
+    /// Whether the connection with this cookie is tracked, or was closed recently.
+    pub fn knows(&self, cookie: u64) -> bool {
+        self.conns.contains_key(&cookie) || self.recently_closed.contains(&cookie)
+    }
+
     /// Inodes of the records whose owner the table does not know yet: what the process
     /// index should look for.
     pub fn unknown_inodes(&self, records: &[SockRecord], out: &mut Vec<u64>) {
@@ -471,6 +489,12 @@ impl ConnTable {
                 {
                     c.owner = Some(p);
                     c.attribution = Attribution::Procfs;
+                } else if c.attribution == Attribution::None
+                    && c.direction == Direction::Outgoing
+                    && let Some(p) = owners.connector(r)
+                {
+                    c.owner = Some(p);
+                    c.attribution = Attribution::Connect;
                 }
                 let due = now
                     .duration_since(c.last_published)
@@ -536,8 +560,14 @@ impl ConnTable {
     }
 
     /// Applies one kernel close notification; `None` when it adds nothing (already closed,
-    /// or not reportable).
-    pub fn apply_close(&mut self, r: &SockRecord, now: SystemTime) -> Option<ConnEvent> {
+    /// or not reportable). `owners` names the process of a connection no poll saw by its
+    /// recorded connect.
+    pub fn apply_close(
+        &mut self,
+        r: &SockRecord,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+    ) -> Option<ConnEvent> {
         if self.recently_closed.contains(&r.cookie) {
             return None;
         }
@@ -567,8 +597,9 @@ impl ConnTable {
         } else {
             self.direction_of(r)
         };
-        // Its inode is gone with it: only the listener can tell the owner.
-        let (owner, attribution) = self.attribute(r, direction, &NoOwners);
+        // Its inode is gone with it: only its recorded connect or the listener can tell
+        // the owner.
+        let (owner, attribution) = self.attribute(r, direction, &Closed(owners));
         let conn = Conn::new(r, now, owner, attribution, direction, self.epoch);
         let age = self.estimated_age(r, now);
         Some(self.event(&conn, Action::Closed, now, Some(age)))
@@ -652,6 +683,12 @@ impl ConnTable {
         if let Some(p) = owners.owner(r.inode) {
             monitor::inc(&METRICS.procs_hits);
             return (Some(p), Attribution::Procfs);
+        }
+        if direction == Direction::Outgoing
+            && let Some(p) = owners.connector(r)
+        {
+            monitor::inc(&METRICS.procs_connect);
+            return (Some(p), Attribution::Connect);
         }
         if direction == Direction::Incoming
             && let Some(p) = self.listener_owner(r)
@@ -848,6 +885,78 @@ mod tests {
         assert!(ev.iter().all(|e| e.action == Action::Active));
     }
 
+    /// Owners by inode, and connect records by local port.
+    struct WithConnects(Owners, HashMap<u16, Arc<ProcessInfo>>);
+    impl OwnerLookup for WithConnects {
+        fn owner(&self, inode: u64) -> Option<Arc<ProcessInfo>> {
+            self.0.owner(inode)
+        }
+        fn connector(&self, r: &SockRecord) -> Option<Arc<ProcessInfo>> {
+            self.1.get(&r.local.port()).cloned()
+        }
+    }
+
+    #[test]
+    fn connect_records_name_outgoing_connections_the_index_cannot() {
+        let o = WithConnects(
+            Owners(HashMap::from([
+                (10, proc_info(100, "server")),
+                (12, proc_info(300, "holder")),
+            ])),
+            HashMap::from([
+                (40000, proc_info(200, "curl")),
+                (40001, proc_info(201, "wget")),
+                (40002, proc_info(202, "opener")),
+                (80, proc_info(999, "never")),
+            ]),
+        );
+        let mut t = ConnTable::new(settings());
+        let listen = rec(1, state::LISTEN, "0.0.0.0:80", "0.0.0.0:0", 10);
+        let mut out = Vec::new();
+        t.apply_poll(
+            &[
+                listen,
+                // Outgoing, inode unknown: the connect record.
+                rec(2, state::ESTABLISHED, "10.0.0.1:40000", "10.0.0.2:443", 0),
+                // Outgoing, held by a process the index knows: the holder wins.
+                rec(3, state::ESTABLISHED, "10.0.0.1:40002", "10.0.0.2:443", 12),
+                // Incoming, unknown inode: the listener, never a connect record.
+                rec(4, state::ESTABLISHED, "10.0.0.1:80", "10.0.0.3:5000", 0),
+            ],
+            at(0),
+            at(0),
+            &o,
+            &mut |e| out.push(e),
+        );
+        let by_cookie = |c: u64| out.iter().find(|e| e.cookie == c).unwrap();
+        assert_eq!(by_cookie(2).attribution, Attribution::Connect);
+        assert_eq!(by_cookie(2).local_process.as_ref().unwrap().binary, "curl");
+        assert_eq!(by_cookie(3).attribution, Attribution::Procfs);
+        assert_eq!(by_cookie(3).local_process.as_ref().unwrap().pid, 300);
+        assert_eq!(by_cookie(4).attribution, Attribution::Listener);
+        // A connection no poll saw: its close names the connecting process.
+        let closed = rec(5, state::CLOSE, "10.0.0.1:40001", "10.0.0.2:443", 0);
+        let e = t.apply_close(&closed, at(1), &o).unwrap();
+        assert_eq!(
+            (e.action, e.direction),
+            (Action::Closed, Direction::Outgoing)
+        );
+        assert_eq!(e.attribution, Attribution::Connect);
+        assert_eq!(e.local_process.as_ref().unwrap().pid, 201);
+        let mut text = String::new();
+        e.write_json(&mut text);
+        assert!(text.contains("\"attribution\":\"connect\""), "{text}");
+        // Without a record: none.
+        let e = t
+            .apply_close(
+                &rec(6, state::CLOSE, "10.0.0.1:40009", "10.0.0.2:443", 0),
+                at(1),
+                &o,
+            )
+            .unwrap();
+        assert_eq!(e.attribution, Attribution::None);
+    }
+
     /// The exact text of an event's own fields: names and order of the event contract,
     /// `tcp_info` inside `tcp`, the cookie as a string, the process as its cached JSON.
     #[test]
@@ -1001,7 +1110,9 @@ mod tests {
         let mut closing = r;
         closing.inode = 0;
         closing.state = state::CLOSE;
-        let e = t.apply_close(&closing, at(4)).unwrap();
+        let e = t
+            .apply_close(&closing, at(4), &Owners(HashMap::new()))
+            .unwrap();
         assert_eq!(e.action, Action::Closed);
         assert_eq!(e.attribution, Attribution::Cache);
         assert_eq!(e.local_process.unwrap().pid, 200);
@@ -1009,7 +1120,10 @@ mod tests {
         // A poll that raced with the close still lists it: no resurrection, no second close.
         assert!(poll(&mut t, std::slice::from_ref(&r), at(4), &owners).is_empty());
         assert!(poll(&mut t, &[], at(5), &owners).is_empty());
-        assert!(t.apply_close(&closing, at(5)).is_none());
+        assert!(
+            t.apply_close(&closing, at(5), &Owners(HashMap::new()))
+                .is_none()
+        );
     }
 
     #[test]
@@ -1041,7 +1155,7 @@ mod tests {
             last_data_recv_ms: 40,
             ..Default::default()
         });
-        let e = t.apply_close(&r, at(1)).unwrap();
+        let e = t.apply_close(&r, at(1), &Owners(HashMap::new())).unwrap();
         assert_eq!(e.direction, Direction::Incoming);
         assert_eq!(e.attribution, Attribution::Listener);
         assert_eq!(e.local_process.unwrap().pid, 100);
@@ -1049,7 +1163,7 @@ mod tests {
         assert_eq!(e.remote_port, Some(45000));
         // The client side of the same connection: outgoing, owner unknown.
         let c = rec(51, state::CLOSE, "127.0.0.1:45000", "127.0.0.1:9000", 0);
-        let e = t.apply_close(&c, at(1)).unwrap();
+        let e = t.apply_close(&c, at(1), &Owners(HashMap::new())).unwrap();
         assert_eq!(
             (e.direction, e.attribution),
             (Direction::Outgoing, Attribution::None)

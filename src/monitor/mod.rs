@@ -48,6 +48,9 @@ counters! {
     conn_netns_errors => "conn.netns.errors", "namespaces that could not be entered or dumped";
     procs_hits => "procs.attribution.hits", "sockets attributed to a process through the fd index";
     procs_listener => "procs.attribution.listener", "accepted sockets attributed to their listening process";
+    procs_connect => "procs.attribution.connect", "outgoing connections attributed to the process recorded when it connected";
+    procs_connects => "procs.connects.recorded", "outgoing connects delivered by the connect-time recorder";
+    procs_connects_late => "procs.connects.from_map", "connects found in the recorder's map, not delivered in time by its ring buffer";
     procs_cache => "procs.attribution.cache", "closed sockets attributed from the owner remembered";
     procs_misses => "procs.attribution.misses", "sockets whose owner could not be found";
     procs_scans => "procs.scans.partial", "incremental process scans";

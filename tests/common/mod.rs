@@ -273,6 +273,7 @@ impl Proc {
             .filter_map(|l| l.strip_prefix("SOCK l="))
             .map(|rest| {
                 let (l, r) = rest.split_once(" r=").expect("SOCK l=.. r=..");
+                let r = r.split(' ').next().unwrap_or(r);
                 Tuple {
                     local: l.parse().unwrap(),
                     remote: r.parse().unwrap(),
@@ -605,6 +606,14 @@ pub fn on_ports<'a>(events: &'a [Value], ports: &[u16]) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Whether the agent's startup line says the connect-time recorder loaded; `None` before
+/// that line.
+pub fn connect_recorder_loaded(agent: &Agent) -> Option<bool> {
+    let stderr = agent.stderr();
+    let line = stderr.iter().find(|l| l.contains("started with"))?;
+    Some(line.contains("outgoing connections recorded at connect (BPF)"))
+}
+
 /// Checks what the contract says about every connection event regardless of the
 /// scenario: a known attribution; `none` carries no process; a process has a pid and a
 /// non-empty binary (never a made-up one: the pid's comm when the process is alive).
@@ -612,7 +621,7 @@ pub fn check_event_invariants(e: &Value) {
     assert_eq!(s(e, "/type"), "connbeat", "{e}");
     let attribution = s(e, "/attribution");
     assert!(
-        ["procfs", "cache", "listener", "none"].contains(&attribution),
+        ["procfs", "connect", "cache", "listener", "none"].contains(&attribution),
         "attribution {attribution:?}: {e}"
     );
     let p = e.get("local_process");

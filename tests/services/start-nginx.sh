@@ -2,7 +2,9 @@
 # Starts nginx on 127.0.0.1:${1:-18080} (HTTP) and 127.0.0.1:${2:-18443} (TLS, self-signed
 # certificate for localhost, ALPN http/1.1 and h2) in a temp dir; prints pid=, port=,
 # tls_port=, dir=. Routes: /index.html (static), /big (64 KiB), /missing (404),
-# /error (500), /login (POST echo as 200), /chunked (chunked body).
+# /error (500), /login (POST echo as 200), /chunked (chunked body). $BIND replaces 127.0.0.1
+# (e.g. 0.0.0.0 inside a test's network namespace); with $PROXY_TO=host:port, /app/ is
+# proxied there.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PORT=${1:-18080}
@@ -10,6 +12,11 @@ TLS_PORT=${2:-18443}
 need nginx nginx-light
 need openssl openssl
 need curl curl
+BIND=${BIND:-127.0.0.1}
+PROXY=""
+if [[ -n "${PROXY_TO:-}" ]]; then
+  PROXY="location /app/ { proxy_pass http://$PROXY_TO; }"
+fi
 DIR=$(mktemp -d /tmp/connbeat-nginx.XXXXXX)
 mkdir -p "$DIR/www" "$DIR/tmp"
 chmod 755 "$DIR" "$DIR/www"
@@ -29,11 +36,12 @@ http {
   uwsgi_temp_path $DIR/tmp; scgi_temp_path $DIR/tmp;
   default_type text/plain;
   server {
-    listen 127.0.0.1:$PORT;
-    listen 127.0.0.1:$TLS_PORT ssl http2;
+    listen $BIND:$PORT;
+    listen $BIND:$TLS_PORT ssl http2;
     ssl_certificate $DIR/cert.pem;
     ssl_certificate_key $DIR/key.pem;
     root $DIR/www;
+    $PROXY
     location = /error { return 500 "boom\n"; }
     location = /login { return 200 "welcome\n"; }
     location = /chunked { gzip on; gzip_min_length 1; gzip_types text/plain; chunked_transfer_encoding on; return 200 "chunky\n"; }

@@ -1,0 +1,632 @@
+//! One shipped line to one [`Observation`]: pure, no state, no I/O.
+//!
+//! Agents write classic events (connbeat's names, Packetbeat's classic transaction names)
+//! or ECS ones (`source`/`destination`, `network.*`, `process.name`, `agent.name`), and
+//! older agents write no `community_id`. Both shapes reduce here to the few facts the
+//! graph needs: who reported, which end it owns, the two addresses, and the figures.
+//! What cannot be read is a [`Skip`] with its reason, never an error that stops a read.
+
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
+/// Why a line gave nothing to the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not JSON, or JSON of the wrong shape.
+    Malformed,
+    /// An event type the graph does not use (flows, UDP-less stats, unknown types).
+    UnknownType,
+    /// A known type missing a field the graph needs (an address, a port, a timestamp).
+    Incomplete,
+}
+
+/// The agent that shipped an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reporter<'a> {
+    /// `beat.name` / `agent.name`, else the hostname.
+    pub host: Cow<'a, str>,
+    pub container: Option<Cow<'a, str>>,
+    /// The agent's own non-loopback addresses (`beat.local_ips` / `host.ip`).
+    pub local_ips: Vec<IpAddr>,
+}
+
+/// What happened to a connection in this event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Open,
+    Closed,
+}
+
+/// `tcp_info` figures, as the reporting end counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tcp {
+    pub rtt_us: u64,
+    pub retransmits: u64,
+    /// Bytes this end sent that the other acknowledged.
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+
+/// One end of a connection, as its agent reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnObs<'a> {
+    pub at_ms: i64,
+    pub reporter: Reporter<'a>,
+    pub action: Action,
+    /// Whether the reporter owns the client end (it made the connection).
+    pub reporter_is_client: bool,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub binary: Option<Cow<'a, str>>,
+    pub community_id: Option<Cow<'a, str>>,
+    pub tcp: Option<Tcp>,
+}
+
+/// A listening socket: a service, even before anyone connects to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenObs<'a> {
+    pub at_ms: i64,
+    pub reporter: Reporter<'a>,
+    pub addr: SocketAddr,
+    pub binary: Option<Cow<'a, str>>,
+}
+
+/// One protocol transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnObs<'a> {
+    /// Request time.
+    pub at_ms: i64,
+    pub reporter: Reporter<'a>,
+    pub protocol: Cow<'a, str>,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub client_binary: Option<Cow<'a, str>>,
+    pub server_binary: Option<Cow<'a, str>>,
+    pub error: bool,
+    pub latency_us: Option<u64>,
+    pub community_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation<'a> {
+    Conn(ConnObs<'a>),
+    Listen(ListenObs<'a>),
+    Txn(TxnObs<'a>),
+}
+
+/// The fields read from either shape; everything else is skipped by serde unread.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Raw<'a> {
+    #[serde(rename = "@timestamp", borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    direction: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    transport: Option<Cow<'a, str>>,
+    local_ip: Option<IpAddr>,
+    local_port: Option<u16>,
+    remote_ip: Option<IpAddr>,
+    remote_port: Option<u16>,
+    #[serde(borrow)]
+    local_process: Option<Proc<'a>>,
+    tcp: Option<RawTcp>,
+    #[serde(borrow)]
+    community_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    container: Option<Container<'a>>,
+    #[serde(borrow)]
+    beat: Option<Beat<'a>>,
+    // Classic transactions.
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    responsetime: Option<f64>,
+    client_ip: Option<IpAddr>,
+    client_port: Option<u16>,
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    #[serde(borrow)]
+    client_process: Option<Proc<'a>>,
+    #[serde(borrow)]
+    server_process: Option<Proc<'a>>,
+    // ECS.
+    #[serde(borrow)]
+    event: Option<EcsEvent<'a>>,
+    #[serde(borrow)]
+    network: Option<EcsNetwork<'a>>,
+    source: Option<EcsEnd>,
+    destination: Option<EcsEnd>,
+    #[serde(borrow)]
+    process: Option<Proc<'a>>,
+    #[serde(borrow)]
+    agent: Option<Beat<'a>>,
+    #[serde(borrow)]
+    host: Option<EcsHost<'a>>,
+    #[serde(borrow)]
+    connbeat: Option<EcsConnbeat<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Proc<'a> {
+    #[serde(borrow)]
+    binary: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+impl<'a> Proc<'a> {
+    fn binary(self) -> Option<Cow<'a, str>> {
+        self.binary.or(self.name).filter(|b| !b.is_empty())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawTcp {
+    rtt_us: u64,
+    retransmits: u64,
+    total_retrans: Option<u64>,
+    bytes_acked: u64,
+    bytes_received: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Container<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Beat<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    hostname: Option<Cow<'a, str>>,
+    local_ips: Vec<IpAddr>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EcsEvent<'a> {
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    outcome: Option<Cow<'a, str>>,
+    /// Nanoseconds.
+    duration: Option<u64>,
+    #[serde(borrow)]
+    dataset: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    start: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EcsNetwork<'a> {
+    #[serde(borrow)]
+    community_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    direction: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    transport: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    protocol: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EcsEnd {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    process: Option<EcsProcess>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EcsProcess {
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EcsHost<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    hostname: Option<Cow<'a, str>>,
+    ip: Vec<IpAddr>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EcsConnbeat<'a> {
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    direction: Option<Cow<'a, str>>,
+    tcp: Option<RawTcp>,
+}
+
+/// Reads one line (surrounding whitespace ignored).
+pub fn parse(line: &[u8]) -> Result<Observation<'_>, Skip> {
+    let raw: Raw = serde_json::from_slice(line).map_err(|_| Skip::Malformed)?;
+    let ecs = raw.event.is_some() || raw.source.is_some() || raw.network.is_some();
+    if ecs {
+        from_ecs(raw)
+    } else {
+        from_classic(raw)
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+fn time_of(raw: &Raw) -> Result<i64, Skip> {
+    raw.timestamp
+        .as_deref()
+        .and_then(parse_time_ms)
+        .ok_or(Skip::Incomplete)
+}
+
+fn reporter<'a>(
+    beat: Option<Beat<'a>>,
+    host: Option<EcsHost<'a>>,
+    container: Option<Container<'a>>,
+) -> Result<Reporter<'a>, Skip> {
+    let (mut name, mut ips) = match beat {
+        Some(b) => (b.name.filter(|n| !n.is_empty()).or(b.hostname), b.local_ips),
+        None => (None, Vec::new()),
+    };
+    if let Some(h) = host {
+        if name.as_deref().is_none_or(str::is_empty) {
+            name = h.name.or(h.hostname);
+        }
+        if ips.is_empty() {
+            ips = h.ip;
+        }
+    }
+    let host = name.filter(|n| !n.is_empty()).ok_or(Skip::Incomplete)?;
+    ips.retain(|ip| !ip.is_loopback());
+    Ok(Reporter {
+        host,
+        container: container
+            .and_then(|c| c.name.or(c.id))
+            .filter(|c| !c.is_empty()),
+        local_ips: ips,
+    })
+}
+
+fn tcp_of(t: Option<RawTcp>) -> Option<Tcp> {
+    t.map(|t| Tcp {
+        rtt_us: t.rtt_us,
+        retransmits: t.total_retrans.unwrap_or(t.retransmits),
+        bytes_acked: t.bytes_acked,
+        bytes_received: t.bytes_received,
+    })
+}
+
+fn action_of(a: &str) -> Option<Action> {
+    match a {
+        "open" | "active" | "connection-opened" | "connection-active" => Some(Action::Open),
+        "closed" | "connection-closed" => Some(Action::Closed),
+        _ => None,
+    }
+}
+
+fn is_tcp(t: Option<&str>) -> bool {
+    t.is_none_or(|t| t.eq_ignore_ascii_case("tcp"))
+}
+
+fn from_classic(raw: Raw) -> Result<Observation, Skip> {
+    let kind = raw.kind.as_deref().ok_or(Skip::Malformed)?;
+    match kind {
+        "connbeat" => {}
+        "flow" | "" => return Err(Skip::UnknownType),
+        _ => return classic_txn(raw),
+    }
+    if !is_tcp(raw.transport.as_deref()) {
+        return Err(Skip::UnknownType);
+    }
+    let at_ms = time_of(&raw)?;
+    let direction = raw.direction.as_deref().unwrap_or("");
+    let local = SocketAddr::new(
+        raw.local_ip.ok_or(Skip::Incomplete)?,
+        raw.local_port.ok_or(Skip::Incomplete)?,
+    );
+    let binary = raw.local_process.and_then(Proc::binary);
+    let reporter = reporter(raw.beat, None, raw.container)?;
+    if direction == "listening" || raw.action.as_deref() == Some("listening") {
+        return Ok(Observation::Listen(ListenObs {
+            at_ms,
+            reporter,
+            addr: local,
+            binary,
+        }));
+    }
+    let remote = SocketAddr::new(
+        raw.remote_ip.ok_or(Skip::Incomplete)?,
+        raw.remote_port.ok_or(Skip::Incomplete)?,
+    );
+    let action = raw
+        .action
+        .as_deref()
+        .and_then(action_of)
+        .ok_or(Skip::UnknownType)?;
+    let (reporter_is_client, client, server) = match direction {
+        "outgoing" => (true, local, remote),
+        "incoming" => (false, remote, local),
+        _ => return Err(Skip::Incomplete),
+    };
+    Ok(Observation::Conn(ConnObs {
+        at_ms,
+        reporter,
+        action,
+        reporter_is_client,
+        client,
+        server,
+        binary,
+        community_id: raw.community_id,
+        tcp: tcp_of(raw.tcp),
+    }))
+}
+
+fn classic_txn(raw: Raw) -> Result<Observation, Skip> {
+    let at_ms = time_of(&raw)?;
+    let client = SocketAddr::new(
+        raw.client_ip.ok_or(Skip::UnknownType)?,
+        raw.client_port.ok_or(Skip::Incomplete)?,
+    );
+    let server = SocketAddr::new(
+        raw.ip.ok_or(Skip::Incomplete)?,
+        raw.port.ok_or(Skip::Incomplete)?,
+    );
+    if !is_tcp(raw.transport.as_deref()) {
+        return Err(Skip::UnknownType);
+    }
+    let error = raw.status.as_deref().is_some_and(|s| s != "OK");
+    Ok(Observation::Txn(TxnObs {
+        at_ms,
+        reporter: reporter(raw.beat, None, raw.container)?,
+        protocol: raw.kind.ok_or(Skip::Malformed)?,
+        client,
+        server,
+        client_binary: raw.client_process.and_then(Proc::binary),
+        server_binary: raw.server_process.and_then(Proc::binary),
+        error,
+        latency_us: raw.responsetime.map(|ms| (ms * 1000.0) as u64),
+        community_id: raw.community_id,
+    }))
+}
+
+fn end(e: Option<&EcsEnd>) -> Option<SocketAddr> {
+    let e = e?;
+    Some(SocketAddr::new(e.ip?, e.port?))
+}
+
+fn from_ecs(mut raw: Raw) -> Result<Observation, Skip> {
+    let at_ms = time_of(&raw)?;
+    let network = raw.network.take().unwrap_or_default();
+    let event = raw.event.take().unwrap_or_default();
+    let cb = raw.connbeat.take().unwrap_or_default();
+    if !is_tcp(network.transport.as_deref()) {
+        return Err(Skip::UnknownType);
+    }
+    let kind = raw.kind.as_deref().unwrap_or("");
+    let dataset = event.dataset.as_deref().unwrap_or("");
+    let conn_event = kind == "connbeat" || dataset.starts_with("connbeat") || cb.action.is_some();
+    let reporter = reporter(
+        raw.agent.take().or(raw.beat.take()),
+        raw.host.take(),
+        raw.container.take(),
+    )?;
+    let source = raw.source.take();
+    let destination = raw.destination.take();
+    if conn_event {
+        let action_name = cb
+            .action
+            .as_deref()
+            .or(event.action.as_deref())
+            .unwrap_or("");
+        let direction = cb
+            .direction
+            .as_deref()
+            .or(network.direction.as_deref())
+            .unwrap_or("");
+        let binary = raw.process.take().and_then(Proc::binary);
+        if action_name == "listening" || direction == "listening" {
+            let addr = end(destination.as_ref())
+                .or(end(source.as_ref()))
+                .ok_or(Skip::Incomplete)?;
+            return Ok(Observation::Listen(ListenObs {
+                at_ms,
+                reporter,
+                addr,
+                binary,
+            }));
+        }
+        let action = action_of(action_name).ok_or(Skip::UnknownType)?;
+        let reporter_is_client = match direction {
+            "outgoing" | "egress" | "outbound" => true,
+            "incoming" | "ingress" | "inbound" => false,
+            _ => return Err(Skip::Incomplete),
+        };
+        return Ok(Observation::Conn(ConnObs {
+            at_ms,
+            reporter,
+            action,
+            reporter_is_client,
+            client: end(source.as_ref()).ok_or(Skip::Incomplete)?,
+            server: end(destination.as_ref()).ok_or(Skip::Incomplete)?,
+            binary,
+            community_id: network.community_id,
+            tcp: tcp_of(cb.tcp),
+        }));
+    }
+    if kind.is_empty() || kind == "flow" {
+        return Err(Skip::UnknownType);
+    }
+    let at_ms = event
+        .start
+        .as_deref()
+        .and_then(parse_time_ms)
+        .unwrap_or(at_ms);
+    let error = event.outcome.as_deref() == Some("failure")
+        || raw.status.as_deref().is_some_and(|s| s != "OK");
+    let proc_name = |e: &Option<EcsEnd>| {
+        e.as_ref()
+            .and_then(|e| e.process.as_ref())
+            .and_then(|p| p.name.clone())
+            .map(Cow::Owned)
+    };
+    let client_binary = raw
+        .client_process
+        .take()
+        .and_then(Proc::binary)
+        .or(proc_name(&source));
+    let server_binary = raw
+        .server_process
+        .take()
+        .and_then(Proc::binary)
+        .or(proc_name(&destination));
+    Ok(Observation::Txn(TxnObs {
+        at_ms,
+        reporter,
+        protocol: raw.kind.take().ok_or(Skip::Malformed)?,
+        client: end(source.as_ref()).ok_or(Skip::Incomplete)?,
+        server: end(destination.as_ref()).ok_or(Skip::Incomplete)?,
+        client_binary,
+        server_binary,
+        error,
+        latency_us: event.duration.map(|ns| ns / 1000),
+        community_id: network.community_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = r#"{"@timestamp":"2026-11-23T17:30:59.225Z","type":"connbeat","action":"open","direction":"outgoing","transport":"tcp","family":"ipv4","local_ip":"10.0.0.5","local_port":43736,"remote_ip":"10.0.0.9","remote_port":6380,"local_process":{"pid":31979,"binary":"socat","cmdline":"socat - TCP:10.0.0.9:6380"},"attribution":"procfs","tcp":{"state":"ESTABLISHED","rtt_us":26,"retransmits":0,"total_retrans":2,"bytes_acked":6,"bytes_received":9},"cookie":"185602","netns":4026531833,"beat":{"local_ips":["10.0.0.5","127.0.0.1"],"name":"web1","hostname":"vm","version":"0.1.0"}}"#;
+
+    #[test]
+    fn a_classic_outgoing_connection() {
+        let Observation::Conn(c) = parse(OUT.as_bytes()).unwrap() else {
+            panic!("not a connection")
+        };
+        assert_eq!(c.at_ms, 1_795_455_059_225);
+        assert_eq!(c.reporter.host, "web1");
+        assert_eq!(
+            c.reporter.local_ips,
+            vec!["10.0.0.5".parse::<IpAddr>().unwrap()]
+        );
+        assert!(c.reporter_is_client);
+        assert_eq!(c.client, "10.0.0.5:43736".parse().unwrap());
+        assert_eq!(c.server, "10.0.0.9:6380".parse().unwrap());
+        assert_eq!(c.binary.as_deref(), Some("socat"));
+        assert_eq!(c.action, Action::Open);
+        assert_eq!(c.community_id, None);
+        let t = c.tcp.unwrap();
+        assert_eq!(
+            (t.rtt_us, t.retransmits, t.bytes_acked, t.bytes_received),
+            (26, 2, 6, 9)
+        );
+    }
+
+    #[test]
+    fn an_incoming_connection_puts_the_remote_end_on_the_client_side() {
+        let line = OUT
+            .replace("\"outgoing\"", "\"incoming\"")
+            .replace("\"action\":\"open\"", "\"action\":\"closed\"")
+            .replace(
+                "\"type\":\"connbeat\",",
+                "\"type\":\"connbeat\",\"community_id\":\"1:abc\",",
+            );
+        let Observation::Conn(c) = parse(line.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert!(!c.reporter_is_client);
+        assert_eq!(c.server, "10.0.0.5:43736".parse().unwrap());
+        assert_eq!(c.client, "10.0.0.9:6380".parse().unwrap());
+        assert_eq!(c.action, Action::Closed);
+        assert_eq!(c.community_id.as_deref(), Some("1:abc"));
+    }
+
+    #[test]
+    fn a_listening_socket() {
+        let line = r#"{"@timestamp":"2026-11-23T17:30:59.225Z","type":"connbeat","action":"listening","direction":"listening","transport":"tcp","local_ip":"0.0.0.0","local_port":80,"local_process":{"binary":"nginx"},"container":{"id":"abc","name":"web"},"beat":{"name":"h1"}}"#;
+        let Observation::Listen(l) = parse(line.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(l.addr, "0.0.0.0:80".parse().unwrap());
+        assert_eq!(l.binary.as_deref(), Some("nginx"));
+        assert_eq!(l.reporter.container.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn a_classic_transaction() {
+        let line = r#"{"@timestamp":"2026-11-23T17:31:00.000Z","type":"http","status":"Server Error","method":"GET","responsetime":12,"bytes_in":10,"bytes_out":20,"transport":"tcp","client_ip":"10.0.0.5","client_port":5000,"ip":"10.0.0.9","port":80,"server_process":{"pid":3,"binary":"nginx"},"direction":"in","beat":{"name":"h2"},"http":{"response":{"code":500}}}"#;
+        let Observation::Txn(t) = parse(line.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.protocol, "http");
+        assert!(t.error);
+        assert_eq!(t.latency_us, Some(12_000));
+        assert_eq!(t.server_binary.as_deref(), Some("nginx"));
+        assert_eq!(t.client_binary, None);
+        assert_eq!(t.client, "10.0.0.5:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn ecs_connection_and_transaction() {
+        let conn = r#"{"@timestamp":"2026-11-23T17:31:00.000Z","event":{"kind":"event","dataset":"connbeat.connection","action":"open"},"network":{"transport":"tcp","direction":"egress","community_id":"1:xyz"},"source":{"ip":"10.0.0.5","port":5000},"destination":{"ip":"10.0.0.9","port":80},"process":{"pid":4,"name":"curl"},"agent":{"name":"h3"},"host":{"ip":["10.0.0.5"]},"connbeat":{"action":"open","direction":"outgoing","tcp":{"rtt_us":40,"bytes_acked":1,"bytes_received":2}}}"#;
+        let Observation::Conn(c) = parse(conn.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert!(c.reporter_is_client);
+        assert_eq!(c.reporter.host, "h3");
+        assert_eq!(c.binary.as_deref(), Some("curl"));
+        assert_eq!(c.community_id.as_deref(), Some("1:xyz"));
+        assert_eq!(c.tcp.unwrap().rtt_us, 40);
+        let txn = r#"{"@timestamp":"2026-11-23T17:31:00.000Z","type":"redis","event":{"kind":"event","duration":3000000,"outcome":"success","start":"2026-11-23T17:31:00.500Z"},"network":{"transport":"tcp","community_id":"1:xyz"},"source":{"ip":"10.0.0.5","port":5000},"destination":{"ip":"10.0.0.9","port":6379,"process":{"name":"redis-server"}},"agent":{"name":"h3"}}"#;
+        let Observation::Txn(t) = parse(txn.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.at_ms % 1000, 500);
+        assert_eq!(t.latency_us, Some(3000));
+        assert!(!t.error);
+        assert_eq!(t.server_binary.as_deref(), Some("redis-server"));
+    }
+
+    #[test]
+    fn garbage_and_unknown_types_are_skipped_with_their_reason() {
+        assert_eq!(parse(b"not json"), Err(Skip::Malformed));
+        assert_eq!(parse(b"[1,2]"), Err(Skip::Malformed));
+        assert_eq!(parse(b"{\"a\":1}"), Err(Skip::Malformed));
+        assert_eq!(
+            parse(br#"{"type":"flow","@timestamp":"2026-11-23T17:31:00Z"}"#),
+            Err(Skip::UnknownType)
+        );
+        assert_eq!(
+            parse(br#"{"type":"weather","@timestamp":"2026-11-23T17:31:00Z","beat":{"name":"x"}}"#),
+            Err(Skip::UnknownType)
+        );
+        let no_time = OUT.replace("\"@timestamp\":\"2026-11-23T17:30:59.225Z\",", "");
+        assert_eq!(parse(no_time.as_bytes()), Err(Skip::Incomplete));
+        let udp = OUT.replace("\"transport\":\"tcp\"", "\"transport\":\"udp\"");
+        assert_eq!(parse(udp.as_bytes()), Err(Skip::UnknownType));
+    }
+}
