@@ -240,6 +240,7 @@ fn main() -> ExitCode {
                 Ok(config) => config::Loaded {
                     config,
                     path: PathBuf::new(),
+                    notes: Vec::new(),
                 },
                 Err(e) => {
                     eprintln!("Error: {e}");

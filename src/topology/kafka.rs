@@ -90,7 +90,7 @@ pub fn consume(
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("{}.topic: cannot subscribe to {topic:?}", o.key))?;
-    let timeout = o.kafka.timeout.get().max(Duration::from_secs(1));
+    let timeout = o.kafka.network.timeout.get().max(Duration::from_secs(1));
     let started = Instant::now();
     // Partition -> end offset when it was assigned, and the next offset to read.
     let mut ends: HashMap<i32, i64> = HashMap::new();
@@ -156,7 +156,7 @@ pub fn consume(
                      (is the broker at {} reachable, does the topic exist, do more instances \
                      of group {:?} run than it has partitions?)",
                     o.key,
-                    o.kafka.hosts.join(","),
+                    o.kafka.network.hosts.join(","),
                     o.group_id
                 );
             }

@@ -325,6 +325,71 @@ pub fn lower_all(v: &[String]) -> Vec<String> {
     v.iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
+/// Rows of a SQL response as `send_response` writes them (Packetbeat's form): CSV, the
+/// column names first, at most `max_rows` rows, each cut to `max_row_length` bytes.
+#[derive(Debug, Default)]
+pub struct RowsText {
+    text: String,
+    rows: usize,
+}
+
+impl RowsText {
+    /// The header line.
+    pub fn names(&mut self, names: &[String]) {
+        self.text.clear();
+        self.rows = 0;
+        self.line(names.iter().map(|n| n.as_bytes()), usize::MAX);
+    }
+
+    /// One row (`None` values are NULL, written empty), unless `max_rows` are there.
+    pub fn row<'a>(
+        &mut self,
+        values: impl Iterator<Item = Option<&'a [u8]>>,
+        max_rows: usize,
+        max_len: usize,
+    ) {
+        if self.rows < max_rows {
+            self.rows += 1;
+            self.line(values.map(|v| v.unwrap_or_default()), max_len);
+        }
+    }
+
+    fn line<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>, max_len: usize) {
+        let mut line = String::new();
+        for (i, v) in values.enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            let v = String::from_utf8_lossy(v);
+            if v.contains([',', '"', '\n', '\r']) {
+                line.push('"');
+                line.push_str(&v.replace('"', "\"\""));
+                line.push('"');
+            } else {
+                line.push_str(&v);
+            }
+            if line.len() >= max_len {
+                break;
+            }
+        }
+        if line.len() > max_len {
+            let mut cut = max_len;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        self.text.push_str(&line);
+        self.text.push('\n');
+    }
+
+    /// The text, when there was a header.
+    pub fn take(&mut self) -> Option<String> {
+        self.rows = 0;
+        (!self.text.is_empty()).then(|| std::mem::take(&mut self.text))
+    }
+}
+
 /// Bytes as text for an event, lossy and bounded.
 pub fn text(b: &[u8], max: usize) -> String {
     let b = &b[..b.len().min(max)];

@@ -19,16 +19,40 @@ use std::sync::Arc;
 /// The registry's handle on MySQL.
 pub struct Proto;
 
-/// MySQL has no options of its own yet.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Options {}
+/// The MySQL keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// Rows of a result written into `response` (with `send_response`).
+    pub max_rows: usize,
+    /// Bytes of one such row.
+    pub max_row_length: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_rows: 10,
+            max_row_length: 1024,
+        }
+    }
+}
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "mysql";
+    const TEXT_MESSAGES: bool = true;
     type Options = Options;
     fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let (max, o) = (common.max_pending, e.options.clone());
+        let send = [e.common.send_request, e.common.send_response];
+        let tcp: TcpFactory = Arc::new(move || {
+            let mut p = Mysql::new(max);
+            p.send = send;
+            p.rows_limits = (o.max_rows, o.max_row_length);
+            Box::new(p) as Box<dyn TcpParser>
+        });
         Parsers {
-            tcp: Some(factory(&e.options, common)),
+            tcp: Some(tcp),
             udp: None,
         }
     }
@@ -86,14 +110,19 @@ const MAX_STATEMENTS: usize = 1024;
 /// Longest query text kept.
 const MAX_QUERY: usize = 4096;
 
+#[cfg(test)]
 fn factory(_o: &Options, common: &Common) -> TcpFactory {
-    let max = common.max_pending;
-    Arc::new(move || Box::new(Mysql::new(max)) as Box<dyn TcpParser>)
+    let e = Entry::<Options>::default();
+    <Proto as super::Protocol>::parsers(&e, common)
+        .tcp
+        .expect("mysql runs over TCP")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cmd {
     Query,
+    /// COM_STMT_EXECUTE: its rows are binary (not written as text).
+    Execute,
     Prepare,
     Other,
 }
@@ -123,6 +152,13 @@ pub struct Mysql {
     client_caps: Option<u32>,
     server_caps: Option<u32>,
     statements: HashMap<u32, String>,
+    /// `send_request`, `send_response`.
+    send: [bool; 2],
+    /// `max_rows`, `max_row_length`.
+    rows_limits: (usize, usize),
+    /// Column names and rows of the result being read (`send_response`).
+    names: Vec<String>,
+    text: super::RowsText,
 }
 
 fn method_of(query: &str) -> String {
@@ -146,6 +182,10 @@ impl Mysql {
             client_caps: None,
             server_caps: None,
             statements: HashMap::new(),
+            send: [false; 2],
+            rows_limits: (0, 0),
+            names: Vec::new(),
+            text: super::RowsText::default(),
         }
     }
 
@@ -193,7 +233,7 @@ impl Mysql {
                 t.method = Some(q.as_deref().map_or("EXECUTE".into(), method_of));
                 t.query = q;
                 t.fields.statement_id = id;
-                Cmd::Query
+                Cmd::Execute
             }
             other => {
                 t.method = Some(parser::command_name(other).into());
@@ -203,13 +243,28 @@ impl Mysql {
                 Cmd::Other
             }
         };
+        if self.send[0] {
+            t.request = t.query.clone();
+        }
         self.pending.push(t, cmd, cx);
+    }
+
+    /// One row of the result: counted, and written as text when asked for.
+    fn row(&mut self, front: Cmd, b: &[u8]) {
+        self.rows += 1;
+        if self.send[1] && front == Cmd::Query {
+            let (max_rows, max_len) = self.rows_limits;
+            self.text
+                .row(parser::text_row(b).into_iter(), max_rows, max_len);
+        }
     }
 
     fn finish(&mut self, payload: Option<&[u8]>, cx: &mut Cx<'_>) {
         self.resp = Resp::First;
         let Some(p) = self.pending.pop() else { return };
         let mut t = p.txn;
+        t.response = self.text.take();
+        self.names.clear();
         match payload.and_then(|b| (b.first() == Some(&0xff)).then(|| parser::err(b)).flatten()) {
             Some((code, state, msg)) => {
                 t.status = status::ERROR;
@@ -299,6 +354,12 @@ impl Mysql {
                 }
             },
             Resp::Columns(n) => {
+                if self.send[1] && front == Cmd::Query {
+                    self.names.push(parser::column_name(b).unwrap_or_default());
+                    if n == 1 {
+                        self.text.names(&self.names);
+                    }
+                }
                 self.resp = if n > 1 {
                     Resp::Columns(n - 1)
                 } else if self.deprecate_eof() {
@@ -310,7 +371,7 @@ impl Mysql {
             Resp::ColumnsEof => {
                 self.resp = Resp::Rows;
                 if !parser::is_eof(b) {
-                    self.rows += 1;
+                    self.row(front, b);
                 }
             }
             Resp::Rows => {
@@ -319,7 +380,7 @@ impl Mysql {
                 } else if parser::is_eof(b) {
                     self.finish(None, cx);
                 } else {
-                    self.rows += 1;
+                    self.row(front, b);
                 }
             }
             Resp::Skip(_) => {}
@@ -397,5 +458,45 @@ mod tests {
         assert_eq!(out[1].object()["affected_rows"], 3);
         assert_eq!(out[2].status, status::ERROR);
         assert_eq!(out[2].object()["error_code"], 1064);
+    }
+
+    #[test]
+    fn send_request_and_response_write_the_query_and_rows_as_csv() {
+        let mut e = Entry::<Options>::default();
+        e.common.send_request = true;
+        e.common.send_response = true;
+        e.options.max_rows = 2;
+        let common = crate::inspect::proto::testutil::common();
+        let f = <Proto as crate::inspect::proto::Protocol>::parsers(&e, &common)
+            .tcp
+            .unwrap();
+        let coldef = |name: &str| {
+            let mut c = Vec::new();
+            for s in ["def", "db", "t", "t", name, name] {
+                c.push(s.len() as u8);
+                c.extend_from_slice(s.as_bytes());
+            }
+            c.extend_from_slice(&[0x0c, 0x21, 0, 0, 0, 0, 0xfd, 0, 0, 0, 0, 0]);
+            c
+        };
+        let mut resp = pkt(1, b"\x02");
+        resp.extend(pkt(2, &coldef("id")));
+        resp.extend(pkt(3, &coldef("name")));
+        resp.extend(pkt(4, b"\xfe\x00\x00\x02\x00"));
+        resp.extend(pkt(5, b"\x011\x03a,b"));
+        resp.extend(pkt(6, b"\x012\xfb"));
+        resp.extend(pkt(7, b"\x013\x01c"));
+        resp.extend(pkt(8, b"\xfe\x00\x00\x02\x00"));
+        let out = drive(
+            f().as_mut(),
+            &[
+                (Dir::ToServer, &pkt(0, b"\x03SELECT id, name FROM t")[..]),
+                (Dir::ToClient, &resp[..]),
+            ],
+            5,
+        );
+        assert_eq!(out[0].request.as_deref(), Some("SELECT id, name FROM t"));
+        assert_eq!(out[0].response.as_deref(), Some("id,name\n1,\"a,b\"\n2,\n"));
+        assert_eq!(out[0].object()["num_rows"], 3);
     }
 }

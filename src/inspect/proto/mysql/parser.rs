@@ -47,6 +47,41 @@ pub fn lenenc(b: &[u8], at: usize) -> Option<(u64, usize)> {
     }
 }
 
+/// A length-encoded string at `at`, and the position after it.
+pub fn lenenc_str(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let (n, at) = lenenc(b, at)?;
+    let end = at.checked_add(usize::try_from(n).ok()?)?;
+    Some((b.get(at..end)?, end))
+}
+
+/// A column definition's name (its fifth string, after catalog, schema, table, org_table).
+pub fn column_name(payload: &[u8]) -> Option<String> {
+    let mut at = 0;
+    for _ in 0..4 {
+        at = lenenc_str(payload, at)?.1;
+    }
+    lenenc_str(payload, at).map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+}
+
+/// A text-protocol row's values (`None`: NULL), as far as the packet is well formed.
+pub fn text_row(payload: &[u8]) -> Vec<Option<&[u8]>> {
+    let mut values = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        if payload[at] == 0xfb {
+            values.push(None);
+            at += 1;
+            continue;
+        }
+        let Some((v, next)) = lenenc_str(payload, at) else {
+            break;
+        };
+        values.push(Some(v));
+        at = next;
+    }
+    values
+}
+
 /// OK packet: affected rows and last insert id.
 pub fn ok(payload: &[u8]) -> Option<(u64, u64)> {
     let (affected, at) = lenenc(payload, 1)?;

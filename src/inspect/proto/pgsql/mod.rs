@@ -20,16 +20,40 @@ use std::sync::Arc;
 /// The registry's handle on PostgreSQL.
 pub struct Proto;
 
-/// PostgreSQL has no options of its own yet.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Options {}
+/// The PostgreSQL keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// Rows of a result written into `response` (with `send_response`).
+    pub max_rows: usize,
+    /// Bytes of one such row.
+    pub max_row_length: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_rows: 10,
+            max_row_length: 1024,
+        }
+    }
+}
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "pgsql";
+    const TEXT_MESSAGES: bool = true;
     type Options = Options;
     fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let (max, o) = (common.max_pending, e.options.clone());
+        let send = [e.common.send_request, e.common.send_response];
+        let tcp: TcpFactory = Arc::new(move || {
+            let mut p = Pgsql::new(max);
+            p.send = send;
+            p.rows_limits = (o.max_rows, o.max_row_length);
+            Box::new(p) as Box<dyn TcpParser>
+        });
         Parsers {
-            tcp: Some(factory(&e.options, common)),
+            tcp: Some(tcp),
             udp: None,
         }
     }
@@ -63,9 +87,12 @@ impl TxnObject for PgsqlTxn {
 const MAX_STATEMENTS: usize = 1024;
 const MAX_QUERY: usize = 4096;
 
+#[cfg(test)]
 fn factory(_o: &Options, common: &Common) -> TcpFactory {
-    let max = common.max_pending;
-    Arc::new(move || Box::new(Pgsql::new(max)) as Box<dyn TcpParser>)
+    let e = Entry::<Options>::default();
+    <Proto as super::Protocol>::parsers(&e, common)
+        .tcp
+        .expect("pgsql runs over TCP")
 }
 
 /// What the server has said so far about the oldest request.
@@ -78,6 +105,8 @@ struct Response {
     fields: u64,
     tags: Vec<String>,
     error: Vec<(u8, String)>,
+    /// The rows as text (`send_response`).
+    text: super::RowsText,
 }
 
 pub struct Pgsql {
@@ -89,6 +118,10 @@ pub struct Pgsql {
     /// The extended-protocol batch being built until Sync.
     batch: Option<Txn<PgsqlTxn>>,
     resp: Response,
+    /// `send_request`, `send_response`.
+    send: [bool; 2],
+    /// `max_rows`, `max_row_length`.
+    rows_limits: (usize, usize),
 }
 
 fn method_of(q: &str) -> String {
@@ -108,6 +141,8 @@ impl Pgsql {
             statements: HashMap::new(),
             batch: None,
             resp: Response::default(),
+            send: [false; 2],
+            rows_limits: (0, 0),
         }
     }
 
@@ -138,6 +173,9 @@ impl Pgsql {
                 let mut txn = Txn::new(cx.now, n);
                 txn.method = Some(method_of(&q));
                 txn.query = Some(truncate(q));
+                if self.send[0] {
+                    txn.request = txn.query.clone();
+                }
                 self.pending.push(txn, (), cx);
             }
             b'P' => {
@@ -173,6 +211,9 @@ impl Pgsql {
                 b.bytes_in += n;
                 if b.method.is_none() {
                     b.method = Some("SYNC".into());
+                }
+                if self.send[0] {
+                    b.request = b.query.clone();
                 }
                 self.pending.push(b, (), cx);
             }
@@ -219,9 +260,19 @@ impl Pgsql {
                 r.fields = u64::from(u16::from_be_bytes([
                     *body.first().unwrap_or(&0),
                     *body.get(1).unwrap_or(&0),
-                ]))
+                ]));
+                if self.send[1] {
+                    r.text.names(&parser::row_names(body));
+                }
             }
-            b'D' => r.rows += 1,
+            b'D' => {
+                r.rows += 1;
+                if self.send[1] {
+                    let (max_rows, max_len) = self.rows_limits;
+                    let values = parser::row_values(body);
+                    r.text.row(values.into_iter(), max_rows, max_len);
+                }
+            }
             b'C' => r
                 .tags
                 .push(parser::cstr(body, 0).map(|(s, _)| s).unwrap_or_default()),
@@ -233,9 +284,10 @@ impl Pgsql {
     }
 
     fn finish(&mut self, cx: &mut Cx<'_>) {
-        let r = std::mem::take(&mut self.resp);
+        let mut r = std::mem::take(&mut self.resp);
         let Some(p) = self.pending.pop() else { return };
         let mut t = p.txn;
+        t.response = r.text.take();
         if !r.error.is_empty() {
             t.status = status::ERROR;
             let field = |code: u8| {
@@ -372,5 +424,54 @@ mod tests {
         assert_eq!(out[1].object()["num_rows"], 1);
         assert_eq!(out[2].status, status::ERROR);
         assert_eq!(out[2].object()["error_code"], "42703");
+    }
+
+    #[test]
+    fn send_request_and_response_write_the_query_and_rows_as_csv() {
+        let mut e = Entry::<Options>::default();
+        e.common.send_request = true;
+        e.common.send_response = true;
+        e.options.max_rows = 2;
+        e.options.max_row_length = 6;
+        let common = crate::inspect::proto::testutil::common();
+        let f = <Proto as crate::inspect::proto::Protocol>::parsers(&e, &common)
+            .tcp
+            .unwrap();
+        let mut desc = vec![0, 2];
+        for name in [&b"k"[..], b"v"] {
+            desc.extend_from_slice(name);
+            desc.push(0);
+            desc.extend_from_slice(&[0; 18]);
+        }
+        let row = |k: &[u8], v: Option<&[u8]>| {
+            let mut b = vec![0, 2];
+            b.extend_from_slice(&(k.len() as i32).to_be_bytes());
+            b.extend_from_slice(k);
+            match v {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            b
+        };
+        let mut s = msg(b'T', &desc);
+        s.extend(msg(b'D', &row(b"a,b", None)));
+        s.extend(msg(b'D', &row(b"long", Some(b"value"))));
+        s.extend(msg(b'D', &row(b"c", Some(b"d"))));
+        s.extend(msg(b'C', b"SELECT 3\0"));
+        s.extend(msg(b'Z', b"I"));
+        let out = drive(
+            f().as_mut(),
+            &[
+                (Dir::ToServer, &msg(b'Q', b"SELECT k, v FROM kv\0")[..]),
+                (Dir::ToClient, &s[..]),
+            ],
+            7,
+        );
+        assert_eq!(out[0].request.as_deref(), Some("SELECT k, v FROM kv"));
+        assert_eq!(out[0].response.as_deref(), Some("k,v\n\"a,b\",\nlong,v\n"));
+        assert_eq!(out[0].object()["num_rows"], 3);
     }
 }

@@ -57,6 +57,43 @@ pub fn announced_len(data: &[u8]) -> Option<usize> {
 }
 
 /// The NUL-terminated string at `at`: (text, position after the NUL).
+/// RowDescription: the column names.
+pub fn row_names(body: &[u8]) -> Vec<String> {
+    let n = u16::from_be_bytes([*body.first().unwrap_or(&0), *body.get(1).unwrap_or(&0)]);
+    let mut at = 2;
+    let mut names = Vec::new();
+    for _ in 0..n {
+        let Some((name, next)) = cstr(body, at) else {
+            break;
+        };
+        names.push(name);
+        at = next + 18;
+    }
+    names
+}
+
+/// DataRow: each column's value (`None`: NULL), as far as the message is well formed.
+pub fn row_values(body: &[u8]) -> Vec<Option<&[u8]>> {
+    let n = u16::from_be_bytes([*body.first().unwrap_or(&0), *body.get(1).unwrap_or(&0)]);
+    let mut at = 2;
+    let mut values = Vec::new();
+    for _ in 0..n {
+        let Some(l) = body.get(at..at + 4) else { break };
+        let len = i32::from_be_bytes([l[0], l[1], l[2], l[3]]);
+        at += 4;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let Some(v) = body.get(at..at + len as usize) else {
+            break;
+        };
+        values.push(Some(v));
+        at += len as usize;
+    }
+    values
+}
+
 pub fn cstr(b: &[u8], at: usize) -> Option<(String, usize)> {
     let rest = b.get(at..)?;
     let n = rest.iter().position(|&c| c == 0)?;
