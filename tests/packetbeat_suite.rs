@@ -410,7 +410,7 @@ fn golden(top: &Value, path: &Path, ours: &[&Value]) -> Vec<String> {
     }
     for (i, w) in want.iter().enumerate() {
         let w = strip(w);
-        if ours.iter().any(|o| *o == w) {
+        if ours.contains(&w) {
             continue;
         }
         // Name the differences with the closest of ours.
