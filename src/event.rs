@@ -11,6 +11,7 @@
 //! queued: they finish it themselves ([`Event::finished`]), and the pipeline then passes
 //! its text through.
 
+use crate::config::{EventFormat, Precision};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -254,6 +255,16 @@ pub fn beat_members(members: &[(&str, &RawValue)]) -> Arc<str> {
     out.into()
 }
 
+/// RFC 3339 UTC with the configured number of fractional digits (`timestamp.precision`).
+pub fn format_timestamp_with(t: SystemTime, p: crate::config::Precision) -> String {
+    use crate::config::Precision;
+    match p {
+        Precision::Millisecond => humantime::format_rfc3339_millis(t).to_string(),
+        Precision::Microsecond => humantime::format_rfc3339_micros(t).to_string(),
+        Precision::Nanosecond => humantime::format_rfc3339_nanos(t).to_string(),
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, the `@timestamp` format.
 pub fn format_timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -342,7 +353,20 @@ pub struct CommonFields {
     pub tags: Vec<String>,
     pub fields: Map<String, Value>,
     pub fields_under_root: bool,
+    pub shape: Shape,
 }
+
+/// The field names and timestamp precision of finished events.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub format: crate::config::EventFormat,
+    pub precision: crate::config::Precision,
+    /// The ECS settings (`network.direction` of connection events), in ECS mode.
+    pub ecs: Option<Arc<crate::inspect::proto::txn::EcsSettings>>,
+}
+
+/// The ECS version the ECS shape follows (Packetbeat 8's).
+pub const ECS_VERSION: &str = "8.0.0";
 
 impl CommonFields {
     /// Builds the common fields from the configuration.
@@ -362,15 +386,37 @@ impl CommonFields {
             tags: c.tags.clone(),
             fields: c.fields.clone().into_iter().collect(),
             fields_under_root: c.fields_under_root,
+            shape: Shape {
+                format: c.connbeat.event_format,
+                precision: c.timestamp.precision,
+                // An invalid setting is reported by the configuration check.
+                ecs: crate::inspect::proto::txn::EcsSettings::from_config(c)
+                    .ok()
+                    .flatten()
+                    .map(Arc::new),
+            },
         }
     }
 
     /// The finisher for these fields (their JSON rendered once).
     pub fn finisher(&self) -> Finisher {
         let mut beat_tail = String::new();
+        let ecs = self.shape.format == crate::config::EventFormat::Ecs;
+        if ecs {
+            // `beat_tail` closes the object the source's own members opened.
+            push_member(&mut beat_tail, "type", &"connbeat");
+        }
         push_member(&mut beat_tail, "name", &self.name);
         push_member(&mut beat_tail, "hostname", &self.hostname);
         push_member(&mut beat_tail, "version", &self.version);
+        if ecs {
+            beat_tail.push_str("},\"ecs\":{\"version\":");
+            push_json(&mut beat_tail, ECS_VERSION);
+            beat_tail.push_str("},\"host\":{");
+            let mut host = String::new();
+            push_member(&mut host, "name", &self.hostname);
+            beat_tail.push_str(&host);
+        }
         let mut tail = String::new();
         if !self.tags.is_empty() {
             push_member(&mut tail, "tags", &self.tags);
@@ -390,6 +436,7 @@ impl CommonFields {
             beat_tail,
             tail,
             root_fields,
+            shape: self.shape.clone(),
         }
     }
 
@@ -398,6 +445,25 @@ impl CommonFields {
     pub fn finish(&self, event: Event) -> Record {
         self.finisher().finish(event)
     }
+}
+
+/// The ECS fields of a connection event, as a JSON object's text (`{...}`), the members
+/// its source added to `beat` under `connbeat.beat`.
+fn ecs_connection(event: &Event, ecs: &crate::inspect::proto::txn::EcsSettings) -> String {
+    let classic: Map<String, Value> =
+        serde_json::from_str(&event.fields.0).expect("fields are a JSON object");
+    let mut m = crate::ecs::connection(classic, ecs);
+    if !event.beat_members.is_empty()
+        && let Ok(Value::Object(b)) = serde_json::from_str(&format!("{{{}}}", event.beat_members))
+    {
+        let extra = m
+            .entry("connbeat")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(x) = extra {
+            x.insert("beat".into(), Value::Object(b));
+        }
+    }
+    serde_json::to_string(&m).expect("event fields serialize")
 }
 
 /// Turns events into records: writes `@timestamp`, `type` and the common fields around the
@@ -412,6 +478,7 @@ pub struct Finisher {
     /// same name (also `type` or `tags`), so they are merged into the finished object
     /// rather than appended (JSON has no duplicate keys).
     root_fields: Option<Map<String, Value>>,
+    shape: Shape,
 }
 
 impl Finisher {
@@ -420,22 +487,44 @@ impl Finisher {
         if event.finished {
             return Record::from_json(event.fields.0);
         }
-        let members = event.fields.members();
+        let converted;
+        let (members, beat_members) = match &self.shape.ecs {
+            Some(ecs) if event.kind == crate::ecs::CONNECTION_TYPE => {
+                converted = ecs_connection(&event, ecs);
+                (&converted[1..converted.len() - 1], "")
+            }
+            _ => (event.fields.members(), &*event.beat_members),
+        };
         let mut s = String::with_capacity(
-            members.len() + event.beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
+            members.len() + beat_members.len() + self.beat_tail.len() + self.tail.len() + 80,
         );
         s.push_str(TIMESTAMP_PREFIX);
-        let _ = write!(s, "{}", humantime::format_rfc3339_millis(event.timestamp));
+        match self.shape.precision {
+            Precision::Millisecond => {
+                let _ = write!(s, "{}", humantime::format_rfc3339_millis(event.timestamp));
+            }
+            p => s.push_str(&format_timestamp_with(event.timestamp, p)),
+        }
         s.push_str("\",\"type\":");
         push_json(&mut s, event.kind);
         if !members.is_empty() {
             s.push(',');
             s.push_str(members);
         }
-        s.push_str(",\"beat\":{");
-        if !event.beat_members.is_empty() {
-            s.push_str(&event.beat_members);
-            s.push(',');
+        if self.shape.format == EventFormat::Ecs {
+            // What the source adds to `beat` (a connection's `local_ips`) has no ECS name.
+            if !beat_members.is_empty() {
+                s.push_str(",\"connbeat\":{\"beat\":{");
+                s.push_str(beat_members);
+                s.push_str("}}");
+            }
+            s.push_str(",\"agent\":{");
+        } else {
+            s.push_str(",\"beat\":{");
+            if !beat_members.is_empty() {
+                s.push_str(beat_members);
+                s.push(',');
+            }
         }
         s.push_str(&self.beat_tail);
         s.push('}');
@@ -472,6 +561,7 @@ mod tests {
                 .unwrap()
                 .clone(),
             fields_under_root: under_root,
+            shape: Shape::default(),
         }
     }
 
@@ -568,6 +658,7 @@ mod tests {
             tags: vec![],
             fields: Map::new(),
             fields_under_root: false,
+            shape: Shape::default(),
         };
         assert_eq!(
             c.finish(e).as_str(),

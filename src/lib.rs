@@ -9,6 +9,7 @@ pub mod agent;
 pub mod community_id;
 pub mod config;
 pub mod conn;
+pub mod ecs;
 pub mod event;
 pub mod fast_hash;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -347,6 +347,31 @@ fn version_names_the_version_commit_and_features() {
     );
 }
 
+#[test]
+fn a_bad_internal_network_is_a_config_error_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("connbeat-internal-nets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.yml");
+    std::fs::write(
+        &cfg,
+        "output.console: {}\nconnbeat.event_format: ecs\nconnbeat.interfaces.internal_networks: [private, 10.0.0.0/33]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--strict.perms=false", "test", "config"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("connbeat.interfaces.internal_networks.1") && err.contains("10.0.0.0/33"),
+        "{err}"
+    );
+}
+
 /// A Packetbeat 8 file loads with one startup line naming the keys read as connbeat's; a
 /// Packetbeat 1.x file exits 1 with one line per 1.x key; a protocol option of another
 /// protocol exits 1 naming it.

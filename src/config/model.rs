@@ -34,6 +34,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Beats processors run on every event before it is queued (see `processors`).
     pub processors: Vec<serde_json::Value>,
+    /// `timestamp.precision` of `@timestamp` (and of `event.start`/`event.end` in ECS).
+    pub timestamp: TimestampConfig,
     /// `topology.*`: the `connbeat topology` command (the agent ignores it).
     pub topology: TopologyConfig,
 }
@@ -52,6 +54,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             shutdown_timeout: Duration::from_secs(5),
             processors: Vec::new(),
+            timestamp: TimestampConfig::default(),
             topology: TopologyConfig::default(),
         }
     }
@@ -91,6 +94,34 @@ impl Default for TopologyConfig {
             progress_interval: Duration::from_secs(5),
         }
     }
+}
+
+/// `timestamp.*`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct TimestampConfig {
+    pub precision: Precision,
+}
+
+/// `timestamp.precision`: how many fractional digits timestamps keep.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Millisecond,
+    Microsecond,
+    Nanosecond,
+}
+
+/// `connbeat.event_format`: the field names events are written with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    /// connbeat's own names (Packetbeat 5/6 style for transactions).
+    #[default]
+    Classic,
+    /// Elastic Common Schema, as Packetbeat 8 writes transactions.
+    Ecs,
 }
 
 /// Which network namespaces the connection source looks into.
@@ -167,6 +198,8 @@ pub struct ConnbeatConfig {
     pub interfaces: InterfacesConfig,
     pub protocols: Vec<ProtocolConfig>,
     pub transaction_timeout: Duration,
+    /// Field names of every event: `classic` or `ecs`.
+    pub event_format: EventFormat,
 }
 
 impl Default for ConnbeatConfig {
@@ -196,6 +229,7 @@ impl Default for ConnbeatConfig {
             interfaces: InterfacesConfig::default(),
             protocols: Vec::new(),
             transaction_timeout: Duration::from_secs(10),
+            event_format: EventFormat::Classic,
         }
     }
 }
@@ -228,6 +262,9 @@ pub struct InterfacesConfig {
     pub fragment_timeout: Duration,
     /// Requests waiting for a response, per connection; beyond it the oldest fails.
     pub max_pending_requests: usize,
+    /// Networks that count as internal for `network.direction` (ECS): CIDRs or the
+    /// Beats names `private`, `loopback`, `unicast`, `multicast`, ...
+    pub internal_networks: Vec<String>,
 }
 
 impl Default for InterfacesConfig {
@@ -246,6 +283,7 @@ impl Default for InterfacesConfig {
             max_fragment_datagrams: 1024,
             fragment_timeout: Duration::from_secs(30),
             max_pending_requests: 1024,
+            internal_networks: vec!["private".into()],
         }
     }
 }

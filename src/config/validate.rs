@@ -93,6 +93,17 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (i, n) in cb.interfaces.internal_networks.iter().enumerate() {
+        if crate::processors::parse_net(n).is_none() {
+            return Err(ConfigError::invalid(
+                &format!("connbeat.interfaces.internal_networks.{i}"),
+                format!(
+                    "{n:?} is neither a CIDR block, an address nor a named range \
+                     (private, loopback, unicast, ...)"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

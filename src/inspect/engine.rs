@@ -16,7 +16,7 @@
 
 use super::decode::{self, DecodeError, Network, TcpSegment, Transport, UdpDatagram, tcpflags};
 use super::frag::Defrag;
-use super::proto::txn::Endpoints;
+use super::proto::txn::{EcsSettings, Endpoints};
 use super::proto::{Common, Cx, Dir, Done, Registry, TcpParser, UdpParser};
 use super::sort::SortWindow;
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
@@ -139,6 +139,8 @@ pub struct Engine<'a> {
     packet_ts: u64,
     next_sweep: u64,
     out: Vec<Done>,
+    /// `connbeat.event_format: ecs`: transactions are written in the ECS shape.
+    ecs: Option<EcsSettings>,
     sink: &'a mut Sink<'a>,
     lookup: Option<&'a dyn ProcessLookup>,
     pub summary: Summary,
@@ -161,7 +163,9 @@ impl<'a> Engine<'a> {
     ) -> Result<Engine<'a>, String> {
         let s = Settings::from_config(config);
         let reg = Registry::new(&config.connbeat.protocols, &s.common)?;
+        let ecs = EcsSettings::from_config(config)?;
         Ok(Engine {
+            ecs,
             reg,
             tcp: HashMap::default(),
             ended: HashMap::default(),
@@ -564,7 +568,11 @@ impl<'a> Engine<'a> {
         for txn in self.out.drain(..) {
             self.summary.transactions += 1;
             monitor::inc(&METRICS.inspect_transactions);
-            (self.sink)(txn.into_event(proto, ep));
+            let e = match &self.ecs {
+                Some(ecs) => txn.into_ecs_event(proto, ep, ecs),
+                None => txn.into_event(proto, ep),
+            };
+            (self.sink)(e);
         }
     }
 

@@ -106,9 +106,114 @@ pub fn properties() -> Value {
     Value::Object(p)
 }
 
+/// The `properties` of the ECS mapping (`connbeat.event_format: ecs`): transactions in
+/// Packetbeat 8's names, connection events in the shape of `crate::ecs`.
+pub fn ecs_properties() -> Value {
+    let dynamic = || json!({"type": "object", "dynamic": true});
+    let date = || json!({"type": "date"});
+    let end = || obj(json!({"ip": ip(), "port": port(), "bytes": long(), "domain": kw()}));
+    let mut p = serde_json::Map::new();
+    let mut add = |k: &str, v: Value| {
+        p.insert(k.to_string(), v);
+    };
+    add("@timestamp", date());
+    add("type", kw());
+    add("tags", kw());
+    add("fields", dynamic());
+    add(
+        "agent",
+        obj(json!({"type": kw(), "name": kw(), "hostname": kw(), "version": kw()})),
+    );
+    add("ecs", obj(json!({"version": kw()})));
+    add("host", obj(json!({"name": kw()})));
+    add(
+        "event",
+        obj(json!({
+            "kind": kw(), "category": kw(), "type": kw(), "dataset": kw(), "action": kw(),
+            "start": date(), "end": date(), "duration": long()
+        })),
+    );
+    for k in ["source", "destination", "client", "server"] {
+        add(k, end());
+    }
+    add(
+        "network",
+        obj(json!({
+            "type": kw(), "transport": kw(), "protocol": kw(), "direction": kw(),
+            "community_id": kw(), "bytes": long(), "forwarded_ip": ip()
+        })),
+    );
+    add(
+        "related",
+        obj(json!({"ip": ip(), "hosts": kw(), "user": kw()})),
+    );
+    add(
+        "process",
+        obj(json!({
+            "pid": long(), "name": kw(), "executable": kw(), "args": kw(),
+            "command_line": text_kw(), "parent": obj(json!({"pid": long()})),
+            "user": obj(json!({"name": kw()}))
+        })),
+    );
+    add(
+        "container",
+        obj(
+            json!({"id": kw(), "name": kw(), "image": obj(json!({"name": kw()})), "labels": dynamic()}),
+        ),
+    );
+    add("error", obj(json!({"message": text_kw()})));
+    for k in ["status", "method", "path", "query", "resource"] {
+        add(k, kw());
+    }
+    for k in ["request", "response"] {
+        add(k, text_kw());
+    }
+    add(
+        "tcp",
+        obj(json!({
+            "state": kw(), "rtt_us": long(), "rttvar_us": long(), "retransmits": long(),
+            "total_retrans": long(), "bytes_acked": long(), "bytes_received": long(),
+            "segs_in": long(), "segs_out": long(), "cwnd": long()
+        })),
+    );
+    add(
+        "connbeat",
+        obj(json!({
+            "direction": kw(), "attribution": kw(), "cookie": kw(), "netns": long(),
+            "duration_ms": long(),
+            "process": obj(json!({"ns_pid": long(), "environ": kw()})),
+            "beat": obj(json!({"local_ips": ip()}))
+        })),
+    );
+    add(
+        "url",
+        obj(json!({
+            "scheme": kw(), "domain": kw(), "port": port(), "path": kw(), "query": kw(),
+            "full": kw()
+        })),
+    );
+    add("user_agent", obj(json!({"original": kw()})));
+    for k in crate::inspect::proto::NAMES {
+        add(k, dynamic());
+    }
+    Value::Object(p)
+}
+
 /// The composable index template (`PUT _index_template/connbeat`) for indices named by
 /// the `index` setting: placeholders become `*` in the pattern.
 pub fn index_template(index: &str) -> Value {
+    template_with(index, properties())
+}
+
+/// [`index_template`] for the configured `connbeat.event_format`.
+pub fn index_template_for(index: &str, format: crate::config::EventFormat) -> Value {
+    match format {
+        crate::config::EventFormat::Classic => index_template(index),
+        crate::config::EventFormat::Ecs => template_with(index, ecs_properties()),
+    }
+}
+
+fn template_with(index: &str, properties: Value) -> Value {
     let mut pattern = String::new();
     let mut rest = index;
     while let Some(at) = rest.find("%{") {
@@ -132,7 +237,7 @@ pub fn index_template(index: &str) -> Value {
                         "mapping": {"type": "keyword", "ignore_above": 1024}
                     }
                 }],
-                "properties": properties()
+                "properties": properties
             }
         },
         "_meta": {"beat": "connbeat", "version": env!("CARGO_PKG_VERSION")}
@@ -148,7 +253,8 @@ pub fn for_config(c: &crate::config::Config) -> String {
         .as_ref()
         .map(|e| e.index.clone())
         .unwrap_or_else(|| crate::config::ElasticsearchOutputConfig::default().index);
-    let mut s = serde_json::to_string_pretty(&index_template(&index)).expect("json serializes");
+    let t = index_template_for(&index, c.connbeat.event_format);
+    let mut s = serde_json::to_string_pretty(&t).expect("json serializes");
     s.push('\n');
     s
 }

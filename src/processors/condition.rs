@@ -313,6 +313,12 @@ fn named(n: Named, ip: IpAddr) -> bool {
     }
 }
 
+/// A CIDR block, an address or a named range (`private`, `loopback`, ...), as Beats'
+/// `network` condition reads them.
+pub fn parse_net(s: &str) -> Option<Net> {
+    net(&Value::String(s.into()), "").ok()
+}
+
 fn net(v: &Value, key: &str) -> Result<Net, ConfigError> {
     let s = scalar_text(v, key)?;
     if let Some((_, n)) = NAMED.iter().find(|(name, _)| *name == s) {

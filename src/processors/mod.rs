@@ -16,6 +16,7 @@
 //! Beats that mean nothing here are accepted with one warning each, and do nothing.
 
 mod condition;
+pub use condition::{Net, parse_net};
 mod fields;
 mod host;
 pub mod mime;
@@ -375,6 +376,8 @@ impl<'a> Opts<'a> {
     /// A list of strings (one string counts as a list of one).
     fn strings(&mut self, k: &'static str, required: bool) -> Result<Vec<String>, ConfigError> {
         let key = format!("{}.{k}", self.key);
+        // Beats accepts an empty list (`fields: []`): only a missing key is an error.
+        let absent = matches!(self.get(k), None | Some(Value::Null));
         let v: Vec<String> = match self.get(k) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
@@ -388,7 +391,7 @@ impl<'a> Opts<'a> {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(ConfigError::invalid(&key, "a list of strings")),
         };
-        if required && v.is_empty() {
+        if required && absent {
             return Err(ConfigError::invalid(
                 &key,
                 "is required (a list of strings)",

@@ -73,6 +73,7 @@ fn common() -> CommonFields {
         tags: vec![],
         fields: Default::default(),
         fields_under_root: false,
+        shape: Default::default(),
     }
 }
 

@@ -192,6 +192,7 @@ pub fn pipeline(c: &connbeat::config::Config) -> (Publisher, Pipeline) {
         tags: vec![],
         fields: Default::default(),
         fields_under_root: false,
+        shape: Default::default(),
     };
     publish::start(PipelineSettings::from_config(c), out, common).unwrap_or_else(|e| panic!("{e}"))
 }

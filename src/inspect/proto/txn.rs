@@ -11,9 +11,11 @@
 //! method of that trait, implemented per protocol.
 
 use crate::community_id::CommunityId;
+use crate::config::{EventFormat, Precision};
 use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::owner::ProcessRef;
+use crate::processors::Net;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -34,6 +36,69 @@ pub mod status {
 pub trait TxnObject: std::fmt::Debug + Send + 'static {
     /// Writes the protocol object of a classic event, under `name` (`http`, `dns`, ...).
     fn write_classic(&self, name: &'static str, e: &mut Event);
+
+    /// Writes the protocol's own fields of an ECS event (Packetbeat 8's names). By default
+    /// the classic object, whose names Packetbeat 8 kept for most protocols.
+    fn write_ecs(&self, name: &'static str, e: &mut Event, _at: &EcsAt<'_>) {
+        self.write_classic(name, e);
+    }
+}
+
+/// What a protocol's ECS writer may need besides its own object.
+pub struct EcsAt<'a> {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub settings: &'a EcsSettings,
+}
+
+/// The settings of the ECS shape (`connbeat.event_format: ecs`).
+#[derive(Debug, Clone)]
+pub struct EcsSettings {
+    /// `connbeat.interfaces.internal_networks`, for `network.direction`.
+    pub internal_networks: Vec<Net>,
+    /// `timestamp.precision`, for `event.start` and `event.end`.
+    pub precision: Precision,
+}
+
+impl EcsSettings {
+    /// The ECS settings of a configuration, when it writes ECS events.
+    pub fn from_config(c: &crate::config::Config) -> Result<Option<EcsSettings>, String> {
+        if c.connbeat.event_format != EventFormat::Ecs {
+            return Ok(None);
+        }
+        let internal_networks = c
+            .connbeat
+            .interfaces
+            .internal_networks
+            .iter()
+            .map(|n| {
+                crate::processors::parse_net(n).ok_or_else(|| {
+                    format!(
+                        "connbeat.interfaces.internal_networks: {n:?} is neither a CIDR block, \
+                         an address nor a named range (private, loopback, unicast, ...)"
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(EcsSettings {
+            internal_networks,
+            precision: c.timestamp.precision,
+        }))
+    }
+
+    fn internal(&self, ip: IpAddr) -> bool {
+        self.internal_networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// Packetbeat's `network.direction` of a flow from `src` to `dst`.
+    pub fn direction(&self, src: IpAddr, dst: IpAddr) -> &'static str {
+        match (self.internal(src), self.internal(dst)) {
+            (true, true) => "internal",
+            (true, false) => "outbound",
+            (false, true) => "inbound",
+            (false, false) => "external",
+        }
+    }
 }
 
 /// A free-form JSON object (tests, and a protocol being written).
@@ -46,6 +111,10 @@ impl TxnObject for Map<String, Value> {
 impl TxnObject for Box<dyn TxnObject> {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         (**self).write_classic(name, e);
+    }
+
+    fn write_ecs(&self, name: &'static str, e: &mut Event, at: &EcsAt<'_>) {
+        (**self).write_ecs(name, e, at);
     }
 }
 
@@ -168,6 +237,178 @@ impl<F: TxnObject> Txn<F> {
     }
 }
 
+impl<F: TxnObject> Txn<F> {
+    /// The event for this transaction in the ECS shape, as Packetbeat 8 writes it.
+    pub fn into_ecs_event(self, proto: &'static str, ep: &Endpoints, s: &EcsSettings) -> Event {
+        let ts = |us: u64| {
+            crate::event::format_timestamp_with(UNIX_EPOCH + Duration::from_micros(us), s.precision)
+        };
+        let (cip, sip) = (ep.client.ip(), ep.server.ip());
+        let client = EcsEnd {
+            ip: cip,
+            port: ep.client.port(),
+            bytes: self.bytes_in,
+            domain: None,
+        };
+        let server = EcsEnd {
+            ip: sip,
+            port: ep.server.port(),
+            bytes: self.bytes_out,
+            domain: None,
+        };
+        let mut related = vec![cip];
+        if sip != cip {
+            related.push(sip);
+        }
+        let process = ep
+            .server_process
+            .as_ref()
+            .or(ep.client_process.as_ref())
+            .map(|p| EcsProcess {
+                pid: p.pid,
+                name: &p.binary,
+            });
+        let mut event_type: Vec<&str> = vec!["connection", "protocol"];
+        if self.status != status::OK {
+            event_type.push("error");
+        }
+        let notes = self
+            .notes
+            .iter()
+            .map(|n| packetbeat_note(n))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let f = EcsTxnFields {
+            // Packetbeat 8 says `Error` for what the classic shape calls client or server errors.
+            status: match self.status {
+                status::CLIENT_ERROR | status::SERVER_ERROR => status::ERROR,
+                s => s,
+            },
+            method: self.method.as_deref(),
+            path: self.path.as_deref(),
+            query: self.query.as_deref(),
+            resource: self.resource.as_deref(),
+            request: self.request.as_deref(),
+            response: self.response.as_deref(),
+            event: EcsEventFields {
+                kind: "event",
+                category: ["network"],
+                r#type: event_type,
+                dataset: proto,
+                start: ts(self.start),
+                end: self.end.map(ts),
+                duration: self.end.map(|e| e.saturating_sub(self.start) * 1000),
+            },
+            source: &client,
+            client: &client,
+            destination: &server,
+            server: &server,
+            network: EcsNetwork {
+                r#type: if cip.is_ipv4() { "ipv4" } else { "ipv6" },
+                transport: ep.transport,
+                protocol: proto,
+                direction: s.direction(cip, sip),
+                community_id: ep.community_id(),
+                bytes: self.bytes_in + self.bytes_out,
+                forwarded_ip: self.real_ip.as_deref(),
+            },
+            related: EcsRelated { ip: related },
+            process,
+            error: (!notes.is_empty()).then_some(EcsError { message: &notes }),
+        };
+        let mut e = Event::from_fields(UNIX_EPOCH + Duration::from_micros(self.start), proto, &f);
+        let at = EcsAt {
+            client: ep.client,
+            server: ep.server,
+            settings: s,
+        };
+        self.fields.write_ecs(proto, &mut e, &at);
+        e
+    }
+}
+
+/// The fields every ECS transaction event has (Packetbeat 8's names).
+#[derive(Serialize)]
+struct EcsTxnFields<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
+    event: EcsEventFields,
+    source: &'a EcsEnd,
+    client: &'a EcsEnd,
+    destination: &'a EcsEnd,
+    server: &'a EcsEnd,
+    network: EcsNetwork<'a>,
+    related: EcsRelated,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<EcsProcess<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<EcsError<'a>>,
+}
+
+#[derive(Serialize)]
+struct EcsEventFields {
+    kind: &'static str,
+    category: [&'static str; 1],
+    r#type: Vec<&'static str>,
+    dataset: &'static str,
+    start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
+    /// Nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u64>,
+}
+
+/// `source`, `destination`, `client`, `server`.
+#[derive(Serialize)]
+pub struct EcsEnd {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EcsNetwork<'a> {
+    r#type: &'static str,
+    transport: &'static str,
+    protocol: &'static str,
+    direction: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<CommunityId>,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forwarded_ip: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct EcsRelated {
+    ip: Vec<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct EcsProcess<'a> {
+    pid: u32,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct EcsError<'a> {
+    message: &'a str,
+}
+
 #[cfg(test)]
 impl Done {
     /// The protocol object as JSON (tests look into it).
@@ -252,6 +493,17 @@ pub struct Pairing<X, F = Map<String, Value>> {
 pub const NOTE_TIMEOUT: &str = "no response within transaction_timeout";
 /// Note on a request still waiting when its connection ended.
 pub const NOTE_CLOSED: &str = "connection closed before the response";
+/// Note on a request whose response fell into a hole of the capture.
+pub const NOTE_GAP: &str = "response lost in a gap of the capture";
+
+/// A note in Packetbeat 8's words, for `error.message` of ECS events.
+fn packetbeat_note(note: &str) -> &str {
+    match note {
+        NOTE_TIMEOUT | NOTE_CLOSED => "Unmatched request",
+        NOTE_GAP => "Packet loss while capturing the response",
+        other => other,
+    }
+}
 
 impl<X, F: TxnObject> Pairing<X, F> {
     pub fn new(max: usize) -> Pairing<X, F> {

@@ -29,6 +29,7 @@ pub struct Options {
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "dns";
+    const TEXT_MESSAGES: bool = true;
     type Options = Options;
     fn fuzz_options() -> Options {
         Options {
@@ -37,21 +38,22 @@ impl super::Protocol for Proto {
         }
     }
     fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
+        let send = [e.common.send_request, e.common.send_response];
         Parsers {
-            tcp: Some(tcp_factory(&e.options, common)),
-            udp: Some(udp_factory(&e.options, common)),
+            tcp: Some(tcp_factory(&e.options, send, common)),
+            udp: Some(udp_factory(&e.options, send, common)),
         }
     }
 }
 
-fn tcp_factory(o: &Options, common: &Common) -> TcpFactory {
+fn tcp_factory(o: &Options, send: [bool; 2], common: &Common) -> TcpFactory {
     let (max, o) = (common.max_pending, o.clone());
-    Arc::new(move || Box::new(Dns::with(max, &o)) as Box<dyn TcpParser>)
+    Arc::new(move || Box::new(Dns::with(max, &o, send)) as Box<dyn TcpParser>)
 }
 
-fn udp_factory(o: &Options, common: &Common) -> UdpFactory {
+fn udp_factory(o: &Options, send: [bool; 2], common: &Common) -> UdpFactory {
     let (max, o) = (common.max_pending, o.clone());
-    Arc::new(move || Box::new(Dns::with(max, &o)) as Box<dyn UdpParser>)
+    Arc::new(move || Box::new(Dns::with(max, &o, send)) as Box<dyn UdpParser>)
 }
 
 /// The `dns` object of a transaction.
@@ -123,24 +125,29 @@ pub struct Dns {
     pending: Pairing<u16, DnsTxn>,
     authorities: bool,
     additionals: bool,
+    /// `send_request`, `send_response`: the message as text (dig's presentation format).
+    send: [bool; 2],
 }
 
 impl Dns {
     pub fn new(max_pending: usize) -> Dns {
-        Dns::with(max_pending, &Options::default())
+        Dns::with(max_pending, &Options::default(), [false; 2])
     }
 
-    fn with(max_pending: usize, o: &Options) -> Dns {
+    fn with(max_pending: usize, o: &Options, send: [bool; 2]) -> Dns {
         Dns {
             pending: Pairing::new(max_pending),
             authorities: o.include_authorities,
             additionals: o.include_additionals,
+            send,
         }
     }
 
     /// One whole DNS message of `wire_len` bytes (with the TCP length prefix, if any).
     fn message(&mut self, data: &[u8], wire_len: usize, cx: &mut Cx<'_>) -> Result<(), ParseError> {
-        let m = parser::parse_sections(data, self.authorities || self.additionals)?;
+        let all = self.authorities || self.additionals || self.send[1];
+        let m = parser::parse_sections(data, all)?;
+        let text = self.send[usize::from(m.response)].then(|| message_text(&m));
         if !m.response {
             let mut t: Txn<DnsTxn> = Txn::new(cx.now, wire_len as u64);
             t.method = Some(parser::opcode_name(m.opcode));
@@ -157,6 +164,7 @@ impl Dns {
                     class,
                 });
             }
+            t.request = text;
             self.pending.push(t, m.id, cx);
             return Ok(());
         }
@@ -165,6 +173,7 @@ impl Dns {
             return Ok(());
         };
         let mut t = p.txn;
+        t.response = text;
         let rcode = parser::rcode_name(m.rcode);
         if m.rcode != 0 {
             t.status = status::ERROR;
@@ -196,6 +205,58 @@ impl Dns {
         complete(t, cx.now, wire_len as u64, cx);
         Ok(())
     }
+}
+
+/// A message in dig's presentation format, as Packetbeat writes `request`/`response`.
+fn message_text(m: &parser::Message) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        ";; opcode: {}, status: {}, id: {}",
+        parser::opcode_name(m.opcode),
+        parser::rcode_name(m.rcode),
+        m.id
+    );
+    let _ = writeln!(
+        s,
+        ";; QUERY: {}, ANSWER: {}, AUTHORITY: {}, ADDITIONAL: {}",
+        u8::from(m.question.is_some()),
+        m.answers_count,
+        m.authorities_count,
+        m.additionals_count
+    );
+    if let Some(q) = &m.question {
+        let _ = write!(
+            s,
+            "\n;; QUESTION SECTION:\n;{}.\t{}\t{}\n",
+            q.name,
+            parser::class_name(q.qclass),
+            parser::type_name(q.qtype)
+        );
+    }
+    for (title, records) in [
+        ("ANSWER", &m.answers),
+        ("AUTHORITY", &m.authorities),
+        ("ADDITIONAL", &m.additionals),
+    ] {
+        if records.is_empty() {
+            continue;
+        }
+        let _ = write!(s, "\n;; {title} SECTION:\n");
+        for r in records.iter() {
+            let _ = writeln!(
+                s,
+                "{}.\t{}\t{}\t{}\t{}",
+                r.name,
+                r.ttl,
+                parser::class_name(r.class),
+                parser::type_name(r.rtype),
+                r.data
+            );
+        }
+    }
+    s
 }
 
 fn flags(f: u16, response: bool) -> Flags {
@@ -309,7 +370,7 @@ mod tests {
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
         r.extend_from_slice(&[0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
         let run = |o: Options| {
-            let mut d = Dns::with(8, &o);
+            let mut d = Dns::with(8, &o, [false; 2]);
             let mut out = Vec::new();
             let mut cx = Cx {
                 now: 10,
@@ -332,5 +393,35 @@ mod tests {
         assert_eq!(full["authorities"][0]["data"], "ns.example.com");
         assert_eq!(full["additionals"].as_array().unwrap().len(), 1);
         assert_eq!(full["additionals"][0]["data"], "10.0.0.1");
+    }
+
+    #[test]
+    fn send_request_and_response_write_the_messages_as_text() {
+        let mut d = Dns::with(8, &Options::default(), [true, true]);
+        let mut out = Vec::new();
+        let mut cx = Cx {
+            now: 10,
+            timeout: 1000,
+            out: &mut out,
+        };
+        d.datagram(Dir::ToServer, &parser::tests::sample_query(9), &mut cx)
+            .unwrap();
+        d.datagram(Dir::ToClient, &parser::tests::sample_response(9), &mut cx)
+            .unwrap();
+        let t = out.pop().unwrap();
+        let (req, resp) = (t.request.unwrap(), t.response.unwrap());
+        assert!(
+            req.starts_with(";; opcode: QUERY, status: NOERROR, id: 9\n"),
+            "{req}"
+        );
+        assert!(
+            req.contains(";; QUESTION SECTION:\n;example.com.\tIN\tA\n"),
+            "{req}"
+        );
+        assert!(!req.contains("ANSWER SECTION"), "{req}");
+        assert!(
+            resp.contains(";; ANSWER SECTION:\nexample.com.\t"),
+            "{resp}"
+        );
     }
 }

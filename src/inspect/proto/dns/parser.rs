@@ -264,6 +264,8 @@ pub fn type_name(t: u16) -> String {
         48 => "DNSKEY",
         64 => "SVCB",
         65 => "HTTPS",
+        251 => "IXFR",
+        252 => "AXFR",
         255 => "ANY",
         257 => "CAA",
         _ => return format!("TYPE{t}"),

@@ -24,6 +24,45 @@ pub struct HttpTxn {
     pub request: Request,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<Response>,
+    /// What only the ECS shape writes (`url.*`, `user_agent.*`, sizes).
+    #[serde(skip)]
+    pub ecs: EcsExtra,
+}
+
+/// Request details the ECS shape writes besides the classic object.
+#[derive(Debug, Default)]
+pub struct EcsExtra {
+    pub method: String,
+    /// The request target as sent (`/path?query`).
+    pub target: String,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// Query and form parameters, keywords hidden (`url.query`).
+    pub params: Option<String>,
+    /// `content-length` (the body's size when there is no header) and `content-type` of
+    /// the request and the response: Packetbeat 8 always writes them among the headers.
+    pub lengths: [u64; 2],
+    pub types: [Option<String>; 2],
+}
+
+/// Headers of an ECS event: the selected ones, with `content-length` (a number) and
+/// `content-type` always there, as Packetbeat 8 writes them.
+fn ecs_headers(sent: &Map<String, Value>, len: u64, ctype: &Option<String>) -> Value {
+    let mut m = sent.clone();
+    m.insert("content-length".into(), Value::from(len));
+    if let Some(t) = ctype {
+        m.insert("content-type".into(), Value::String(t.clone()));
+    }
+    Value::Object(m)
+}
+
+/// `a=1&b=2` with its pairs sorted by name, as Go's `url.Values.Encode` writes them.
+fn sorted_query(q: &str) -> String {
+    let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_by_key(|p| p.split('=').next().unwrap_or_default());
+    pairs.join("&")
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -53,6 +92,95 @@ impl TxnObject for HttpTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
     }
+
+    fn write_ecs(&self, _name: &'static str, e: &mut Event, at: &super::txn::EcsAt<'_>) {
+        use serde_json::json;
+        let x = &self.ecs;
+        let mut http = json!({});
+        // An unmatched response has no request.
+        if !x.method.is_empty() {
+            let mut request = json!({
+                "method": x.method,
+                "bytes": x.request_bytes,
+                "headers": ecs_headers(&self.request.headers, x.lengths[0], &x.types[0]),
+            });
+            if x.lengths[0] > 0 {
+                request["body"] = json!({"bytes": x.lengths[0]});
+            }
+            if let Some(b) = &self.request.body {
+                request["body"]["content"] = json!(b);
+            }
+            http["request"] = request;
+        }
+        if let Some(r) = &self.response {
+            let mut response = json!({
+                "status_code": r.code,
+                "bytes": x.response_bytes,
+                "headers": ecs_headers(&r.headers, x.lengths[1], &x.types[1]),
+            });
+            if let Some(p) = &r.phrase {
+                response["status_phrase"] = json!(p.to_ascii_lowercase());
+            }
+            if x.lengths[1] > 0 {
+                response["body"] = json!({"bytes": x.lengths[1]});
+            }
+            if let Some(b) = &r.body {
+                response["body"]["content"] = json!(b);
+            }
+            http["response"] = response;
+        }
+        e.push_field("http", &http);
+        if x.method.is_empty() {
+            return;
+        }
+        let (path, query) = match x.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (x.target.as_str(), None),
+        };
+        let (domain, port) = match x.host.as_deref().map(split_host) {
+            Some((d, p)) => (d.to_string(), p.unwrap_or(at.server.port())),
+            None => (at.server.ip().to_string(), at.server.port()),
+        };
+        let host_part = if port == 80 {
+            domain.clone()
+        } else {
+            format!("{domain}:{port}")
+        };
+        let mut url = json!({
+            "scheme": "http",
+            "domain": domain,
+            "path": path,
+            "full": format!("http://{host_part}{}", x.target),
+        });
+        if port != 80 {
+            url["port"] = json!(port);
+        }
+        if let Some(q) = x.params.as_deref().or(query) {
+            url["query"] = json!(sorted_query(q));
+        }
+        e.push_field("url", &url);
+        if let Some(ua) = &x.user_agent {
+            e.push_field("user_agent", &json!({"original": ua}));
+        }
+    }
+}
+
+/// The body's size: its `Content-Length`, else what was counted after the head.
+fn body_length(msg: &Msg) -> u64 {
+    msg.head
+        .content_length
+        .unwrap_or_else(|| msg.bytes.saturating_sub(msg.head.len as u64))
+}
+
+/// A `Host` header's name and port (`example.com:8080`, `[::1]:80`, `example.com`).
+fn split_host(h: &str) -> (&str, Option<u16>) {
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) if !n.is_empty() && (n.ends_with(']') || !n.contains(':')) => {
+            (n, p.parse().ok())
+        }
+        _ => (h, None),
+    };
+    (name.trim_start_matches('[').trim_end_matches(']'), port)
 }
 
 /// The registry's handle on HTTP.
@@ -152,6 +280,8 @@ impl Prepared {
         self.send_all_headers
             || self.send_headers.iter().any(|h| h == lower)
             || (!self.real_ip_header.is_empty() && self.real_ip_header == lower)
+            || lower == "host"
+            || lower == "user-agent"
     }
 
     fn include_body(&self, dir: Dir, content_type: Option<&str>) -> bool {
@@ -160,6 +290,25 @@ impl Prepared {
         self.body_for[idx(dir)]
             .iter()
             .any(|b| ct.contains(b.as_str()))
+    }
+
+    /// A message head as text for `request`/`response`, the values of redacted headers
+    /// replaced by stars (`Authorization:*****`, as Packetbeat writes them).
+    fn redact_raw(&self, head: &str) -> String {
+        let mut out = String::with_capacity(head.len());
+        for line in head.split_inclusive('\n') {
+            match line.split_once(':') {
+                Some((name, value)) if self.redacted(&name.trim().to_ascii_lowercase()) => {
+                    let body = value.trim_end_matches(['\r', '\n']);
+                    out.push_str(name);
+                    out.push(':');
+                    out.extend(std::iter::repeat_n('*', body.len()));
+                    out.push_str(&value[body.len()..]);
+                }
+                _ => out.push_str(line),
+            }
+        }
+        out
     }
 
     fn redacted(&self, lower: &str) -> bool {
@@ -251,6 +400,8 @@ struct ReqInfo {
 pub struct Http {
     o: Arc<Prepared>,
     sides: [Side; 2],
+    /// The direction has ended (FIN).
+    ended: [bool; 2],
     pending: Pairing<ReqInfo, HttpTxn>,
 }
 
@@ -267,6 +418,7 @@ impl Http {
         Http {
             o,
             sides: [Side::new(), Side::new()],
+            ended: [false; 2],
             pending: Pairing::new(max),
         }
     }
@@ -371,6 +523,23 @@ impl Http {
             t.notes
                 .push("request body truncated to max_message_size or lost".into());
         }
+        let header = |name: &str| {
+            head.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        t.fields.ecs = EcsExtra {
+            method: method.clone(),
+            target: target.clone(),
+            host: header("host"),
+            user_agent: header("user-agent"),
+            request_bytes: msg.bytes,
+            response_bytes: 0,
+            params: t.fields.request.params.clone(),
+            lengths: [body_length(&msg), 0],
+            types: [head.content_type.clone(), None],
+        };
         t.query = Some(format!("{method} {path}"));
         t.resource = Some(path.clone());
         t.path = Some(path);
@@ -383,7 +552,11 @@ impl Http {
             unmatched_response();
             return;
         };
-        let mut t = p.txn;
+        self.complete_response(p.txn, msg, cx);
+    }
+
+    /// Completes `t` with its response (an unmatched one stays an error).
+    fn complete_response(&mut self, mut t: Txn<HttpTxn>, msg: Msg, cx: &mut Cx<'_>) {
         t.response = msg.text();
         let code = msg.head.code.unwrap_or(0);
         t.status = match code {
@@ -400,6 +573,9 @@ impl Http {
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(&self.decoded(&msg.head, b)).into_owned()),
         });
+        t.fields.ecs.response_bytes = msg.bytes;
+        t.fields.ecs.lengths[1] = body_length(&msg);
+        t.fields.ecs.types[1] = msg.head.content_type.clone();
         if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
@@ -464,7 +640,8 @@ impl Http {
             head,
             body: keep_body.then(Vec::new),
             truncated: false,
-            raw: self.o.send[idx(dir)].then(|| String::from_utf8_lossy(&data[..len]).into_owned()),
+            raw: self.o.send[idx(dir)]
+                .then(|| self.o.redact_raw(&String::from_utf8_lossy(&data[..len]))),
         });
         self.start_body(dir, framing);
         if framing == Framing::None {
@@ -485,6 +662,10 @@ impl Http {
 
 impl TcpParser for Http {
     fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError> {
+        if self.ended[idx(dir)] {
+            // Nothing follows a FIN: these are copies of bytes already seen.
+            return Ok(data.len());
+        }
         let state = self.sides[idx(dir)].state;
         match state {
             State::Head => self.head(dir, data, cx),
@@ -580,7 +761,7 @@ impl TcpParser for Http {
         let lost_response = dir == Dir::ToClient && s.msg.is_some();
         *s = Side::new();
         if lost_response && let Some(p) = self.pending.pop() {
-            txn::fail(p.txn, "response lost in a gap of the capture", cx);
+            txn::fail(p.txn, txn::NOTE_GAP, cx);
         }
         GapAction::Reset
     }
@@ -590,6 +771,7 @@ impl TcpParser for Http {
             self.finish(dir, cx);
         }
         self.sides[idx(dir)] = Side::new();
+        self.ended[idx(dir)] = true;
     }
 
     fn expire(&mut self, cx: &mut Cx<'_>) {

@@ -83,6 +83,26 @@ impl TxnObject for MysqlTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
     }
+
+    /// Packetbeat 8's `mysql` object: the error message leads with its SQL state
+    /// (`3D000: No database selected`), which has no field of its own.
+    fn write_ecs(&self, name: &'static str, e: &mut Event, _at: &super::txn::EcsAt<'_>) {
+        let error_message = match (&self.sqlstate, &self.error_message) {
+            (Some(state), Some(m)) => Some(format!("{state}: {m}")),
+            (_, m) => m.clone(),
+        };
+        let o = MysqlTxn {
+            statement_id: self.statement_id,
+            error_code: self.error_code,
+            error_message,
+            sqlstate: None,
+            affected_rows: self.affected_rows,
+            insert_id: self.insert_id,
+            num_rows: self.num_rows,
+            num_fields: self.num_fields,
+        };
+        e.push_field(name, &o);
+    }
 }
 
 /// Prepared statements remembered per connection.
@@ -385,7 +405,7 @@ impl TcpParser for Mysql {
         if dir == Dir::ToClient && self.resp != Resp::First {
             self.resp = Resp::First;
             if let Some(p) = self.pending.pop() {
-                txn::fail(p.txn, "response lost in a gap of the capture", cx);
+                txn::fail(p.txn, txn::NOTE_GAP, cx);
             }
         }
         GapAction::Reset

@@ -347,7 +347,7 @@ impl TcpParser for Pgsql {
                 if self.resp.started {
                     self.resp = Response::default();
                     if let Some(p) = self.pending.pop() {
-                        txn::fail(p.txn, "response lost in a gap of the capture", cx);
+                        txn::fail(p.txn, txn::NOTE_GAP, cx);
                     }
                 }
             }
