@@ -271,7 +271,9 @@ struct EcsConnbeat<'a> {
 
 /// Reads one line (surrounding whitespace ignored).
 pub fn parse(line: &[u8]) -> Result<Observation<'_>, Skip> {
-    let raw: Raw = serde_json::from_slice(line).map_err(|_| Skip::Malformed)?;
+    // Checked once here, so that serde_json (reading a `str`) does not check each string.
+    let line = std::str::from_utf8(line).map_err(|_| Skip::Malformed)?;
+    let raw: Raw = serde_json::from_str(line).map_err(|_| Skip::Malformed)?;
     let ecs = raw.event.is_some() || raw.source.is_some() || raw.network.is_some();
     if ecs {
         from_ecs(raw)
@@ -624,6 +626,11 @@ mod tests {
     #[test]
     fn garbage_and_unknown_types_are_skipped_with_their_reason() {
         assert_eq!(parse(b"not json"), Err(Skip::Malformed));
+        // A byte that is not UTF-8 inside the host's name.
+        let mut bad_utf8 = OUT.as_bytes().to_vec();
+        let at = OUT.find("web1").unwrap();
+        bad_utf8[at + 3] = 0xff;
+        assert_eq!(parse(&bad_utf8), Err(Skip::Malformed));
         assert_eq!(parse(b"[1,2]"), Err(Skip::Malformed));
         assert_eq!(parse(b"{\"a\":1}"), Err(Skip::Malformed));
         assert_eq!(
