@@ -6,7 +6,7 @@
 //! graph needs: who reported, which end it owns, the two addresses, and the figures.
 //! What cannot be read is a [`Skip`] with its reason, never an error that stops a read.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
@@ -95,19 +95,27 @@ pub enum Observation<'a> {
     Txn(TxnObs<'a>),
 }
 
+/// An optional string borrowed from the line when it has no escapes (serde borrows a
+/// `Cow<str>` field only when its type is exactly that, not inside an `Option`).
+fn opt_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Str>::deserialize(d)?.map(|s| s.0))
+}
+
 /// The fields read from either shape; everything else is skipped by serde unread.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Raw<'a> {
-    #[serde(rename = "@timestamp", borrow)]
+    #[serde(rename = "@timestamp", borrow, deserialize_with = "opt_str")]
     timestamp: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", borrow, deserialize_with = "opt_str")]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     action: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     direction: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     transport: Option<Cow<'a, str>>,
     local_ip: Option<IpAddr>,
     local_port: Option<u16>,
@@ -116,14 +124,14 @@ struct Raw<'a> {
     #[serde(borrow)]
     local_process: Option<Proc<'a>>,
     tcp: Option<RawTcp>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     community_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     container: Option<Container<'a>>,
     #[serde(borrow)]
     beat: Option<Beat<'a>>,
     // Classic transactions.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     status: Option<Cow<'a, str>>,
     responsetime: Option<f64>,
     client_ip: Option<IpAddr>,
@@ -139,8 +147,10 @@ struct Raw<'a> {
     event: Option<EcsEvent<'a>>,
     #[serde(borrow)]
     network: Option<EcsNetwork<'a>>,
-    source: Option<EcsEnd>,
-    destination: Option<EcsEnd>,
+    #[serde(borrow)]
+    source: Option<EcsEnd<'a>>,
+    #[serde(borrow)]
+    destination: Option<EcsEnd<'a>>,
     #[serde(borrow)]
     process: Option<Proc<'a>>,
     #[serde(borrow)]
@@ -154,9 +164,9 @@ struct Raw<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Proc<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     binary: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
 }
 
@@ -179,18 +189,18 @@ struct RawTcp {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Container<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Beat<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     hostname: Option<Cow<'a, str>>,
     local_ips: Vec<IpAddr>,
 }
@@ -198,51 +208,53 @@ struct Beat<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct EcsEvent<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     action: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     outcome: Option<Cow<'a, str>>,
     /// Nanoseconds.
     duration: Option<u64>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     dataset: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     start: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct EcsNetwork<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     community_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     direction: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     transport: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     protocol: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct EcsEnd {
+struct EcsEnd<'a> {
     ip: Option<IpAddr>,
     port: Option<u16>,
-    process: Option<EcsProcess>,
+    #[serde(borrow)]
+    process: Option<EcsProcess<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct EcsProcess {
-    name: Option<String>,
+struct EcsProcess<'a> {
+    #[serde(borrow, deserialize_with = "opt_str")]
+    name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct EcsHost<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     hostname: Option<Cow<'a, str>>,
     ip: Vec<IpAddr>,
 }
@@ -250,16 +262,18 @@ struct EcsHost<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct EcsConnbeat<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     action: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_str")]
     direction: Option<Cow<'a, str>>,
     tcp: Option<RawTcp>,
 }
 
 /// Reads one line (surrounding whitespace ignored).
 pub fn parse(line: &[u8]) -> Result<Observation<'_>, Skip> {
-    let raw: Raw = serde_json::from_slice(line).map_err(|_| Skip::Malformed)?;
+    // Checked once here, so that serde_json (reading a `str`) does not check each string.
+    let line = std::str::from_utf8(line).map_err(|_| Skip::Malformed)?;
+    let raw: Raw = serde_json::from_str(line).map_err(|_| Skip::Malformed)?;
     let ecs = raw.event.is_some() || raw.source.is_some() || raw.network.is_some();
     if ecs {
         from_ecs(raw)
@@ -417,7 +431,7 @@ fn end(e: Option<&EcsEnd>) -> Option<SocketAddr> {
     Some(SocketAddr::new(e.ip?, e.port?))
 }
 
-fn from_ecs(mut raw: Raw) -> Result<Observation, Skip> {
+fn from_ecs<'a>(mut raw: Raw<'a>) -> Result<Observation<'a>, Skip> {
     let at_ms = time_of(&raw)?;
     let network = raw.network.take().unwrap_or_default();
     let event = raw.event.take().unwrap_or_default();
@@ -433,8 +447,8 @@ fn from_ecs(mut raw: Raw) -> Result<Observation, Skip> {
         raw.host.take(),
         raw.container.take(),
     )?;
-    let source = raw.source.take();
-    let destination = raw.destination.take();
+    let mut source = raw.source.take();
+    let mut destination = raw.destination.take();
     if conn_event {
         let action_name = cb
             .action
@@ -486,22 +500,17 @@ fn from_ecs(mut raw: Raw) -> Result<Observation, Skip> {
         .unwrap_or(at_ms);
     let error = event.outcome.as_deref() == Some("failure")
         || raw.status.as_deref().is_some_and(|s| s != "OK");
-    let proc_name = |e: &Option<EcsEnd>| {
-        e.as_ref()
-            .and_then(|e| e.process.as_ref())
-            .and_then(|p| p.name.clone())
-            .map(Cow::Owned)
-    };
+    let proc_name = |e: &mut Option<EcsEnd<'a>>| e.as_mut()?.process.take()?.name;
     let client_binary = raw
         .client_process
         .take()
         .and_then(Proc::binary)
-        .or(proc_name(&source));
+        .or_else(|| proc_name(&mut source));
     let server_binary = raw
         .server_process
         .take()
         .and_then(Proc::binary)
-        .or(proc_name(&destination));
+        .or_else(|| proc_name(&mut destination));
     Ok(Observation::Txn(TxnObs {
         at_ms,
         reporter,
@@ -539,6 +548,9 @@ mod tests {
         assert_eq!(c.binary.as_deref(), Some("socat"));
         assert_eq!(c.action, Action::Open);
         assert_eq!(c.community_id, None);
+        // Read in place: no copy of the line's strings.
+        assert!(matches!(c.reporter.host, Cow::Borrowed(_)));
+        assert!(matches!(c.binary, Some(Cow::Borrowed(_))));
         let t = c.tcp.unwrap();
         assert_eq!(
             (t.rtt_us, t.retransmits, t.bytes_acked, t.bytes_received),
@@ -614,6 +626,11 @@ mod tests {
     #[test]
     fn garbage_and_unknown_types_are_skipped_with_their_reason() {
         assert_eq!(parse(b"not json"), Err(Skip::Malformed));
+        // A byte that is not UTF-8 inside the host's name.
+        let mut bad_utf8 = OUT.as_bytes().to_vec();
+        let at = OUT.find("web1").unwrap();
+        bad_utf8[at + 3] = 0xff;
+        assert_eq!(parse(&bad_utf8), Err(Skip::Malformed));
         assert_eq!(parse(b"[1,2]"), Err(Skip::Malformed));
         assert_eq!(parse(b"{\"a\":1}"), Err(Skip::Malformed));
         assert_eq!(
