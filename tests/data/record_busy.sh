@@ -50,7 +50,8 @@ wait_tcp 18080 "${PIDS[-1]}"
 
 ERR=$(mktemp)
 DIRS+=("$ERR" "$ERR.curl")
-tcpdump -i lo -s 0 -B 32768 -U -w "$OUT" "tcp port 18080 or tcp port 16379" 2>"$ERR" &
+# Port 18099 carries only the end marker (below); nothing listens there.
+tcpdump -i lo -s 0 -B 32768 -U -w "$OUT" "tcp port 18080 or tcp port 16379 or tcp port 18099" 2>"$ERR" &
 TCPDUMP=$!
 PIDS+=("$TCPDUMP")
 for _ in $(seq 1 200); do grep -q "listening on" "$ERR" && break; sleep 0.05; done
@@ -83,8 +84,15 @@ if ((failed)); then
   exit 5
 fi
 
-# Every connection is closed by now; give the capture buffer the last FIN/ACKs, then stop.
-sleep 0.5
+# Every connection is closed by now. tcpdump may still be behind the kernel's buffer, and
+# what it has not read when it stops is lost without being counted as dropped: knock once
+# on the marker port (a SYN and its RST, after every packet of the traffic) and stop only
+# once the marker is in the file.
+(exec 3<>/dev/tcp/127.0.0.1/18099) 2>/dev/null || true
+for _ in $(seq 1 600); do
+  tcpdump -r "$OUT" -c 1 "tcp port 18099" 2>/dev/null | grep -q . && break
+  sleep 0.05
+done
 kill -INT "$TCPDUMP"
 wait "$TCPDUMP" 2>/dev/null || true
 if grep -q "[1-9][0-9]* packets dropped by kernel" "$ERR"; then
