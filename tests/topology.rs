@@ -238,6 +238,21 @@ fn files_and_stdin_skip_garbage_and_unknown_types_and_join_ends_without_communit
     assert!(err.contains("--kafka, FILE..., or -"), "{err}");
 }
 
+/// The address a `--serve 127.0.0.1:0` server bound, from its startup line (a port chosen
+/// by the kernel cannot be taken by another test in between).
+fn serving_at(server: &mut Agent) -> std::net::SocketAddr {
+    const LINE: &str = "serving the live graph on http://";
+    wait_for(Duration::from_secs(60), "the serving line", || {
+        if let Ok(Some(st)) = server.child.try_wait() {
+            panic!("topology --serve exited ({st}): {}", server.stderr());
+        }
+        let err = server.stderr();
+        let at = err.find(LINE)? + LINE.len();
+        let end = at + err[at..].find('/')?;
+        err[at..end].parse().ok()
+    })
+}
+
 #[test]
 fn serve_answers_the_page_and_the_graph_and_stops_on_sigterm() {
     let dir = TempDir::new("topology-serve");
@@ -263,11 +278,9 @@ fn serve_answers_the_page_and_the_graph_and_stops_on_sigterm() {
         ),
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let port = shipkit::free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stderr_path = dir.path().join("stderr");
     let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
-        .args(["topology", "--serve", &addr.to_string()])
+        .args(["topology", "--serve", "127.0.0.1:0"])
         // The window of a live graph ends now: these events are older than its 15 minutes.
         .args(["--since", "2026-12-01T00:00:00Z"])
         .arg(&file)
@@ -277,6 +290,7 @@ fn serve_answers_the_page_and_the_graph_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut server = Agent { child, stderr_path };
+    let addr = serving_at(&mut server);
     let graph = wait_for(Duration::from_secs(20), "GET /graph", || {
         shipkit::http_get(addr, "/graph").filter(|(code, _)| *code == 200)
     });
@@ -801,8 +815,6 @@ fn three_hosts_through_one_kafka_topic() {
     assert_eq!(edge_set(&again), edge_set(&s.graph));
 
     // Served: it keeps consuming (its own group, which it commits) and answers the graph.
-    let port = shipkit::free_port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stderr_path = s.dir.path().join("serve.stderr");
     let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
         .args([
@@ -811,13 +823,14 @@ fn three_hosts_through_one_kafka_topic() {
             "-E",
             "topology.group_id=live",
         ])
-        .args(["topology", "--kafka", "--serve", &addr.to_string()])
+        .args(["topology", "--kafka", "--serve", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let mut server = Agent { child, stderr_path };
+    let addr = serving_at(&mut server);
     let live = wait_for(
         Duration::from_secs(60),
         "the live graph to hold the scene",
