@@ -325,6 +325,26 @@ pub fn lower_all(v: &[String]) -> Vec<String> {
     v.iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
+/// The keys of the SQL protocols (`mysql`, `pgsql`) that bound the rows `send_response`
+/// writes (Packetbeat's names and meanings).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RowOptions {
+    /// Rows of a result written into `response` (with `send_response`).
+    pub max_rows: usize,
+    /// Bytes of one such row.
+    pub max_row_length: usize,
+}
+
+impl Default for RowOptions {
+    fn default() -> Self {
+        RowOptions {
+            max_rows: 10,
+            max_row_length: 1024,
+        }
+    }
+}
+
 /// Rows of a SQL response as `send_response` writes them (Packetbeat's form): CSV, the
 /// column names first, at most `max_rows` rows, each cut to `max_row_length` bytes.
 #[derive(Debug, Default)]

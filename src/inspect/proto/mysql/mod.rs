@@ -19,24 +19,8 @@ use std::sync::Arc;
 /// The registry's handle on MySQL.
 pub struct Proto;
 
-/// The MySQL keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Options {
-    /// Rows of a result written into `response` (with `send_response`).
-    pub max_rows: usize,
-    /// Bytes of one such row.
-    pub max_row_length: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            max_rows: 10,
-            max_row_length: 1024,
-        }
-    }
-}
+/// The MySQL keys of a `connbeat.protocols` entry: the row limits SQL protocols share.
+pub type Options = super::RowOptions;
 
 impl super::Protocol for Proto {
     const NAME: &'static str = "mysql";
