@@ -65,26 +65,28 @@ pub struct SetAside {
     removed_protocols: Vec<usize>,
 }
 
+/// Removes the value at a dotted `path` of the tree and returns it, if it is there.
+fn take_path(tree: &mut Value, path: &str) -> Option<Value> {
+    let (parents, last) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut cur = tree.as_object_mut();
+    for p in parents.split('.').filter(|p| !p.is_empty()) {
+        cur = cur
+            .and_then(|m| m.get_mut(p))
+            .and_then(Value::as_object_mut);
+    }
+    cur.and_then(|m| m.remove(last))
+}
+
 /// Takes the Beats-only settings and the entries of protocols connbeat does not decode out
 /// of the tree (after `packetbeat.*` became `connbeat.*`).
 pub fn set_aside(tree: &mut Value) -> SetAside {
     let mut out = SetAside::default();
     for (path, depth, why) in BEATS_ONLY {
-        let parts: Vec<&str> = path.split('.').collect();
-        let Some((last, parents)) = parts.split_last() else {
-            continue;
-        };
-        let mut cur = tree.as_object_mut();
-        for p in parents {
-            cur = cur
-                .and_then(|m| m.get_mut(*p))
-                .and_then(Value::as_object_mut);
-        }
-        let Some(removed) = cur.and_then(|m| m.remove(*last)) else {
+        let Some(removed) = take_path(tree, path) else {
             continue;
         };
         let mut keys = Vec::new();
-        keys_to_depth(&removed, path, depth - parts.len(), &mut keys);
+        keys_to_depth(&removed, path, depth - path.split('.').count(), &mut keys);
         for k in keys {
             out.warnings
                 .push(format!("{k}: accepted and ignored: {why}"));
@@ -97,17 +99,7 @@ pub fn set_aside(tree: &mut Value) -> SetAside {
         if is_known {
             continue;
         }
-        let parts: Vec<&str> = path.split('.').collect();
-        let Some((last, parents)) = parts.split_last() else {
-            continue;
-        };
-        let mut cur = tree.as_object_mut();
-        for p in parents {
-            cur = cur
-                .and_then(|m| m.get_mut(*p))
-                .and_then(Value::as_object_mut);
-        }
-        if cur.and_then(|m| m.remove(*last)).is_some() {
+        if take_path(tree, path).is_some() {
             out.warnings
                 .push(format!("{path}: accepted and ignored: {why}"));
         }
