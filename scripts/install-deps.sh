@@ -9,6 +9,10 @@ RUN_PKGS=(pkg-config make gcc libpcap-dev libssl-dev zlib1g-dev iproute2 procps 
 TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb-server
   mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static
   chromium)
+# Each further capability adds its own line: TEST_PKGS+=(package ...) # what it is for
+# Python packages the tests drive, installed with the pip of the python3 the tests run.
+# One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
+TEST_PIP=(communityid) # Community ID reference implementation (oracle)
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then
@@ -30,9 +34,14 @@ fi
 # The Community ID reference implementation, a test oracle: installed with the pip of the
 # python3 the tests run (the first on PATH).
 install_test_python() {
-  if [[ "${1:-run}" == "test" ]] && ! python3 -c 'import communityid' 2>/dev/null; then
-    python3 -m pip install -q communityid || python3 -m pip install -q --break-system-packages communityid
-  fi
+  [[ "${1:-run}" == "test" ]] || return 0
+  local need=()
+  for spec in "${TEST_PIP[@]}"; do
+    python3 -m pip show -q "${spec%%[=<>]*}" >/dev/null 2>&1 || need+=("$spec")
+  done
+  ((${#need[@]} == 0)) && return 0
+  echo "install-deps: pip installing ${need[*]}"
+  python3 -m pip install -q "${need[@]}" || python3 -m pip install -q --break-system-packages "${need[@]}"
 }
 
 if ((${#missing[@]} == 0)); then
