@@ -17,7 +17,8 @@ use super::latency::Histogram;
 use super::parse::{Action, ConnObs, ListenObs, Observation, Tcp, TxnObs};
 use crate::fast_hash::{FxHasher, FxMap, FxSet};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -161,8 +162,8 @@ impl EdgeStats {
 /// Nodes and edges, bounded.
 #[derive(Debug, Clone, Default)]
 pub struct Aggregate {
-    pub nodes: HashSet<NodeKey>,
-    pub edges: HashMap<(NodeKey, NodeKey), EdgeStats>,
+    pub nodes: FxSet<NodeKey>,
+    pub edges: FxMap<(NodeKey, NodeKey), EdgeStats>,
     /// Connections (or transactions) left out because the graph had `max_nodes` nodes.
     pub beyond_nodes: u64,
     /// ... or `max_edges` edges.
@@ -171,29 +172,33 @@ pub struct Aggregate {
 
 impl Aggregate {
     fn edge(&mut self, src: NodeKey, dst: NodeKey, limits: &Limits) -> Option<&mut EdgeStats> {
-        let key = (src, dst);
-        if !self.edges.contains_key(&key) {
-            let new_nodes = usize::from(!self.nodes.contains(&key.0))
-                + usize::from(key.0 != key.1 && !self.nodes.contains(&key.1));
-            if self.nodes.len() + new_nodes > limits.max_nodes {
-                self.beyond_nodes += 1;
-                return None;
+        let edges = self.edges.len();
+        match self.edges.entry((src, dst)) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                let (a, b) = e.key();
+                let new_nodes = usize::from(!self.nodes.contains(a))
+                    + usize::from(a != b && !self.nodes.contains(b));
+                if self.nodes.len() + new_nodes > limits.max_nodes {
+                    self.beyond_nodes += 1;
+                    return None;
+                }
+                if edges >= limits.max_edges {
+                    self.beyond_edges += 1;
+                    return None;
+                }
+                self.nodes.insert(a.clone());
+                self.nodes.insert(b.clone());
+                Some(e.insert(EdgeStats::default()))
             }
-            if self.edges.len() >= limits.max_edges {
-                self.beyond_edges += 1;
-                return None;
-            }
-            self.nodes.insert(key.0.clone());
-            self.nodes.insert(key.1.clone());
         }
-        Some(self.edges.entry(key).or_default())
     }
 
     /// Keeps the edges seen at or after `start_ms`, and their nodes.
     fn retain_since(&mut self, start_ms: i64) {
         self.edges.retain(|_, e| e.last_ms >= start_ms);
         let used: HashSet<&NodeKey> = self.edges.keys().flat_map(|(a, b)| [a, b]).collect();
-        let keep: HashSet<NodeKey> = self
+        let keep: FxSet<NodeKey> = self
             .nodes
             .iter()
             .filter(|n| used.contains(n))

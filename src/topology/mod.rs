@@ -5,6 +5,7 @@
 //! [`graph`] joins with the other end's; the graph is written as JSON, Graphviz or a
 //! self-contained page ([`render`], [`html`]), once, or served live ([`serve`]).
 
+pub mod fields;
 pub mod graph;
 pub mod html;
 pub mod input;

@@ -6,7 +6,7 @@
 //! graph needs: who reported, which end it owns, the two addresses, and the figures.
 //! What cannot be read is a [`Skip`] with its reason, never an error that stops a read.
 
-use serde::{Deserialize, Deserializer};
+use super::fields::{Bad, Cursor};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
@@ -95,89 +95,112 @@ pub enum Observation<'a> {
     Txn(TxnObs<'a>),
 }
 
-/// An optional string borrowed from the line when it has no escapes (serde borrows a
-/// `Cow<str>` field only when its type is exactly that, not inside an `Option`).
-fn opt_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Str>::deserialize(d)?.map(|s| s.0))
-}
-
-/// The fields read from either shape; everything else is skipped by serde unread.
-#[derive(Deserialize, Default)]
-#[serde(default)]
+/// The fields read from either shape; every other field is stepped over unread.
+#[derive(Default)]
 struct Raw<'a> {
-    #[serde(rename = "@timestamp", borrow, deserialize_with = "opt_str")]
     timestamp: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow, deserialize_with = "opt_str")]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     action: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     direction: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     transport: Option<Cow<'a, str>>,
     local_ip: Option<IpAddr>,
     local_port: Option<u16>,
     remote_ip: Option<IpAddr>,
     remote_port: Option<u16>,
-    #[serde(borrow)]
     local_process: Option<Proc<'a>>,
     tcp: Option<RawTcp>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     community_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     container: Option<Container<'a>>,
-    #[serde(borrow)]
     beat: Option<Beat<'a>>,
     // Classic transactions.
-    #[serde(borrow, deserialize_with = "opt_str")]
     status: Option<Cow<'a, str>>,
     responsetime: Option<f64>,
     client_ip: Option<IpAddr>,
     client_port: Option<u16>,
     ip: Option<IpAddr>,
     port: Option<u16>,
-    #[serde(borrow)]
     client_process: Option<Proc<'a>>,
-    #[serde(borrow)]
     server_process: Option<Proc<'a>>,
     // ECS.
-    #[serde(borrow)]
     event: Option<EcsEvent<'a>>,
-    #[serde(borrow)]
     network: Option<EcsNetwork<'a>>,
-    #[serde(borrow)]
     source: Option<EcsEnd<'a>>,
-    #[serde(borrow)]
     destination: Option<EcsEnd<'a>>,
-    #[serde(borrow)]
     process: Option<Proc<'a>>,
-    #[serde(borrow)]
     agent: Option<Beat<'a>>,
-    #[serde(borrow)]
     host: Option<EcsHost<'a>>,
-    #[serde(borrow)]
     connbeat: Option<EcsConnbeat<'a>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+impl<'a> Raw<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut r = Raw::default();
+        c.object(|c, key| {
+            match key {
+                "@timestamp" => r.timestamp = c.opt_str()?,
+                "type" => r.kind = c.opt_str()?,
+                "action" => r.action = c.opt_str()?,
+                "direction" => r.direction = c.opt_str()?,
+                "transport" => r.transport = c.opt_str()?,
+                "local_ip" => r.local_ip = c.opt(Cursor::ip)?,
+                "local_port" => r.local_port = c.opt(Cursor::u16)?,
+                "remote_ip" => r.remote_ip = c.opt(Cursor::ip)?,
+                "remote_port" => r.remote_port = c.opt(Cursor::u16)?,
+                "local_process" => r.local_process = c.opt(Proc::read)?,
+                "tcp" => r.tcp = c.opt(RawTcp::read)?,
+                "community_id" => r.community_id = c.opt_str()?,
+                "container" => r.container = c.opt(Container::read)?,
+                "beat" => r.beat = c.opt(Beat::read)?,
+                "status" => r.status = c.opt_str()?,
+                "responsetime" => r.responsetime = c.opt(Cursor::f64)?,
+                "client_ip" => r.client_ip = c.opt(Cursor::ip)?,
+                "client_port" => r.client_port = c.opt(Cursor::u16)?,
+                "ip" => r.ip = c.opt(Cursor::ip)?,
+                "port" => r.port = c.opt(Cursor::u16)?,
+                "client_process" => r.client_process = c.opt(Proc::read)?,
+                "server_process" => r.server_process = c.opt(Proc::read)?,
+                "event" => r.event = c.opt(EcsEvent::read)?,
+                "network" => r.network = c.opt(EcsNetwork::read)?,
+                "source" => r.source = c.opt(EcsEnd::read)?,
+                "destination" => r.destination = c.opt(EcsEnd::read)?,
+                "process" => r.process = c.opt(Proc::read)?,
+                "agent" => r.agent = c.opt(Beat::read)?,
+                "host" => r.host = c.opt(EcsHost::read)?,
+                "connbeat" => r.connbeat = c.opt(EcsConnbeat::read)?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(r)
+    }
+}
+
+#[derive(Default)]
 struct Proc<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
     binary: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
 }
 
 impl<'a> Proc<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut p = Proc::default();
+        c.object(|c, key| {
+            match key {
+                "binary" => p.binary = c.opt_str()?,
+                "name" => p.name = c.opt_str()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(p)
+    }
+
     fn binary(self) -> Option<Cow<'a, str>> {
         self.binary.or(self.name).filter(|b| !b.is_empty())
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Default)]
 struct RawTcp {
     rtt_us: u64,
     retransmits: u64,
@@ -186,94 +209,198 @@ struct RawTcp {
     bytes_received: u64,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+impl RawTcp {
+    fn read(c: &mut Cursor) -> Result<Self, Bad> {
+        let mut t = RawTcp::default();
+        c.object(|c, key| {
+            match key {
+                "rtt_us" => t.rtt_us = c.u64()?,
+                "retransmits" => t.retransmits = c.u64()?,
+                "total_retrans" => t.total_retrans = c.opt(Cursor::u64)?,
+                "bytes_acked" => t.bytes_acked = c.u64()?,
+                "bytes_received" => t.bytes_received = c.u64()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(t)
+    }
+}
+
+#[derive(Default)]
 struct Container<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     id: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+impl<'a> Container<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut k = Container::default();
+        c.object(|c, key| {
+            match key {
+                "name" => k.name = c.opt_str()?,
+                "id" => k.id = c.opt_str()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(k)
+    }
+}
+
+/// `beat` (classic) or `agent` (ECS).
+#[derive(Default)]
 struct Beat<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     hostname: Option<Cow<'a, str>>,
     local_ips: Vec<IpAddr>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+impl<'a> Beat<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut b = Beat::default();
+        c.object(|c, key| {
+            match key {
+                "name" => b.name = c.opt_str()?,
+                "hostname" => b.hostname = c.opt_str()?,
+                "local_ips" => b.local_ips = c.ips()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(b)
+    }
+}
+
+#[derive(Default)]
 struct EcsEvent<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
     action: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     outcome: Option<Cow<'a, str>>,
     /// Nanoseconds.
     duration: Option<u64>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     dataset: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     start: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct EcsNetwork<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
-    community_id: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
-    direction: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
-    transport: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
-    protocol: Option<Cow<'a, str>>,
+impl<'a> EcsEvent<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut e = EcsEvent::default();
+        c.object(|c, key| {
+            match key {
+                "action" => e.action = c.opt_str()?,
+                "outcome" => e.outcome = c.opt_str()?,
+                "duration" => e.duration = c.opt(Cursor::u64)?,
+                "dataset" => e.dataset = c.opt_str()?,
+                "start" => e.start = c.opt_str()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(e)
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Default)]
+struct EcsNetwork<'a> {
+    community_id: Option<Cow<'a, str>>,
+    direction: Option<Cow<'a, str>>,
+    transport: Option<Cow<'a, str>>,
+}
+
+impl<'a> EcsNetwork<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut n = EcsNetwork::default();
+        c.object(|c, key| {
+            match key {
+                "community_id" => n.community_id = c.opt_str()?,
+                "direction" => n.direction = c.opt_str()?,
+                "transport" => n.transport = c.opt_str()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+}
+
+/// `source` or `destination`.
+#[derive(Default)]
 struct EcsEnd<'a> {
     ip: Option<IpAddr>,
     port: Option<u16>,
-    #[serde(borrow)]
-    process: Option<EcsProcess<'a>>,
+    /// The process's `name`.
+    process: Option<Proc<'a>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct EcsProcess<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
-    name: Option<Cow<'a, str>>,
+impl<'a> EcsEnd<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut e = EcsEnd::default();
+        c.object(|c, key| {
+            match key {
+                "ip" => e.ip = c.opt(Cursor::ip)?,
+                "port" => e.port = c.opt(Cursor::u16)?,
+                "process" => e.process = c.opt(Proc::read)?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(e)
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Default)]
 struct EcsHost<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     hostname: Option<Cow<'a, str>>,
     ip: Vec<IpAddr>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+impl<'a> EcsHost<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut h = EcsHost::default();
+        c.object(|c, key| {
+            match key {
+                "name" => h.name = c.opt_str()?,
+                "hostname" => h.hostname = c.opt_str()?,
+                "ip" => h.ip = c.ips()?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(h)
+    }
+}
+
+#[derive(Default)]
 struct EcsConnbeat<'a> {
-    #[serde(borrow, deserialize_with = "opt_str")]
     action: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "opt_str")]
     direction: Option<Cow<'a, str>>,
     tcp: Option<RawTcp>,
 }
 
+impl<'a> EcsConnbeat<'a> {
+    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+        let mut k = EcsConnbeat::default();
+        c.object(|c, key| {
+            match key {
+                "action" => k.action = c.opt_str()?,
+                "direction" => k.direction = c.opt_str()?,
+                "tcp" => k.tcp = c.opt(RawTcp::read)?,
+                _ => c.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(k)
+    }
+}
+
 /// Reads one line (surrounding whitespace ignored).
 pub fn parse(line: &[u8]) -> Result<Observation<'_>, Skip> {
-    // Checked once here, so that serde_json (reading a `str`) does not check each string.
+    // Checked once here, so that the cursor can slice strings out of the line.
     let line = std::str::from_utf8(line).map_err(|_| Skip::Malformed)?;
-    let raw: Raw = serde_json::from_str(line).map_err(|_| Skip::Malformed)?;
+    let mut cursor = Cursor::new(line);
+    let raw = Raw::read(&mut cursor).map_err(|_| Skip::Malformed)?;
+    cursor.end().map_err(|_| Skip::Malformed)?;
     let ecs = raw.event.is_some() || raw.source.is_some() || raw.network.is_some();
     if ecs {
         from_ecs(raw)
