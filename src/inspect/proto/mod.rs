@@ -12,6 +12,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod memcache;
 pub mod mysql;
 pub mod options;
 pub mod pgsql;
@@ -215,6 +216,7 @@ registry! {
     Mysql => mysql::Proto,
     Pgsql => pgsql::Proto,
     Tls => tls::Proto,
+    Memcache => memcache::Proto,
 }
 
 impl Serialize for ProtocolConfig {
