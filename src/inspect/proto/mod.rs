@@ -13,6 +13,7 @@
 pub mod dns;
 pub mod http;
 pub mod memcache;
+pub mod mongodb;
 pub mod mysql;
 pub mod options;
 pub mod pgsql;
@@ -217,6 +218,7 @@ registry! {
     Pgsql => pgsql::Proto,
     Tls => tls::Proto,
     Memcache => memcache::Proto,
+    Mongodb => mongodb::Proto,
 }
 
 impl Serialize for ProtocolConfig {
