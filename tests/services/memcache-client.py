@@ -50,6 +50,7 @@ elif mode == "udp":
     c.set("big", b"x" * 3000)
     op("set")
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
     u.settimeout(10)
     u.sendto(struct.pack(">HHHH", 7, 0, 1, 0) + b"get big\r\n", ("127.0.0.1", port))
     parts, total = {}, None

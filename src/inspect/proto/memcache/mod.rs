@@ -14,8 +14,8 @@ pub mod parser;
 
 use super::txn::{self, Pairing, unmatched_response};
 use super::{
-    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn,
-    TxnObject, UdpFactory, UdpParser, status,
+    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, TxnObject,
+    UdpFactory, UdpParser, status,
 };
 use crate::config::Duration;
 use crate::event::Event;
@@ -248,9 +248,10 @@ impl Matcher {
     /// Pairs a whole response with its request.
     fn correlate(&mut self, resp: Message, cx: &mut Cx<'_>) {
         if resp.binary {
-            let Some(i) = self.pending.position(|r| {
-                r.binary && r.opaque == resp.opaque && r.opcode == resp.opcode
-            }) else {
+            let Some(i) = self
+                .pending
+                .position(|r| r.binary && r.opaque == resp.opaque && r.opcode == resp.opcode)
+            else {
                 unmatched_response();
                 return;
             };
@@ -400,7 +401,13 @@ fn udp_dropped() {
 
 impl MemcacheUdp {
     /// The messages of one whole UDP payload (one or several datagrams).
-    fn payload(&mut self, id: u16, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<(), ParseError> {
+    fn payload(
+        &mut self,
+        id: u16,
+        dir: Dir,
+        data: &[u8],
+        cx: &mut Cx<'_>,
+    ) -> Result<(), ParseError> {
         let Some(t) = self.txns.get_mut(&id) else {
             return Ok(());
         };
@@ -431,7 +438,9 @@ impl MemcacheUdp {
 impl UdpParser for MemcacheUdp {
     fn datagram(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<(), ParseError> {
         let Some((id, seq, total)) = parser::udp_header(data) else {
-            return Err(ParseError("memcache: datagram shorter than its frame header"));
+            return Err(ParseError(
+                "memcache: datagram shorter than its frame header",
+            ));
         };
         let body = &data[parser::UDP_HEADER..];
         if total == 0 || seq >= total {
@@ -535,7 +544,10 @@ mod tests {
         let out = drive(
             p.as_mut(),
             &[
-                (Dir::ToServer, b"set k1 0 0 2\r\nab\r\nget x k1 y\r\ndelete k9\r\n"),
+                (
+                    Dir::ToServer,
+                    b"set k1 0 0 2\r\nab\r\nget x k1 y\r\ndelete k9\r\n",
+                ),
                 (
                     Dir::ToClient,
                     b"STORED\r\nVALUE k1 0 2\r\nab\r\nEND\r\nNOT_FOUND\r\n",

@@ -302,10 +302,13 @@ fn text(data: &[u8], request: bool, l: &Limits) -> Result<Option<Message>, Parse
     } else if cmd.first().is_some_and(u8::is_ascii_digit) {
         Some(("<counter_op_res>", "Counter"))
     } else {
-        RESPONSES.iter().find(|(n, ..)| n.as_bytes() == cmd).map(|&(n, t, o)| {
-            msg.outcome = o;
-            (n, t)
-        })
+        RESPONSES
+            .iter()
+            .find(|(n, ..)| n.as_bytes() == cmd)
+            .map(|&(n, t, o)| {
+                msg.outcome = o;
+                (n, t)
+            })
     };
     let Some((name, kind)) = found else {
         if !l.parse_unknown {
@@ -590,9 +593,7 @@ fn binary(data: &[u8], request: bool, l: &Limits) -> Result<Option<Message>, Par
         }
         (true, 0x08 | 0x18 | 0x1c | 0x1d | 0x1e | 0x23 | 0x24) => f.exptime = be32(extras, 0),
         (true, 0x1b) => f.verbosity = be32(extras, 0).map(u64::from),
-        (false, 0x00 | 0x09 | 0x0c | 0x0d | 0x1d | 0x1e | 0x23 | 0x24) => {
-            f.flags = be32(extras, 0)
-        }
+        (false, 0x00 | 0x09 | 0x0c | 0x0d | 0x1d | 0x1e | 0x23 | 0x24) => f.flags = be32(extras, 0),
         _ => {}
     }
     // The value: some responses are read whole (small); SASL values are never kept.
@@ -660,10 +661,7 @@ mod tests {
 
     #[test]
     fn a_value_not_kept_is_skipped_unseen() {
-        let l = Limits {
-            max_values: 0,
-            ..L
-        };
+        let l = Limits { max_values: 0, ..L };
         let m = message(b"VALUE k 0 1000\r\nabc", false, &l)
             .unwrap()
             .unwrap();
@@ -718,9 +716,13 @@ mod tests {
         assert_eq!(m.fields.opcode, Some("Increment"));
         assert_eq!((m.fields.delta, m.fields.initial), (Some(2), Some(0)));
         assert_eq!(m.opaque, 7);
-        let r = message(&bin(0x81, 0x05, &[], b"", &5u64.to_be_bytes(), 0), false, &L)
-            .unwrap()
-            .unwrap();
+        let r = message(
+            &bin(0x81, 0x05, &[], b"", &5u64.to_be_bytes(), 0),
+            false,
+            &L,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.fields.value, Some(5));
         assert_eq!(r.fields.status, Some("Success"));
         let auth = bin(0x80, 0x21, &[], b"PLAIN", b"\0user\0secret", 0);

@@ -35,7 +35,7 @@ pub enum Value<'a> {
     Other(&'a [u8]),
 }
 
-impl Value<'_> {
+impl<'a> Value<'a> {
     /// A number or boolean as f64 (`ok: 1`, `ok: 1.0`, `ok: true`).
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
@@ -47,8 +47,8 @@ impl Value<'_> {
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
+    pub fn as_str(&self) -> Option<&'a str> {
+        match *self {
             Value::Str(s) => std::str::from_utf8(s).ok(),
             _ => None,
         }

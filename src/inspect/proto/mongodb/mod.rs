@@ -180,11 +180,17 @@ impl Mongo {
         (s != "{}").then_some(s)
     }
 
-    /// The command of a command document: its first key, and the collection it names.
+    /// The command of a command document: its first key, and the collection it names (its
+    /// value, or its `collection` field: `getMore`, `killCursors`).
     fn command(d: &Doc<'_>) -> (String, Option<String>) {
         match d.first() {
             Some(("$query", Value::Doc(inner))) => Self::command(&inner),
-            Some((k, v)) => (k.to_string(), v.as_str().map(str::to_string)),
+            Some((k, v)) => {
+                let coll = v
+                    .as_str()
+                    .or_else(|| d.get("collection").and_then(|c| c.as_str()));
+                (k.to_string(), coll.map(str::to_string))
+            }
             None => ("otherCommand".into(), None),
         }
     }
@@ -472,6 +478,7 @@ impl TcpParser for Mongo {
             let (op, size, id, data) = parser::compressed(body)?;
             match parser::decompress(id, data, size, self.cfg.max_message) {
                 Ok(plain) if parser::known(op) && op != parser::OP_COMPRESSED => {
+                    monitor::inc(&METRICS.inspect_mongodb_compressed);
                     self.message(dir, &h, op, &plain, cx)?;
                 }
                 Ok(_) | Err(parser::Undecoded::Bad) => {
