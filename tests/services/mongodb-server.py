@@ -5,7 +5,9 @@ small shim in front of MockupDB, which speaks OP_COMPRESSED with pymongo's own
 compressors (MockupDB does not): it decompresses requests and compresses the replies to
 compressed requests. Writes the port clients use to PORTFILE, then serves until killed.
 
-usage: mongodb-server.py PORTFILE [zlib|snappy|zstd]"""
+usage: mongodb-server.py PORTFILE [zlib|snappy|zstd]
+The client port is the kernel's choice, or $MONGO_PORT when set (recordings)."""
+import os
 import socket
 import struct
 import sys
@@ -21,7 +23,8 @@ IDS = {"snappy": 1, "zlib": 2, "zstd": 3}
 hello = {"maxWireVersion": 17, "minWireVersion": 0}
 if compressor:
     hello["compression"] = [compressor]
-server = MockupDB(auto_ismaster=hello)
+fixed = int(os.environ.get("MONGO_PORT", "0"))
+server = MockupDB(auto_ismaster=hello, port=None if compressor else (fixed or None))
 server.run()
 
 
@@ -80,7 +83,7 @@ port = server.port
 if compressor:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", fixed))
     listener.listen(16)
     port = listener.getsockname()[1]
 
@@ -93,8 +96,6 @@ if compressor:
 
 with open(portfile + ".tmp", "w") as f:
     f.write(str(port))
-import os  # noqa: E402
-
 os.rename(portfile + ".tmp", portfile)
 
 DOCS = [{"_id": i, "name": "n%d" % i} for i in range(3)]
