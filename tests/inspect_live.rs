@@ -433,17 +433,26 @@ impl Client {
             .expect("python3 runs");
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut ops = Vec::new();
-        for line in out.lines() {
-            let line = line.unwrap();
+        let mut done = false;
+        for line in out.lines().map_while(Result::ok) {
             if line == "done" {
-                return Client { child, ops };
+                done = true;
+                break;
             }
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                eprintln!("{script}: not an operation: {line}");
+                break;
+            };
             ops.push((
-                v["command"].as_str().unwrap().to_string(),
-                v["status"].as_str().unwrap().to_string(),
+                v["command"].as_str().unwrap_or_default().to_string(),
+                v["status"].as_str().unwrap_or_default().to_string(),
             ));
         }
+        if done {
+            return Client { child, ops };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("{script} {args:?} ended before \"done\" (see its error above)");
     }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub struct Proto;
 
 /// The memcache keys of a `connbeat.protocols` entry (Packetbeat's names and meanings).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Options {
     /// Report text commands it does not know (`command: UNKNOWN`, the `line`) instead of
@@ -43,18 +43,6 @@ pub struct Options {
     pub udptransactiontimeout: Option<Duration>,
     /// Timeout of a TCP transaction; the protocol's `transaction_timeout` when not set.
     pub tcptransactiontimeout: Option<Duration>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            parseunknown: false,
-            maxvalues: 0,
-            maxbytespervalue: 0,
-            udptransactiontimeout: None,
-            tcptransactiontimeout: None,
-        }
-    }
 }
 
 /// Stats entries kept in one response.

@@ -268,7 +268,7 @@ impl Json<'_> {
         false
     }
 
-    fn full(&self, out: &String, start: usize) -> bool {
+    fn full(&self, out: &str, start: usize) -> bool {
         out.len() - start > self.max
     }
 

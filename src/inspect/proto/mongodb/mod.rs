@@ -414,7 +414,7 @@ impl Mongo {
             return Some(s);
         }
         let failed = d.get("ok").and_then(|v| v.as_f64()) == Some(0.0);
-        if command && failed || !command && failed && d.get("errmsg").is_some() {
+        if failed && (command || d.get("errmsg").is_some()) {
             let msg = d.get("errmsg").and_then(|v| v.as_str().map(str::to_string));
             return Some(msg.unwrap_or_else(|| "ok: 0".into()));
         }
