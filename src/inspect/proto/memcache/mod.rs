@@ -22,7 +22,7 @@ use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use parser::{Limits, McMsg, Message, Outcome, Part};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The registry's handle on Memcache.
@@ -82,6 +82,7 @@ impl super::Protocol for Proto {
                 limits,
                 max,
                 max_bytes,
+                held: 0,
                 timeout: udp_to,
             }) as Box<dyn UdpParser>
         });
@@ -358,9 +359,10 @@ impl TcpParser for Memcache {
 
 /// A message of several datagrams being put back together.
 struct Assembly {
-    /// Datagrams by sequence number.
-    parts: Vec<Option<Vec<u8>>>,
-    missing: usize,
+    /// The number of datagrams its frame headers announce.
+    total: u16,
+    /// Datagrams received, by sequence number (memory only for what arrived).
+    parts: BTreeMap<u16, Vec<u8>>,
     bytes: usize,
 }
 
@@ -377,8 +379,10 @@ pub struct MemcacheUdp {
     txns: HashMap<u16, UdpTxn>,
     limits: Limits,
     max: usize,
-    /// Bound on one reassembled message (`max_message_size`).
+    /// Bound on the datagram bytes held for reassembly in this flow (`max_message_size`).
     max_bytes: usize,
+    /// Those bytes now.
+    held: usize,
     /// `udptransactiontimeout`, µs.
     timeout: Option<u64>,
 }
@@ -450,27 +454,25 @@ impl UdpParser for MemcacheUdp {
         } else {
             let d = usize::from(dir == Dir::ToClient);
             let a = t.parts[d].get_or_insert_with(|| Assembly {
-                parts: vec![None; usize::from(total)],
-                missing: usize::from(total),
+                total,
+                parts: BTreeMap::new(),
                 bytes: 0,
             });
-            let slot = a.parts.get_mut(usize::from(seq));
-            match slot {
-                Some(s @ None) if a.bytes + body.len() <= self.max_bytes => {
-                    *s = Some(body.to_vec());
-                    a.missing -= 1;
-                    a.bytes += body.len();
-                }
-                // A repeated datagram, one of another message, or too many bytes.
-                _ => {
-                    udp_dropped();
-                    t.parts[d] = None;
-                    self.forget_idle(id);
-                    return Ok(());
-                }
+            let fits = self.held + body.len() <= self.max_bytes;
+            if a.total != total || a.parts.contains_key(&seq) || !fits {
+                // One of another message, a repeated datagram, or too many bytes held.
+                udp_dropped();
+                self.held -= a.bytes;
+                t.parts[d] = None;
+                self.forget_idle(id);
+                return Ok(());
             }
-            if a.missing == 0 {
-                let whole: Vec<u8> = a.parts.iter().flatten().flatten().copied().collect();
+            a.parts.insert(seq, body.to_vec());
+            a.bytes += body.len();
+            self.held += body.len();
+            if a.parts.len() == usize::from(a.total) {
+                let whole: Vec<u8> = a.parts.values().flatten().copied().collect();
+                self.held -= a.bytes;
                 t.parts[d] = None;
                 self.payload(id, dir, &whole, cx)
             } else {
@@ -485,13 +487,14 @@ impl UdpParser for MemcacheUdp {
         let mut cx = with_timeout(cx, self.timeout);
         let now = cx.now;
         let timeout = cx.timeout;
+        let held = &mut self.held;
         self.txns.retain(|_, t| {
             t.m.expire(&mut cx);
             if now.saturating_sub(t.last) >= timeout {
-                if t.parts.iter().any(Option::is_some) {
+                for a in t.parts.iter_mut().filter_map(Option::take) {
                     udp_dropped();
+                    *held -= a.bytes;
                 }
-                t.parts = [None, None];
                 if let Some(m) = t.m.partial.take() {
                     t.m.correlate(m, &mut cx);
                 }
@@ -501,6 +504,7 @@ impl UdpParser for MemcacheUdp {
     }
 
     fn close(&mut self, cx: &mut Cx<'_>) {
+        self.held = 0;
         for (_, mut t) in self.txns.drain() {
             t.m.close(cx);
         }
@@ -572,5 +576,62 @@ mod tests {
         assert_eq!(out[0].object()["request"]["noreply"], true);
         assert_eq!(out[0].object()["request"]["delta"], 2);
         assert_eq!(out[2].object()["response"]["version"], "1.6.18");
+    }
+
+    fn frame(id: u16, seq: u16, total: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for x in [id, seq, total, 0] {
+            v.extend(x.to_be_bytes());
+        }
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn udp_replies_of_several_datagrams_out_of_order() {
+        let e = Entry::<Options>::default();
+        let f = <Proto as super::super::Protocol>::parsers(&e, &common())
+            .udp
+            .unwrap();
+        let mut p = f();
+        let mut out = Vec::new();
+        let mut cx = Cx {
+            now: 1,
+            timeout: 1_000_000,
+            out: &mut out,
+        };
+        let reply = b"VALUE big 0 10\r\n0123456789\r\nEND\r\n";
+        let (a, b) = reply.split_at(20);
+        p.datagram(Dir::ToServer, &frame(3, 0, 1, b"get big\r\n"), &mut cx)
+            .unwrap();
+        assert!(p.pending());
+        p.datagram(Dir::ToClient, &frame(3, 1, 2, b), &mut cx)
+            .unwrap();
+        assert!(cx.out.is_empty());
+        p.datagram(Dir::ToClient, &frame(3, 0, 2, a), &mut cx)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        let o = out[0].object();
+        assert_eq!(o["response"]["bytes"], 10);
+        assert_eq!(o["response"]["keys"], serde_json::json!(["big"]));
+        assert_eq!(out[0].status, status::OK);
+        assert!(!p.pending(), "nothing left once answered");
+        // A datagram repeated, or announcing another count, drops the message (counted).
+        let mut cx = Cx {
+            now: 2,
+            timeout: 1_000_000,
+            out: &mut out,
+        };
+        p.datagram(Dir::ToServer, &frame(4, 0, 1, b"get big\r\n"), &mut cx)
+            .unwrap();
+        p.datagram(Dir::ToClient, &frame(4, 0, 2, a), &mut cx)
+            .unwrap();
+        p.datagram(Dir::ToClient, &frame(4, 0, 2, a), &mut cx)
+            .unwrap();
+        p.datagram(Dir::ToClient, &frame(4, 1, 3, b), &mut cx)
+            .unwrap();
+        p.close(&mut cx);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].status, status::ERROR, "the get never got its reply");
     }
 }
