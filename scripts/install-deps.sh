@@ -13,6 +13,8 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
+TEST_PKGS+=(memcached libmemcached-tools) # memcache server and its clients (text, binary, UDP)
+TEST_PIP+=(pymemcache pymongo mockupdb python-snappy backports.zstd) # memcache client; MongoDB wire server and client, compressors
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

@@ -202,7 +202,61 @@ pub fn tcp_stream(data: &[u8]) {
 }
 
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream"];
+pub const TARGETS: &[&str] = &[
+    "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb",
+];
+
+/// The memcache message parser alone, both directions, with values kept and not, and
+/// the UDP frame header.
+pub fn memcache(data: &[u8]) {
+    use proto::memcache::parser::{Limits, message, udp_header};
+    let _ = udp_header(data);
+    for (max_values, max_bytes) in [(0, 0), (-1, 0), (2, 3)] {
+        let l = Limits {
+            max_values,
+            max_bytes_per_value: max_bytes,
+            parse_unknown: max_values != 0,
+        };
+        let mut at = 0;
+        // A stream of messages, as the TCP parser reads them.
+        while at < data.len() {
+            match message(&data[at..], max_values == 0, &l) {
+                Ok(Some(m)) if m.len > 0 => at += m.len,
+                _ => break,
+            }
+        }
+    }
+}
+
+/// The MongoDB message parser alone: header, every opcode's body, OP_COMPRESSED payloads
+/// decompressed with each compressor, and the documents written as JSON.
+pub fn mongodb(data: &[u8]) {
+    use proto::mongodb::bson::{Doc, Json};
+    use proto::mongodb::parser::{Body, HEADER, body, compressed, decompress, header};
+    let json = Json {
+        hide: &["payload"],
+        max: 4096,
+    };
+    let mut out = String::new();
+    if let Ok(Some(h)) = header(data) {
+        let b = data.get(HEADER..h.len.min(data.len())).unwrap_or_default();
+        for op in [1, 1000, 2001, 2002, 2004, 2005, 2006, 2007, 2013, h.opcode] {
+            if let Ok(Body::Msg { body: Some(d), .. } | Body::Query { query: d, .. }) = body(op, b)
+            {
+                json.write(&d, &[], &mut out);
+            }
+        }
+        if let Ok((_, size, _, payload)) = compressed(b) {
+            for id in 0..4 {
+                let _ = decompress(id, payload, size, 1 << 20);
+            }
+        }
+    }
+    if let Some(d) = Doc::read(data) {
+        let _ = d.valid();
+        json.write(&d, &["x"], &mut out);
+    }
+}
 
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
@@ -233,6 +287,8 @@ pub fn run(target: &str, data: &[u8]) {
         "udp" => udp(data),
         "btf" => btf(data),
         "stream" => tcp_stream(data),
+        "memcache" => memcache(data),
+        "mongodb" => mongodb(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
@@ -253,7 +309,10 @@ mod tests {
 
     /// Seeds: real messages of each protocol, wrapped in chunk control bytes.
     fn seeds() -> Vec<Vec<u8>> {
-        let msgs: [&[u8]; 8] = [
+        let msgs: [&[u8]; 11] = [
+            b"get a b\r\nVALUE a 0 2\r\nxy\r\nEND\r\nset k 1 0 3 noreply\r\nabc\r\nSTAT pid 1\r\n",
+            b"\x80\x01\x00\x01\x08\x00\x00\x00\x00\x00\x00\x0a\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00kv",
+            b"\x30\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\xdd\x07\x00\x00\x00\x00\x00\x00\x00\x1b\x00\x00\x00\x02find\x00\x02\x00\x00\x00c\x00\x10n\x00\x01\x00\x00\x00\x00",
             b"GET /a?pass=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n%1\r\n+a\r\n*1\r\n:1\r\n",

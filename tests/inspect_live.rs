@@ -134,6 +134,17 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The port the script printed (`port=`).
+    fn port(&self) -> u16 {
+        self.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port="))
+            .and_then(|p| p.parse().ok())
+            .expect("port= in the service line")
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.pid.to_string()).status();
@@ -394,5 +405,403 @@ fn server_is(e: &Value, binary: &str) {
         );
     } else {
         assert_eq!(e["server_process"]["binary"], binary, "{e}");
+    }
+}
+
+// ---- memcache and MongoDB against real servers (issue 10) ----
+
+/// A test client from tests/services, run with python3: the operations it reports doing
+/// (`{"command", "status"}` lines until "done"), and the running process, which keeps its
+/// connection open until its standard input closes.
+struct Client {
+    child: std::process::Child,
+    ops: Vec<(String, String)>,
+}
+
+impl Client {
+    fn run(script: &str, args: &[String]) -> Client {
+        use std::io::BufRead;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/services")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ops = Vec::new();
+        let mut done = false;
+        for line in out.lines().map_while(Result::ok) {
+            if line == "done" {
+                done = true;
+                break;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                eprintln!("{script}: not an operation: {line}");
+                break;
+            };
+            ops.push((
+                v["command"].as_str().unwrap_or_default().to_string(),
+                v["status"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+        if done {
+            return Client { child, ops };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{script} {args:?} ended before \"done\" (see its error above)");
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `pred` holds for `n` events (or 30 s pass), then returns those events.
+fn wait_n(events: &Mutex<Vec<Value>>, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Vec<Value> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| pred(e))
+            .cloned()
+            .collect();
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sorted (command, status) pairs.
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+/// Starts a live capture with these protocol entries; None (SKIPPED said) when it cannot.
+#[allow(clippy::type_complexity)]
+fn live(
+    test: &str,
+    protocols: &str,
+) -> Option<(
+    Arc<Mutex<Vec<Value>>>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+    publish::Pipeline,
+)> {
+    let yaml = format!(
+        "connbeat.interfaces: {{device: lo}}\nconnbeat.transaction_timeout: 10s\n\
+         output.console: {{enabled: true}}\n\
+         queue.mem: {{events: 64, flush.min_events: 1, flush.timeout: 100ms}}\n\
+         connbeat.protocols:\n{protocols}"
+    );
+    let config = from_yaml_str(&yaml, &[], &|_| None).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (publisher, pipeline) = publish::start(
+        PipelineSettings::from_config(&config),
+        Box::new(Collect(events.clone())),
+        CommonFields::from_config(&config),
+    )
+    .expect("pipeline starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
+    match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
+        Ok(t) => Some((events, stop, t, pipeline)),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: cannot capture: {e:#}");
+            None
+        }
+    }
+}
+
+fn python_has(modules: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn live_memcache_text_binary_udp() {
+    if !nix_is_root() {
+        eprintln!("SKIPPED live_memcache_text_binary_udp: needs root to capture on lo");
+        return;
+    }
+    if !python_has("pymemcache") {
+        eprintln!(
+            "SKIPPED live_memcache_text_binary_udp: pymemcache missing (scripts/install-deps.sh test)"
+        );
+        return;
+    }
+    let Some(mc) = Service::start("start-memcached.sh", &[]) else {
+        eprintln!("SKIPPED live_memcache_text_binary_udp: memcached unavailable");
+        return;
+    };
+    let port = mc.port();
+    let Some((events, stop, capture, pipeline)) = live(
+        "live_memcache_text_binary_udp",
+        &format!("  - {{type: memcache, ports: [{port}]}}\n"),
+    ) else {
+        return;
+    };
+    let of = |proto: &'static str, transport: &'static str| {
+        move |e: &Value| {
+            e["type"] == "memcache"
+                && e["memcache"]["protocol_type"] == proto
+                && e["transport"] == transport
+        }
+    };
+    let pair = |e: &Value| {
+        (
+            e["memcache"]["request"]["command"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            e["status"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    // Text protocol, pymemcache: one transaction per command, both processes named.
+    let client = Client::run("memcache-client.py", &["text".into(), port.to_string()]);
+    let got = wait_n(&events, client.ops.len(), of("text", "tcp"));
+    assert_eq!(
+        sorted(got.iter().map(pair).collect()),
+        sorted(client.ops.clone()),
+        "{got:#?}"
+    );
+    for e in &got {
+        assert_eq!(e["server_process"]["pid"], mc.pid, "{e}");
+        assert_eq!(e["server_process"]["binary"], "memcached", "{e}");
+        assert_eq!(e["client_process"]["pid"], client.pid(), "{e}");
+    }
+    let multi = got
+        .iter()
+        .find(|e| {
+            e["memcache"]["request"]["keys"]
+                .as_array()
+                .is_some_and(|k| k.len() == 3)
+        })
+        .expect("the get of three keys");
+    assert_eq!(
+        multi["memcache"]["response"]["keys"],
+        serde_json::json!(["k1", "k2"])
+    );
+    assert_eq!(multi["memcache"]["response"]["count_values"], 2);
+    assert_eq!(multi["memcache"]["response"]["bytes"], 120);
+    let incr = got.iter().find(|e| pair(e).0 == "incr").unwrap();
+    assert_eq!(incr["memcache"]["response"]["value"], 8);
+    let stats = got.iter().find(|e| pair(e).0 == "stats").unwrap();
+    assert!(
+        stats["memcache"]["response"]["stats"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 20
+    );
+    client.finish();
+
+    // Binary protocol, libmemcached's tools: set, get, delete, each closed by a Quit.
+    let file = std::env::temp_dir().join(format!("mc-bin-{}", std::process::id()));
+    std::fs::write(&file, "hello").unwrap();
+    let servers = format!("--servers=127.0.0.1:{port}");
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let dir = file.parent().unwrap();
+    for (tool, arg) in [
+        ("memccp", file.to_str().unwrap()),
+        ("memccat", &name),
+        ("memcrm", &name),
+    ] {
+        let st = Command::new(tool)
+            .current_dir(dir)
+            .args([servers.as_str(), "--binary", arg])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{tool}");
+    }
+    let got = wait_n(&events, 6, of("binary", "tcp"));
+    let mut ops: Vec<String> = got
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["memcache"]["request"]["opcode"], e["memcache"]["response"]["status"]
+            )
+        })
+        .collect();
+    ops.sort();
+    assert_eq!(
+        ops,
+        [
+            "\"Delete\" \"Success\"",
+            "\"GetK\" \"Success\"",
+            "\"Quit\" \"Success\"",
+            "\"Quit\" \"Success\"",
+            "\"Quit\" \"Success\"",
+            "\"Set\" \"Success\""
+        ]
+    );
+    assert!(got.iter().all(|e| e["status"] == "OK"));
+    let get = got
+        .iter()
+        .find(|e| e["memcache"]["request"]["opcode"] == "GetK")
+        .unwrap();
+    assert_eq!(get["memcache"]["response"]["bytes"], 5);
+    for e in &got {
+        server_is(e, "memcached");
+    }
+    let _ = std::fs::remove_file(&file);
+
+    // UDP: a text set (noreply) and a binary SetQ from memccp; a get whose reply spans
+    // several datagrams, from raw frames.
+    for extra in [None, Some("--binary")] {
+        let mut args = vec![servers.as_str(), "--udp"];
+        args.extend(extra);
+        let f = std::env::temp_dir().join(format!("mc-udp-{}", std::process::id()));
+        std::fs::write(&f, "over udp").unwrap();
+        args.push(f.to_str().unwrap());
+        assert!(
+            Command::new("memccp")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _ = std::fs::remove_file(&f);
+    }
+    let client = Client::run("memcache-client.py", &["udp".into(), port.to_string()]);
+    let udp = wait_n(&events, 3, |e| {
+        e["type"] == "memcache" && e["transport"] == "udp"
+    });
+    assert_eq!(udp.len(), 3, "{udp:#?}");
+    let text_set = udp
+        .iter()
+        .find(|e| e["memcache"]["protocol_type"] == "text" && pair(e).0 == "set")
+        .expect("memccp's text set");
+    assert_eq!(text_set["memcache"]["request"]["noreply"], true);
+    let setq = udp
+        .iter()
+        .find(|e| e["memcache"]["request"]["opcode"] == "SetQ")
+        .expect("memccp's binary SetQ");
+    assert_eq!(setq["status"], "OK");
+    let get = udp
+        .iter()
+        .find(|e| pair(e).0 == "get")
+        .expect("the UDP get");
+    assert_eq!(get["memcache"]["response"]["bytes"], 3000);
+    assert_eq!(get["memcache"]["response"]["count_values"], 1);
+    assert_eq!(get["status"], "OK");
+    assert_eq!(get["server_process"]["pid"], mc.pid, "{get}");
+    assert_eq!(get["client_process"]["pid"], client.pid(), "{get}");
+    client.finish();
+
+    stop.store(true, Ordering::Relaxed);
+    capture.join().unwrap();
+    assert!(pipeline.finish(Duration::from_secs(5)));
+    drop(mc);
+}
+
+#[test]
+fn live_mongodb_plain_and_compressed() {
+    if !nix_is_root() {
+        eprintln!("SKIPPED live_mongodb_plain_and_compressed: needs root to capture on lo");
+        return;
+    }
+    if !python_has("mockupdb, pymongo, snappy, backports.zstd") {
+        eprintln!(
+            "SKIPPED live_mongodb_plain_and_compressed: mockupdb, pymongo, python-snappy or \
+             backports.zstd missing (scripts/install-deps.sh test)"
+        );
+        return;
+    }
+    for compressor in ["", "zlib", "snappy", "zstd"] {
+        let args: Vec<&str> = [compressor].into_iter().filter(|c| !c.is_empty()).collect();
+        let Some(server) = Service::start("start-mongodb.sh", &args) else {
+            panic!("the MongoDB test server did not start ({compressor})");
+        };
+        let port = server.port();
+        let Some((events, stop, capture, pipeline)) = live(
+            "live_mongodb_plain_and_compressed",
+            &format!("  - {{type: mongodb, ports: [{port}]}}\n"),
+        ) else {
+            return;
+        };
+        let compressed_before =
+            connbeat::monitor::get(&connbeat::monitor::METRICS.inspect_mongodb_compressed);
+        let mut cargs = vec![port.to_string()];
+        cargs.extend(args.iter().map(|s| s.to_string()));
+        let client = Client::run("mongodb-client.py", &cargs);
+        // The driver's own handshakes and monitoring (hello) are real transactions too;
+        // the operations are the rest.
+        let handshake = |e: &Value| {
+            ["hello", "isMaster", "ismaster", "endSessions"]
+                .contains(&e["method"].as_str().unwrap_or_default())
+        };
+        let got = wait_n(&events, client.ops.len(), |e| {
+            e["type"] == "mongodb" && !handshake(e)
+        });
+        let pairs = got
+            .iter()
+            .map(|e| {
+                (
+                    e["method"].as_str().unwrap_or_default().to_string(),
+                    e["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sorted(pairs),
+            sorted(client.ops.clone()),
+            "{compressor}: {got:#?}"
+        );
+        for e in &got {
+            assert_eq!(e["server_process"]["pid"], server.pid, "{e}");
+            assert_eq!(e["client_process"]["pid"], client.pid(), "{e}");
+            let resource = if e["method"] == "boom" {
+                "shop"
+            } else {
+                "shop.items"
+            };
+            assert_eq!(e["resource"], resource, "{e}");
+        }
+        let boom = got.iter().find(|e| e["method"] == "boom").unwrap();
+        assert_eq!(boom["mongodb"]["error"], "boom failed");
+        let find = got.iter().find(|e| e["method"] == "find").unwrap();
+        assert!(
+            find["query"]
+                .as_str()
+                .unwrap()
+                .starts_with("shop.items.find("),
+            "{find}"
+        );
+        let decoded =
+            connbeat::monitor::get(&connbeat::monitor::METRICS.inspect_mongodb_compressed)
+                - compressed_before;
+        if compressor.is_empty() {
+            eprintln!("mongodb plain: {} operations", got.len());
+        } else {
+            // Every operation and its reply went compressed.
+            assert!(
+                decoded >= 2 * client.ops.len() as u64,
+                "{compressor}: {decoded} decompressed"
+            );
+        }
+        client.finish();
+        stop.store(true, Ordering::Relaxed);
+        capture.join().unwrap();
+        assert!(pipeline.finish(Duration::from_secs(5)));
+        drop(server);
     }
 }

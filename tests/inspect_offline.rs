@@ -412,3 +412,111 @@ fn tls_matches_tshark() {
         "{alpn:?}"
     );
 }
+
+#[test]
+fn memcache_matches_tshark() {
+    if !have_tshark("memcache_matches_tshark") {
+        return;
+    }
+    let path = data("memcache.pcap");
+    let (events, _) = inspect(&path);
+    let mc = of_type(&events, "memcache");
+    // TCP requests: tshark names text commands, and binary ones by opcode.
+    let rows = tshark(
+        &path,
+        "memcache && tcp.dstport == 11311",
+        &["memcache.command", "memcache.opcode"],
+    );
+    let name = |cmd: &str, op: &str| match (cmd, op) {
+        ("", "") => "?".to_string(),
+        ("", op) => format!("op{op}"),
+        (cmd, _) => cmd.to_string(),
+    };
+    let theirs: Vec<String> = rows
+        .iter()
+        .map(|r| name(&r[0], r.get(1).map_or("", |s| s)))
+        .collect();
+    let tcp: Vec<&&Value> = mc.iter().filter(|e| e["transport"] == "tcp").collect();
+    let ours: Vec<String> = tcp
+        .iter()
+        .map(|e| {
+            let r = &e["memcache"]["request"];
+            match r["opcode_value"].as_u64() {
+                Some(op) => format!("op{op}"),
+                None => r["command"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect();
+    // tshark does not know `touch`: it decodes that request without a command.
+    let ours_named: Vec<String> = ours.iter().filter(|c| *c != "touch").cloned().collect();
+    let theirs_named: Vec<String> = theirs.iter().filter(|c| *c != "?").cloned().collect();
+    assert_eq!(sorted(ours_named), sorted(theirs_named));
+    assert_eq!(
+        ours.iter().filter(|c| *c == "touch").count(),
+        theirs.iter().filter(|c| *c == "?").count()
+    );
+    // The key and flags tshark reads in each text `set`.
+    let sets = tshark(
+        &path,
+        "memcache.command == \"set\" && tcp.dstport == 11311",
+        &["memcache.key", "memcache.flags"],
+    );
+    for row in &sets {
+        let e = tcp
+            .iter()
+            .find(|e| {
+                e["memcache"]["request"]["command"] == "set"
+                    && e["memcache"]["request"]["keys"][0] == row[0].as_str()
+            })
+            .unwrap_or_else(|| panic!("no set of {}", row[0]));
+        assert_eq!(e["memcache"]["request"]["flags"].to_string(), row[1]);
+    }
+    // UDP: one text set (noreply) and one get, whose reply came in several datagrams.
+    let udp: Vec<&&Value> = mc.iter().filter(|e| e["transport"] == "udp").collect();
+    assert_eq!(udp.len(), 2);
+    let get = udp
+        .iter()
+        .find(|e| e["memcache"]["request"]["command"] == "get")
+        .unwrap();
+    let datagrams = tshark(&path, "udp.srcport == 11311", &["frame.number"]);
+    assert!(datagrams.len() > 1);
+    assert_eq!(get["memcache"]["response"]["bytes"], 3000);
+    let failed: Vec<&&Value> = mc.iter().filter(|e| e["status"] != "OK").collect();
+    assert_eq!(failed.len(), 1, "the second delete of k2");
+    assert_eq!(failed[0]["memcache"]["response"]["command"], "NOT_FOUND");
+}
+
+#[test]
+fn mongodb_matches_tshark() {
+    if !have_tshark("mongodb_matches_tshark") {
+        return;
+    }
+    for file in ["mongodb-plain.pcap", "mongodb-zlib.pcap"] {
+        let path = data(file);
+        let (events, _) = inspect(&path);
+        let mongo = of_type(&events, "mongodb");
+        // tshark's first element name of each request (zlib ones decompressed) is the command.
+        let rows = tshark(
+            &path,
+            "mongo && tcp.dstport == 27117",
+            &["mongo.element.name"],
+        );
+        let theirs: Vec<String> = rows
+            .iter()
+            .map(|r| r[0].split('|').next().unwrap().to_string())
+            .collect();
+        let ours: Vec<String> = mongo
+            .iter()
+            .map(|e| e["method"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(sorted(ours), sorted(theirs), "{file}");
+        let errors = tshark(
+            &path,
+            "mongo && tcp.srcport == 27117 && mongo.element.name == \"errmsg\"",
+            &["frame.number"],
+        );
+        let ours_err: Vec<&&Value> = mongo.iter().filter(|e| e["status"] == "Error").collect();
+        assert_eq!(ours_err.len(), errors.len(), "{file}");
+        assert_eq!(ours_err[0]["mongodb"]["error"], "boom failed");
+    }
+}

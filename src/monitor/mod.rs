@@ -112,6 +112,12 @@ counters! {
     queue_disk_too_large => "queue.disk.too_large", "events dropped because one alone is over half of queue.disk.max_size";
     processors_dropped => "processors.dropped", "events dropped by a drop_event processor, before the queue";
     processors_errors => "processors.errors", "processor steps that failed on an event (a missing field to drop or rename); the event went on";
+    // --- memcache and mongodb (issue 10) ---
+    inspect_memcache_values_dropped => "inspect.memcache.values_dropped", "memcache values and stats entries not kept: beyond maxvalues, or past the bound of one response";
+    inspect_memcache_udp_dropped => "inspect.memcache.udp_dropped", "memcache datagrams dropped: too many request ids waiting, a repeated or inconsistent datagram of a multi-datagram message, a message over max_message_size, or one not completed in time";
+    inspect_mongodb_unknown_opcodes => "inspect.mongodb.unknown_opcodes", "MongoDB messages with an opcode connbeat does not know: skipped (logged once per connection)";
+    inspect_mongodb_compressed => "inspect.mongodb.compressed", "MongoDB OP_COMPRESSED messages decompressed and decoded";
+    inspect_mongodb_compressed_undecoded => "inspect.mongodb.compressed_undecoded", "MongoDB OP_COMPRESSED messages not decoded: a compressor other than zlib, snappy or zstd, or a corrupt or oversized payload";
 }
 
 /// The process-wide counters.

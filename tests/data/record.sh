@@ -2,7 +2,7 @@
 # Re-records the captures in this directory: starts each test server with
 # ../services/start-*.sh, runs a scripted session with the real client while tcpdump
 # records loopback, and stops everything it started (by PID). Needs root (tcpdump).
-#   tests/data/record.sh [http|dns|redis|mysql|pgsql|tls ...]   (default: all)
+#   tests/data/record.sh [http|dns|redis|mysql|pgsql|tls|memcache|mongodb ...]   (default: all)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SVC="$HERE/../services"
@@ -137,8 +137,36 @@ rec_pgsql() {
   stop_record
 }
 
+rec_memcache() {
+  start start-memcached.sh 11311
+  record "$HERE/memcache.pcap" lo "port 11311"
+  python3 "$SVC/memcache-client.py" text 11311 </dev/null >/dev/null
+  local f
+  f=$(mktemp -d)/binfile
+  echo hello >"$f"
+  memccp --servers=127.0.0.1:11311 --binary "$f"
+  (cd "$(dirname "$f")" && memccat --servers=127.0.0.1:11311 --binary binfile >/dev/null &&
+    memcrm --servers=127.0.0.1:11311 --binary binfile)
+  memccp --servers=127.0.0.1:11311 --udp "$f"
+  rm -rf "$(dirname "$f")"
+  python3 "$SVC/memcache-client.py" udp 11311 </dev/null >/dev/null
+  stop_record
+}
+
+rec_mongodb() {
+  for c in plain zlib; do
+    MONGO_PORT=27117 start start-mongodb.sh "${c/plain/}"
+    record "$HERE/mongodb-$c.pcap" lo "tcp port 27117"
+    python3 "$SVC/mongodb-client.py" 27117 ${c/plain/} </dev/null >/dev/null
+    stop_record
+    cleanup
+    PIDS=()
+    DIRS=()
+  done
+}
+
 WHAT=("$@")
-[[ ${#WHAT[@]} -eq 0 ]] && WHAT=(http tls dns redis mysql pgsql)
+[[ ${#WHAT[@]} -eq 0 ]] && WHAT=(http tls dns redis mysql pgsql memcache mongodb)
 for w in "${WHAT[@]}"; do
   "rec_$w"
   cleanup

@@ -20,6 +20,8 @@ connbeat.protocols:
   - {type: mysql, ports: [13306]}
   - {type: pgsql, ports: [15432]}
   - {type: tls, ports: [18443]}
+  - {type: memcache, ports: [11311]}
+  - {type: mongodb, ports: [27117]}
 "#;
 
 /// tshark's "decode as" for the same ports.
@@ -31,6 +33,9 @@ pub const DECODE_AS: &[&str] = &[
     "tcp.port==13306,mysql",
     "tcp.port==15432,pgsql",
     "tcp.port==18443,tls",
+    "tcp.port==11311,memcache",
+    "udp.port==11311,memcache",
+    "tcp.port==27117,mongo",
 ];
 
 pub fn config() -> Config {

@@ -12,6 +12,8 @@
 
 pub mod dns;
 pub mod http;
+pub mod memcache;
+pub mod mongodb;
 pub mod mysql;
 pub mod options;
 pub mod pgsql;
@@ -215,6 +217,8 @@ registry! {
     Mysql => mysql::Proto,
     Pgsql => pgsql::Proto,
     Tls => tls::Proto,
+    Memcache => memcache::Proto,
+    Mongodb => mongodb::Proto,
 }
 
 impl Serialize for ProtocolConfig {

@@ -544,6 +544,11 @@ impl<X, F: TxnObject> Pairing<X, F> {
         self.q.pop_front()
     }
 
+    /// Where the oldest request matching `pred` waits (0: the front).
+    pub fn position(&self, pred: impl Fn(&X) -> bool) -> Option<usize> {
+        self.q.iter().position(|p| pred(&p.extra))
+    }
+
     /// Takes the oldest request matching `pred` (DNS pairs by id).
     pub fn take(&mut self, pred: impl Fn(&X) -> bool) -> Option<Pending<X, F>> {
         let i = self.q.iter().position(|p| pred(&p.extra))?;
