@@ -10,6 +10,7 @@
 //! and a `mod.rs` holding its per-connection state, its options and its transaction
 //! object, plus its line in the registry.
 
+pub mod amqp;
 pub mod dns;
 pub mod http;
 pub mod mysql;
@@ -215,6 +216,7 @@ registry! {
     Mysql => mysql::Proto,
     Pgsql => pgsql::Proto,
     Tls => tls::Proto,
+    Amqp => amqp::Proto,
 }
 
 impl Serialize for ProtocolConfig {
