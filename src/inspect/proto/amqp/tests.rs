@@ -146,7 +146,14 @@ fn normal_closes_and_connection_setup_are_hidden_unless_asked() {
     let cli = Frames::default()
         .method(0, 10, 11, &start_ok)
         .method(0, 10, 50, &close);
-    let msgs = [(Dir::ToClient, &srv.0[..24]), (Dir::ToServer, &cli.0[..start_ok.len() + 12]), (Dir::ToServer, &cli.0[start_ok.len() + 12..]), (Dir::ToClient, &srv.0[24..])];
+    let (s1, s2) = srv.0.split_at(start.len() + 12);
+    let (c1, c2) = cli.0.split_at(start_ok.len() + 12);
+    let msgs = [
+        (Dir::ToClient, s1),
+        (Dir::ToServer, c1),
+        (Dir::ToServer, c2),
+        (Dir::ToClient, s2),
+    ];
     let unmatched = monitor::get(&METRICS.inspect_unmatched_responses);
     let out = drive(parser(|_| {}).as_mut(), &msgs, 5);
     assert!(out.is_empty(), "{out:?}");
