@@ -2,7 +2,8 @@
 
 Each operation the client performs is printed as one line, `op <method>` (the AMQP method
 connbeat is to report for it), so a test can compare the transactions with what was done.
-Run: python3 amqp-session.py PORT
+Run: python3 amqp-session.py PORT [--hold]   (--hold: keep the connection open until a
+line comes on stdin, so that its sockets can still be attributed to processes)
 """
 import sys
 
@@ -68,5 +69,8 @@ try:
 except pika.exceptions.ChannelClosedByBroker as e:
     assert e.reply_code == 404, e
 op("channel.close")
+if "--hold" in sys.argv:
+    print("holding", flush=True)
+    sys.stdin.readline()
 conn.close()
 print("done", flush=True)
