@@ -79,12 +79,33 @@ fn tshark_frames(path: &Path) -> Vec<[String; 7]> {
         .arg(path)
         .args(["-n", "-d", &format!("tcp.port=={PORT},amqp"), "-Y", "amqp"])
         .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|"])
-        .args(["-e", "tcp.srcport", "-e", "amqp.method.class", "-e", "amqp.method.method"])
-        .args(["-e", "amqp.method.arguments.queue", "-e", "amqp.method.arguments.routing_key"])
-        .args(["-e", "amqp.header.body-size", "-e", "amqp.method.arguments.reply_code"])
+        .args([
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "amqp.method.class",
+            "-e",
+            "amqp.method.method",
+        ])
+        .args([
+            "-e",
+            "amqp.method.arguments.queue",
+            "-e",
+            "amqp.method.arguments.routing_key",
+        ])
+        .args([
+            "-e",
+            "amqp.header.body-size",
+            "-e",
+            "amqp.method.arguments.reply_code",
+        ])
         .output()
         .expect("running tshark");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -115,10 +136,16 @@ fn recorded_session_and_damaged_copies() {
     assert_eq!(full[5]["response"], "hello 1");
     assert_eq!(full[5]["amqp"]["queue"], "cb.q");
     assert_eq!(full[8]["response"], "hello 2");
-    assert_eq!(full[13]["request"], "0 1 2", "a binary body as decimal bytes");
+    assert_eq!(
+        full[13]["request"], "0 1 2",
+        "a binary body as decimal bytes"
+    );
     for e in &full {
         assert_eq!(e["port"], PORT);
-        assert!(!e.to_string().contains("guest\\u0000"), "credentials leaked: {e}");
+        assert!(
+            !e.to_string().contains("guest\\u0000"),
+            "credentials leaked: {e}"
+        );
     }
 
     if have_tshark("recorded_session_and_damaged_copies (tshark part)") {
@@ -199,7 +226,12 @@ fn recorded_session_and_damaged_copies() {
                     && (good.dst_port(i) == PORT) == to_server
                     && payload(&good, i)[0] == 1
                     && payload(&good, i)[7..11]
-                        == [(class >> 8) as u8, class as u8, (method >> 8) as u8, method as u8]
+                        == [
+                            (class >> 8) as u8,
+                            class as u8,
+                            (method >> 8) as u8,
+                            method as u8,
+                        ]
             })
             .unwrap_or_else(|| panic!("no frame {class}.{method}"))
     };
@@ -212,7 +244,9 @@ fn recorded_session_and_damaged_copies() {
     let f = dir.0.join("mid.pcap");
     p.write(&f);
     let mut events = Vec::new();
-    let unmatched = delta(&METRICS.inspect_unmatched_responses, || events = inspect(&f));
+    let unmatched = delta(&METRICS.inspect_unmatched_responses, || {
+        events = inspect(&f)
+    });
     assert_eq!(unmatched, 1);
     assert_eq!(methods(&events), OPS[2..]);
 
@@ -247,7 +281,11 @@ fn recorded_session_and_damaged_copies() {
     let b = (a + 1..good.records.len())
         .find(|&i| good.tcp_payload_len(i) > 0)
         .unwrap();
-    assert_eq!(good.dst_port(b), PORT, "the publish's content header follows it");
+    assert_eq!(
+        good.dst_port(b),
+        PORT,
+        "the publish's content header follows it"
+    );
     let mut p = good.clone();
     p.records.swap(a, b);
     let (ta, tb) = (p.records[a].0[..8].to_vec(), p.records[b].0[..8].to_vec());
@@ -271,7 +309,10 @@ fn recorded_session_and_damaged_copies() {
     let f = dir.0.join("snaplen.pcap");
     p.write(&f);
     events = inspect(&f);
-    let consume = events.iter().find(|e| e["method"] == "basic.consume").unwrap();
+    let consume = events
+        .iter()
+        .find(|e| e["method"] == "basic.consume")
+        .unwrap();
     assert_eq!(consume["status"], "Error");
     assert!(!events.iter().any(|e| e["method"] == "basic.deliver"));
     assert_eq!(events.len(), OPS.len() - 1);
@@ -282,7 +323,11 @@ fn recorded_session_and_damaged_copies() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() * 2 / 3]).unwrap();
     events = inspect(&f);
-    assert!(!events.is_empty() && events.len() < OPS.len(), "{}", events.len());
+    assert!(
+        !events.is_empty() && events.len() < OPS.len(),
+        "{}",
+        events.len()
+    );
     assert_eq!(methods(&events), OPS[..events.len()]);
 
     // 6. Random bytes in both directions of another connection to the port, with random

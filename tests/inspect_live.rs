@@ -411,7 +411,9 @@ fn live_amqp_with_rabbitmq() {
     }
     let pika = Command::new("python3").args(["-c", "import pika"]).status();
     if !pika.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED live_amqp_with_rabbitmq: python3 has no pika (scripts/install-deps.sh test)");
+        eprintln!(
+            "SKIPPED live_amqp_with_rabbitmq: python3 has no pika (scripts/install-deps.sh test)"
+        );
         return;
     }
     let Some(rabbit) = Service::start("start-rabbitmq.sh", &[]) else {
@@ -465,7 +467,12 @@ connbeat.protocols:
     let mut ops = Vec::new();
     let mut line = String::new();
     while out.read_line(&mut line).unwrap() > 0 && line.trim() != "holding" {
-        ops.push(line.trim().strip_prefix("op ").expect("an op line").to_string());
+        ops.push(
+            line.trim()
+                .strip_prefix("op ")
+                .expect("an op line")
+                .to_string(),
+        );
         line.clear();
     }
     assert_eq!(ops.len(), 17, "the session ran to its end: {ops:?}");
@@ -486,7 +493,11 @@ connbeat.protocols:
     ops.sort();
     assert_eq!(methods, ops, "{got:#?}");
     for e in &got {
-        let want = if e["method"] == "channel.close" { "Error" } else { "OK" };
+        let want = if e["method"] == "channel.close" {
+            "Error"
+        } else {
+            "OK"
+        };
         assert_eq!(e["status"], want, "{e}");
         assert_eq!(e["client_process"]["pid"], client_pid, "{e}");
         assert_eq!(e["server_process"]["binary"], "beam.smp", "{e}");

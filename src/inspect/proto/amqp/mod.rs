@@ -65,7 +65,8 @@ impl super::Protocol for Proto {
             send: [e.common.send_request, e.common.send_response],
             max_pending: common.max_pending.max(1),
         });
-        let tcp: TcpFactory = Arc::new(move || Box::new(Amqp::new(s.clone())) as Box<dyn TcpParser>);
+        let tcp: TcpFactory =
+            Arc::new(move || Box::new(Amqp::new(s.clone())) as Box<dyn TcpParser>);
         Parsers {
             tcp: Some(tcp),
             udp: None,
@@ -159,9 +160,11 @@ impl Side {
         }
     }
 
+    /// Drops the messages in progress on `channel` (on every channel: `None`), counted.
     fn drop_contents(&mut self, channel: Option<u16>) {
         let before = self.contents.len();
-        self.contents.retain(|c| channel.is_some_and(|ch| c.channel != ch));
+        self.contents
+            .retain(|c| channel.is_some_and(|ch| c.channel != ch));
         let n = before - self.contents.len();
         monitor::add(&METRICS.inspect_amqp_content_dropped, n as u64);
     }
@@ -304,7 +307,7 @@ impl Amqp {
             Role::Content => {
                 t.bytes_in = 0;
                 let side = &mut self.sides[side(dir)];
-                side.drop_contents_on(channel);
+                side.drop_contents(Some(channel));
                 if side.contents.len() >= self.s.max_pending {
                     side.contents.remove(0);
                     monitor::inc(&METRICS.inspect_amqp_content_dropped);
@@ -399,8 +402,7 @@ impl Amqp {
         let text = || {
             let f = &t.fields;
             let stringable = f.content_encoding.as_deref().is_none_or(str::is_empty)
-                && f
-                    .content_type
+                && f.content_type
                     .as_deref()
                     .is_some_and(|ct| ct.contains("text") || ct.contains("json"));
             let mut s = if stringable {
@@ -473,8 +475,7 @@ impl Amqp {
         let Some(h) = parser::frame_head(data) else {
             return Candidate::Wait;
         };
-        if h.size > RESYNC_MAX_FRAME || (h.kind == HEARTBEAT && (h.size != 0 || h.channel != 0))
-        {
+        if h.size > RESYNC_MAX_FRAME || (h.kind == HEARTBEAT && (h.size != 0 || h.channel != 0)) {
             return Candidate::No;
         }
         let total = HEAD + h.size as usize + 1;
@@ -504,13 +505,6 @@ enum Candidate {
     No,
     Wait,
     Yes,
-}
-
-impl Side {
-    /// A new message on `channel` replaces one still in progress there.
-    fn drop_contents_on(&mut self, channel: u16) {
-        self.drop_contents(Some(channel));
-    }
 }
 
 impl TcpParser for Amqp {

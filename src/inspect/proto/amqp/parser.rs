@@ -513,7 +513,13 @@ mod tests {
         assert_eq!(f.queue.as_deref(), Some("hello"));
         assert_eq!(
             (f.passive, f.durable, f.exclusive, f.auto_delete, f.no_wait),
-            (Some(false), Some(true), Some(true), Some(false), Some(false))
+            (
+                Some(false),
+                Some(true),
+                Some(true),
+                Some(false),
+                Some(false)
+            )
         );
         assert_eq!(f.arguments.as_ref().unwrap()["x-max-length"], 10);
         let m = method(&p, false).unwrap().unwrap();
@@ -531,7 +537,10 @@ mod tests {
         assert_eq!(m.fields.mechanism.as_deref(), Some("PLAIN"));
         assert_eq!(m.fields.locale.as_deref(), Some("en_US"));
         let json = serde_json::to_string(&m.fields).unwrap();
-        assert!(!json.contains("s3cr3t") && !json.contains("guest"), "{json}");
+        assert!(
+            !json.contains("s3cr3t") && !json.contains("guest"),
+            "{json}"
+        );
         assert!(m.connection_info);
     }
 
@@ -543,7 +552,10 @@ mod tests {
         let m = method(&p, true).unwrap().unwrap();
         assert_eq!(m.name, "channel.close");
         assert_eq!(m.fields.reply_code, Some(404));
-        assert_eq!((m.fields.class_id, m.fields.method_id), (Some(50), Some(10)));
+        assert_eq!(
+            (m.fields.class_id, m.fields.method_id),
+            (Some(50), Some(10))
+        );
         assert_eq!(method(&[0, 85, 0, 10, 0], true), Ok(None), "confirm.select");
         assert!(method(&[0, 50, 0, 10, 0, 0, 9, b'a'], true).is_err());
         assert!(method(&[0], true).is_err());
@@ -565,7 +577,10 @@ mod tests {
         assert_eq!(q.delivery_mode, Some("persistent"));
         assert_eq!(q.timestamp.as_deref(), Some("January  1 00:00:00 1970"));
         assert_eq!(q.user_id.as_deref(), Some("guest"));
-        assert_eq!(content_header(&p, false).unwrap().properties, AmqpTxn::default());
+        assert_eq!(
+            content_header(&p, false).unwrap().properties,
+            AmqpTxn::default()
+        );
         assert!(content_header(&p[..20], true).is_err());
     }
 

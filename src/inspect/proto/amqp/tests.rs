@@ -75,7 +75,12 @@ fn declare_pairs_with_its_ok_and_publish_is_one_event_with_its_body() {
         .method(1, 60, 40, &publish("hello"))
         .header(1, 5, Some("text/plain"))
         .body(1, b"hello");
-    let s = Frames::default().method(1, 50, 11, &[&short("hello")[..], &[0, 0, 0, 0, 0, 0, 0, 1]].concat());
+    let s = Frames::default().method(
+        1,
+        50,
+        11,
+        &[&short("hello")[..], &[0, 0, 0, 0, 0, 0, 0, 1]].concat(),
+    );
     let mut msgs = vec![(Dir::ToServer, &b"AMQP\0\0\x09\x01"[..])];
     let (decl, rest) = c.0.split_at(HEAD + 4 + 13 + 1);
     msgs.push((Dir::ToServer, decl));
@@ -100,7 +105,10 @@ fn declare_pairs_with_its_ok_and_publish_is_one_event_with_its_body() {
         let o = out[1].object();
         assert_eq!(o["routing-key"], "hello");
         assert_eq!(o["content-type"], "text/plain");
-        assert!(o.get("exchange").is_none(), "the default exchange is not named");
+        assert!(
+            o.get("exchange").is_none(),
+            "the default exchange is not named"
+        );
         p = parser(|e| e.common.send_request = true);
     }
 }
@@ -108,15 +116,31 @@ fn declare_pairs_with_its_ok_and_publish_is_one_event_with_its_body() {
 #[test]
 fn a_channel_close_with_an_error_replaces_the_request_and_is_an_error() {
     let mut p = parser(|_| {});
-    let bind = [&[0, 0][..], &short("q"), &short("plop"), &short(""), &[0, 0, 0, 0, 0]].concat();
-    let close = [&[1, 0x94][..], &short("NOT_FOUND - no exchange 'plop' in vhost '/'"), &[0, 50, 0, 20]].concat();
+    let bind = [
+        &[0, 0][..],
+        &short("q"),
+        &short("plop"),
+        &short(""),
+        &[0, 0, 0, 0, 0],
+    ]
+    .concat();
+    let close = [
+        &[1, 0x94][..],
+        &short("NOT_FOUND - no exchange 'plop' in vhost '/'"),
+        &[0, 50, 0, 20],
+    ]
+    .concat();
     let c1 = Frames::default().method(1, 50, 20, &bind);
     let s = Frames::default().method(1, 20, 40, &close);
     let c2 = Frames::default().method(1, 20, 41, &[]);
     let before = monitor::get(&METRICS.inspect_amqp_requests_replaced);
     let out = drive(
         p.as_mut(),
-        &[(Dir::ToServer, &c1.0), (Dir::ToClient, &s.0), (Dir::ToServer, &c2.0)],
+        &[
+            (Dir::ToServer, &c1.0),
+            (Dir::ToClient, &s.0),
+            (Dir::ToServer, &c2.0),
+        ],
         7,
     );
     assert_eq!(out.len(), 1);
@@ -124,7 +148,10 @@ fn a_channel_close_with_an_error_replaces_the_request_and_is_an_error() {
     assert_eq!(out[0].status, status::ERROR);
     let o = out[0].object();
     assert_eq!(o["reply-code"], 404);
-    assert_eq!((o["class-id"].clone(), o["method-id"].clone()), (50.into(), 20.into()));
+    assert_eq!(
+        (o["class-id"].clone(), o["method-id"].clone()),
+        (50.into(), 20.into())
+    );
     assert!(monitor::get(&METRICS.inspect_amqp_requests_replaced) > before);
 }
 
@@ -139,7 +166,15 @@ fn normal_closes_and_connection_setup_are_hidden_unless_asked() {
     ]
     .concat();
     let close = [&[0, 200][..], &short("kthxbai"), &[0, 0, 0, 0]].concat();
-    let start = [&[0, 9][..], &[0, 0, 0, 0], &[0, 0, 0, 5], b"PLAIN", &[0, 0, 0, 5], b"en_US"].concat();
+    let start = [
+        &[0, 9][..],
+        &[0, 0, 0, 0],
+        &[0, 0, 0, 5],
+        b"PLAIN",
+        &[0, 0, 0, 5],
+        b"en_US",
+    ]
+    .concat();
     let srv = Frames::default()
         .method(0, 10, 10, &start)
         .method(0, 10, 51, &[]);
@@ -157,7 +192,10 @@ fn normal_closes_and_connection_setup_are_hidden_unless_asked() {
     let unmatched = monitor::get(&METRICS.inspect_unmatched_responses);
     let out = drive(parser(|_| {}).as_mut(), &msgs, 5);
     assert!(out.is_empty(), "{out:?}");
-    assert_eq!(monitor::get(&METRICS.inspect_unmatched_responses), unmatched);
+    assert_eq!(
+        monitor::get(&METRICS.inspect_unmatched_responses),
+        unmatched
+    );
     let out = drive(
         parser(|e| e.options.hide_connection_information = false).as_mut(),
         &msgs,
@@ -177,7 +215,13 @@ fn normal_closes_and_connection_setup_are_hidden_unless_asked() {
 #[test]
 fn messages_interleave_across_channels_and_long_bodies_are_cut() {
     let deliver = |tag: u8| {
-        [&short("ctag")[..], &[0, 0, 0, 0, 0, 0, 0, tag, 0], &short("ex"), &short("rk")].concat()
+        [
+            &short("ctag")[..],
+            &[0, 0, 0, 0, 0, 0, 0, tag, 0],
+            &short("ex"),
+            &short("rk"),
+        ]
+        .concat()
     };
     let big = vec![b'x'; 3000];
     let s = Frames::default()
@@ -206,7 +250,13 @@ fn messages_interleave_across_channels_and_long_bodies_are_cut() {
 #[test]
 fn get_ok_completes_the_get_and_acks_are_alone() {
     let get = [&[0, 0][..], &short("q"), &[0]].concat();
-    let get_ok = [&[0, 0, 0, 0, 0, 0, 0, 9, 0][..], &short(""), &short("q"), &[0, 0, 0, 4]].concat();
+    let get_ok = [
+        &[0, 0, 0, 0, 0, 0, 0, 9, 0][..],
+        &short(""),
+        &short("q"),
+        &[0, 0, 0, 4],
+    ]
+    .concat();
     let c = Frames::default().method(1, 60, 70, &get);
     let s = Frames::default()
         .method(1, 60, 71, &get_ok)
@@ -227,18 +277,34 @@ fn get_ok_completes_the_get_and_acks_are_alone() {
     ];
     let out = drive(parser(|e| e.common.send_response = true).as_mut(), &msgs, 4);
     let m: Vec<_> = out.iter().map(|t| t.method.clone().unwrap()).collect();
-    assert_eq!(m, ["basic.get", "basic.get-empty", "basic.ack", "basic.reject"]);
+    assert_eq!(
+        m,
+        ["basic.get", "basic.get-empty", "basic.ack", "basic.reject"]
+    );
     assert_eq!(out[0].response.as_deref(), Some("hi"));
     let o = out[0].object();
-    assert_eq!((o["queue"].clone(), o["message-count"].clone()), ("q".into(), 4.into()));
+    assert_eq!(
+        (o["queue"].clone(), o["message-count"].clone()),
+        ("q".into(), 4.into())
+    );
     assert!(out[0].end.is_some());
     assert_eq!(out[0].bytes_out, 2);
-    assert_eq!(out[3].status, status::ERROR, "a rejected message is an error");
+    assert_eq!(
+        out[3].status,
+        status::ERROR,
+        "a rejected message is an error"
+    );
 }
 
 #[test]
 fn no_wait_methods_are_published_at_once() {
-    let decl = [&[0, 0][..], &short("titres"), &short("fanout"), &[0b10010, 0, 0, 0, 0]].concat();
+    let decl = [
+        &[0, 0][..],
+        &short("titres"),
+        &short("fanout"),
+        &[0b10010, 0, 0, 0, 0],
+    ]
+    .concat();
     let out = drive(
         parser(|_| {}).as_mut(),
         &[(Dir::ToServer, &Frames::default().method(1, 40, 10, &decl).0)],
@@ -247,13 +313,21 @@ fn no_wait_methods_are_published_at_once() {
     assert_eq!(out.len(), 1);
     let o = out[0].object();
     assert_eq!(o["exchange-type"], "fanout");
-    assert_eq!((o["durable"].clone(), o["no-wait"].clone()), (true.into(), true.into()));
+    assert_eq!(
+        (o["durable"].clone(), o["no-wait"].clone()),
+        (true.into(), true.into())
+    );
 }
 
 #[test]
 fn a_hole_in_a_body_is_skipped_and_noted() {
     let s = Frames::default()
-        .method(1, 60, 60, &[&short("t")[..], &[0; 9], &short(""), &short("rk")].concat())
+        .method(
+            1,
+            60,
+            60,
+            &[&short("t")[..], &[0; 9], &short(""), &short("rk")].concat(),
+        )
         .header(1, 100, None)
         .body(1, &[1; 100]);
     let mut p = parser(|_| {});
