@@ -338,7 +338,8 @@ impl Amqp {
                 self.pending.push(t, Waiting { channel, from: dir }, cx);
             }
             Role::Response => {
-                let Some(p) = self.pending.take(|w| w.channel == channel) else {
+                // The answer to the request waiting on its channel from the other side.
+                let Some(p) = self.pending.take(|w| w.channel == channel && w.from != dir) else {
                     let housekeeping = m.name.ends_with(".close-ok") && hide;
                     if !housekeeping {
                         unmatched_response();
