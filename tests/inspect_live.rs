@@ -170,6 +170,50 @@ fn wait_for(events: &Mutex<Vec<Value>>, what: &str, pred: impl Fn(&Value) -> boo
     }
 }
 
+/// A live capture on lo with `yaml`'s protocols into a collecting pipeline (process
+/// owners from [`ProcLookup`]); `None` (said loudly) when capturing is not possible.
+struct Live {
+    events: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+    capture: std::thread::JoinHandle<()>,
+    pipeline: connbeat::publish::Pipeline,
+}
+
+impl Live {
+    fn start(test: &str, yaml: &str) -> Option<Live> {
+        let config = from_yaml_str(yaml, &[], &|_| None).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (publisher, pipeline) = publish::start(
+            PipelineSettings::from_config(&config),
+            Box::new(Collect(events.clone())),
+            CommonFields::from_config(&config),
+        )
+        .expect("pipeline starts");
+        let stop = Arc::new(AtomicBool::new(false));
+        let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
+        match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
+            // The capture is open before spawn_live returns: traffic from now on is seen.
+            Ok(capture) => Some(Live {
+                events,
+                stop,
+                capture,
+                pipeline,
+            }),
+            Err(e) => {
+                eprintln!("SKIPPED {test}: cannot capture: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Stops the capture and flushes the pipeline.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.capture.join().unwrap();
+        assert!(self.pipeline.finish(Duration::from_secs(5)));
+    }
+}
+
 #[test]
 fn live_transactions_with_processes() {
     if !nix_is_root() {
@@ -198,25 +242,10 @@ connbeat.protocols:
   - {type: mysql, ports: [23306]}
   - {type: pgsql, ports: [25432]}
 "#;
-    let config = from_yaml_str(yaml, &[], &|_| None).unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let (publisher, pipeline) = publish::start(
-        PipelineSettings::from_config(&config),
-        Box::new(Collect(events.clone())),
-        CommonFields::from_config(&config),
-    )
-    .expect("pipeline starts");
-    let stop = Arc::new(AtomicBool::new(false));
-    let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
-    let capture =
-        match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIPPED live_transactions_with_processes: cannot capture: {e:#}");
-                return;
-            }
-        };
-    // The capture is open before spawn_live returns: traffic from now on is seen.
+    let Some(live) = Live::start("live_transactions_with_processes", yaml) else {
+        return;
+    };
+    let events = live.events.clone();
 
     // Redis from this test process: client_process is us, server_process is redis-server.
     {
@@ -365,9 +394,7 @@ connbeat.protocols:
         eprintln!("SKIPPED pgsql part: postgresql unavailable");
     }
 
-    stop.store(true, Ordering::Relaxed);
-    capture.join().unwrap();
-    assert!(pipeline.finish(Duration::from_secs(5)));
+    live.finish();
     assert!(connbeat::monitor::get(&connbeat::monitor::METRICS.inspect_pcap_received) > 0);
     drop((redis, web, dns, my, pg));
 }
@@ -436,24 +463,10 @@ connbeat.protocols:
   - {{type: amqp, ports: [{port}], send_request: true}}
 "#
     );
-    let config = from_yaml_str(&yaml, &[], &|_| None).unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let (publisher, pipeline) = publish::start(
-        PipelineSettings::from_config(&config),
-        Box::new(Collect(events.clone())),
-        CommonFields::from_config(&config),
-    )
-    .expect("pipeline starts");
-    let stop = Arc::new(AtomicBool::new(false));
-    let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
-    let capture =
-        match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIPPED live_amqp_with_rabbitmq: cannot capture: {e:#}");
-                return;
-            }
-        };
+    let Some(live) = Live::start("live_amqp_with_rabbitmq", &yaml) else {
+        return;
+    };
+    let events = live.events.clone();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/amqp-session.py");
     let mut client = Command::new("python3")
         .arg(script)
@@ -518,8 +531,6 @@ connbeat.protocols:
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert_eq!(rest.trim(), "done");
     assert!(client.wait().unwrap().success());
-    stop.store(true, Ordering::Relaxed);
-    capture.join().unwrap();
-    assert!(pipeline.finish(Duration::from_secs(5)));
+    live.finish();
     drop(rabbit);
 }
