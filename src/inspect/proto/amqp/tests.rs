@@ -1,5 +1,5 @@
 //! Unit tests of the AMQP connection state on frames built here (the real traffic is in
-//! tests/amqp_live.rs and the recorded capture in tests/amqp_offline.rs).
+//! tests/inspect_live.rs and the recorded capture in tests/amqp_offline.rs).
 
 use super::*;
 use crate::inspect::proto::testutil::{common, drive};
