@@ -414,3 +414,36 @@ fn ecs_events_have_the_action_and_the_user_id() {
     assert_eq!(e["user"]["id"], "guest");
     assert_eq!(e["amqp"]["user-id"], "guest");
 }
+
+#[test]
+fn messages_in_progress_and_waiting_requests_are_bounded() {
+    // 50 channels each start a message and a request that never finish.
+    let mut f = Frames::default();
+    for ch in 1..=50 {
+        f = f
+            .method(ch, 60, 40, &publish("rk"))
+            .header(ch, 10, None)
+            .method(ch, 50, 10, &declare("q", 0));
+    }
+    let mut p = Amqp::new(Arc::new(Settings {
+        o: Options::default(),
+        send: [false, false],
+        max_pending: 8,
+    }));
+    let mut out = Vec::new();
+    let mut cx = Cx {
+        now: 1,
+        timeout: 1_000_000,
+        out: &mut out,
+    };
+    let dropped = monitor::get(&METRICS.inspect_amqp_content_dropped);
+    let mut at = 0;
+    while at < f.0.len() {
+        at += p.parse(Dir::ToServer, &f.0[at..], &mut cx).unwrap();
+    }
+    assert_eq!(p.sides[0].contents.len(), 8);
+    assert_eq!(p.pending.len(), 8);
+    assert!(monitor::get(&METRICS.inspect_amqp_content_dropped) >= dropped + 42);
+    assert_eq!(out.len(), 42, "the oldest waiting requests failed");
+    assert!(out.iter().all(|t| t.status == status::ERROR));
+}
