@@ -124,6 +124,11 @@ fn recorded_session_and_damaged_copies() {
     assert_eq!(status.iter().filter(|s| **s == "Error").count(), 1);
     assert_eq!(full[16]["status"], "Error");
     assert_eq!(full[16]["amqp"]["reply-code"], 404);
+    // The server's close (7 + 4 + 2 + 1 + 46 + 4 + 1 bytes), the client's close-ok (12).
+    assert_eq!(
+        (full[16]["bytes_in"].clone(), full[16]["bytes_out"].clone()),
+        (12.into(), 65.into())
+    );
     assert_eq!(
         full[16]["amqp"]["reply-text"],
         "NOT_FOUND - no queue 'cb.missing' in vhost '/'"

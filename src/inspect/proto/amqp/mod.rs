@@ -291,6 +291,12 @@ impl Amqp {
             }
         }
         let mut t: Txn<AmqpTxn> = Txn::new(cx.now, len);
+        if dir == Dir::ToClient {
+            // Sent by the server (a close, connection.start, an ack of a confirm):
+            // `bytes_in` stays the client's bytes.
+            t.bytes_in = 0;
+            t.bytes_out = len;
+        }
         t.method = Some(m.name.to_string());
         t.status = status_of(m.name, &m.fields);
         if m.bad_arguments {
@@ -354,7 +360,13 @@ impl Amqp {
                 if self.s.send[1] {
                     r.response = Some(status::OK.to_string());
                 }
-                complete(r, cx.now, len, cx);
+                let out = if p.extra.from == Dir::ToClient {
+                    r.bytes_in = len;
+                    r.bytes_out
+                } else {
+                    len
+                };
+                complete(r, cx.now, out, cx);
             }
         }
     }
