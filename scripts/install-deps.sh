@@ -10,11 +10,13 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
   mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static
   chromium)
 # Each further capability adds its own line: TEST_PKGS+=(package ...) # what it is for
+TEST_PKGS+=(rabbitmq-server) # AMQP broker of the AMQP tests (tests/services/start-rabbitmq.sh)
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
 TEST_PKGS+=(memcached libmemcached-tools) # memcache server and its clients (text, binary, UDP)
 TEST_PIP+=(pymemcache pymongo mockupdb python-snappy backports.zstd) # memcache client; MongoDB wire server and client, compressors
+TEST_PIP+=(pika) # AMQP 0-9-1 client of the AMQP tests (tests/services/amqp-session.py)
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

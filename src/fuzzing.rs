@@ -127,6 +127,23 @@ pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
     p.close(&mut cx);
 }
 
+/// The AMQP wire parsers alone: the input is read as frames (each frame's payload
+/// decoded as a method and as a content header, whatever its type), then whole as a
+/// method's arguments and as a field table.
+pub fn amqp(data: &[u8]) {
+    use proto::amqp::{fields::Reader, parser};
+    let mut at = data;
+    while let Some(h) = parser::frame_head(at) {
+        let end = (parser::HEAD + h.size as usize).min(at.len());
+        let payload = &at[parser::HEAD..end];
+        let _ = parser::method(payload, true);
+        let _ = parser::content_header(payload, true);
+        at = &at[(end + 1).min(at.len())..];
+    }
+    let _ = parser::method(data, true);
+    let _ = Reader::new(data).table();
+}
+
 /// The DNS message parser alone.
 pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
@@ -203,7 +220,7 @@ pub fn tcp_stream(data: &[u8]) {
 
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
-    "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb",
+    "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -257,7 +274,6 @@ pub fn mongodb(data: &[u8]) {
         json.write(&d, &["x"], &mut out);
     }
 }
-
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
 /// inputs get past the first check).
@@ -283,6 +299,7 @@ pub fn run(target: &str, data: &[u8]) {
     match target {
         "decode" => decode(data),
         "dns" => dns(data),
+        "amqp" => amqp(data),
         "tcp" => tcp(data),
         "udp" => udp(data),
         "btf" => btf(data),
@@ -309,7 +326,7 @@ mod tests {
 
     /// Seeds: real messages of each protocol, wrapped in chunk control bytes.
     fn seeds() -> Vec<Vec<u8>> {
-        let msgs: [&[u8]; 11] = [
+        let msgs: &[&[u8]] = &[
             b"get a b\r\nVALUE a 0 2\r\nxy\r\nEND\r\nset k 1 0 3 noreply\r\nabc\r\nSTAT pid 1\r\n",
             b"\x80\x01\x00\x01\x08\x00\x00\x00\x00\x00\x00\x0a\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00kv",
             b"\x30\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\xdd\x07\x00\x00\x00\x00\x00\x00\x00\x1b\x00\x00\x00\x02find\x00\x02\x00\x00\x00c\x00\x10n\x00\x01\x00\x00\x00\x00",
@@ -320,6 +337,8 @@ mod tests {
             b"Q\x00\x00\x00\x0dSELECT 1\x00T\x00\x00\x00\x06\x00\x01D\x00\x00\x00\x04Z\x00\x00\x00\x05I",
             b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00\x00\x02\x13\x01\x01\x00",
             b"\x00\x1d\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01",
+            // AMQP: basic.publish, its content header (text/plain, headers table), its body.
+            b"\x01\x00\x01\x00\x00\x00\x0b\x00\x3c\x00\x28\x00\x00\x00\x02rk\x00\xce\x02\x00\x01\x00\x00\x00\x24\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\xa0\x00\x0atext/plain\x00\x00\x00\x07\x01kS\x00\x00\x00\x00\xce\x03\x00\x01\x00\x00\x00\x02hi\xce",
             b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x45\x00\x00\x1c\x00\x00\x00\x00\x40\x11\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x00\x35\x00\x35\x00\x08\x00\x00",
         ];
         msgs.iter()

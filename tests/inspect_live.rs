@@ -181,6 +181,50 @@ fn wait_for(events: &Mutex<Vec<Value>>, what: &str, pred: impl Fn(&Value) -> boo
     }
 }
 
+/// A live capture on lo with `yaml`'s protocols into a collecting pipeline (process
+/// owners from [`ProcLookup`]); `None` (said loudly) when capturing is not possible.
+struct Live {
+    events: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+    capture: std::thread::JoinHandle<()>,
+    pipeline: connbeat::publish::Pipeline,
+}
+
+impl Live {
+    fn start(test: &str, yaml: &str) -> Option<Live> {
+        let config = from_yaml_str(yaml, &[], &|_| None).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (publisher, pipeline) = publish::start(
+            PipelineSettings::from_config(&config),
+            Box::new(Collect(events.clone())),
+            CommonFields::from_config(&config),
+        )
+        .expect("pipeline starts");
+        let stop = Arc::new(AtomicBool::new(false));
+        let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
+        match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
+            // The capture is open before spawn_live returns: traffic from now on is seen.
+            Ok(capture) => Some(Live {
+                events,
+                stop,
+                capture,
+                pipeline,
+            }),
+            Err(e) => {
+                eprintln!("SKIPPED {test}: cannot capture: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Stops the capture and flushes the pipeline.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.capture.join().unwrap();
+        assert!(self.pipeline.finish(Duration::from_secs(5)));
+    }
+}
+
 #[test]
 fn live_transactions_with_processes() {
     if !nix_is_root() {
@@ -209,25 +253,10 @@ connbeat.protocols:
   - {type: mysql, ports: [23306]}
   - {type: pgsql, ports: [25432]}
 "#;
-    let config = from_yaml_str(yaml, &[], &|_| None).unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let (publisher, pipeline) = publish::start(
-        PipelineSettings::from_config(&config),
-        Box::new(Collect(events.clone())),
-        CommonFields::from_config(&config),
-    )
-    .expect("pipeline starts");
-    let stop = Arc::new(AtomicBool::new(false));
-    let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
-    let capture =
-        match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("SKIPPED live_transactions_with_processes: cannot capture: {e:#}");
-                return;
-            }
-        };
-    // The capture is open before spawn_live returns: traffic from now on is seen.
+    let Some(live) = Live::start("live_transactions_with_processes", yaml) else {
+        return;
+    };
+    let events = live.events.clone();
 
     // Redis from this test process: client_process is us, server_process is redis-server.
     {
@@ -376,9 +405,7 @@ connbeat.protocols:
         eprintln!("SKIPPED pgsql part: postgresql unavailable");
     }
 
-    stop.store(true, Ordering::Relaxed);
-    capture.join().unwrap();
-    assert!(pipeline.finish(Duration::from_secs(5)));
+    live.finish();
     assert!(connbeat::monitor::get(&connbeat::monitor::METRICS.inspect_pcap_received) > 0);
     drop((redis, web, dns, my, pg));
 }
@@ -804,4 +831,115 @@ fn live_mongodb_plain_and_compressed() {
         assert!(pipeline.finish(Duration::from_secs(5)));
         drop(server);
     }
+}
+
+/// AMQP against a RabbitMQ node of its own (tests/services/start-rabbitmq.sh, a free port
+/// read back from its line) driven by pika (tests/services/amqp-session.py): one
+/// transaction per operation the client performed, with the method it names, the error
+/// of the passive declare of a missing queue, and the processes at both ends.
+#[test]
+fn live_amqp_with_rabbitmq() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    if !nix_is_root() {
+        eprintln!("SKIPPED live_amqp_with_rabbitmq: needs root to capture on lo");
+        return;
+    }
+    let pika = Command::new("python3").args(["-c", "import pika"]).status();
+    if !pika.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "SKIPPED live_amqp_with_rabbitmq: python3 has no pika (scripts/install-deps.sh test)"
+        );
+        return;
+    }
+    let Some(rabbit) = Service::start("start-rabbitmq.sh", &[]) else {
+        eprintln!("SKIPPED live_amqp_with_rabbitmq: rabbitmq-server unavailable");
+        return;
+    };
+    let port: u16 = rabbit
+        .line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("port="))
+        .and_then(|p| p.parse().ok())
+        .expect("port= in the start line");
+    let yaml = format!(
+        r#"
+connbeat.interfaces: {{device: lo}}
+connbeat.transaction_timeout: 10s
+output.console: {{enabled: true}}
+queue.mem: {{events: 64, flush.min_events: 1, flush.timeout: 100ms}}
+connbeat.protocols:
+  - {{type: amqp, ports: [{port}], send_request: true}}
+"#
+    );
+    let Some(live) = Live::start("live_amqp_with_rabbitmq", &yaml) else {
+        return;
+    };
+    let events = live.events.clone();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/amqp-session.py");
+    let mut client = Command::new("python3")
+        .arg(script)
+        .args([&port.to_string(), "--hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let client_pid = client.id();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut ops = Vec::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && line.trim() != "holding" {
+        ops.push(
+            line.trim()
+                .strip_prefix("op ")
+                .expect("an op line")
+                .to_string(),
+        );
+        line.clear();
+    }
+    assert_eq!(ops.len(), 17, "the session ran to its end: {ops:?}");
+    let amqp = |events: &Mutex<Vec<Value>>| -> Vec<Value> {
+        let v = events.lock().unwrap();
+        v.iter().filter(|e| e["type"] == "amqp").cloned().collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while amqp(&events).len() < ops.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = amqp(&events);
+    let mut methods: Vec<String> = got
+        .iter()
+        .map(|e| e["method"].as_str().unwrap_or("?").to_string())
+        .collect();
+    methods.sort();
+    ops.sort();
+    assert_eq!(methods, ops, "{got:#?}");
+    for e in &got {
+        let want = if e["method"] == "channel.close" {
+            "Error"
+        } else {
+            "OK"
+        };
+        assert_eq!(e["status"], want, "{e}");
+        assert_eq!(e["client_process"]["pid"], client_pid, "{e}");
+        assert_eq!(e["server_process"]["binary"], "beam.smp", "{e}");
+    }
+    let close = got.iter().find(|e| e["method"] == "channel.close").unwrap();
+    assert_eq!(close["amqp"]["reply-code"], 404);
+    assert_eq!(close["amqp"]["class-id"], 50);
+    assert_eq!(close["amqp"]["method-id"], 10);
+    let publish = got
+        .iter()
+        .find(|e| e["method"] == "basic.publish" && e["request"] == "hello 1")
+        .expect("the first publish, its body as request");
+    assert_eq!(publish["amqp"]["routing-key"], "rk");
+    assert_eq!(publish["bytes_in"], 7);
+
+    client.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest.trim(), "done");
+    assert!(client.wait().unwrap().success());
+    live.finish();
+    drop(rabbit);
 }

@@ -95,6 +95,11 @@ counters! {
     inspect_transactions => "inspect.transactions", "transactions published";
     inspect_txn_no_response => "inspect.transactions.no_response", "requests published as errors without a response (timeout, closed, too many pending)";
     inspect_unmatched_responses => "inspect.transactions.unmatched_responses", "responses that matched no request";
+    // --- AMQP ---
+    inspect_amqp_unknown_methods => "inspect.amqp.unknown_methods", "AMQP method frames of classes or methods not decoded (confirm, ...): skipped";
+    inspect_amqp_requests_replaced => "inspect.amqp.requests_replaced", "AMQP requests dropped unanswered because another request came on their channel first (as Packetbeat does)";
+    inspect_amqp_content_dropped => "inspect.amqp.content_dropped", "AMQP messages (content header and body frames) dropped incomplete: a frame missing, a gap, the connection closed, or more channels carrying messages at once than max_pending_requests";
+    inspect_amqp_resync_bytes => "inspect.amqp.resync_bytes", "bytes AMQP skipped to find the next frame after a gap or a damaged frame";
     // --- shipping: queue, pipeline, outputs (issue 3) ---
     queue_max_events => "queue.max_events", "capacity of the memory queue (queue.mem.events)";
     queue_full => "queue.full", "events a source could not queue because the queue was full (try_publish)";

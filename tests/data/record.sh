@@ -2,7 +2,7 @@
 # Re-records the captures in this directory: starts each test server with
 # ../services/start-*.sh, runs a scripted session with the real client while tcpdump
 # records loopback, and stops everything it started (by PID). Needs root (tcpdump).
-#   tests/data/record.sh [http|dns|redis|mysql|pgsql|tls|memcache|mongodb ...]   (default: all)
+#   tests/data/record.sh [http|dns|redis|mysql|pgsql|tls|memcache|mongodb|amqp ...]   (default: all)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SVC="$HERE/../services"
@@ -165,8 +165,15 @@ rec_mongodb() {
   done
 }
 
+rec_amqp() {
+  start start-rabbitmq.sh 15672
+  record "$HERE/amqp.pcap" lo "tcp port 15672"
+  python3 "$SVC/amqp-session.py" 15672 >/dev/null
+  stop_record
+}
+
 WHAT=("$@")
-[[ ${#WHAT[@]} -eq 0 ]] && WHAT=(http tls dns redis mysql pgsql memcache mongodb)
+[[ ${#WHAT[@]} -eq 0 ]] && WHAT=(http tls dns redis mysql pgsql memcache mongodb amqp)
 for w in "${WHAT[@]}"; do
   "rec_$w"
   cleanup

@@ -10,6 +10,7 @@
 //! and a `mod.rs` holding its per-connection state, its options and its transaction
 //! object, plus its line in the registry.
 
+pub mod amqp;
 pub mod dns;
 pub mod http;
 pub mod memcache;
@@ -219,6 +220,7 @@ registry! {
     Tls => tls::Proto,
     Memcache => memcache::Proto,
     Mongodb => mongodb::Proto,
+    Amqp => amqp::Proto,
 }
 
 impl Serialize for ProtocolConfig {

@@ -42,6 +42,12 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
     fn write_ecs(&self, name: &'static str, e: &mut Event, _at: &EcsAt<'_>) {
         self.write_classic(name, e);
     }
+
+    /// Packetbeat 8's `event.action` of an ECS event (`amqp.queue.declare`), for the
+    /// protocols that write one.
+    fn ecs_action(&self, _name: &'static str, _method: Option<&str>) -> Option<String> {
+        None
+    }
 }
 
 /// What a protocol's ECS writer may need besides its own object.
@@ -115,6 +121,10 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn write_ecs(&self, name: &'static str, e: &mut Event, at: &EcsAt<'_>) {
         (**self).write_ecs(name, e, at);
+    }
+
+    fn ecs_action(&self, name: &'static str, method: Option<&str>) -> Option<String> {
+        (**self).ecs_action(name, method)
     }
 }
 
@@ -292,6 +302,7 @@ impl<F: TxnObject> Txn<F> {
             response: self.response.as_deref(),
             event: EcsEventFields {
                 kind: "event",
+                action: self.fields.ecs_action(proto, self.method.as_deref()),
                 category: ["network"],
                 r#type: event_type,
                 dataset: proto,
@@ -359,6 +370,8 @@ struct EcsTxnFields<'a> {
 #[derive(Serialize)]
 struct EcsEventFields {
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
     category: [&'static str; 1],
     r#type: Vec<&'static str>,
     dataset: &'static str,
