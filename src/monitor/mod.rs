@@ -95,6 +95,11 @@ counters! {
     inspect_transactions => "inspect.transactions", "transactions published";
     inspect_txn_no_response => "inspect.transactions.no_response", "requests published as errors without a response (timeout, closed, too many pending)";
     inspect_unmatched_responses => "inspect.transactions.unmatched_responses", "responses that matched no request";
+    inspect_icmp_pending_evicted => "inspect.icmp.pending_evicted", "ICMP requests published unanswered early because the icmp entry's max_pending was reached";
+    inspect_flows => "inspect.flows", "flows tracked now (connbeat.flows)";
+    inspect_flows_opened => "inspect.flows.opened", "flows tracked since start";
+    inspect_flows_dropped => "inspect.flows.dropped", "packets of new flows not counted because connbeat.flows.max_flows was reached";
+    inspect_flows_published => "inspect.flows.published", "flow events published (periodic and final)";
     // --- shipping: queue, pipeline, outputs (issue 3) ---
     queue_max_events => "queue.max_events", "capacity of the memory queue (queue.mem.events)";
     queue_full => "queue.full", "events a source could not queue because the queue was full (try_publish)";

@@ -10,8 +10,10 @@
 //! and a `mod.rs` holding its per-connection state, its options and its transaction
 //! object, plus its line in the registry.
 
+pub mod dhcpv4;
 pub mod dns;
 pub mod http;
+pub mod icmp;
 pub mod mysql;
 pub mod options;
 pub mod pgsql;
@@ -124,6 +126,8 @@ pub trait Protocol {
     /// Whether its messages have a text form for `send_request` / `send_response`; when
     /// not, those keys are refused for it.
     const TEXT_MESSAGES: bool = false;
+    /// Whether it is found by port (false: ICMP, which the engine hands every message of).
+    const USES_PORTS: bool = true;
     /// Parser makers for a configured entry.
     fn parsers(entry: &Entry<Self::Options>, common: &Common) -> Parsers;
     /// Options that reach the most code, for fuzzing.
@@ -149,6 +153,11 @@ macro_rules! registry {
             /// The protocol's `type`.
             pub fn name(&self) -> &'static str {
                 match self { $( Self::$variant(_) => <$proto as Protocol>::NAME, )* }
+            }
+
+            /// Whether the protocol is found by port (`ports` is required) or not (ICMP).
+            pub fn uses_ports(&self) -> bool {
+                match self { $( Self::$variant(_) => <$proto as Protocol>::USES_PORTS, )* }
             }
 
             /// The keys every protocol has.
@@ -215,6 +224,8 @@ registry! {
     Mysql => mysql::Proto,
     Pgsql => pgsql::Proto,
     Tls => tls::Proto,
+    Icmp => icmp::Proto,
+    Dhcpv4 => dhcpv4::Proto,
 }
 
 impl Serialize for ProtocolConfig {
