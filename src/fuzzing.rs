@@ -214,10 +214,9 @@ pub fn dhcpv4(data: &[u8]) {
 /// frames whose first byte says so, so that mutated inputs reach ICMP and the flows.
 pub fn flows(data: &[u8]) {
     use crate::config::from_yaml_str;
-    const YAML: &str = "output.console: {enabled: true}
-connbeat.protocols: [{type: icmp, max_pending: 4}, {type: dhcpv4, ports: [67, 68]}]
-connbeat.flows: {timeout: 1s, period: 1s, max_flows: 8}
-";
+    const YAML: &str = "output.console: {enabled: true}\n\
+        connbeat.protocols: [{type: icmp, max_pending: 4}, {type: dhcpv4, ports: [67, 68]}]\n\
+        connbeat.flows: {timeout: 1s, period: 1s, max_flows: 8}\n";
     let Ok(config) = from_yaml_str(YAML, &[], &|_| None) else {
         return;
     };

@@ -256,10 +256,8 @@ fn damaged_captures() {
 /// ICMP, DHCPv4 and flows on and the given capture.
 fn inspect_icmp_dhcp(path: &std::path::Path) -> Vec<Value> {
     let c = connbeat::config::from_yaml_str(
-        "output.console: {enabled: true}
-connbeat.protocols: [{type: icmp}, {type: dhcpv4, ports: [67, 68]}]
-         connbeat.flows: {timeout: 2s, period: -1s, max_flows: 50}
-",
+        "output.console: {enabled: true}\nconnbeat.protocols: [{type: icmp}, {type: dhcpv4, ports: [67, 68]}]\n\
+         connbeat.flows: {timeout: 2s, period: -1s, max_flows: 50}\n",
         &[],
         &|_| None,
     )
@@ -357,7 +355,8 @@ fn icmp_dhcp_and_flows(dir: &TempDir, rng: &mut Rng) {
     assert_eq!(echo[0]["status"], "OK");
     let dhcp_kinds: Vec<&Value> = events
         .iter()
-        .filter(|e| e["type"] == "dhcpv4" && e["dhcpv4"]["client_mac"] == "00-0B-82-01-FC-42")
+        // (cut offers that end at an option boundary are whole messages: left out here)
+        .filter(|e| e["type"] == "dhcpv4" && !e["ip"].as_str().unwrap_or("").starts_with("10.9."))
         .map(|e| &e["dhcpv4"]["option"]["message_type"])
         .collect();
     assert_eq!(dhcp_kinds, ["discover", "offer", "request", "ack"]);

@@ -316,7 +316,8 @@ impl<F: TxnObject> Txn<F> {
         } else {
             vec!["connection", "protocol"]
         };
-        if self.status != status::OK {
+        // (Packetbeat's ICMP events say `connection` whatever their status.)
+        if self.status != status::OK && !icmp {
             event_type.push("error");
         }
         let notes = self
