@@ -45,7 +45,7 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
 
     /// True for a one-message transaction that the server sent (a DHCP reply): `source`
     /// is then the server and `destination` the client.
-    fn from_server(&self) -> bool {
+    fn sent_by_server(&self) -> bool {
         false
     }
 
@@ -129,8 +129,8 @@ impl TxnObject for Box<dyn TxnObject> {
         (**self).write_ecs(name, e, at);
     }
 
-    fn from_server(&self) -> bool {
-        (**self).from_server()
+    fn sent_by_server(&self) -> bool {
+        (**self).sent_by_server()
     }
 
     fn swap_ends(&self) -> bool {
@@ -271,7 +271,7 @@ impl<F: TxnObject> Txn<F> {
         let ts = |us: u64| {
             crate::event::format_timestamp_with(UNIX_EPOCH + Duration::from_micros(us), s.precision)
         };
-        let from_server = self.fields.from_server();
+        let by_server = self.fields.sent_by_server();
         let swapped;
         let ep = if self.fields.swap_ends() {
             swapped = ep.swapped();
@@ -293,7 +293,7 @@ impl<F: TxnObject> Txn<F> {
             bytes: self.bytes_out,
             domain: None,
         };
-        let (source, destination) = if from_server {
+        let (source, destination) = if by_server {
             (&server, &client)
         } else {
             (&client, &server)
@@ -355,7 +355,7 @@ impl<F: TxnObject> Txn<F> {
                 r#type: if cip.is_ipv4() { "ipv4" } else { "ipv6" },
                 transport: ep.transport,
                 protocol: (!icmp).then_some(proto),
-                direction: if from_server {
+                direction: if by_server {
                     s.direction(sip, cip)
                 } else {
                     s.direction(cip, sip)

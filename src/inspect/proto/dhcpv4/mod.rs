@@ -199,7 +199,7 @@ impl TxnObject for DhcpTxn {
         e.push_field(name, self);
     }
 
-    fn from_server(&self) -> bool {
+    fn sent_by_server(&self) -> bool {
         self.msg.op == 2
     }
 
