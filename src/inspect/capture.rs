@@ -226,3 +226,31 @@ fn live_loop(
     }
     engine.finish();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bpf_filter;
+
+    fn filter(yaml: &str) -> String {
+        let c =
+            crate::config::from_yaml_str(&format!("output.console: {{}}\n{yaml}"), &[], &|_| None)
+                .unwrap();
+        bpf_filter(&c)
+    }
+
+    #[test]
+    fn icmp_adds_icmp_and_flows_widen_to_every_port() {
+        let f = filter("connbeat.protocols: [{type: icmp}, {type: dns, ports: [53]}]");
+        assert!(f.starts_with("icmp or icmp6 or "), "{f}");
+        assert!(
+            f.contains("udp port 53") && !f.contains("tcp or udp"),
+            "{f}"
+        );
+        let f = filter("connbeat.protocols: [{type: dns, ports: [53]}]\nconnbeat.flows: {}");
+        assert_eq!(f, "tcp or udp or icmp or icmp6 or (ip[6:2] & 0x3fff != 0)");
+        let f = filter(
+            "connbeat.protocols: [{type: dns, ports: [53]}]\nconnbeat.flows: {enabled: false}",
+        );
+        assert_eq!(f, "tcp port 53 or udp port 53 or (ip[6:2] & 0x3fff != 0)");
+    }
+}

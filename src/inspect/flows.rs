@@ -654,6 +654,39 @@ mod tests {
     }
 
     #[test]
+    fn the_flows_section_as_packetbeat_reads_it() {
+        let load = |y: &str| {
+            crate::config::from_yaml_str(&format!("output.console: {{}}\n{y}"), &[], &|_| None)
+        };
+        let c = load("packetbeat.flows: {timeout: 30s, period: -1s}").unwrap();
+        let s = FlowSettings::from_config(&c, true).unwrap();
+        assert_eq!(
+            (s.timeout_us, s.period_us, s.max_flows),
+            (30_000_000, None, 100_000)
+        );
+        let c = load("connbeat.flows: {period: 5s}").unwrap();
+        assert_eq!(
+            FlowSettings::from_config(&c, true).unwrap().period_us,
+            Some(5_000_000)
+        );
+        let c = load("connbeat.flows: {enabled: false}").unwrap();
+        assert!(FlowSettings::from_config(&c, true).is_none());
+        assert!(FlowSettings::from_config(&load("").unwrap(), true).is_none());
+        let e = load("connbeat.flows: {timeout: 500ms}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connbeat.flows.timeout"), "{e}");
+        let e = load("connbeat.flows: {period: 100ms}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connbeat.flows.period"), "{e}");
+        let e = load("connbeat.flows: {max_flows: 0}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connbeat.flows.max_flows"), "{e}");
+    }
+
+    #[test]
     fn live_sweeps_report_periodically_and_end_idle_flows() {
         let link = LinkInfo::default();
         let mut t = Flows::new(settings(true, 10));

@@ -295,6 +295,22 @@ mod tests {
     }
 
     #[test]
+    fn icmp_takes_no_ports() {
+        let load = |y: &str| {
+            crate::config::from_yaml_str(&format!("output.console: {{}}\n{y}"), &[], &|_| None)
+        };
+        let c = load("connbeat.protocols: [{type: icmp}]").unwrap();
+        assert!(crate::inspect::enabled(&c));
+        let e = load("connbeat.protocols: [{type: icmp, ports: [7]}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("connbeat.protocols.0.ports") && e.contains("takes no ports"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn orphan_replies_duplicates_and_the_bound() {
         let (a, b): (IpAddr, IpAddr) = ("::1".parse().unwrap(), "::2".parse().unwrap());
         let mut t = Tracker::new(2, 1_000_000);
