@@ -7,14 +7,19 @@
 #     for the timeout are ended early to make room, and the rest are counted as dropped;
 #   - with flows unbounded (max_flows 2,000,000), to show what the bound saves;
 #   - tshark's UDP conversation table (-z conv,udp) on the same capture, the reference.
-# Prints packets/s, peak RSS, flow events and drops of each, and the ratios.
+# Prints packets per CPU second (user + system: the machine may be shared, wall time would
+# measure the others' load), peak RSS, flow events and drops of each, and the ratios.
 #   perf/flows_bench.sh [FLOWS]        (default 1000000; the capture is deleted at the end)
+# BIN=path/to/connbeat uses that build instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOWS=${1:-1000000}
 W=$(mktemp -d /tmp/connbeat-flows-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-cargo build --release -q --bin connbeat
+if [[ -z "${BIN:-}" ]]; then
+  cargo build --release -q --bin connbeat
+  BIN=./target/release/connbeat
+fi
 python3 perf/gen_flows.py "$W/flows.pcap" "$FLOWS" >"$W/gen.txt"
 PKTS=$((FLOWS * 2))
 config() { # config <name> <flows yaml or empty>
@@ -28,21 +33,23 @@ YML
   chmod 600 "$W/$1.yml"
 }
 config noflows ""
-config bounded "connbeat.flows: {timeout: 10s, period: -1s, max_flows: 100000}"
+config bounded "connbeat.flows: {timeout: 10s, period: -1s, max_flows: ${MAX_FLOWS:-100000}}"
 config unbounded "connbeat.flows: {timeout: 10s, period: -1s, max_flows: 2000000}"
-measure() { # measure <label> <command...>: label, wall seconds, peak RSS KiB
+measure() { # measure <label> <command...>: label, CPU seconds (user+sys), peak RSS KiB
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/$label.err"
-  read -r secs rss <"$W/time"
+  /usr/bin/time -f "%U %S %M" -o "$W/time" "$@" >/dev/null 2>"$W/$label.err"
+  read -r user sys rss <"$W/time"
+  local secs
+  secs=$(python3 -c "print($user + $sys)")
   local pub drop
   pub=$(grep -o 'inspect.flows.published=[0-9]*' "$W/$label.err" | cut -d= -f2 || true)
   drop=$(grep -o 'inspect.flows.dropped=[0-9]*' "$W/$label.err" | cut -d= -f2 || true)
   echo "$label $secs $rss ${pub:-0} ${drop:-0}"
 }
 ROWS=(
-  "$(measure no_flows ./target/release/connbeat -c "$W/noflows.yml" -I "$W/flows.pcap" -N)"
-  "$(measure flows_bounded ./target/release/connbeat -c "$W/bounded.yml" -I "$W/flows.pcap" -N)"
-  "$(measure flows_unbounded ./target/release/connbeat -c "$W/unbounded.yml" -I "$W/flows.pcap" -N)"
+  "$(measure no_flows "$BIN" -c "$W/noflows.yml" -I "$W/flows.pcap" -N)"
+  "$(measure flows_bounded "$BIN" -c "$W/bounded.yml" -I "$W/flows.pcap" -N)"
+  "$(measure flows_unbounded "$BIN" -c "$W/unbounded.yml" -I "$W/flows.pcap" -N)"
   "$(measure tshark_conv tshark -n -q -r "$W/flows.pcap" -z conv,udp)"
 )
 python3 - "$PKTS" "$(cat "$W/gen.txt")" "${ROWS[@]}" <<'PY'
@@ -55,6 +62,6 @@ shark = max(float(rows["tshark_conv"][0]), 0.01)
 for label, (secs, rss, pub, drop) in rows.items():
     s = max(float(secs), 0.01)
     extra = "" if label.startswith("tshark") else f"  flow events {pub:>8}  dropped packets {drop:>8}"
-    print(f"{label:16} {pk/s:>10.0f} packets/s  {s:6.2f} s  peak RSS {int(rss)/1024:6.0f} MiB"
+    print(f"{label:16} {pk/s:>10.0f} packets/CPU-s  {s:6.2f} CPU-s  peak RSS {int(rss)/1024:6.0f} MiB"
           f"  x{base/s:.2f} of no-flows  x{shark/s:.1f} tshark{extra}")
 PY
