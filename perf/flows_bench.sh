@@ -11,6 +11,7 @@
 # measure the others' load), peak RSS, flow events and drops of each, and the ratios.
 #   perf/flows_bench.sh [FLOWS]        (default 1000000; the capture is deleted at the end)
 # BIN=path/to/connbeat uses that build instead of building the release one.
+# MAX_FLOWS=N bounds the bounded run (default 100000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOWS=${1:-1000000}
