@@ -11,6 +11,7 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
   chromium)
 # Each further capability adds its own line: TEST_PKGS+=(package ...) # what it is for
 TEST_PKGS+=(rabbitmq-server) # AMQP broker of the AMQP tests (tests/services/start-rabbitmq.sh)
+TEST_PKGS+=(iputils-ping) # ping and ping -6 of the ICMP and flows live tests (dnsmasq-base, busybox-static: DHCP)
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)

@@ -154,7 +154,7 @@ fn read_pcap(
 ) -> Result<(), RunError> {
     if !crate::inspect::enabled(config) {
         return Err(RunError::Config(
-            "-I/--read-pcap: no protocol is enabled under connbeat.protocols".into(),
+            "-I/--read-pcap: no protocol is enabled under connbeat.protocols, and connbeat.flows is off".into(),
         ));
     }
     let (publisher, pipeline) = start_pipeline(config, output)?;
@@ -233,8 +233,17 @@ fn inspect_summary(c: &Config) -> String {
             format!("{} ({})", p.name(), ports.join(", "))
         })
         .collect();
+    let flows = match crate::config::FlowsConfig::active(&c.connbeat) {
+        Some(f) => format!(
+            "{}flows (timeout {}, period {})",
+            if protos.is_empty() { "" } else { ", " },
+            f.timeout,
+            f.period.0.map_or("none".to_string(), |p| p.to_string())
+        ),
+        None => String::new(),
+    };
     format!(
-        "{} on device {}",
+        "{}{flows} on device {}",
         protos.join(", "),
         c.connbeat.interfaces.device
     )

@@ -261,7 +261,34 @@ pub fn format_timestamp_with(t: SystemTime, p: crate::config::Precision) -> Stri
     match p {
         Precision::Millisecond => humantime::format_rfc3339_millis(t).to_string(),
         Precision::Microsecond => humantime::format_rfc3339_micros(t).to_string(),
-        Precision::Nanosecond => humantime::format_rfc3339_nanos(t).to_string(),
+        // Go's RFC3339Nano, which Beats write: trailing zeros of the fraction dropped.
+        Precision::Nanosecond => {
+            let full = humantime::format_rfc3339_nanos(t).to_string();
+            let body = full.trim_end_matches('Z').trim_end_matches('0');
+            format!("{}Z", body.trim_end_matches('.'))
+        }
+    }
+}
+
+#[cfg(test)]
+mod precision_tests {
+    use crate::config::Precision;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn nanoseconds_drop_trailing_zeros_as_go_does() {
+        let t = |ns: u64| {
+            super::format_timestamp_with(
+                UNIX_EPOCH + Duration::from_nanos(ns),
+                Precision::Nanosecond,
+            )
+        };
+        assert_eq!(t(1_445_287_763_901_349_000), "2015-10-19T20:49:23.901349Z");
+        assert_eq!(t(1_445_287_763_000_000_000), "2015-10-19T20:49:23Z");
+        assert_eq!(
+            t(1_445_287_763_000_000_001),
+            "2015-10-19T20:49:23.000000001Z"
+        );
     }
 }
 

@@ -23,6 +23,7 @@ pub fn decode(data: &[u8]) {
     ] {
         if let Ok(Network::Ip(p)) = decode_frame(link, data) {
             let _ = decode_transport(&p);
+            let _ = crate::inspect::decode::decode_icmp(&p);
         }
     }
 }
@@ -218,9 +219,87 @@ pub fn tcp_stream(data: &[u8]) {
     );
 }
 
+/// The DHCPv4 message parser alone.
+pub fn dhcpv4(data: &[u8]) {
+    let _ = proto::dhcpv4::parser::parse(data);
+}
+
+/// The engine with ICMP, DHCPv4 and flows on (a table of 8 flows, so that the bound and
+/// the room-making path are reached): the input is a list of frames, each a 3-byte header
+/// (length, time step in 100 ms units that may go back) then an Ethernet frame's bytes.
+/// A common prefix (Ethernet, optional VLAN, IPv4 or IPv6 header) is put in front of the
+/// frames whose first byte says so, so that mutated inputs reach ICMP and the flows.
+pub fn flows(data: &[u8]) {
+    use crate::config::from_yaml_str;
+    const YAML: &str = "output.console: {enabled: true}\n\
+        connbeat.protocols: [{type: icmp, max_pending: 4}, {type: dhcpv4, ports: [67, 68]}]\n\
+        connbeat.flows: {timeout: 1s, period: 1s, max_flows: 8}\n";
+    let Ok(config) = from_yaml_str(YAML, &[], &|_| None) else {
+        return;
+    };
+    let mut sink = |_e: crate::event::Event| {};
+    let Ok(engine) = crate::inspect::engine::Engine::new(&config, &mut sink, None) else {
+        return;
+    };
+    let mut engine = engine.with_flows(&config, data.first().is_some_and(|b| b & 1 == 1));
+    let mut ts: u64 = 1_000_000_000;
+    let mut at = 1;
+    let mut frame = Vec::with_capacity(256);
+    while at + 3 <= data.len() {
+        let len = usize::from(data[at]);
+        let step = i64::from(data[at + 1] as i8) * 100_000;
+        let kind = data[at + 2];
+        at += 3;
+        let body = &data[at..(at + len).min(data.len())];
+        at += body.len();
+        ts = ts.saturating_add_signed(step);
+        frame.clear();
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        if kind & 4 != 0 {
+            frame.extend_from_slice(&[0x81, 0, 0, kind >> 3]);
+        }
+        match kind & 3 {
+            0 => {
+                frame.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+                frame.extend_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+                frame.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+                if kind & 8 != 0 {
+                    frame[26..34].rotate_left(4);
+                }
+            }
+            1 => {
+                frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+                frame.extend_from_slice(&(body.len() as u16).to_be_bytes());
+                frame.extend_from_slice(&[58, 64]);
+                frame.extend_from_slice(&[0; 15]);
+                frame.push(1 + (kind >> 7));
+                frame.extend_from_slice(&[0; 15]);
+                frame.push(2 - (kind >> 7));
+            }
+            2 => {
+                frame.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+                frame.extend_from_slice(&((28 + body.len()) as u16).to_be_bytes());
+                frame
+                    .extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255]);
+                frame.extend_from_slice(&[0, 68, 0, 67]);
+                frame.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
+                frame.extend_from_slice(&[0, 0]);
+            }
+            _ => {}
+        }
+        frame.extend_from_slice(body);
+        engine.packet(linktype::ETHERNET, ts, &frame);
+        if kind & 0x40 != 0 {
+            engine.tick(ts + 1_500_000);
+        }
+    }
+    engine.finish();
+}
+
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
-    "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp",
+    "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp", "dhcpv4",
+    "flows",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -306,6 +385,8 @@ pub fn run(target: &str, data: &[u8]) {
         "stream" => tcp_stream(data),
         "memcache" => memcache(data),
         "mongodb" => mongodb(data),
+        "dhcpv4" => dhcpv4(data),
+        "flows" => flows(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }

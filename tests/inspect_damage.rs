@@ -249,4 +249,123 @@ fn damaged_captures() {
         let _ = inspect(&f);
     });
     assert!(errs > 0);
+
+    icmp_dhcp_and_flows(&dir, &mut rng);
+}
+
+/// ICMP, DHCPv4 and flows on and the given capture.
+fn inspect_icmp_dhcp(path: &std::path::Path) -> Vec<Value> {
+    let c = connbeat::config::from_yaml_str(
+        "output.console: {enabled: true}\nconnbeat.protocols: [{type: icmp}, {type: dhcpv4, ports: [67, 68]}]\n\
+         connbeat.flows: {timeout: 2s, period: -1s, max_flows: 50}\n",
+        &[],
+        &|_| None,
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    let mut sink = |e: connbeat::event::Event| events.push(e.to_value());
+    connbeat::inspect::run_offline_with(&c, path, &mut sink, None).expect("offline run");
+    events
+}
+
+/// 7. Cut and random ICMP messages and DHCP datagrams around good ones, and more flows
+///    than `max_flows`: decode and parse errors and dropped flows are counted, the good
+///    echo and DHCP exchange are still reported.
+fn icmp_dhcp_and_flows(dir: &TempDir, rng: &mut Rng) {
+    let suite =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/packetbeat-suite/pcaps");
+    let ping = Pcap::read(&suite.join("icmp/icmp4_ping.pcap"));
+    let dhcp = Pcap::read(&suite.join("dhcp.pcap"));
+    let first_ts = u32::from_le_bytes(ping.records[0].0[0..4].try_into().unwrap());
+    let mut p = Pcap {
+        header: ping.header.clone(),
+        records: Vec::new(),
+    };
+    // ICMP frames cut inside their 8-byte header, and random ICMP messages.
+    let icmp = |body: &[u8]| {
+        let mut f = frame(true, 1, 2, 0, 0, b"");
+        f.truncate(34);
+        f[23] = 1;
+        f[16..18].copy_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    };
+    for n in 0..8 {
+        p.records
+            .push(record(first_ts - 10, icmp(&[8, 0, 0, 0, 0, 9, 0, 1][..n])));
+    }
+    for _ in 0..200 {
+        let n = (rng.next() % 64) as usize;
+        p.records.push(record(first_ts - 9, icmp(&rng.bytes(n))));
+    }
+    // Random bytes and cut messages on the DHCP ports.
+    let offer = dhcp.records[1].1[42..].to_vec();
+    for _ in 0..20 {
+        p.records.push(record(
+            first_ts - 8,
+            frame(true, 68, 67, 0, 0, &rng.bytes(300)),
+        ));
+        let cut = (rng.next() as usize) % offer.len();
+        p.records.push(record(
+            first_ts - 8,
+            frame(true, 67, 68, 0, 0, &offer[..cut]),
+        ));
+    }
+    // 100 more UDP flows than max_flows, each one packet, within one second.
+    for port in 0..150u16 {
+        p.records.push(record(
+            first_ts - 7,
+            frame(true, 20000 + port, 9, 0, 0, b"flow"),
+        ));
+    }
+    p.records.extend(ping.records.iter().cloned());
+    p.records.extend(dhcp.records.iter().cloned());
+    let f = dir.0.join("icmp-dhcp.pcap");
+    p.write(&f);
+    let events;
+    let (decode, parse, dropped) = {
+        let d0 = connbeat::monitor::get(&METRICS.inspect_decode_errors);
+        let p0 = connbeat::monitor::get(&METRICS.inspect_parse_errors);
+        let f0 = connbeat::monitor::get(&METRICS.inspect_flows_dropped);
+        events = inspect_icmp_dhcp(&f);
+        (
+            connbeat::monitor::get(&METRICS.inspect_decode_errors) - d0,
+            connbeat::monitor::get(&METRICS.inspect_parse_errors) - p0,
+            connbeat::monitor::get(&METRICS.inspect_flows_dropped) - f0,
+        )
+    };
+    assert!(
+        decode >= 8,
+        "the cut ICMP headers are decode errors ({decode})"
+    );
+    assert!(
+        parse >= 20,
+        "the random DHCP datagrams are parse errors ({parse})"
+    );
+    assert!(
+        dropped >= 100,
+        "flows beyond max_flows are counted ({dropped})"
+    );
+    let echo: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "icmp" && e["client_ip"] == "10.0.0.1")
+        .collect();
+    assert_eq!(echo.len(), 1, "{echo:#?}");
+    assert_eq!(echo[0]["icmp"]["response"]["message"], "EchoReply");
+    assert_eq!(echo[0]["status"], "OK");
+    let dhcp_kinds: Vec<&Value> = events
+        .iter()
+        // (cut offers that end at an option boundary are whole messages: left out here)
+        .filter(|e| e["type"] == "dhcpv4" && !e["ip"].as_str().unwrap_or("").starts_with("10.9."))
+        .map(|e| &e["dhcpv4"]["option"]["message_type"])
+        .collect();
+    assert_eq!(dhcp_kinds, ["discover", "offer", "request", "ack"]);
+    // 150 one-packet UDP flows, the ICMP and two DHCP-port flows of the damage, and the
+    // echo and two DHCP flows of the good captures: each is published or was dropped.
+    let flows = events.iter().filter(|e| e["type"] == "flow").count() as u64;
+    assert_eq!(
+        flows + dropped,
+        156,
+        "{flows} flows published, {dropped} dropped"
+    );
 }

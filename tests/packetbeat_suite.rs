@@ -80,8 +80,9 @@ fn run_config(top: &Value, run: &Value) -> Value {
                 entry.insert(k.clone(), v.clone());
             }
         }
-        // No ports: the protocol sees nothing (connbeat says so with `enabled: false`).
-        if entry["ports"].as_array().is_some_and(Vec::is_empty) {
+        // No ports: the protocol sees nothing (connbeat says so with `enabled: false`),
+        // except ICMP, which has none.
+        if name != "icmp" && entry["ports"].as_array().is_some_and(Vec::is_empty) {
             entry.insert("enabled".into(), json!(false));
             entry.insert("ports".into(), top["default_ports"][name].clone());
         }
@@ -522,7 +523,8 @@ fn packetbeat_suite_in_ecs_mode() {
         }
         let proto = run["protocol"].as_str().unwrap_or_default().to_string();
         let t = tally.entry(proto.clone()).or_default();
-        if !connbeat::inspect::proto::NAMES.contains(&proto.as_str()) {
+        // Flows are not a protocol: their runs set `connbeat.flows` in `settings`.
+        if proto != "flows" && !connbeat::inspect::proto::NAMES.contains(&proto.as_str()) {
             t.not_implemented += 1;
             continue;
         }

@@ -233,10 +233,8 @@ fn check_stock(c: &connbeat::config::Config, w: &[String]) {
         assert_eq!(n, 1, "one warning for {key}: {w:#?}");
     }
     for (i, t) in [
-        (0, "icmp"),
         (1, "amqp"),
         (2, "cassandra"),
-        (3, "dhcpv4"),
         (6, "memcache"),
         (10, "thrift"),
         (11, "mongodb"),
@@ -257,7 +255,12 @@ fn check_stock(c: &connbeat::config::Config, w: &[String]) {
         .filter(|p| p.common().enabled)
         .map(|p| p.name())
         .collect();
-    assert_eq!(enabled, ["dns", "http", "mysql", "pgsql", "redis", "tls"]);
+    assert_eq!(
+        enabled,
+        [
+            "icmp", "dhcpv4", "dns", "http", "mysql", "pgsql", "redis", "tls"
+        ]
+    );
     let common = CommonFields::from_config(c);
     let p = Processing::from_config(c, &common)
         .unwrap()

@@ -35,7 +35,7 @@ const BEATS_ONLY: [(&str, usize, &str); 7] = [
 /// Packetbeat settings (after `packetbeat.*` became `connbeat.*`) that this build does not
 /// implement yet: set aside while the configuration model does not know them, read as
 /// soon as it does.
-const NOT_YET: [(&str, &str); 1] = [("connbeat.flows", "flow events are not in this version")];
+const NOT_YET: [(&str, &str); 0] = [];
 
 /// Packetbeat 8's protocols: an entry of one that connbeat does not decode is set aside
 /// (with a warning) rather than refused.

@@ -14,6 +14,7 @@ pub fn all() -> &'static [String] {
             ..Config::default()
         };
         c.connbeat.protocols = ProtocolConfig::defaults();
+        c.connbeat.flows = Some(super::model::FlowsConfig::default());
         c.topology.kafka = c.output.kafka.clone();
         let tree = serde_json::to_value(&c).expect("config serializes");
         let mut keys = Vec::new();

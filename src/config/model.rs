@@ -200,6 +200,73 @@ pub struct ConnbeatConfig {
     pub transaction_timeout: Duration,
     /// Field names of every event: `classic` or `ecs`.
     pub event_format: EventFormat,
+    /// Per-flow traffic counters (Packetbeat's flows); absent = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flows: Option<FlowsConfig>,
+}
+
+/// `connbeat.flows`: a `type: flow` event per flow of the captured traffic every `period`
+/// while it is active, and a final one once it has been idle for `timeout`. A section that
+/// is present is on unless it says `enabled: false` (as in Packetbeat).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FlowsConfig {
+    pub enabled: bool,
+    /// A flow with no packet for this long ends: its final event is published.
+    pub timeout: Duration,
+    /// How often active flows are published; `-1s`: final events only.
+    pub period: FlowPeriod,
+    /// Bound on flows tracked at once; packets of new flows beyond it are counted
+    /// (`inspect.flows.dropped`), not lost silently.
+    pub max_flows: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            enabled: true,
+            timeout: Duration::from_secs(30),
+            period: FlowPeriod(Some(Duration::from_secs(10))),
+            max_flows: 100_000,
+        }
+    }
+}
+
+impl FlowsConfig {
+    /// The flows section when it is on.
+    pub fn active(c: &ConnbeatConfig) -> Option<&FlowsConfig> {
+        c.flows.as_ref().filter(|f| f.enabled)
+    }
+}
+
+/// `connbeat.flows.period`: a duration, or a negative one (`-1s`) for none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowPeriod(pub Option<Duration>);
+
+impl Serialize for FlowPeriod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(d) => d.serialize(s),
+            None => s.serialize_str("-1s"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FlowPeriod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let negative = match &v {
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|x| x < 0.0),
+            serde_json::Value::String(t) => t.trim().starts_with('-'),
+            _ => false,
+        };
+        if negative {
+            return Ok(FlowPeriod(None));
+        }
+        Duration::deserialize(v)
+            .map(|d| FlowPeriod(Some(d)))
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for ConnbeatConfig {
@@ -230,6 +297,7 @@ impl Default for ConnbeatConfig {
             protocols: Vec::new(),
             transaction_timeout: Duration::from_secs(10),
             event_format: EventFormat::Classic,
+            flows: None,
         }
     }
 }

@@ -63,6 +63,23 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(f) = &cb.flows {
+        positive("connbeat.flows.max_flows", f.max_flows == 0)?;
+        if f.timeout.get() < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "connbeat.flows.timeout",
+                format!("{} is too short; use 1s or more", f.timeout),
+            ));
+        }
+        if let Some(p) = f.period.0
+            && p.get() < std::time::Duration::from_secs(1)
+        {
+            return Err(ConfigError::invalid(
+                "connbeat.flows.period",
+                format!("{p} is too short; use 1s or more, or -1s for final events only"),
+            ));
+        }
+    }
     let t = &c.topology;
     positive("topology.max_nodes", t.max_nodes == 0)?;
     positive("topology.max_edges", t.max_edges == 0)?;
@@ -86,10 +103,19 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     for (i, p) in cb.protocols.iter().enumerate() {
         let key = format!("connbeat.protocols.{i}");
-        if p.common().ports.is_empty() {
+        if p.uses_ports() && p.common().ports.is_empty() {
             return Err(ConfigError::invalid(
                 &format!("{key}.ports"),
                 format!("protocol {} needs at least one port", p.name()),
+            ));
+        }
+        if !p.uses_ports() && !p.common().ports.is_empty() {
+            return Err(ConfigError::invalid(
+                &format!("{key}.ports"),
+                format!(
+                    "protocol {} takes no ports: every one of its messages is inspected",
+                    p.name()
+                ),
             ));
         }
     }

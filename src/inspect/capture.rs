@@ -19,13 +19,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The BPF filter for the configured protocols, or the user's own `bpf_filter`.
+/// The BPF filter for the configured protocols, or the user's own `bpf_filter`. Flows see
+/// every TCP, UDP and ICMP packet; an `icmp` entry sees ICMP and ICMPv6.
 pub fn bpf_filter(config: &Config) -> String {
     let user = config.connbeat.interfaces.bpf_filter.trim();
     if !user.is_empty() {
         return user.to_string();
     }
+    if crate::config::FlowsConfig::active(&config.connbeat).is_some() {
+        return "tcp or udp or icmp or icmp6 or (ip[6:2] & 0x3fff != 0)".into();
+    }
     let mut parts = Vec::new();
+    if config
+        .connbeat
+        .protocols
+        .iter()
+        .any(|p| p.common().enabled && !p.uses_ports())
+    {
+        parts.push("icmp or icmp6".to_string());
+    }
     let common = super::engine::Settings::from_config(config).common;
     for p in config
         .connbeat
@@ -66,13 +78,16 @@ pub fn read_file(
     let mut cap = pcap::Capture::from_file(path)
         .with_context(|| format!("opening capture file {}", path.display()))?;
     let link = cap.get_datalink().0;
-    let mut engine = Engine::new(config, sink, lookup).map_err(anyhow::Error::msg)?;
+    let mut engine = Engine::new(config, sink, lookup)
+        .map_err(anyhow::Error::msg)?
+        .with_flows(config, false);
     loop {
         match cap.next_packet() {
             Ok(p) => {
                 monitor::inc(&METRICS.inspect_pcap_received);
                 monitor::add(&METRICS.inspect_pcap_bytes, u64::from(p.header.caplen));
-                engine.packet(link, micros(&p.header.ts), p.data);
+                let len = p.header.len as usize;
+                engine.packet_len(link, micros(&p.header.ts), p.data, len);
             }
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
@@ -165,7 +180,7 @@ fn live_loop(
     };
     let lookup = lookup.as_deref();
     let mut engine = match Engine::new(config, &mut sink, lookup) {
-        Ok(e) => e,
+        Ok(e) => e.with_flows(config, true),
         Err(e) => {
             tracing::error!(target: "inspect", "{e}");
             return;
@@ -179,7 +194,7 @@ fn live_loop(
                 monitor::inc(&METRICS.inspect_pcap_received);
                 monitor::add(&METRICS.inspect_pcap_bytes, u64::from(p.header.caplen));
                 let ts = micros(&p.header.ts);
-                engine.packet(link, ts, p.data);
+                engine.packet_len(link, ts, p.data, p.header.len as usize);
             }
             Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => {
                 let mut pfd = libc::pollfd {
@@ -210,4 +225,32 @@ fn live_loop(
         monitor::set(&METRICS.inspect_pcap_if_dropped, u64::from(s.if_dropped));
     }
     engine.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bpf_filter;
+
+    fn filter(yaml: &str) -> String {
+        let c =
+            crate::config::from_yaml_str(&format!("output.console: {{}}\n{yaml}"), &[], &|_| None)
+                .unwrap();
+        bpf_filter(&c)
+    }
+
+    #[test]
+    fn icmp_adds_icmp_and_flows_widen_to_every_port() {
+        let f = filter("connbeat.protocols: [{type: icmp}, {type: dns, ports: [53]}]");
+        assert!(f.starts_with("icmp or icmp6 or "), "{f}");
+        assert!(
+            f.contains("udp port 53") && !f.contains("tcp or udp"),
+            "{f}"
+        );
+        let f = filter("connbeat.protocols: [{type: dns, ports: [53]}]\nconnbeat.flows: {}");
+        assert_eq!(f, "tcp or udp or icmp or icmp6 or (ip[6:2] & 0x3fff != 0)");
+        let f = filter(
+            "connbeat.protocols: [{type: dns, ports: [53]}]\nconnbeat.flows: {enabled: false}",
+        );
+        assert_eq!(f, "tcp port 53 or udp port 53 or (ip[6:2] & 0x3fff != 0)");
+    }
 }

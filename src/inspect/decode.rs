@@ -41,8 +41,28 @@ const ETH_VLAN: [u16; 3] = [0x8100, 0x88a8, 0x9100];
 /// Bound on stacked VLAN tags; deeper stacks are treated as malformed.
 const MAX_VLAN_TAGS: usize = 8;
 
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// What the link layer of a frame says besides its payload: the Ethernet addresses and
+/// the VLAN tags (outermost first), which flows are keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+pub struct LinkInfo {
+    /// Source and destination MAC, for Ethernet frames.
+    pub macs: Option<([u8; 6], [u8; 6])>,
+    /// Up to two VLAN ids (outer, inner); deeper tags are decoded but not kept.
+    pub vlans: [u16; 2],
+    pub vlan_count: u8,
+}
+
+impl LinkInfo {
+    /// The VLAN ids, outermost first.
+    pub fn vlans(&self) -> &[u16] {
+        &self.vlans[..usize::from(self.vlan_count)]
+    }
+}
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
@@ -87,15 +107,31 @@ pub struct Fragment<'a> {
 
 /// Strips the link-layer header of a frame of the given link type and decodes IP.
 pub fn decode_frame(link: i32, frame: &[u8]) -> Result<Network<'_>, DecodeError> {
-    match link {
+    decode_frame_link(link, frame).map(|(_, n)| n)
+}
+
+/// [`decode_frame`], also returning what the link layer says (MACs, VLAN tags).
+pub fn decode_frame_link(link: i32, frame: &[u8]) -> Result<(LinkInfo, Network<'_>), DecodeError> {
+    let mut info = LinkInfo::default();
+    let net = match link {
         linktype::ETHERNET => {
             let mut ethertype = be16(frame, 12).ok_or(DecodeError::Truncated("ethernet"))?;
+            let mut dst = [0u8; 6];
+            let mut src = [0u8; 6];
+            dst.copy_from_slice(&frame[0..6]);
+            src.copy_from_slice(&frame[6..12]);
+            info.macs = Some((src, dst));
             let mut at = 14;
             let mut tags = 0;
             while ETH_VLAN.contains(&ethertype) {
                 tags += 1;
                 if tags > MAX_VLAN_TAGS {
                     return Err(DecodeError::Malformed("vlan"));
+                }
+                let tci = be16(frame, at).ok_or(DecodeError::Truncated("vlan"))?;
+                if usize::from(info.vlan_count) < info.vlans.len() {
+                    info.vlans[usize::from(info.vlan_count)] = tci & 0x0fff;
+                    info.vlan_count += 1;
                 }
                 ethertype = be16(frame, at + 2).ok_or(DecodeError::Truncated("vlan"))?;
                 at += 4;
@@ -141,7 +177,8 @@ pub fn decode_frame(link: i32, frame: &[u8]) -> Result<Network<'_>, DecodeError>
         linktype::IPV4 => decode_ipv4(frame),
         linktype::IPV6 => decode_ipv6(frame),
         _ => Err(DecodeError::Unsupported("link type")),
-    }
+    }?;
+    Ok((info, net))
 }
 
 fn decode_ethertype(ethertype: u16, rest: &[u8]) -> Result<Network<'_>, DecodeError> {
@@ -347,6 +384,41 @@ pub fn decode_transport<'a>(p: &IpPayload<'a>) -> Result<Transport<'a>, DecodeEr
     }
 }
 
+/// The fixed part of an ICMP (v4 or v6) message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpHeader {
+    /// 4 or 6.
+    pub version: u8,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Bytes 4..8 of the header: identifier and sequence number of echo-like messages.
+    pub id: u16,
+    pub seq: u16,
+    /// Bytes after the 8-byte header (what Packetbeat counts as the message's size).
+    pub payload_len: usize,
+}
+
+/// Decodes the ICMP header of an IP payload whose protocol is ICMP (IPv4) or ICMPv6 (IPv6).
+pub fn decode_icmp(p: &IpPayload<'_>) -> Result<IcmpHeader, DecodeError> {
+    let version = match (p.protocol, p.src) {
+        (IPPROTO_ICMP, IpAddr::V4(_)) => 4,
+        (IPPROTO_ICMPV6, IpAddr::V6(_)) => 6,
+        _ => return Err(DecodeError::Unsupported("ip protocol")),
+    };
+    let b = p.data;
+    if b.len() < 8 {
+        return Err(DecodeError::Truncated("icmp"));
+    }
+    Ok(IcmpHeader {
+        version,
+        icmp_type: b[0],
+        code: b[1],
+        id: be16(b, 4).unwrap_or(0),
+        seq: be16(b, 6).unwrap_or(0),
+        payload_len: b.len() - 8 + p.missing,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -407,6 +479,36 @@ pub(crate) mod tests {
         assert_eq!(
             (t.src_port, t.dst_port, t.seq, t.payload),
             (1234, 80, 7, &b"hi"[..])
+        );
+    }
+
+    #[test]
+    fn link_info_keeps_macs_and_two_vlans() {
+        let ip = ipv4(
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            IPPROTO_ICMP,
+            &[8, 0, 0, 0, 0, 5, 0, 1, 9, 9],
+        );
+        let mut f = vec![2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1];
+        f.extend_from_slice(&[0x81, 0x00, 0x20, 101, 0x81, 0x00, 0x02, 0x58, 0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        let (info, Network::Ip(p)) = decode_frame_link(linktype::ETHERNET, &f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(info.macs, Some(([1; 6], [2; 6])));
+        assert_eq!(info.vlans(), &[101, 600]);
+        let h = decode_icmp(&p).unwrap();
+        assert_eq!(
+            (h.version, h.icmp_type, h.id, h.seq, h.payload_len),
+            (4, 8, 5, 1, 2)
+        );
+        assert!(
+            decode_icmp(&IpPayload {
+                data: &[8, 0, 0],
+                ..p
+            })
+            .is_err()
         );
     }
 

@@ -14,10 +14,15 @@
 //! TCP segments first wait in the [`sort`] window so that each connection is decoded in
 //! time order.
 
-use super::decode::{self, DecodeError, Network, TcpSegment, Transport, UdpDatagram, tcpflags};
+use super::decode::{
+    self, DecodeError, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LinkInfo, Network,
+    TcpSegment, Transport, UdpDatagram, tcpflags,
+};
+use super::flows::{FlowSettings, Flows};
 use super::frag::Defrag;
+use super::proto::icmp;
 use super::proto::txn::{EcsSettings, Endpoints};
-use super::proto::{Common, Cx, Dir, Done, Registry, TcpParser, UdpParser};
+use super::proto::{Common, Cx, Dir, Done, Protocol as _, Registry, TcpParser, UdpParser};
 use super::sort::SortWindow;
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
 use crate::config::Config;
@@ -141,6 +146,10 @@ pub struct Engine<'a> {
     out: Vec<Done>,
     /// `connbeat.event_format: ecs`: transactions are written in the ECS shape.
     ecs: Option<EcsSettings>,
+    /// ICMP transactions, when a `type: icmp` entry is enabled.
+    icmp: Option<icmp::Tracker>,
+    /// `connbeat.flows`, when on.
+    flows: Option<Flows>,
     sink: &'a mut Sink<'a>,
     lookup: Option<&'a dyn ProcessLookup>,
     pub summary: Summary,
@@ -164,8 +173,22 @@ impl<'a> Engine<'a> {
         let s = Settings::from_config(config);
         let reg = Registry::new(&config.connbeat.protocols, &s.common)?;
         let ecs = EcsSettings::from_config(config)?;
+        let icmp = config.connbeat.protocols.iter().find_map(|p| match p {
+            super::proto::ProtocolConfig::Icmp(e) if e.common.enabled => {
+                let timeout = e
+                    .common
+                    .transaction_timeout
+                    .map_or(s.common.transaction_timeout_us, |t| {
+                        t.get().as_micros() as u64
+                    });
+                Some(icmp::Tracker::new(e.options.max_pending, timeout))
+            }
+            _ => None,
+        });
         Ok(Engine {
             ecs,
+            icmp,
+            flows: None,
             reg,
             tcp: HashMap::default(),
             ended: HashMap::default(),
@@ -184,8 +207,21 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// Turns flows (`connbeat.flows`) on or off: `live` says whether they are reported
+    /// periodically or once, at the end of a file.
+    pub fn with_flows(mut self, config: &Config, live: bool) -> Self {
+        self.flows = FlowSettings::from_config(config, live).map(Flows::new);
+        self
+    }
+
     /// One captured frame of link type `link`, captured at `ts` (µs since the epoch).
     pub fn packet(&mut self, link: i32, ts: u64, frame: &[u8]) {
+        self.packet_len(link, ts, frame, frame.len());
+    }
+
+    /// [`Engine::packet`] of a frame that was `wire_len` bytes long on the wire (flows
+    /// count those, as Packetbeat does, even when the capture kept fewer).
+    pub fn packet_len(&mut self, link: i32, ts: u64, frame: &[u8], wire_len: usize) {
         self.summary.packets += 1;
         self.summary.bytes += frame.len() as u64;
         self.packet_ts = ts;
@@ -196,9 +232,10 @@ impl<'a> Engine<'a> {
         if self.now >= self.next_sweep {
             self.sweep();
         }
-        match decode::decode_frame(link, frame) {
-            Ok(Network::Ip(p)) => self.ip(&p),
-            Ok(Network::Fragment(f)) => {
+        let wire_len = wire_len.max(frame.len()) as u64;
+        match decode::decode_frame_link(link, frame) {
+            Ok((info, Network::Ip(p))) => self.ip(&info, wire_len, &p),
+            Ok((info, Network::Fragment(f))) => {
                 if let Some(whole) = self.defrag.add(&f, self.now) {
                     let p = decode::IpPayload {
                         src: f.src.into(),
@@ -207,7 +244,7 @@ impl<'a> Engine<'a> {
                         data: &whole,
                         missing: 0,
                     };
-                    self.ip(&p);
+                    self.ip(&info, wire_len, &p);
                 }
             }
             Err(e) => self.decode_error(e),
@@ -224,8 +261,31 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn ip(&mut self, p: &decode::IpPayload<'_>) {
-        match decode::decode_transport(p) {
+    fn ip(&mut self, link: &LinkInfo, wire_len: u64, p: &decode::IpPayload<'_>) {
+        if matches!(p.protocol, IPPROTO_ICMP | IPPROTO_ICMPV6) {
+            match decode::decode_icmp(p) {
+                Ok(h) => {
+                    self.flow_packet(link, wire_len, p, None, Some((h.icmp_type, h.code)));
+                    if let Some(t) = &mut self.icmp {
+                        t.message(p.src, p.dst, &h, self.packet_ts);
+                        self.emit_icmp();
+                    }
+                }
+                Err(e) => self.decode_error(e),
+            }
+            return;
+        }
+        let transport = decode::decode_transport(p);
+        match &transport {
+            Ok(Transport::Tcp(t)) => {
+                self.flow_packet(link, wire_len, p, Some((t.src_port, t.dst_port)), None)
+            }
+            Ok(Transport::Udp(u)) => {
+                self.flow_packet(link, wire_len, p, Some((u.src_port, u.dst_port)), None)
+            }
+            Err(_) => {}
+        }
+        match transport {
             Ok(Transport::Tcp(t)) => self.tcp_arrived(
                 SocketAddr::new(p.src, t.src_port),
                 SocketAddr::new(p.dst, t.dst_port),
@@ -237,6 +297,73 @@ impl<'a> Engine<'a> {
                 &u,
             ),
             Err(e) => self.decode_error(e),
+        }
+    }
+
+    /// Counts a packet in its flow (`connbeat.flows`).
+    fn flow_packet(
+        &mut self,
+        link: &LinkInfo,
+        wire_len: u64,
+        p: &decode::IpPayload<'_>,
+        ports: Option<(u16, u16)>,
+        icmp: Option<(u8, u8)>,
+    ) {
+        let Some(flows) = &mut self.flows else {
+            return;
+        };
+        debug_assert!(matches!(
+            p.protocol,
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6
+        ));
+        flows.packet(&super::flows::Packet {
+            link,
+            src: p.src,
+            dst: p.dst,
+            proto: p.protocol,
+            ports,
+            icmp,
+            wire_len,
+            ts: self.packet_ts,
+        });
+        if !flows.out.is_empty() {
+            self.emit_flows();
+        }
+    }
+
+    /// Publishes the flow reports waiting.
+    fn emit_flows(&mut self) {
+        let Some(flows) = &mut self.flows else {
+            return;
+        };
+        for r in flows.out.drain(..) {
+            (self.sink)(r.into_event(self.ecs.as_ref()));
+        }
+    }
+
+    /// Publishes the finished ICMP transactions.
+    fn emit_icmp(&mut self) {
+        let Some(t) = &mut self.icmp else {
+            return;
+        };
+        for f in t.out.drain(..) {
+            let v6 = f.src.is_ipv6();
+            let ep = Endpoints {
+                transport: if v6 { "ipv6-icmp" } else { "icmp" },
+                client: SocketAddr::new(f.src, 0),
+                server: SocketAddr::new(f.dst, 0),
+                client_process: None,
+                server_process: None,
+                icmp: Some(f.txn.fields.type_code()),
+            };
+            self.summary.transactions += 1;
+            monitor::inc(&METRICS.inspect_transactions);
+            let name = icmp::Proto::NAME;
+            let e = match &self.ecs {
+                Some(ecs) => f.txn.into_ecs_event(name, &ep, ecs),
+                None => f.txn.into_event(name, &ep),
+            };
+            (self.sink)(e);
         }
     }
 
@@ -660,6 +787,14 @@ impl<'a> Engine<'a> {
     fn sweep(&mut self) {
         self.next_sweep = self.now + SWEEP_EVERY_US;
         self.defrag.expire(self.now);
+        if let Some(t) = &mut self.icmp {
+            t.expire(self.now);
+            self.emit_icmp();
+        }
+        if let Some(f) = &mut self.flows {
+            f.sweep(self.now, self.lookup);
+            self.emit_flows();
+        }
         let idle = self.s.idle_timeout_us;
         let now = self.now;
         let mut stale = Vec::new();
@@ -750,6 +885,14 @@ impl<'a> Engine<'a> {
                 self.publish(proto, &ep);
             }
         }
+        if let Some(t) = &mut self.icmp {
+            t.close();
+            self.emit_icmp();
+        }
+        if let Some(f) = &mut self.flows {
+            f.finish(self.now, self.lookup);
+            self.emit_flows();
+        }
         monitor::set(&METRICS.inspect_udp_flows, 0);
         monitor::set(&METRICS.inspect_tcp_streams, 0);
     }
@@ -786,6 +929,7 @@ fn endpoints(
         server,
         client_process: owners.client.clone(),
         server_process: owners.server.clone(),
+        icmp: None,
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod decode;
 pub mod engine;
+pub mod flows;
 pub mod frag;
 pub mod proto;
 pub mod sort;
@@ -27,14 +28,13 @@ pub use engine::{Engine, Summary as OfflineSummary};
 
 pub use crate::owner::{ProcessLookup, ProcessRef};
 
-/// True when at least one protocol is enabled, i.e. deep inspection is on.
+/// True when at least one protocol (or flows) is enabled, i.e. deep inspection is on.
 pub fn enabled(config: &Config) -> bool {
-    config
-        .connbeat
-        .protocols
-        .iter()
-        .map(|p| p.common())
-        .any(|p| p.enabled && !p.ports.is_empty())
+    crate::config::FlowsConfig::active(&config.connbeat).is_some()
+        || config.connbeat.protocols.iter().any(|p| {
+            let c = p.common();
+            c.enabled && (!c.ports.is_empty() || !p.uses_ports())
+        })
 }
 
 /// Reads a whole capture file (pcap or pcapng) as fast as possible, publishes every

@@ -100,6 +100,11 @@ counters! {
     inspect_amqp_requests_replaced => "inspect.amqp.requests_replaced", "AMQP requests dropped unanswered because another request came on their channel first (as Packetbeat does)";
     inspect_amqp_content_dropped => "inspect.amqp.content_dropped", "AMQP messages (content header and body frames) dropped incomplete: a frame missing, a gap, the connection closed, or more channels carrying messages at once than max_pending_requests";
     inspect_amqp_resync_bytes => "inspect.amqp.resync_bytes", "bytes AMQP skipped to find the next frame after a gap or a damaged frame";
+    inspect_icmp_pending_evicted => "inspect.icmp.pending_evicted", "ICMP requests published unanswered early because the icmp entry's max_pending was reached";
+    inspect_flows => "inspect.flows", "flows tracked now (connbeat.flows)";
+    inspect_flows_opened => "inspect.flows.opened", "flows tracked since start";
+    inspect_flows_dropped => "inspect.flows.dropped", "packets of new flows not counted because connbeat.flows.max_flows was reached";
+    inspect_flows_published => "inspect.flows.published", "flow events published (periodic and final)";
     // --- shipping: queue, pipeline, outputs (issue 3) ---
     queue_max_events => "queue.max_events", "capacity of the memory queue (queue.mem.events)";
     queue_full => "queue.full", "events a source could not queue because the queue was full (try_publish)";

@@ -100,6 +100,23 @@ pub fn properties() -> Value {
     add("notes", text_kw());
     add("client_process", process());
     add("server_process", process());
+    // flow events (connbeat.flows), Packetbeat 6's shape
+    for k in ["start_time", "last_time"] {
+        add(k, json!({"type": "date"}));
+    }
+    add("flow_id", kw());
+    add("final", json!({"type": "boolean"}));
+    for k in ["vlan", "outer_vlan"] {
+        add(k, long());
+    }
+    let flow_end = || {
+        obj(json!({
+            "mac": kw(), "ip": ip(), "ipv6": ip(), "port": port(),
+            "stats": obj(json!({"net_packets_total": long(), "net_bytes_total": long()}))
+        }))
+    };
+    add("source", flow_end());
+    add("dest", flow_end());
     for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }
@@ -111,7 +128,12 @@ pub fn properties() -> Value {
 pub fn ecs_properties() -> Value {
     let dynamic = || json!({"type": "object", "dynamic": true});
     let date = || json!({"type": "date"});
-    let end = || obj(json!({"ip": ip(), "port": port(), "bytes": long(), "domain": kw()}));
+    let end = || {
+        obj(json!({
+            "ip": ip(), "port": port(), "bytes": long(), "domain": kw(), "mac": kw(),
+            "packets": long(), "process": obj(json!({"pid": long(), "name": kw()}))
+        }))
+    };
     let mut p = serde_json::Map::new();
     let mut add = |k: &str, v: Value| {
         p.insert(k.to_string(), v);
@@ -140,8 +162,13 @@ pub fn ecs_properties() -> Value {
         "network",
         obj(json!({
             "type": kw(), "transport": kw(), "protocol": kw(), "direction": kw(),
-            "community_id": kw(), "bytes": long(), "forwarded_ip": ip()
+            "community_id": kw(), "bytes": long(), "forwarded_ip": ip(), "packets": long()
         })),
+    );
+    // flow events (connbeat.flows)
+    add(
+        "flow",
+        obj(json!({"id": kw(), "final": {"type": "boolean"}, "vlan": long()})),
     );
     add(
         "related",

@@ -11,8 +11,10 @@
 //! object, plus its line in the registry.
 
 pub mod amqp;
+pub mod dhcpv4;
 pub mod dns;
 pub mod http;
+pub mod icmp;
 pub mod memcache;
 pub mod mongodb;
 pub mod mysql;
@@ -127,6 +129,8 @@ pub trait Protocol {
     /// Whether its messages have a text form for `send_request` / `send_response`; when
     /// not, those keys are refused for it.
     const TEXT_MESSAGES: bool = false;
+    /// Whether it is found by port (false: ICMP, which the engine hands every message of).
+    const USES_PORTS: bool = true;
     /// Parser makers for a configured entry.
     fn parsers(entry: &Entry<Self::Options>, common: &Common) -> Parsers;
     /// Options that reach the most code, for fuzzing.
@@ -152,6 +156,11 @@ macro_rules! registry {
             /// The protocol's `type`.
             pub fn name(&self) -> &'static str {
                 match self { $( Self::$variant(_) => <$proto as Protocol>::NAME, )* }
+            }
+
+            /// Whether the protocol is found by port (`ports` is required) or not (ICMP).
+            pub fn uses_ports(&self) -> bool {
+                match self { $( Self::$variant(_) => <$proto as Protocol>::USES_PORTS, )* }
             }
 
             /// The keys every protocol has.
@@ -221,6 +230,8 @@ registry! {
     Memcache => memcache::Proto,
     Mongodb => mongodb::Proto,
     Amqp => amqp::Proto,
+    Icmp => icmp::Proto,
+    Dhcpv4 => dhcpv4::Proto,
 }
 
 impl Serialize for ProtocolConfig {

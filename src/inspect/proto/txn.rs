@@ -48,6 +48,18 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
     fn ecs_action(&self, _name: &'static str, _method: Option<&str>) -> Option<String> {
         None
     }
+
+    /// True for a one-message transaction that the server sent (a DHCP reply): `source`
+    /// is then the server and `destination` the client.
+    fn sent_by_server(&self) -> bool {
+        false
+    }
+
+    /// True when the flow's ends are the wrong way round for this transaction: its client
+    /// is the end the engine took for the server (a DHCP reply that opened its own flow).
+    fn swap_ends(&self) -> bool {
+        false
+    }
 }
 
 /// What a protocol's ECS writer may need besides its own object.
@@ -125,6 +137,14 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn ecs_action(&self, name: &'static str, method: Option<&str>) -> Option<String> {
         (**self).ecs_action(name, method)
+    }
+
+    fn sent_by_server(&self) -> bool {
+        (**self).sent_by_server()
+    }
+
+    fn swap_ends(&self) -> bool {
+        (**self).swap_ends()
     }
 }
 
@@ -207,6 +227,14 @@ impl<F: TxnObject> Txn<F> {
     /// The event for this transaction between these endpoints, serialized straight from
     /// the transaction (no intermediate JSON tree but the protocol object's own).
     pub fn into_event(self, proto: &'static str, ep: &Endpoints) -> Event {
+        let swapped;
+        let ep = if self.fields.swap_ends() {
+            swapped = ep.swapped();
+            &swapped
+        } else {
+            ep
+        };
+        let no_ports = ep.icmp.is_some();
         let direction = if ep.server_process.is_some() {
             Some("in")
         } else if ep.client_process.is_some() {
@@ -226,9 +254,9 @@ impl<F: TxnObject> Txn<F> {
             bytes_out: self.bytes_out,
             transport: ep.transport,
             client_ip: ep.client.ip(),
-            client_port: ep.client.port(),
+            client_port: (!no_ports).then_some(ep.client.port()),
             ip: ep.server.ip(),
-            port: ep.server.port(),
+            port: (!no_ports).then_some(ep.server.port()),
             community_id: ep.community_id(),
             client_process: ep.client_process.as_ref(),
             server_process: ep.server_process.as_ref(),
@@ -253,18 +281,32 @@ impl<F: TxnObject> Txn<F> {
         let ts = |us: u64| {
             crate::event::format_timestamp_with(UNIX_EPOCH + Duration::from_micros(us), s.precision)
         };
+        let by_server = self.fields.sent_by_server();
+        let swapped;
+        let ep = if self.fields.swap_ends() {
+            swapped = ep.swapped();
+            &swapped
+        } else {
+            ep
+        };
+        let icmp = ep.icmp.is_some();
         let (cip, sip) = (ep.client.ip(), ep.server.ip());
         let client = EcsEnd {
             ip: cip,
-            port: ep.client.port(),
+            port: (!icmp).then_some(ep.client.port()),
             bytes: self.bytes_in,
             domain: None,
         };
         let server = EcsEnd {
             ip: sip,
-            port: ep.server.port(),
+            port: (!icmp).then_some(ep.server.port()),
             bytes: self.bytes_out,
             domain: None,
+        };
+        let (source, destination) = if by_server {
+            (&server, &client)
+        } else {
+            (&client, &server)
         };
         let mut related = vec![cip];
         if sip != cip {
@@ -278,8 +320,14 @@ impl<F: TxnObject> Txn<F> {
                 pid: p.pid,
                 name: &p.binary,
             });
-        let mut event_type: Vec<&str> = vec!["connection", "protocol"];
-        if self.status != status::OK {
+        // Packetbeat's ICMP events are connections only, with no application protocol.
+        let mut event_type: Vec<&str> = if icmp {
+            vec!["connection"]
+        } else {
+            vec!["connection", "protocol"]
+        };
+        // (Packetbeat's ICMP events say `connection` whatever their status.)
+        if self.status != status::OK && !icmp {
             event_type.push("error");
         }
         let notes = self
@@ -310,15 +358,19 @@ impl<F: TxnObject> Txn<F> {
                 end: self.end.map(ts),
                 duration: self.end.map(|e| e.saturating_sub(self.start) * 1000),
             },
-            source: &client,
+            source,
             client: &client,
-            destination: &server,
+            destination,
             server: &server,
             network: EcsNetwork {
                 r#type: if cip.is_ipv4() { "ipv4" } else { "ipv6" },
                 transport: ep.transport,
-                protocol: proto,
-                direction: s.direction(cip, sip),
+                protocol: (!icmp).then_some(proto),
+                direction: if by_server {
+                    s.direction(sip, cip)
+                } else {
+                    s.direction(cip, sip)
+                },
                 community_id: ep.community_id(),
                 bytes: self.bytes_in + self.bytes_out,
                 forwarded_ip: self.real_ip.as_deref(),
@@ -387,7 +439,8 @@ struct EcsEventFields {
 #[derive(Serialize)]
 pub struct EcsEnd {
     pub ip: IpAddr,
-    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     pub bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -397,7 +450,8 @@ pub struct EcsEnd {
 struct EcsNetwork<'a> {
     r#type: &'static str,
     transport: &'static str,
-    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'static str>,
     direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     community_id: Option<CommunityId>,
@@ -452,9 +506,11 @@ struct TxnFields<'a> {
     bytes_out: u64,
     transport: &'static str,
     client_ip: IpAddr,
-    client_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_port: Option<u16>,
     ip: IpAddr,
-    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     community_id: Option<CommunityId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -479,12 +535,30 @@ pub struct Endpoints {
     pub server: SocketAddr,
     pub client_process: Option<ProcessRef>,
     pub server_process: Option<ProcessRef>,
+    /// ICMP (type, code) of the exchange's first message: the ends have no ports, and the
+    /// Community ID is ICMP's.
+    pub icmp: Option<(u8, u8)>,
 }
 
 impl Endpoints {
     /// The Community ID of the connection (the same value its connection events carry).
     pub fn community_id(&self) -> Option<CommunityId> {
-        CommunityId::of_ports(self.transport, self.client, self.server)
+        match self.icmp {
+            Some((t, c)) => CommunityId::of_icmp(self.client.ip(), self.server.ip(), t, c),
+            None => CommunityId::of_ports(self.transport, self.client, self.server),
+        }
+    }
+
+    /// The same ends, client and server exchanged.
+    pub fn swapped(&self) -> Endpoints {
+        Endpoints {
+            transport: self.transport,
+            client: self.server,
+            server: self.client,
+            client_process: self.server_process.clone(),
+            server_process: self.client_process.clone(),
+            icmp: self.icmp,
+        }
     }
 }
 
@@ -651,6 +725,7 @@ mod tests {
                 pid: 7,
                 binary: "nginx".into(),
             }),
+            icmp: None,
         };
         let e = t.into_event("http", &ep).to_value();
         assert_eq!(e["type"], "http");

@@ -404,6 +404,7 @@ fn ecs_events_have_the_action_and_the_user_id() {
         server: "10.0.0.2:5672".parse().unwrap(),
         client_process: None,
         server_process: None,
+        icmp: None,
     };
     let s = EcsSettings {
         internal_networks: Vec::new(),

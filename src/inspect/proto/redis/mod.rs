@@ -206,6 +206,7 @@ mod send_tests {
             server: "10.0.0.2:6379".parse().unwrap(),
             client_process: None,
             server_process: None,
+            icmp: None,
         };
         let v = out
             .into_iter()
