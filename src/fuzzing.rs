@@ -127,6 +127,53 @@ pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
     p.close(&mut cx);
 }
 
+/// The SMTP parser's pure entries: a command, a reply, a mailbox, the end of a body.
+pub fn smtp(data: &[u8]) {
+    use proto::smtp::parser;
+    if let Ok(Some((n, c))) = parser::command(data) {
+        assert!(n <= data.len());
+        let _ = parser::mailbox(c.arg, "FROM:");
+    }
+    if let Ok(Some((n, r))) = parser::reply(data) {
+        assert!(n <= data.len() && r.lines.len() <= parser::MAX_REPLY_LINES);
+    }
+    let mut end = parser::BodyEnd::start();
+    for piece in data.chunks(7) {
+        let s = end.scan(piece);
+        assert!(s.used <= piece.len() && s.marker <= s.used);
+    }
+}
+
+/// The SIP parser's pure entries: a message (framed and as a datagram), and the header
+/// readers on its text.
+pub fn sip(data: &[u8]) {
+    use proto::sip::parser::{self, Auth, NameAddr, Sdp, Uri};
+    for framed in [true, false] {
+        if let Ok(Some((n, m))) = parser::message(data, framed) {
+            assert!(n <= data.len() && m.headers.len() <= parser::MAX_HEADERS);
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let _ = Uri::parse(&text);
+    let _ = NameAddr::parse(&text);
+    let _ = Auth::parse(&text);
+    let _ = Sdp::parse(&text);
+    let _ = parser::redact_authorization(data);
+}
+
+/// The ONC RPC / NFS parser's pure entries: a record, then the RPC message in it (and the
+/// input itself as one).
+pub fn nfs(data: &[u8]) {
+    use proto::nfs::parser;
+    if let Ok(Some((n, body))) = parser::record(data, 1 << 16) {
+        assert!(n <= data.len());
+        let _ = parser::rpc(&body);
+    }
+    if let Ok(parser::Rpc::Reply(r)) = parser::rpc(data) {
+        let _ = parser::nfs_status(1, r.results);
+    }
+}
+
 /// The DNS message parser alone.
 pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
@@ -202,7 +249,9 @@ pub fn tcp_stream(data: &[u8]) {
 }
 
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream"];
+pub const TARGETS: &[&str] = &[
+    "decode", "dns", "tcp", "udp", "btf", "stream", "smtp", "sip", "nfs",
+];
 
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
@@ -233,6 +282,9 @@ pub fn run(target: &str, data: &[u8]) {
         "udp" => udp(data),
         "btf" => btf(data),
         "stream" => tcp_stream(data),
+        "smtp" => smtp(data),
+        "sip" => sip(data),
+        "nfs" => nfs(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
@@ -253,7 +305,7 @@ mod tests {
 
     /// Seeds: real messages of each protocol, wrapped in chunk control bytes.
     fn seeds() -> Vec<Vec<u8>> {
-        let msgs: [&[u8]; 8] = [
+        let msgs: [&[u8]; 11] = [
             b"GET /a?pass=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n%1\r\n+a\r\n*1\r\n:1\r\n",
@@ -262,6 +314,9 @@ mod tests {
             b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00\x00\x02\x13\x01\x01\x00",
             b"\x00\x1d\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01",
             b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x45\x00\x00\x1c\x00\x00\x00\x00\x40\x11\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x00\x35\x00\x35\x00\x08\x00\x00",
+            b"250-mx\r\n250 AUTH PLAIN\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n354 go\r\nx\r\n.\r\n",
+            b"INVITE sip:b@h:5060 SIP/2.0\r\nFrom: \"A\" <sip:a@h>;tag=1\r\nContact: <sip:a@h>\r\nAuthorization: Digest username=\"a\", response=\"x\"\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0\r\no=a 1 2\r\n",
+            b"\x80\x00\x00\x40\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x86\xa3\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x35\x00\x00\x00\x47",
         ];
         msgs.iter()
             .map(|m| {

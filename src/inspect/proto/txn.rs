@@ -42,6 +42,45 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
     fn write_ecs(&self, name: &'static str, e: &mut Event, _at: &EcsAt<'_>) {
         self.write_classic(name, e);
     }
+
+    /// `network.protocol` of its ECS event when that is not the protocol's name (NFS says
+    /// `nfsv3` or `nfsv4`).
+    fn ecs_network_protocol(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// `event.action` of its ECS event (NFS: `nfs.READDIR`).
+    fn ecs_action(&self) -> Option<String> {
+        None
+    }
+
+    /// The whole ECS event, for a protocol whose events do not have the transaction shape
+    /// (SIP: one event per message, its sender as source and client). `None`: the
+    /// transaction shape, with [`TxnObject::write_ecs`] for the protocol's own fields.
+    fn ecs_event(&self, _head: &EcsHead<'_>) -> Option<Event> {
+        None
+    }
+}
+
+/// What a protocol writing its whole ECS event gets (see [`TxnObject::ecs_event`]).
+pub struct EcsHead<'a> {
+    pub proto: &'static str,
+    /// µs since the epoch.
+    pub start: u64,
+    pub end: Option<u64>,
+    pub status: &'static str,
+    pub ep: &'a Endpoints,
+    pub settings: &'a EcsSettings,
+}
+
+impl EcsHead<'_> {
+    /// A timestamp in the configured precision.
+    pub fn timestamp(&self, us: u64) -> String {
+        crate::event::format_timestamp_with(
+            UNIX_EPOCH + Duration::from_micros(us),
+            self.settings.precision,
+        )
+    }
 }
 
 /// What a protocol's ECS writer may need besides its own object.
@@ -115,6 +154,18 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn write_ecs(&self, name: &'static str, e: &mut Event, at: &EcsAt<'_>) {
         (**self).write_ecs(name, e, at);
+    }
+
+    fn ecs_network_protocol(&self) -> Option<&'static str> {
+        (**self).ecs_network_protocol()
+    }
+
+    fn ecs_action(&self) -> Option<String> {
+        (**self).ecs_action()
+    }
+
+    fn ecs_event(&self, head: &EcsHead<'_>) -> Option<Event> {
+        (**self).ecs_event(head)
     }
 }
 
@@ -240,6 +291,17 @@ impl<F: TxnObject> Txn<F> {
 impl<F: TxnObject> Txn<F> {
     /// The event for this transaction in the ECS shape, as Packetbeat 8 writes it.
     pub fn into_ecs_event(self, proto: &'static str, ep: &Endpoints, s: &EcsSettings) -> Event {
+        let head = EcsHead {
+            proto,
+            start: self.start,
+            end: self.end,
+            status: self.status,
+            ep,
+            settings: s,
+        };
+        if let Some(e) = self.fields.ecs_event(&head) {
+            return e;
+        }
         let ts = |us: u64| {
             crate::event::format_timestamp_with(UNIX_EPOCH + Duration::from_micros(us), s.precision)
         };
@@ -294,6 +356,7 @@ impl<F: TxnObject> Txn<F> {
                 kind: "event",
                 category: ["network"],
                 r#type: event_type,
+                action: self.fields.ecs_action(),
                 dataset: proto,
                 start: ts(self.start),
                 end: self.end.map(ts),
@@ -306,7 +369,7 @@ impl<F: TxnObject> Txn<F> {
             network: EcsNetwork {
                 r#type: if cip.is_ipv4() { "ipv4" } else { "ipv6" },
                 transport: ep.transport,
-                protocol: proto,
+                protocol: self.fields.ecs_network_protocol().unwrap_or(proto),
                 direction: s.direction(cip, sip),
                 community_id: ep.community_id(),
                 bytes: self.bytes_in + self.bytes_out,
@@ -361,6 +424,8 @@ struct EcsEventFields {
     kind: &'static str,
     category: [&'static str; 1],
     r#type: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
     dataset: &'static str,
     start: String,
     #[serde(skip_serializing_if = "Option::is_none")]
