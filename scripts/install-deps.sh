@@ -10,9 +10,11 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
   mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static
   chromium)
 # Each further capability adds its own line: TEST_PKGS+=(package ...) # what it is for
+TEST_PKGS+=(swaks libnet-ssleay-perl sip-tester) # SMTP client (with STARTTLS) and sipp, for the live SMTP and SIP tests
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
+TEST_PIP+=(aiosmtpd) # the SMTP server of the live SMTP test
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then
