@@ -20,6 +20,7 @@ connbeat.protocols:
   - {type: mysql, ports: [13306]}
   - {type: pgsql, ports: [15432]}
   - {type: tls, ports: [18443]}
+  - {type: smtp, ports: [10025]}
 "#;
 
 /// tshark's "decode as" for the same ports.
@@ -31,6 +32,7 @@ pub const DECODE_AS: &[&str] = &[
     "tcp.port==13306,mysql",
     "tcp.port==15432,pgsql",
     "tcp.port==18443,tls",
+    "tcp.port==10025,smtp",
 ];
 
 pub fn config() -> Config {

@@ -321,6 +321,17 @@ impl Smtp {
             self.client = Client::AuthAnswer;
             return Ok(len);
         }
+        if matches!(self.client, Client::Body(_)) && self.pending.is_empty() {
+            // The end of the body was not seen (lost in a gap of the capture): the reply
+            // can only come after it, and is the body's.
+            self.client = Client::Commands;
+            self.pending.push_back(Cmd {
+                verb: "DATA".into(),
+                kind: Kind::BodyEnd,
+                start: cx.now,
+                bytes: 0,
+            });
+        }
         let Some(cmd) = self.pending.pop_front() else {
             if !self.greeted {
                 self.greeted = true;
