@@ -13,10 +13,13 @@ pub const MAX_FRAGMENTS: usize = 64;
 /// Most group ids kept from an AUTH_UNIX credential (the RFC allows 16).
 pub const MAX_GIDS: usize = 16;
 
+/// A record's length on the wire and its body.
+pub type Record<'a> = (usize, Cow<'a, [u8]>);
+
 /// A complete record at the start of `data`: its length on the wire (markers included)
 /// and its body (fragments joined). `None`: more bytes needed. A record longer than
 /// `max` is an error (it could never be held).
-pub fn record(data: &[u8], max: usize) -> Result<Option<(usize, Cow<'_, [u8]>)>, ParseError> {
+pub fn record(data: &[u8], max: usize) -> Result<Option<Record<'_>>, ParseError> {
     // The common case, one fragment, is borrowed.
     if let Some(n) = single_fragment_len(data) {
         if n - 4 > max {

@@ -83,7 +83,7 @@ pub fn reply(data: &[u8]) -> Result<Option<(usize, Reply)>, ParseError> {
             return Err(ParseError("smtp: not a reply"));
         }
         let c = u16::from(l[0] - b'0') * 100 + u16::from(l[1] - b'0') * 10 + u16::from(l[2] - b'0');
-        if !(200..600).contains(&c) && !(c / 100 == 1) {
+        if !(100..600).contains(&c) {
             return Err(ParseError("smtp: reply code out of range"));
         }
         if code.is_some_and(|prev| prev != c) {
