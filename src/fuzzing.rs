@@ -137,10 +137,19 @@ pub fn smtp(data: &[u8]) {
     if let Ok(Some((n, r))) = parser::reply(data) {
         assert!(n <= data.len() && r.lines.len() <= parser::MAX_REPLY_LINES);
     }
+    // Bodies one after the other, fed in pieces: every byte is taken, each `.` line once.
     let mut end = parser::BodyEnd::start();
     for piece in data.chunks(7) {
-        let s = end.scan(piece);
-        assert!(s.used <= piece.len() && s.marker <= s.used);
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let s = end.scan(rest);
+            assert!(s.used >= 1 && s.used <= rest.len() && s.marker <= 3);
+            assert!(s.done || s.used == rest.len());
+            rest = &rest[s.used..];
+            if s.done {
+                end = parser::BodyEnd::start();
+            }
+        }
     }
 }
 
