@@ -12,12 +12,14 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
 # Each further capability adds its own line: TEST_PKGS+=(package ...) # what it is for
 TEST_PKGS+=(rabbitmq-server) # AMQP broker of the AMQP tests (tests/services/start-rabbitmq.sh)
 TEST_PKGS+=(iputils-ping) # ping and ping -6 of the ICMP and flows live tests (dnsmasq-base, busybox-static: DHCP)
+TEST_PKGS+=(memcached libmemcached-tools) # memcache server and its clients (text, binary, UDP)
+TEST_PKGS+=(swaks libnet-ssleay-perl sip-tester) # SMTP client (with STARTTLS) and sipp, for the live SMTP and SIP tests
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
-TEST_PKGS+=(memcached libmemcached-tools) # memcache server and its clients (text, binary, UDP)
 TEST_PIP+=(pymemcache pymongo mockupdb python-snappy backports.zstd) # memcache client; MongoDB wire server and client, compressors
 TEST_PIP+=(pika) # AMQP 0-9-1 client of the AMQP tests (tests/services/amqp-session.py)
+TEST_PIP+=(aiosmtpd) # the SMTP server of the live SMTP test
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

@@ -145,6 +145,62 @@ pub fn amqp(data: &[u8]) {
     let _ = Reader::new(data).table();
 }
 
+/// The SMTP parser's pure entries: a command, a reply, a mailbox, the end of a body.
+pub fn smtp(data: &[u8]) {
+    use proto::smtp::parser;
+    if let Ok(Some((n, c))) = parser::command(data) {
+        assert!(n <= data.len());
+        let _ = parser::mailbox(c.arg, "FROM:");
+    }
+    if let Ok(Some((n, r))) = parser::reply(data) {
+        assert!(n <= data.len() && r.lines.len() <= parser::MAX_REPLY_LINES);
+    }
+    // Bodies one after the other, fed in pieces: every byte is taken, each `.` line once.
+    let mut end = parser::BodyEnd::start();
+    for piece in data.chunks(7) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let s = end.scan(rest);
+            assert!(s.used >= 1 && s.used <= rest.len() && s.marker <= 3);
+            assert!(s.done || s.used == rest.len());
+            rest = &rest[s.used..];
+            if s.done {
+                end = parser::BodyEnd::start();
+            }
+        }
+    }
+}
+
+/// The SIP parser's pure entries: a message (framed and as a datagram), and the header
+/// readers on its text.
+pub fn sip(data: &[u8]) {
+    use proto::sip::parser::{self, Auth, NameAddr, Sdp, Uri};
+    for framed in [true, false] {
+        if let Ok(Some((n, m))) = parser::message(data, framed) {
+            assert!(n <= data.len() && m.headers.len() <= parser::MAX_HEADERS);
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let _ = Uri::parse(&text);
+    let _ = NameAddr::parse(&text);
+    let _ = Auth::parse(&text);
+    let _ = Sdp::parse(&text);
+    let _ = parser::redact_authorization(data);
+}
+
+/// The ONC RPC / NFS parser's pure entries: a record, then the RPC message in it (and the
+/// input itself as one).
+pub fn nfs(data: &[u8]) {
+    use proto::nfs::parser;
+    if let Ok(Some((n, body))) = parser::record(data, 1 << 16) {
+        assert!(n <= data.len());
+        let _ = parser::rpc(&body);
+    }
+    if let Ok(parser::Rpc::Reply(r)) = parser::rpc(data) {
+        let _ = parser::nfs_status(1, r.results);
+    }
+}
+
 /// The DNS message parser alone.
 pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
@@ -223,7 +279,6 @@ pub fn tcp_stream(data: &[u8]) {
 pub fn dhcpv4(data: &[u8]) {
     let _ = proto::dhcpv4::parser::parse(data);
 }
-
 /// The engine with ICMP, DHCPv4 and flows on (a table of 8 flows, so that the bound and
 /// the room-making path are reached): the input is a list of frames, each a 3-byte header
 /// (length, time step in 100 ms units that may go back) then an Ethernet frame's bytes.
@@ -299,7 +354,7 @@ pub fn flows(data: &[u8]) {
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
     "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp", "dhcpv4",
-    "flows",
+    "flows", "smtp", "sip", "nfs",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -387,6 +442,9 @@ pub fn run(target: &str, data: &[u8]) {
         "mongodb" => mongodb(data),
         "dhcpv4" => dhcpv4(data),
         "flows" => flows(data),
+        "smtp" => smtp(data),
+        "sip" => sip(data),
+        "nfs" => nfs(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
@@ -421,6 +479,9 @@ mod tests {
             // AMQP: basic.publish, its content header (text/plain, headers table), its body.
             b"\x01\x00\x01\x00\x00\x00\x0b\x00\x3c\x00\x28\x00\x00\x00\x02rk\x00\xce\x02\x00\x01\x00\x00\x00\x24\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\xa0\x00\x0atext/plain\x00\x00\x00\x07\x01kS\x00\x00\x00\x00\xce\x03\x00\x01\x00\x00\x00\x02hi\xce",
             b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x45\x00\x00\x1c\x00\x00\x00\x00\x40\x11\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x00\x35\x00\x35\x00\x08\x00\x00",
+            b"250-mx\r\n250 AUTH PLAIN\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n354 go\r\nx\r\n.\r\n",
+            b"INVITE sip:b@h:5060 SIP/2.0\r\nFrom: \"A\" <sip:a@h>;tag=1\r\nContact: <sip:a@h>\r\nAuthorization: Digest username=\"a\", response=\"x\"\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0\r\no=a 1 2\r\n",
+            b"\x80\x00\x00\x40\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x86\xa3\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x35\x00\x00\x00\x47",
         ];
         msgs.iter()
             .map(|m| {

@@ -943,3 +943,274 @@ connbeat.protocols:
     live.finish();
     drop(rabbit);
 }
+
+/// Runs `python3 -c code`; panics when it fails.
+fn python(code: &str) {
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SMTP against aiosmtpd (smtplib and swaks as clients: two messages on one session, a
+/// refused recipient, AUTH refused then accepted, STARTTLS) and SIP calls between two sipp
+/// processes over UDP and TCP: exactly the transactions the clients caused, credentials
+/// nowhere in them.
+#[test]
+fn live_smtp_and_sip() {
+    if !nix_is_root() {
+        eprintln!("SKIPPED live_smtp_and_sip: needs root to capture on lo");
+        return;
+    }
+    let smtp = Service::start("start-smtpd.sh", &[]);
+    let sip_udp = Service::start("start-sipp.sh", &["u1"]);
+    let sip_tcp = Service::start("start-sipp.sh", &["t1"]);
+    if smtp.is_none() && sip_udp.is_none() {
+        eprintln!("SKIPPED live_smtp_and_sip: neither aiosmtpd nor sipp is available");
+        return;
+    }
+    let port_of = |s: &Option<Service>| {
+        s.as_ref().map_or(0, |s| {
+            s.line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("port="))
+                .and_then(|p| p.parse::<u16>().ok())
+                .expect("port= in the start line")
+        })
+    };
+    let (smtp_port, udp_port, tcp_port) = (port_of(&smtp), port_of(&sip_udp), port_of(&sip_tcp));
+    let mut sip_ports: Vec<u16> = [udp_port, tcp_port]
+        .into_iter()
+        .filter(|p| *p != 0)
+        .collect();
+    if sip_ports.is_empty() {
+        sip_ports.push(1);
+    }
+    let yaml = format!(
+        r#"
+connbeat.interfaces: {{device: lo}}
+connbeat.transaction_timeout: 5s
+output.console: {{enabled: true}}
+queue.mem: {{events: 64, flush.min_events: 1, flush.timeout: 100ms}}
+connbeat.protocols:
+  - {{type: smtp, ports: [{}]}}
+  - {{type: sip, ports: {sip_ports:?}}}
+"#,
+        if smtp_port == 0 { 1 } else { smtp_port }
+    );
+    let config = from_yaml_str(&yaml, &[], &|_| None).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (publisher, pipeline) = publish::start(
+        PipelineSettings::from_config(&config),
+        Box::new(Collect(events.clone())),
+        CommonFields::from_config(&config),
+    )
+    .expect("pipeline starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let lookup: Arc<dyn ProcessLookup> = Arc::new(ProcLookup);
+    let capture =
+        match connbeat::inspect::spawn_live(&config, publisher, Some(lookup), stop.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("SKIPPED live_smtp_and_sip: cannot capture: {e:#}");
+                return;
+            }
+        };
+
+    let mut want_smtp = 0;
+    if let Some(server) = &smtp {
+        python(&format!(
+            r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {smtp_port})
+s.ehlo("client.test")
+try:
+    s.login("user", "wrong")
+except smtplib.SMTPAuthenticationError:
+    pass
+s.login("user", "secret")
+s.sendmail("a@x.test", ["b@x.test", "nobody@x.test"], "Subject: one\r\n\r\nhello\r\n")
+s.sendmail("a@x.test", ["c@x.test", "d@x.test"], "Subject: two\r\n\r\n.dot\r\nbye\r\n")
+s.quit()
+"#
+        ));
+        let port = smtp_port.to_string();
+        let server_arg = format!("127.0.0.1:{port}");
+        run(
+            "swaks",
+            &[
+                "--server",
+                &server_arg,
+                "--from",
+                "t@x.test",
+                "--to",
+                "u@x.test",
+                "--tls",
+            ],
+        );
+        run(
+            "swaks",
+            &[
+                "--server",
+                &server_arg,
+                "--helo",
+                "swaks.test",
+                "--from",
+                "s@x.test",
+                "--to",
+                "v@x.test,w@x.test",
+            ],
+        );
+        want_smtp = 7;
+        let got = wait_n(&events, want_smtp, |e| e["type"] == "smtp");
+        let all = serde_json::to_string(&got).unwrap();
+        for secret in ["secret", "wrong", "c2VjcmV0", "d3Jvbmc", "AHVzZXIA"] {
+            assert!(!all.contains(secret), "a credential in {all}");
+        }
+        let auth: Vec<&Value> = got
+            .iter()
+            .filter(|e| e["smtp"]["command"] == "AUTH")
+            .collect();
+        assert_eq!(auth.len(), 2, "{got:#?}");
+        for (e, mech) in auth.iter().zip(["PLAIN", "LOGIN"]) {
+            assert_eq!(e["smtp"]["auth_mechanism"], mech);
+            assert_eq!(e["smtp"]["reply_code"], 535);
+            assert_eq!(e["status"], "Error");
+        }
+        let rcpt: Vec<&Value> = got
+            .iter()
+            .filter(|e| e["smtp"]["command"] == "RCPT")
+            .collect();
+        assert_eq!(rcpt.len(), 1, "{got:#?}");
+        assert_eq!(rcpt[0]["smtp"]["to"], serde_json::json!(["nobody@x.test"]));
+        assert_eq!(rcpt[0]["smtp"]["reply_code"], 550);
+        let msgs: Vec<&Value> = got
+            .iter()
+            .filter(|e| e["smtp"]["command"] == "DATA")
+            .collect();
+        assert_eq!(msgs.len(), 3, "{got:#?}");
+        let one = msgs
+            .iter()
+            .find(|e| e["smtp"]["to"][0] == "b@x.test")
+            .expect("message one");
+        assert_eq!(one["smtp"]["to"], serde_json::json!(["b@x.test"]));
+        assert_eq!(one["smtp"]["from"], "a@x.test");
+        assert_eq!(one["smtp"]["size"], 23);
+        assert_eq!(one["smtp"]["helo"], "client.test");
+        assert_eq!(one["smtp"]["auth_mechanism"], "PLAIN");
+        assert_eq!(one["smtp"]["reply_code"], 250);
+        assert_eq!(one["smtp"]["reply_text"], "2.0.0 queued");
+        assert_eq!(one["status"], "OK");
+        assert!(
+            one["smtp"]["extensions"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("STARTTLS"))
+        );
+        server_is(one, "python3");
+        if one["server_process"].is_object() {
+            assert_eq!(one["server_process"]["pid"], server.pid);
+        }
+        let two = msgs
+            .iter()
+            .find(|e| e["smtp"]["to"][0] == "c@x.test")
+            .expect("message two");
+        assert_eq!(
+            two["smtp"]["to"],
+            serde_json::json!(["c@x.test", "d@x.test"])
+        );
+        // smtplib doubles the leading dot of ".dot" on the wire.
+        assert_eq!(
+            two["smtp"]["size"],
+            "Subject: two\r\n\r\n..dot\r\nbye\r\n".len()
+        );
+        let three = msgs
+            .iter()
+            .find(|e| e["smtp"]["from"] == "s@x.test")
+            .expect("swaks message");
+        assert_eq!(
+            three["smtp"]["to"],
+            serde_json::json!(["v@x.test", "w@x.test"])
+        );
+        assert_eq!(three["smtp"]["helo"], "swaks.test");
+        assert!(three["smtp"]["size"].as_u64().unwrap() > 100);
+        let tls: Vec<&Value> = got
+            .iter()
+            .filter(|e| e["smtp"]["command"] == "STARTTLS")
+            .collect();
+        assert_eq!(tls.len(), 1, "{got:#?}");
+        assert_eq!(tls[0]["smtp"]["encrypted"], true);
+        assert_eq!(tls[0]["smtp"]["reply_code"], 220);
+    } else {
+        eprintln!("SKIPPED smtp part: aiosmtpd unavailable");
+    }
+
+    let mut want_sip = 0;
+    for (svc, transport, port) in [(&sip_udp, "u1", udp_port), (&sip_tcp, "t1", tcp_port)] {
+        let Some(uas) = svc else {
+            eprintln!("SKIPPED sip part over {transport}: sipp unavailable");
+            continue;
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/sipp-call.sh");
+        let ok = Command::new("bash")
+            .arg(&script)
+            .args([&port.to_string(), transport])
+            .status()
+            .expect("sipp-call.sh runs")
+            .success();
+        assert!(ok, "the sipp call over {transport} failed");
+        want_sip += 6;
+        let net = if transport == "u1" { "udp" } else { "tcp" };
+        let mut got = wait_n(&events, 6, |e| e["type"] == "sip" && e["transport"] == net);
+        got.sort_by_key(|e| e["@timestamp"].as_str().unwrap_or_default().to_string());
+        let seq: Vec<String> = got
+            .iter()
+            .map(|e| match &e["sip"]["method"] {
+                Value::String(m) => m.clone(),
+                _ => e["sip"]["code"].to_string(),
+            })
+            .collect();
+        let mut sorted = seq.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            ["180", "200", "200", "ACK", "BYE", "INVITE"],
+            "{seq:?}"
+        );
+        let call_ids: Vec<&Value> = got.iter().map(|e| &e["sip"]["call_id"]).collect();
+        assert!(call_ids.iter().all(|c| *c == call_ids[0] && c.is_string()));
+        let invite = got.iter().find(|e| e["sip"]["method"] == "INVITE").unwrap();
+        assert_eq!(invite["sip"]["cseq"]["method"], "INVITE");
+        assert_eq!(invite["sip"]["to"]["uri"]["port"], port);
+        assert_eq!(invite["sip"]["content_type"], "application/sdp");
+        assert_eq!(invite["sip"]["sdp"]["version"], "0");
+        assert!(
+            invite["request"]
+                .as_str()
+                .unwrap()
+                .starts_with("INVITE sip:")
+        );
+        server_is(invite, "sipp");
+        if invite["server_process"].is_object() {
+            assert_eq!(invite["server_process"]["pid"], uas.pid);
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    capture.join().unwrap();
+    assert!(pipeline.finish(Duration::from_secs(5)));
+    let all = events.lock().unwrap();
+    let count = |t: &str| all.iter().filter(|e| e["type"] == t).count();
+    assert_eq!(
+        count("smtp"),
+        want_smtp,
+        "exactly the SMTP transactions caused"
+    );
+    assert_eq!(count("sip"), want_sip, "exactly the SIP messages sent");
+    drop((smtp, sip_udp, sip_tcp));
+}

@@ -520,3 +520,63 @@ fn mongodb_matches_tshark() {
         assert_eq!(ours_err[0]["mongodb"]["error"], "boom failed");
     }
 }
+
+/// tests/data/smtp.pcap: smtplib (AUTH refused twice then accepted, two messages, a
+/// refused recipient, a message whose only recipient is refused), swaks (a message to two
+/// recipients, and a STARTTLS session), against aiosmtpd.
+#[test]
+fn smtp_matches_tshark() {
+    if !have_tshark("smtp_matches_tshark") {
+        return;
+    }
+    let path = data("smtp.pcap");
+    let (events, _) = inspect(&path);
+    let smtp = of_type(&events, "smtp");
+    let of = |cmd: &str| -> Vec<&Value> {
+        smtp.iter()
+            .copied()
+            .filter(|e| e["smtp"]["command"] == cmd)
+            .collect()
+    };
+    // Every DATA that got 354 handed a message over (250 after the body here).
+    let go_aheads = tshark(&path, "smtp.response.code == 354", &["smtp.response.code"]);
+    assert_eq!(of("DATA").len(), go_aheads.len());
+    let refused = tshark(&path, "smtp.response.code == 550", &["smtp.response.code"]);
+    assert_eq!(of("RCPT").len(), refused.len());
+    let auth_refused = tshark(&path, "smtp.response.code == 535", &["smtp.response.code"]);
+    assert_eq!(of("AUTH").len(), auth_refused.len());
+    assert_eq!(of("STARTTLS").len(), 1);
+    assert_eq!(
+        smtp.len(),
+        go_aheads.len() + refused.len() + auth_refused.len() + 1
+    );
+    let mut rcpts: Vec<String> = tshark(
+        &path,
+        "smtp.req.command matches \"(?i)^rcpt$\"",
+        &["smtp.req.parameter"],
+    )
+    .into_iter()
+    .map(|r| {
+        let p = &r[0];
+        p[p.find('<').unwrap() + 1..p.find('>').unwrap()].to_string()
+    })
+    .filter(|r| !r.starts_with("nobody@"))
+    .collect();
+    // The STARTTLS session's recipient is encrypted: neither side sees it.
+    rcpts.retain(|r| r != "u@x.test");
+    let ours: Vec<String> = of("DATA")
+        .iter()
+        .flat_map(|e| e["smtp"]["to"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sorted(ours), sorted(rcpts));
+    for e in of("DATA") {
+        assert_eq!(e["status"], "OK");
+        assert_eq!(e["smtp"]["reply_code"], 250);
+    }
+    let text = serde_json::to_string(&smtp).unwrap();
+    assert!(
+        !text.contains("c2VjcmV0") && !text.contains("secret"),
+        "{text}"
+    );
+}

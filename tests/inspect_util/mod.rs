@@ -22,6 +22,7 @@ connbeat.protocols:
   - {type: tls, ports: [18443]}
   - {type: memcache, ports: [11311]}
   - {type: mongodb, ports: [27117]}
+  - {type: smtp, ports: [10025]}
 "#;
 
 /// tshark's "decode as" for the same ports.
@@ -36,6 +37,7 @@ pub const DECODE_AS: &[&str] = &[
     "tcp.port==11311,memcache",
     "udp.port==11311,memcache",
     "tcp.port==27117,mongo",
+    "tcp.port==10025,smtp",
 ];
 
 pub fn config() -> Config {

@@ -18,9 +18,12 @@ pub mod icmp;
 pub mod memcache;
 pub mod mongodb;
 pub mod mysql;
+pub mod nfs;
 pub mod options;
 pub mod pgsql;
 pub mod redis;
+pub mod sip;
+pub mod smtp;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod tls;
@@ -126,6 +129,10 @@ pub trait Protocol {
         + Send
         + Sync
         + 'static;
+    /// Its ports when an entry names none (`ports` absent or null); none by default, so
+    /// that such an entry is refused. For protocols whose ports are standard and that
+    /// Packetbeat configurations do not list (SMTP).
+    const DEFAULT_PORTS: &'static [u16] = &[];
     /// Whether its messages have a text form for `send_request` / `send_response`; when
     /// not, those keys are refused for it.
     const TEXT_MESSAGES: bool = false;
@@ -180,7 +187,11 @@ macro_rules! registry {
             /// The entry of protocol `name`, read from its keys.
             pub fn from_map(name: &str, map: Map<String, Value>) -> Result<Self, String> {
                 $( if name == <$proto as Protocol>::NAME {
-                    let e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
+                    let no_ports = matches!(map.get("ports"), None | Some(Value::Null));
+                    let mut e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
+                    if no_ports {
+                        e.common.ports = <$proto as Protocol>::DEFAULT_PORTS.to_vec();
+                    }
                     if !<$proto as Protocol>::TEXT_MESSAGES
                         && (e.common.send_request || e.common.send_response)
                     {
@@ -232,6 +243,9 @@ registry! {
     Amqp => amqp::Proto,
     Icmp => icmp::Proto,
     Dhcpv4 => dhcpv4::Proto,
+    Smtp => smtp::Proto,
+    Sip => sip::Proto,
+    Nfs => nfs::Proto,
 }
 
 impl Serialize for ProtocolConfig {

@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 #[serde(default)]
 pub struct CommonOptions {
     pub enabled: bool,
+    /// `ports: null` (a key left empty in YAML) is no ports, as in Beats.
+    #[serde(deserialize_with = "null_is_empty")]
     pub ports: Vec<u16>,
     /// The request's text goes into the event's `request` (protocols with a text form).
     pub send_request: bool,
@@ -40,6 +42,10 @@ impl Default for CommonOptions {
             processors: Vec::new(),
         }
     }
+}
+
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    Ok(Option::<Vec<u16>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One protocol's entry: the common keys and its own options.

@@ -43,8 +43,8 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
         self.write_classic(name, e);
     }
 
-    /// Packetbeat 8's `event.action` of an ECS event (`amqp.queue.declare`), for the
-    /// protocols that write one.
+    /// Packetbeat 8's `event.action` of an ECS event (`amqp.queue.declare`,
+    /// `nfs.READDIR`), for the protocols that write one.
     fn ecs_action(&self, _name: &'static str, _method: Option<&str>) -> Option<String> {
         None
     }
@@ -59,6 +59,40 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
     /// is the end the engine took for the server (a DHCP reply that opened its own flow).
     fn swap_ends(&self) -> bool {
         false
+    }
+
+    /// `network.protocol` of its ECS event when that is not the protocol's name (NFS says
+    /// `nfsv3` or `nfsv4`).
+    fn ecs_network_protocol(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The whole ECS event, for a protocol whose events do not have the transaction shape
+    /// (SIP: one event per message, its sender as source and client). `None`: the
+    /// transaction shape, with [`TxnObject::write_ecs`] for the protocol's own fields.
+    fn ecs_event(&self, _head: &EcsHead<'_>) -> Option<Event> {
+        None
+    }
+}
+
+/// What a protocol writing its whole ECS event gets (see [`TxnObject::ecs_event`]).
+pub struct EcsHead<'a> {
+    pub proto: &'static str,
+    /// µs since the epoch.
+    pub start: u64,
+    pub end: Option<u64>,
+    pub status: &'static str,
+    pub ep: &'a Endpoints,
+    pub settings: &'a EcsSettings,
+}
+
+impl EcsHead<'_> {
+    /// A timestamp in the configured precision.
+    pub fn timestamp(&self, us: u64) -> String {
+        crate::event::format_timestamp_with(
+            UNIX_EPOCH + Duration::from_micros(us),
+            self.settings.precision,
+        )
     }
 }
 
@@ -145,6 +179,14 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn swap_ends(&self) -> bool {
         (**self).swap_ends()
+    }
+
+    fn ecs_network_protocol(&self) -> Option<&'static str> {
+        (**self).ecs_network_protocol()
+    }
+
+    fn ecs_event(&self, head: &EcsHead<'_>) -> Option<Event> {
+        (**self).ecs_event(head)
     }
 }
 
@@ -278,6 +320,17 @@ impl<F: TxnObject> Txn<F> {
 impl<F: TxnObject> Txn<F> {
     /// The event for this transaction in the ECS shape, as Packetbeat 8 writes it.
     pub fn into_ecs_event(self, proto: &'static str, ep: &Endpoints, s: &EcsSettings) -> Event {
+        let head = EcsHead {
+            proto,
+            start: self.start,
+            end: self.end,
+            status: self.status,
+            ep,
+            settings: s,
+        };
+        if let Some(e) = self.fields.ecs_event(&head) {
+            return e;
+        }
         let ts = |us: u64| {
             crate::event::format_timestamp_with(UNIX_EPOCH + Duration::from_micros(us), s.precision)
         };
@@ -365,7 +418,7 @@ impl<F: TxnObject> Txn<F> {
             network: EcsNetwork {
                 r#type: if cip.is_ipv4() { "ipv4" } else { "ipv6" },
                 transport: ep.transport,
-                protocol: (!icmp).then_some(proto),
+                protocol: (!icmp).then(|| self.fields.ecs_network_protocol().unwrap_or(proto)),
                 direction: if by_server {
                     s.direction(sip, cip)
                 } else {

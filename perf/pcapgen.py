@@ -1,0 +1,64 @@
+"""A small pcap writer the per-protocol generators (perf/gen_<proto>.py) share: Ethernet/
+IPv4 frames with increasing timestamps, whole TCP connections (handshake, data both ways
+with sequence numbers and ACKs, FIN) and UDP datagrams."""
+import struct
+
+ETH = b"\x00\x00\x00\x00\x00\x02" + b"\x00\x00\x00\x00\x00\x01" + b"\x08\x00"
+MSS = 1460
+
+
+class Pcap:
+    def __init__(self, path):
+        self.f = open(path, "wb", buffering=1 << 22)
+        self.f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        self.ts = 1_795_000_000 * 1_000_000
+        self.packets = 0
+
+    def frame(self, src, dst, proto, l4):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0,
+                         struct.pack("!I", src), struct.pack("!I", dst))
+        frame = ETH + ip + l4
+        self.ts += 7
+        self.f.write(struct.pack("<IIII", self.ts // 1_000_000, self.ts % 1_000_000,
+                                 len(frame), len(frame)))
+        self.f.write(frame)
+        self.packets += 1
+
+    def udp(self, src, sport, dst, dport, payload):
+        self.frame(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+
+    def close(self):
+        self.f.close()
+
+
+class Tcp:
+    """One connection from (client, cport) to (server, sport)."""
+
+    def __init__(self, pcap, client, cport, server, sport):
+        self.p, self.c, self.cp, self.s, self.sp = pcap, client, cport, server, sport
+        self.seq = [1000, 5000]
+        self.segment(0, 0x02, b"")
+        self.seq[0] += 1
+        self.segment(1, 0x12, b"")
+        self.seq[1] += 1
+        self.segment(0, 0x10, b"")
+
+    def segment(self, d, flags, payload):
+        src, sp, dst, dp = (self.c, self.cp, self.s, self.sp) if d == 0 else (self.s, self.sp, self.c, self.cp)
+        hdr = struct.pack("!HHIIBBHHH", sp, dp, self.seq[d], self.seq[1 - d], 0x50, flags, 65535, 0, 0)
+        self.p.frame(src, dst, 6, hdr + payload)
+
+    def send(self, d, data):
+        """`data` from the client (d=0) or the server (d=1), in MSS segments, then an ACK."""
+        for i in range(0, len(data), MSS):
+            piece = data[i:i + MSS]
+            self.segment(d, 0x18, piece)
+            self.seq[d] += len(piece)
+        self.segment(1 - d, 0x10, b"")
+
+    def close(self):
+        self.segment(0, 0x11, b"")
+        self.seq[0] += 1
+        self.segment(1, 0x11, b"")
+        self.seq[1] += 1
+        self.segment(0, 0x10, b"")
