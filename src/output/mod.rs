@@ -17,8 +17,13 @@ pub mod format;
 pub mod http;
 pub mod http_client;
 pub mod kafka;
+pub mod logstash;
 pub mod network;
+pub mod redis;
+pub mod resp;
+pub mod selector;
 pub mod ssl;
+pub mod stream;
 pub mod template;
 
 pub use console::{ConsoleOutput, ConsoleOutputConfig};
@@ -137,6 +142,8 @@ outputs! {
     kafka => kafka::Kafka,
     elasticsearch => elasticsearch::Elasticsearch,
     http => http::Http,
+    redis => redis::Redis,
+    logstash => logstash::Logstash,
 }
 
 impl OutputsConfig {

@@ -19,10 +19,20 @@ use std::sync::Arc;
 pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig, OutputError> {
     let default = SslConfig::default();
     let ssl = ssl.unwrap_or(&default);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !ssl.cipher_suites.is_empty() {
+        provider.cipher_suites = cipher_suites(&ssl.cipher_suites, &provider, key)?;
+    }
+    let provider = Arc::new(provider);
+    let versions = protocol_versions(&ssl.supported_protocols, key)?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| cfg(key, format!("TLS setup: {e}")))?;
+        .with_protocol_versions(&versions)
+        .map_err(|e| {
+            cfg(
+                &format!("{key}.cipher_suites"),
+                format!("no cipher suite left for the versions of ssl.supported_protocols: {e}"),
+            )
+        })?;
     let roots = Arc::new(roots(ssl, key)?);
     let builder = match ssl.verification_mode {
         VerificationMode::None => builder
@@ -42,6 +52,16 @@ pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig,
     let config = if ssl.certificate.is_empty() && ssl.key.is_empty() {
         builder.with_no_client_auth()
     } else {
+        if ssl.key.is_empty() && holds_private_key(&ssl.certificate) {
+            return Err(cfg(
+                &format!("{key}.certificate"),
+                format!(
+                    "{} holds a private key, not a certificate, and ssl.key is empty: \
+                     the key belongs under {key}.key (was ssl.certificate written twice?)",
+                    shown(&ssl.certificate)
+                ),
+            ));
+        }
         if ssl.certificate.is_empty() || ssl.key.is_empty() {
             return Err(cfg(
                 &format!("{key}.certificate"),
@@ -58,6 +78,86 @@ pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig,
         })?
     };
     Ok(config)
+}
+
+/// `supported_protocols`: Beats' names (`TLSv1.2`, `TLSv1.3`); empty means both. rustls
+/// has no TLS 1.0 or 1.1, which are refused by name.
+fn protocol_versions(
+    names: &[String],
+    key: &str,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, OutputError> {
+    if names.is_empty() {
+        return Ok(rustls::DEFAULT_VERSIONS.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| match n.as_str() {
+            "TLSv1.2" => Ok(&rustls::version::TLS12),
+            "TLSv1.3" => Ok(&rustls::version::TLS13),
+            "TLSv1.0" | "TLSv1.1" | "SSLv3" => Err(cfg(
+                &format!("{key}.supported_protocols"),
+                format!("{n} is not supported (insecure); use TLSv1.2 or TLSv1.3"),
+            )),
+            _ => Err(cfg(
+                &format!("{key}.supported_protocols"),
+                format!("unknown protocol {n:?}; use TLSv1.2 or TLSv1.3"),
+            )),
+        })
+        .collect()
+}
+
+/// `cipher_suites` by Beats' names (`ECDHE-ECDSA-AES-128-GCM-SHA256`), matched against
+/// rustls' suites (`TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`) with separators, `TLS`,
+/// `WITH` and ChaCha's implied `SHA256` ignored.
+fn cipher_suites(
+    names: &[String],
+    provider: &rustls::crypto::CryptoProvider,
+    key: &str,
+) -> Result<Vec<rustls::SupportedCipherSuite>, OutputError> {
+    fn norm(name: &str) -> String {
+        let up = name.to_ascii_uppercase().replace(['-', '_'], " ");
+        let words: Vec<&str> = up
+            .split_whitespace()
+            .filter(|w| !matches!(*w, "TLS" | "TLS13" | "WITH"))
+            .collect();
+        let s = words.concat();
+        match s.strip_suffix("SHA256") {
+            Some(base) if s.contains("CHACHA20") => base.to_string(),
+            _ => s,
+        }
+    }
+    names
+        .iter()
+        .map(|n| {
+            provider
+                .cipher_suites
+                .iter()
+                .find(|c| norm(&format!("{:?}", c.suite())) == norm(n))
+                .copied()
+                .ok_or_else(|| {
+                    let known: Vec<String> = provider
+                        .cipher_suites
+                        .iter()
+                        .map(|c| format!("{:?}", c.suite()))
+                        .collect();
+                    cfg(
+                        &format!("{key}.cipher_suites"),
+                        format!("unknown cipher suite {n:?}; known: {}", known.join(", ")),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Whether a PEM source holds a private key and no certificate.
+fn holds_private_key(source: &str) -> bool {
+    let pem = if source.trim_start().starts_with("-----BEGIN") {
+        source.as_bytes().to_vec()
+    } else {
+        std::fs::read(source).unwrap_or_default()
+    };
+    CertificateDer::pem_slice_iter(&pem).next().is_none()
+        && PrivateKeyDer::from_pem_slice(&pem).is_ok()
 }
 
 fn cfg(key: &str, msg: String) -> OutputError {

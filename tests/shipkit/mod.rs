@@ -171,6 +171,8 @@ fn dechunk(mut s: &str) -> String {
 pub mod bulk;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod lumberjack;
+pub mod redis;
 pub mod server;
 
 use connbeat::event::{CommonFields, Event};
