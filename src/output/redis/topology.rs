@@ -26,6 +26,17 @@ pub fn name_of(ip: IpAddr) -> Option<Arc<str>> {
     NAMES.read().ok()?.as_ref()?.get(&ip).cloned()
 }
 
+/// The agents owning a transaction's client and server addresses, with one look.
+pub fn agents(client: IpAddr, server: IpAddr) -> (Option<Arc<str>>, Option<Arc<str>>) {
+    match NAMES.read() {
+        Ok(n) => match n.as_ref() {
+            Some(m) => (m.get(&client).cloned(), m.get(&server).cloned()),
+            None => (None, None),
+        },
+        Err(_) => (None, None),
+    }
+}
+
 /// Whether transactions should look their ends up (save_topology is on).
 pub fn enabled() -> bool {
     NAMES.read().map(|n| n.is_some()).unwrap_or(false)
