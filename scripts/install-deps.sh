@@ -13,6 +13,7 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
+TEST_PIP+=(osmem-server) # in-memory OpenSearch-compatible server for the Elasticsearch output tests
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

@@ -56,6 +56,11 @@ pub trait Kind {
         None
     }
     fn build(c: &Self::Config) -> Result<Box<dyn Output>, OutputError>;
+    /// Builds it for the agent, which may read settings outside the section
+    /// (`setup.template` for Elasticsearch).
+    fn build_for(c: &Self::Config, _whole: &Config) -> Result<Box<dyn Output>, OutputError> {
+        Self::build(c)
+    }
     /// `test output`: connects the way the agent would, printing each step.
     fn test(c: &Self::Config, s: &mut Steps<'_>) -> Result<(), CheckFailed>;
     /// The section with every optional part present (the known keys come from it).
@@ -71,6 +76,7 @@ pub trait Section {
     fn validate(&self) -> Result<(), ConfigError>;
     fn batching(&self) -> Option<Batching>;
     fn build(&self) -> Result<Box<dyn Output>, OutputError>;
+    fn build_for(&self, whole: &Config) -> Result<Box<dyn Output>, OutputError>;
     fn test(&self, s: &mut Steps<'_>) -> Result<(), CheckFailed>;
 }
 
@@ -91,6 +97,9 @@ impl<K: Kind> Section for Of<'_, K> {
     }
     fn build(&self) -> Result<Box<dyn Output>, OutputError> {
         K::build(self.0)
+    }
+    fn build_for(&self, whole: &Config) -> Result<Box<dyn Output>, OutputError> {
+        K::build_for(self.0, whole)
     }
     fn test(&self, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
         K::test(self.0, s)
@@ -255,7 +264,7 @@ impl Output for DryRunOutput {
 /// Builds the one enabled output of the configuration.
 pub fn from_config(c: &Config) -> Result<Box<dyn Output>, OutputError> {
     match c.output.enabled().first() {
-        Some(s) => s.build(),
+        Some(s) => s.build_for(c),
         None => Err(OutputError::Config("no output is enabled".into())),
     }
 }
