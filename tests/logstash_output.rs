@@ -273,3 +273,56 @@ fn a_server_that_wants_a_client_certificate_is_explained() {
     assert!(text.contains(want), "{text}");
     assert_eq!(r.event_count(), 0);
 }
+
+#[test]
+fn an_encrypted_client_key_is_read_with_key_passphrase() {
+    let _g = serial();
+    let dir = TempDir::new("ls-enc");
+    let pki = Pki::generate(dir.path(), "ls");
+    let enc = dir.path().join("client-enc.key");
+    let st = std::process::Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "pass:s3cret",
+            "-in",
+        ])
+        .arg(&pki.client_key)
+        .arg("-out")
+        .arg(&enc)
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        return eprintln!("skipped: openssl cannot encrypt the key (scripts/install-deps.sh test)");
+    }
+    let r = Receiver::start(Some(pki.server_config(true)));
+    let yaml = |pass: &str| {
+        ls_yaml(
+            &r,
+            &format!(
+                "  ssl:\n    certificate_authorities: [\"{}\"]\n    certificate: \"{}\"\n    key: \"{}\"\n    key_passphrase: \"{pass}\"\n",
+                pki.ca.display(),
+                pki.client_cert.display(),
+                enc.display()
+            ),
+        )
+    };
+    let (ok, text) = test_output(dir.path(), &yaml("s3cret"));
+    assert!(ok, "{text}");
+    publish_all(&yaml("s3cret"), 0..10);
+    assert_eq!(r.event_count(), 10);
+    let (ok, text) = test_output(dir.path(), &yaml("wrong"));
+    assert!(!ok);
+    assert!(
+        text.contains("output.logstash.ssl.key_passphrase") && text.contains("right passphrase"),
+        "{text}"
+    );
+    let (ok, text) = test_output(dir.path(), &yaml(""));
+    assert!(!ok);
+    assert!(
+        text.contains("is encrypted: set output.logstash.ssl.key_passphrase"),
+        "{text}"
+    );
+}

@@ -292,3 +292,53 @@ fn tls_to_redis_with_the_test_ca() {
         "{text}"
     );
 }
+
+#[test]
+fn through_a_socks5_proxy_which_resolves_the_name() {
+    require_redis!();
+    let _g = serial();
+    let dir = TempDir::new("redis-socks");
+    let redis = RedisServer::start(dir.path(), false, &[]);
+    let proxy = shipkit::socks::Socks5::start(Some(("u", "pw")));
+    let yaml = |url: &str| {
+        format!(
+            "output.redis:\n  hosts: [\"localhost:{}\"]\n  key: px\n  proxy_url: \"{url}\"\n",
+            redis.port
+        )
+    };
+    let good = yaml(&proxy.url(Some(("u", "pw"))));
+    let (ok, text) = test_output(dir.path(), &good);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "connect through the SOCKS5 proxy 127.0.0.1:{}... OK",
+            proxy.addr.port()
+        )),
+        "{text}"
+    );
+    let (p, pipe) = pipeline(&config(&good));
+    for i in 0..10 {
+        assert!(p.publish(conn_event(i)));
+    }
+    drop(p);
+    assert!(pipe.finish(Duration::from_secs(30)));
+    assert_eq!(
+        cookies(&redis.client().list("px")),
+        (0..10).collect::<Vec<_>>()
+    );
+    // The name went to the proxy, which resolved it.
+    assert!(
+        proxy
+            .targets
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| *t == format!("localhost:{}", redis.port))
+    );
+    let (ok, text) = test_output(dir.path(), &yaml(&proxy.url(Some(("u", "wrong")))));
+    assert!(!ok);
+    assert!(
+        text.contains("output.redis.proxy_url:") && text.contains("refused the user and password"),
+        "{text}"
+    );
+}

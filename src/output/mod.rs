@@ -283,3 +283,37 @@ pub fn encode_into(buf: &mut Vec<u8>, event: &Record, pretty: bool) {
     }
     buf.push(b'\n');
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    /// Every key of these outputs' sections appears in connbeat.yml's commented section.
+    #[test]
+    fn connbeat_yml_documents_every_key_of_the_redis_and_logstash_outputs() {
+        let yml = include_str!("../../connbeat.yml");
+        let sections = [
+            (
+                "redis",
+                serde_json::to_value(super::redis::Redis::populated()).unwrap(),
+            ),
+            (
+                "logstash",
+                serde_json::to_value(super::logstash::Logstash::populated()).unwrap(),
+            ),
+        ];
+        for (name, v) in sections {
+            let start = yml
+                .find(&format!("#output.{name}:"))
+                .unwrap_or_else(|| panic!("connbeat.yml has no output.{name} section"));
+            let section = &yml[start..];
+            let section = &section[..section.find("\n\n").unwrap_or(section.len())];
+            for key in v.as_object().unwrap().keys() {
+                assert!(
+                    section.contains(&format!("#  {key}:")),
+                    "connbeat.yml does not document output.{name}.{key}"
+                );
+            }
+        }
+    }
+}

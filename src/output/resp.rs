@@ -239,6 +239,34 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_and_mutated_replies_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seed = b"*3\r\n$2\r\nab\r\n:-5\r\n*1\r\n-ERR x\r\n+OK\r\n";
+        let small = Limits {
+            max_len: 16,
+            max_depth: 2,
+        };
+        for _ in 0..20_000 {
+            let mut b = seed.to_vec();
+            for _ in 0..(next() % 4) {
+                let i = (next() as usize) % b.len();
+                b[i] = b"*$:+-\r\n0123456789x"[(next() as usize) % 17];
+            }
+            let mut at = 0;
+            while let Ok(Some((_, n))) = parse(&b[at..], small) {
+                assert!(n > 0 && at + n <= b.len());
+                at += n;
+            }
+        }
+    }
+
+    #[test]
     fn commands_are_arrays_of_bulk_strings() {
         let mut out = Vec::new();
         command(&mut out, &[b"RPUSH", b"k", b"{\"a\":1}"]);

@@ -69,7 +69,7 @@ pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig,
             ));
         }
         let chain = certs(&ssl.certificate, &format!("{key}.certificate"))?;
-        let pk = private_key(&ssl.key, &format!("{key}.key"))?;
+        let pk = private_key(&ssl.key, &format!("{key}.key"), &ssl.key_passphrase)?;
         builder.with_client_auth_cert(chain, pk).map_err(|e| {
             cfg(
                 &format!("{key}.key"),
@@ -219,14 +219,65 @@ pub fn certs(source: &str, key: &str) -> Result<Vec<CertificateDer<'static>>, Ou
     Ok(certs)
 }
 
-fn private_key(source: &str, key: &str) -> Result<PrivateKeyDer<'static>, OutputError> {
+/// The private key of `source`; an encrypted PKCS#8 key (`ENCRYPTED PRIVATE KEY`, e.g.
+/// `openssl pkcs8 -topk8 -v2 aes-256-cbc`) is decrypted with `passphrase`.
+fn private_key(
+    source: &str,
+    key: &str,
+    passphrase: &str,
+) -> Result<PrivateKeyDer<'static>, OutputError> {
     let pem = read_pem(source, key)?;
+    let pass_key = format!("{key}_passphrase");
+    if let Some(der) = pem_block(&String::from_utf8_lossy(&pem), "ENCRYPTED PRIVATE KEY") {
+        if passphrase.is_empty() {
+            return Err(cfg(
+                &pass_key,
+                format!("{} is encrypted: set {pass_key}", shown(source)),
+            ));
+        }
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+            .map_err(|e| cfg(key, format!("{}: not a PKCS#8 key: {e}", shown(source))))?;
+        let doc = info.decrypt(passphrase).map_err(|e| {
+            cfg(
+                &pass_key,
+                format!(
+                    "cannot decrypt {} ({e}): is it the right passphrase?",
+                    shown(source)
+                ),
+            )
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(doc.as_bytes().to_vec().into()));
+    }
+    if String::from_utf8_lossy(&pem).contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(cfg(
+            key,
+            format!(
+                "{} is encrypted in OpenSSL's old format, which is not read: convert it with \
+                 `openssl pkcs8 -topk8 -v2 aes-256-cbc` and set {pass_key}",
+                shown(source)
+            ),
+        ));
+    }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         cfg(
             key,
             format!("{}: no usable private key: {e}", shown(source)),
         )
     })
+}
+
+/// The DER bytes of the first PEM block labelled `label`.
+fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    let b64: String = text[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
 fn read_pem(source: &str, key: &str) -> Result<Vec<u8>, OutputError> {

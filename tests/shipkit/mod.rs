@@ -188,6 +188,7 @@ pub mod lumberjack;
 pub mod osmem;
 pub mod redis;
 pub mod server;
+pub mod socks;
 
 use connbeat::event::{CommonFields, Event};
 use connbeat::publish::{self, Pipeline, PipelineSettings, Publisher};
