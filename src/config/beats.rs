@@ -116,13 +116,13 @@ pub fn set_aside(tree: &mut Value) -> SetAside {
                 .push(format!("{k}: accepted and ignored: {why}"));
         }
     }
-    if !template.is_empty() {
-        if let Some(root) = tree.as_object_mut() {
-            root.insert(
-                "setup".into(),
-                serde_json::json!({"template": Value::Object(template)}),
-            );
-        }
+    if !template.is_empty()
+        && let Some(root) = tree.as_object_mut()
+    {
+        root.insert(
+            "setup".into(),
+            serde_json::json!({"template": Value::Object(template)}),
+        );
     }
     for (path, why) in NOT_YET {
         let is_known = super::known_keys::all()

@@ -442,7 +442,7 @@ impl<C> Pool<C> {
     }
 
     /// The slot for the next batch.
-    pub fn next(&mut self) -> usize {
+    pub fn next_slot(&mut self) -> usize {
         let i = self.current;
         if self.loadbalance {
             self.current = (i + 1) % self.conns.len();
@@ -507,16 +507,16 @@ mod pool_tests {
     fn loadbalance_takes_turns_failover_sticks_until_failure() {
         let hosts = vec!["a".to_string(), "b".to_string()];
         let mut lb: Pool<()> = Pool::new(&hosts, 2, true);
-        let turns: Vec<usize> = (0..5).map(|_| lb.next()).collect();
+        let turns: Vec<usize> = (0..5).map(|_| lb.next_slot()).collect();
         assert_eq!(turns, [0, 1, 2, 3, 0]);
         assert_eq!((lb.host(1), lb.host(2)), ("a", "b"));
         let mut fo: Pool<()> = Pool::new(&hosts, 1, false);
-        assert_eq!((fo.next(), fo.next()), (0, 0));
+        assert_eq!((fo.next_slot(), fo.next_slot()), (0, 0));
         fo.failed(0);
-        let i = fo.next();
+        let i = fo.next_slot();
         assert_eq!(fo.host(i), "b");
         fo.failed(1);
-        let i = fo.next();
+        let i = fo.next_slot();
         assert_eq!(fo.host(i), "a");
     }
 }

@@ -281,7 +281,7 @@ fn json_frame<R: Read>(
     };
     match w.act.clone().unwrap_or(Act::Ack) {
         Act::CloseAfter(k) if n >= k => return Ok(false),
-        Act::AckEvery(k) if n % k as usize == 0 && n < w.size as usize => {
+        Act::AckEvery(k) if n.is_multiple_of(k as usize) && n < w.size as usize => {
             ack(acks, n as u32)?;
         }
         _ => {}

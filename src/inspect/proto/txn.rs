@@ -319,7 +319,7 @@ impl<F: TxnObject> Txn<F> {
             },
             related: EcsRelated { ip: related },
             process,
-            connbeat: (client_agent.is_some() || server_agent.is_some()).then(|| EcsAgents {
+            connbeat: (client_agent.is_some() || server_agent.is_some()).then_some(EcsAgents {
                 server_agent: server_agent.as_deref(),
                 client_agent: client_agent.as_deref(),
             }),

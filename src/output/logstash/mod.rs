@@ -358,7 +358,7 @@ impl Output for LogstashOutput {
             self.encode(e, p);
         }
         self.payloads = payloads;
-        let i = self.pool.next();
+        let i = self.pool.next_slot();
         let mut statuses = vec![EventStatus::Retry; batch.len()];
         self.exchange(i, &mut statuses)?;
         if acked_count(&statuses) == batch.len() {

@@ -39,15 +39,12 @@ impl RedisConn {
     ) -> Result<RedisConn, OutputError> {
         let stream = dialer.connect(host)?;
         let mut c = RedisConn::new(stream, host.to_string(), dialer.clone());
-        if !password.is_empty() {
-            match c.call(&[b"AUTH", password.as_bytes()])? {
-                Reply::Error(m) => {
-                    return Err(c.unavailable(&format!(
-                        "output.redis.password: {host} refused the password: {m}"
-                    )));
-                }
-                _ => {}
-            }
+        if !password.is_empty()
+            && let Reply::Error(m) = c.call(&[b"AUTH", password.as_bytes()])?
+        {
+            return Err(c.unavailable(&format!(
+                "output.redis.password: {host} refused the password: {m}"
+            )));
         }
         if db != 0 {
             let n = db.to_string();

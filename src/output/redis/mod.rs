@@ -262,7 +262,7 @@ impl Output for RedisOutput {
     }
 
     fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
-        let i = self.pool.next();
+        let i = self.pool.next_slot();
         let mut statuses = vec![EventStatus::Retry; batch.len()];
         self.buf.clear();
         self.sent.clear();
