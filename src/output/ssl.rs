@@ -1,8 +1,10 @@
-//! The `ssl` block of the HTTP and Elasticsearch outputs, turned into a rustls client
-//! configuration: trusted CAs (`certificate_authorities`, else the system store), a client
-//! certificate (`certificate` + `key`) and `verification_mode` (`full`/`strict`: chain and
-//! host name; `certificate`: chain only; `none`: nothing, for tests). The Kafka output maps
-//! the same block onto librdkafka settings instead (see `kafka.rs`).
+//! The `ssl` block of the HTTP, Elasticsearch, Redis and Logstash outputs, turned into a
+//! rustls client configuration: trusted CAs (`certificate_authorities`, else the system
+//! store), a client certificate (`certificate` + `key`, an encrypted PKCS#8 key with
+//! `key_passphrase`), `verification_mode` (`full`/`strict`: chain and host name;
+//! `certificate`: chain only; `none`: nothing, for tests), `supported_protocols` and
+//! `cipher_suites`. The Kafka output maps the same block onto librdkafka settings instead
+//! (see `kafka/client.rs`).
 //!
 //! Every error names the setting at fault (`output.http.ssl.certificate_authorities`, ...).
 
