@@ -6,7 +6,11 @@
 //! ```text
 //! ship_bench kafka BOOTSTRAP TOPIC EVENTS BATCH [COMPRESSION] [DISK_DIR]
 //! ship_bench http URL EVENTS BATCH [DISK_DIR]
+//! ship_bench redis HOST:PORT EVENTS BATCH [DISK_DIR]
+//! ship_bench logstash HOST:PORT EVENTS BATCH [DISK_DIR]
+//! ship_bench file DIR EVENTS BATCH
 //! ship_bench collector PORT        a minimal HTTP sink (run it in another process)
+//! ship_bench beats-sink PORT       a minimal Beats-protocol sink that acknowledges every window
 //! ship_bench payloads EVENTS       the same events as NDJSON, for the reference producer
 //! ```
 //!
@@ -136,6 +140,86 @@ fn collector(port: u16) {
     }
 }
 
+/// Reads Beats-protocol windows (plain or zlib-compressed JSON frames) and acknowledges
+/// each one whole; nothing is kept.
+fn beats_sink(port: u16) {
+    fn u32_at(b: &[u8]) -> u32 {
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// Counts the JSON frames in `frames`.
+    fn count(frames: &[u8]) -> u32 {
+        let (mut n, mut at) = (0, 0);
+        while at + 10 <= frames.len() {
+            at += 10 + u32_at(&frames[at + 6..]) as usize;
+            n += 1;
+        }
+        n
+    }
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for s in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut r = BufReader::with_capacity(1 << 20, s);
+            let (mut window, mut got) = (0u32, 0u32);
+            loop {
+                let mut head = [0u8; 2];
+                if r.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let mut n4 = [0u8; 4];
+                r.read_exact(&mut n4).unwrap();
+                match head[1] {
+                    b'W' => {
+                        window = u32::from_be_bytes(n4);
+                        got = 0;
+                    }
+                    b'J' => {
+                        r.read_exact(&mut n4).unwrap();
+                        let mut p = vec![0u8; u32::from_be_bytes(n4) as usize];
+                        r.read_exact(&mut p).unwrap();
+                        got += 1;
+                    }
+                    b'C' => {
+                        let mut data = vec![0u8; u32::from_be_bytes(n4) as usize];
+                        r.read_exact(&mut data).unwrap();
+                        let mut inner = Vec::new();
+                        flate2::read::ZlibDecoder::new(&data[..])
+                            .read_to_end(&mut inner)
+                            .unwrap();
+                        got += count(&inner);
+                    }
+                    other => panic!("frame type {other}"),
+                }
+                if window > 0 && got == window {
+                    let mut ack = vec![b'2', b'A'];
+                    ack.extend_from_slice(&window.to_be_bytes());
+                    if r.get_mut().write_all(&ack).is_err() {
+                        return;
+                    }
+                    window = 0;
+                }
+            }
+        });
+    }
+}
+
+/// A network output's run: `output.<name>` with `hosts` and `bulk_max_size`.
+fn run_output(name: &str, host: &str, a: &[String]) {
+    let events: u64 = a[2].parse().unwrap();
+    let batch: usize = a[3].parse().unwrap();
+    let disk = a.get(4);
+    let yaml = format!(
+        "output.{name}: {{hosts: [\"{host}\"], bulk_max_size: {batch}}}\n\
+         queue.mem: {{events: {}, flush.min_events: {batch}, flush.timeout: 10ms}}\n{}",
+        (batch * 4).max(4096),
+        disk_yaml(disk)
+    );
+    let label = format!(
+        "connbeat->{name} batch={batch} {}",
+        if disk.is_some() { "disk" } else { "mem" }
+    );
+    run(&yaml, events, &label);
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     match a.first().map(String::as_str) {
@@ -174,7 +258,19 @@ fn main() {
             );
             run(&yaml, events, &label);
         }
+        Some(name @ ("redis" | "logstash")) => run_output(name, &a[1], &a),
+        Some("file") => {
+            let (dir, events, batch) = (&a[1], a[2].parse().unwrap(), &a[3]);
+            let _ = std::fs::remove_dir_all(dir);
+            let yaml = format!(
+                "output.file: {{path: {dir}, filename: bench, rotate_every_kb: 1048576}}\n\
+                 queue.mem: {{events: 8192, flush.min_events: {batch}, flush.timeout: 10ms}}\n"
+            );
+            run(&yaml, events, &format!("connbeat->file batch={batch} mem"));
+            let _ = std::fs::remove_dir_all(dir);
+        }
         Some("collector") => collector(a[1].parse().unwrap()),
+        Some("beats-sink") => beats_sink(a[1].parse().unwrap()),
         Some("payloads") => {
             let c = common().finisher();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -20,6 +20,7 @@ TEST_PIP=(communityid) # Community ID reference implementation (oracle)
 TEST_PIP+=(pymemcache pymongo mockupdb python-snappy backports.zstd) # memcache client; MongoDB wire server and client, compressors
 TEST_PIP+=(pika) # AMQP 0-9-1 client of the AMQP tests (tests/services/amqp-session.py)
 TEST_PIP+=(aiosmtpd) # the SMTP server of the live SMTP test
+TEST_PIP+=(osmem-server) # in-memory OpenSearch-compatible server for the Elasticsearch output tests
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

@@ -51,6 +51,7 @@ pub fn run(loaded: Loaded, opts: RunOptions) -> Result<(), RunError> {
         return read_pcap(&config, path, output);
     }
     let output_name = output.name();
+    let _topology = start_topology(&config, opts.dry_run)?;
     let _monitor = start_monitoring(&config, output_name)?;
     let (publisher, pipeline) = start_pipeline(&config, output)?;
     let shutdown_timeout = config.shutdown_timeout.get();
@@ -122,6 +123,23 @@ fn start_pipeline(
         publish::start(PipelineSettings::from_config(config), output, common)
             .map_err(|e| RunError::Config(e.to_string()))?;
     Ok((publisher.with_processing(processing), pipeline))
+}
+
+/// With `output.redis.save_topology`, publishes this agent's name and addresses and
+/// learns the other agents' (transactions then name both ends); stops when dropped.
+fn start_topology(
+    c: &Config,
+    dry_run: bool,
+) -> Result<Option<crate::output::redis::topology::Topology>, RunError> {
+    match &c.output.redis {
+        Some(r) if r.enabled && r.save_topology && !dry_run => {
+            let name = CommonFields::from_config(c).name;
+            crate::output::redis::topology::start(r, &name, crate::conn::source::local_ips())
+                .map(Some)
+                .map_err(|e| RunError::Config(e.to_string()))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Starts the self-monitoring endpoint when `http.enabled`; it stops when dropped.

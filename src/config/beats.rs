@@ -10,7 +10,8 @@ const BEATS_ONLY: [(&str, usize, &str); 7] = [
     (
         "setup.template",
         3,
-        "the index template comes from `connbeat export template`",
+        "connbeat's template is its own (`connbeat export template`); only enabled, name, \
+         pattern and overwrite are read",
     ),
     (
         "setup",
@@ -65,6 +66,14 @@ pub struct SetAside {
     removed_protocols: Vec<usize>,
 }
 
+/// The keys of `setup.template` that the model reads.
+const TEMPLATE_KEYS: [&str; 4] = ["enabled", "name", "pattern", "overwrite"];
+
+/// The value at a dotted `path`, if it is there.
+fn path_ref<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |v, p| v.get(p))
+}
+
 /// Removes the value at a dotted `path` of the tree and returns it, if it is there.
 fn take_path(tree: &mut Value, path: &str) -> Option<Value> {
     let (parents, last) = path.rsplit_once('.').unwrap_or(("", path));
@@ -81,6 +90,21 @@ fn take_path(tree: &mut Value, path: &str) -> Option<Value> {
 /// of the tree (after `packetbeat.*` became `connbeat.*`).
 pub fn set_aside(tree: &mut Value) -> SetAside {
     let mut out = SetAside::default();
+    // The four keys of setup.template that connbeat reads survive the Beats-only sweep.
+    let mut template = serde_json::Map::new();
+    for k in TEMPLATE_KEYS {
+        if let Some(v) = take_path(tree, &format!("setup.template.{k}")) {
+            template.insert(k.to_string(), v);
+        }
+    }
+    // An emptied setup.template (or setup) is no warning.
+    for p in ["setup.template", "setup"] {
+        if let Some(Value::Object(m)) = path_ref(tree, p)
+            && m.is_empty()
+        {
+            take_path(tree, p);
+        }
+    }
     for (path, depth, why) in BEATS_ONLY {
         let Some(removed) = take_path(tree, path) else {
             continue;
@@ -91,6 +115,14 @@ pub fn set_aside(tree: &mut Value) -> SetAside {
             out.warnings
                 .push(format!("{k}: accepted and ignored: {why}"));
         }
+    }
+    if !template.is_empty()
+        && let Some(root) = tree.as_object_mut()
+    {
+        root.insert(
+            "setup".into(),
+            serde_json::json!({"template": Value::Object(template)}),
+        );
     }
     for (path, why) in NOT_YET {
         let is_known = super::known_keys::all()
@@ -209,5 +241,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("connbeat.protocols[1]"), "{e}");
+    }
+
+    #[test]
+    fn setup_template_keeps_its_four_keys_and_sets_the_rest_aside() {
+        let mut tree = serde_json::json!({
+            "setup": {
+                "template": {"enabled": false, "name": "x", "pattern": "x-*", "overwrite": true,
+                             "settings": {"index": {"number_of_shards": 1}}},
+                "kibana": {"host": "k"}
+            }
+        });
+        let aside = super::set_aside(&mut tree);
+        assert_eq!(
+            tree,
+            serde_json::json!({"setup": {"template": {
+                "enabled": false, "name": "x", "pattern": "x-*", "overwrite": true}}})
+        );
+        assert_eq!(aside.warnings.len(), 2, "{:?}", aside.warnings);
+        assert!(aside.warnings[0].starts_with("setup.template.settings: accepted and ignored"));
+        assert!(aside.warnings[1].starts_with("setup.kibana: accepted and ignored"));
+        let c = from_yaml_str(
+            "output.console: {}\nsetup.template.name: mine\n",
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.setup.template.name, "mine");
+        assert!(c.setup.template.enabled);
     }
 }

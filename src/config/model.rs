@@ -38,6 +38,40 @@ pub struct Config {
     pub timestamp: TimestampConfig,
     /// `topology.*`: the `connbeat topology` command (the agent ignores it).
     pub topology: TopologyConfig,
+    /// `setup.template.*`: the index template the Elasticsearch output loads at startup.
+    pub setup: SetupConfig,
+}
+
+/// `setup.*` (only `setup.template`'s four keys are read; see `config::beats`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct SetupConfig {
+    pub template: TemplateSetupConfig,
+}
+
+/// `setup.template`: loaded by the Elasticsearch output before its first batch, on each
+/// host, as Beats does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TemplateSetupConfig {
+    pub enabled: bool,
+    /// `PUT _index_template/<name>`.
+    pub name: String,
+    /// `index_patterns`; empty: from `output.elasticsearch.index` (placeholders as `*`).
+    pub pattern: String,
+    /// Replace a template of that name that is already there.
+    pub overwrite: bool,
+}
+
+impl Default for TemplateSetupConfig {
+    fn default() -> Self {
+        TemplateSetupConfig {
+            enabled: true,
+            name: "connbeat".into(),
+            pattern: String::new(),
+            overwrite: false,
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,6 +90,7 @@ impl Default for Config {
             processors: Vec::new(),
             timestamp: TimestampConfig::default(),
             topology: TopologyConfig::default(),
+            setup: SetupConfig::default(),
         }
     }
 }

@@ -872,7 +872,7 @@ fn close_buffer(c: &ConnbeatConfig) -> usize {
 }
 
 /// This host's non-loopback addresses (`beat.local_ips`).
-fn local_ips() -> Vec<String> {
+pub(crate) fn local_ips() -> Vec<String> {
     let mut ips: Vec<String> = match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs
             .filter_map(|a| a.address)

@@ -29,6 +29,16 @@ pub fn fail(setting: impl Into<String>, message: impl Into<String>) -> CheckFail
     }
 }
 
+/// An output's error as a failed step: its message starts with the setting at fault
+/// (`output.redis.ssl.certificate: ...`), else the section is blamed.
+pub fn from_output_error(section: &str, e: &OutputError) -> CheckFailed {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((k, m)) if k.starts_with(section) && !k.contains(' ') => fail(k, m),
+        _ => fail(section, text),
+    }
+}
+
 /// Prints a step's outcome as `  <step>... OK (<detail>)`.
 pub struct Steps<'a> {
     out: &'a mut dyn Write,
@@ -201,7 +211,7 @@ pub(super) fn tls(
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         while conn.is_handshaking() {
             if let Err(e) = conn.complete_io(&mut stream) {
-                return Err(tls_failure(key, host, &e));
+                return Err(tls_failure(key, host, &e, true));
             }
         }
         // A server that wants a client certificate may only say so after the handshake.
@@ -218,10 +228,25 @@ pub(super) fn tls(
     })
 }
 
-/// A TLS failure explained in terms of the settings.
-fn tls_failure(key: &str, host: &str, e: &std::io::Error) -> CheckFailed {
+/// A TLS failure explained in terms of the settings. `handshaking`: the error came
+/// before the handshake finished (a connection closed then is the server's refusal).
+pub(super) fn tls_failure(
+    key: &str,
+    host: &str,
+    e: &std::io::Error,
+    handshaking: bool,
+) -> CheckFailed {
     use rustls::{AlertDescription, CertificateError, Error as T};
     let inner = e.get_ref().and_then(|x| x.downcast_ref::<T>());
+    let wants_client_cert = || {
+        fail(
+            format!("{key}.ssl.certificate"),
+            format!(
+                "{host} refused the TLS handshake ({e}); it may want a client certificate: \
+                 set {key}.ssl.certificate and {key}.ssl.key"
+            ),
+        )
+    };
     match inner {
         Some(T::InvalidCertificate(CertificateError::UnknownIssuer)) => fail(
             format!("{key}.ssl.certificate_authorities"),
@@ -230,12 +255,29 @@ fn tls_failure(key: &str, host: &str, e: &std::io::Error) -> CheckFailed {
                  add its CA to {key}.ssl.certificate_authorities"
             ),
         ),
-        Some(T::InvalidCertificate(CertificateError::NotValidForName))
-        | Some(T::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => fail(
-            format!("{key}.hosts"),
+        Some(T::InvalidCertificate(CertificateError::NotValidForNameContext {
+            presented, ..
+        })) => fail(
+            format!("{key}.ssl.verification_mode"),
             format!(
-                "the certificate of {host} is not valid for that name; connect by a name it \
-                 lists, or set {key}.ssl.verification_mode: certificate"
+                "the certificate of {host} is valid for {}, not {host}: set \
+                 {key}.ssl.verification_mode or use the right certificate",
+                if presented.is_empty() {
+                    "no name".to_string()
+                } else {
+                    presented
+                        .iter()
+                        .map(|p| name_of(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        ),
+        Some(T::InvalidCertificate(CertificateError::NotValidForName)) => fail(
+            format!("{key}.ssl.verification_mode"),
+            format!(
+                "the certificate of {host} is not valid for {host}: set \
+                 {key}.ssl.verification_mode or use the right certificate"
             ),
         ),
         Some(T::InvalidCertificate(CertificateError::Expired))
@@ -245,20 +287,34 @@ fn tls_failure(key: &str, host: &str, e: &std::io::Error) -> CheckFailed {
         ),
         Some(T::AlertReceived(AlertDescription::CertificateRequired))
         | Some(T::AlertReceived(AlertDescription::HandshakeFailure))
-        | Some(T::AlertReceived(AlertDescription::BadCertificate)) => fail(
-            format!("{key}.ssl.certificate"),
-            format!(
-                "{host} refused the TLS handshake ({e}); it may want a client certificate: \
-                 set {key}.ssl.certificate and {key}.ssl.key"
-            ),
-        ),
+        | Some(T::AlertReceived(AlertDescription::BadCertificate)) => wants_client_cert(),
         Some(T::InvalidMessage(_)) => fail(
             format!("{key}.hosts"),
             format!("{host} does not speak TLS on that port ({e}); use http:// or the TLS port"),
         ),
+        None if handshaking
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            wants_client_cert()
+        }
         _ => fail(
             format!("{key}.ssl"),
             format!("TLS handshake with {host} failed: {e}"),
         ),
     }
+}
+
+/// `DnsName("a.example")` or `IpAddress(192.0.2.1)`, as webpki shows a certificate's
+/// names, as the name alone.
+fn name_of(presented: &str) -> &str {
+    let inner = presented
+        .split_once('(')
+        .and_then(|(_, r)| r.strip_suffix(')'))
+        .unwrap_or(presented);
+    inner.trim_matches('"')
 }

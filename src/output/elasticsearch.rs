@@ -73,6 +73,33 @@ impl super::Kind for Elasticsearch {
     fn build(c: &ElasticsearchOutputConfig) -> Result<Box<dyn Output>, OutputError> {
         Ok(Box::new(ElasticsearchOutput::new(c)?))
     }
+    fn build_for(
+        c: &ElasticsearchOutputConfig,
+        whole: &crate::config::Config,
+    ) -> Result<Box<dyn Output>, OutputError> {
+        let mut o = ElasticsearchOutput::new(c)?;
+        let t = &whole.setup.template;
+        if t.enabled {
+            if t.name.is_empty() {
+                return Err(OutputError::Config(
+                    "setup.template.name: must not be empty (or set setup.template.enabled: false)"
+                        .into(),
+                ));
+            }
+            let mut body =
+                super::template::index_template_for(&c.index, whole.connbeat.event_format);
+            if !t.pattern.is_empty() {
+                body["index_patterns"] = serde_json::json!([t.pattern]);
+            }
+            o.template = Some(TemplateLoad {
+                name: t.name.clone(),
+                body: Bytes::from(serde_json::to_vec(&body).expect("json serializes")),
+                overwrite: t.overwrite,
+                loaded: vec![false; c.network.hosts.len()],
+            });
+        }
+        Ok(Box::new(o))
+    }
     fn test(e: &ElasticsearchOutputConfig, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
         s.line("elasticsearch output");
         s.indent = 2;
@@ -182,6 +209,62 @@ pub struct ElasticsearchOutput {
     index: Template,
     body: Vec<u8>,
     index_buf: String,
+    /// `setup.template`, when the agent loads it.
+    template: Option<TemplateLoad>,
+}
+
+/// The index template to load on each host before its first batch (Beats' setup): kept
+/// when one of that name is there, unless `overwrite`.
+struct TemplateLoad {
+    name: String,
+    body: Bytes,
+    overwrite: bool,
+    /// Per host: loaded (or found) already.
+    loaded: Vec<bool>,
+}
+
+impl TemplateLoad {
+    /// Makes sure host `i` has the template; an error keeps the batch waiting.
+    fn ensure(&mut self, client: &mut HttpClient, i: usize) -> Result<(), OutputError> {
+        if self.loaded[i] {
+            return Ok(());
+        }
+        let path = format!("/_index_template/{}", self.name);
+        let url = format!("{}{path}", client.host_url(i));
+        if !self.overwrite {
+            let r = client.send(Method::GET, i, &path, None, false, Bytes::new())?;
+            if r.status.is_success() {
+                tracing::info!(target: "elasticsearch",
+                    "index template {} is already on {}; kept (setup.template.overwrite: false)",
+                    self.name, client.host_url(i));
+                self.loaded[i] = true;
+                return Ok(());
+            }
+        }
+        let r = client.send(
+            Method::PUT,
+            i,
+            &path,
+            Some("application/json"),
+            false,
+            self.body.clone(),
+        )?;
+        if r.status.is_success() {
+            tracing::info!(target: "elasticsearch", "loaded index template {} into {}", self.name, client.host_url(i));
+            self.loaded[i] = true;
+            return Ok(());
+        }
+        Err(OutputError::Unavailable {
+            output: "elasticsearch",
+            message: format!(
+                "setup.template: PUT {url} answered {}: {}; events wait until the template is loaded \
+                 (or set setup.template.enabled: false)",
+                r.status,
+                r.excerpt()
+            ),
+            retry_after: r.retry_after(),
+        })
+    }
 }
 
 /// The document id of an event: 128 bits of the SHA-256 of its JSON, base64url.
@@ -236,6 +319,7 @@ impl ElasticsearchOutput {
             index,
             body: Vec::with_capacity(1 << 20),
             index_buf: String::new(),
+            template: None,
         })
     }
 
@@ -335,6 +419,9 @@ impl Output for ElasticsearchOutput {
         }
         let len = self.body.len() as u64;
         let host = self.client.next_host();
+        if let Some(t) = &mut self.template {
+            t.ensure(&mut self.client, host)?;
+        }
         let url = format!("{}/_bulk", self.client.host_url(host));
         let resp = self.client.send(
             Method::POST,

@@ -50,6 +50,13 @@ impl<'a> RecordFields<'a> {
     }
 }
 
+impl RecordFields<'_> {
+    /// The whole event, parsed (once).
+    pub fn parsed(&self) -> &Value {
+        self.parsed.get_or_init(|| self.record.value())
+    }
+}
+
 impl Fields for RecordFields<'_> {
     fn timestamp(&self) -> Option<Cow<'_, str>> {
         self.record.timestamp()

@@ -17,8 +17,13 @@ pub mod format;
 pub mod http;
 pub mod http_client;
 pub mod kafka;
+pub mod logstash;
 pub mod network;
+pub mod redis;
+pub mod resp;
+pub mod selector;
 pub mod ssl;
+pub mod stream;
 pub mod template;
 
 pub use console::{ConsoleOutput, ConsoleOutputConfig};
@@ -51,6 +56,11 @@ pub trait Kind {
         None
     }
     fn build(c: &Self::Config) -> Result<Box<dyn Output>, OutputError>;
+    /// Builds it for the agent, which may read settings outside the section
+    /// (`setup.template` for Elasticsearch).
+    fn build_for(c: &Self::Config, _whole: &Config) -> Result<Box<dyn Output>, OutputError> {
+        Self::build(c)
+    }
     /// `test output`: connects the way the agent would, printing each step.
     fn test(c: &Self::Config, s: &mut Steps<'_>) -> Result<(), CheckFailed>;
     /// The section with every optional part present (the known keys come from it).
@@ -66,6 +76,7 @@ pub trait Section {
     fn validate(&self) -> Result<(), ConfigError>;
     fn batching(&self) -> Option<Batching>;
     fn build(&self) -> Result<Box<dyn Output>, OutputError>;
+    fn build_for(&self, whole: &Config) -> Result<Box<dyn Output>, OutputError>;
     fn test(&self, s: &mut Steps<'_>) -> Result<(), CheckFailed>;
 }
 
@@ -86,6 +97,9 @@ impl<K: Kind> Section for Of<'_, K> {
     }
     fn build(&self) -> Result<Box<dyn Output>, OutputError> {
         K::build(self.0)
+    }
+    fn build_for(&self, whole: &Config) -> Result<Box<dyn Output>, OutputError> {
+        K::build_for(self.0, whole)
     }
     fn test(&self, s: &mut Steps<'_>) -> Result<(), CheckFailed> {
         K::test(self.0, s)
@@ -137,6 +151,8 @@ outputs! {
     kafka => kafka::Kafka,
     elasticsearch => elasticsearch::Elasticsearch,
     http => http::Http,
+    redis => redis::Redis,
+    logstash => logstash::Logstash,
 }
 
 impl OutputsConfig {
@@ -248,7 +264,7 @@ impl Output for DryRunOutput {
 /// Builds the one enabled output of the configuration.
 pub fn from_config(c: &Config) -> Result<Box<dyn Output>, OutputError> {
     match c.output.enabled().first() {
-        Some(s) => s.build(),
+        Some(s) => s.build_for(c),
         None => Err(OutputError::Config("no output is enabled".into())),
     }
 }
@@ -266,4 +282,38 @@ pub fn encode_into(buf: &mut Vec<u8>, event: &Record, pretty: bool) {
         None => buf.extend_from_slice(event.as_bytes()),
     }
     buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    /// Every key of these outputs' sections appears in connbeat.yml's commented section.
+    #[test]
+    fn connbeat_yml_documents_every_key_of_the_redis_and_logstash_outputs() {
+        let yml = include_str!("../../connbeat.yml");
+        let sections = [
+            (
+                "redis",
+                serde_json::to_value(super::redis::Redis::populated()).unwrap(),
+            ),
+            (
+                "logstash",
+                serde_json::to_value(super::logstash::Logstash::populated()).unwrap(),
+            ),
+        ];
+        for (name, v) in sections {
+            let start = yml
+                .find(&format!("#output.{name}:"))
+                .unwrap_or_else(|| panic!("connbeat.yml has no output.{name} section"));
+            let section = &yml[start..];
+            let section = &section[..section.find("\n\n").unwrap_or(section.len())];
+            for key in v.as_object().unwrap().keys() {
+                assert!(
+                    section.contains(&format!("#  {key}:")),
+                    "connbeat.yml does not document output.{name}.{key}"
+                );
+            }
+        }
+    }
 }

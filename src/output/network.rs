@@ -12,6 +12,8 @@ pub trait Defaults {
     const HOSTS: &'static [&'static str];
     /// `bulk_max_size` when not set.
     const BULK_MAX_SIZE: usize;
+    /// `timeout` when not set, in seconds.
+    const TIMEOUT_SECS: u64 = 30;
 }
 
 /// `hosts`, `ssl`, `bulk_max_size`, `max_retries`, `backoff`, `timeout` of an output whose
@@ -40,7 +42,7 @@ impl<D: Defaults> Default for NetworkSettings<D> {
             bulk_max_size: D::BULK_MAX_SIZE,
             max_retries: -1,
             backoff: BackoffConfig::default(),
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(D::TIMEOUT_SECS),
             defaults: PhantomData,
         }
     }
@@ -163,7 +165,14 @@ pub struct SslConfig {
     pub certificate_authorities: Vec<String>,
     pub certificate: String,
     pub key: String,
+    /// The passphrase of an encrypted `key` (PKCS#8 `ENCRYPTED PRIVATE KEY`).
+    pub key_passphrase: String,
     pub verification_mode: VerificationMode,
+    /// TLS versions offered: `TLSv1.2`, `TLSv1.3` (empty: both).
+    pub supported_protocols: Vec<String>,
+    /// Cipher suites offered, by Beats' names (`ECDHE-RSA-AES-128-GCM-SHA256`; empty: all
+    /// the safe ones).
+    pub cipher_suites: Vec<String>,
 }
 
 impl Default for SslConfig {
@@ -173,7 +182,10 @@ impl Default for SslConfig {
             certificate_authorities: Vec::new(),
             certificate: String::new(),
             key: String::new(),
+            key_passphrase: String::new(),
             verification_mode: VerificationMode::Full,
+            supported_protocols: Vec::new(),
+            cipher_suites: Vec::new(),
         }
     }
 }

@@ -88,6 +88,10 @@ pub fn properties() -> Value {
     for k in ["status", "method", "path", "query", "resource", "real_ip"] {
         add(k, kw());
     }
+    // The agents owning the two ends (output.redis.save_topology), as Packetbeat 1.x.
+    for k in ["server", "client_server"] {
+        add(k, kw());
+    }
     for k in ["responsetime", "bytes_in", "bytes_out"] {
         add(k, long());
     }
@@ -207,7 +211,7 @@ pub fn ecs_properties() -> Value {
         "connbeat",
         obj(json!({
             "direction": kw(), "attribution": kw(), "cookie": kw(), "netns": long(),
-            "duration_ms": long(),
+            "duration_ms": long(), "server_agent": kw(), "client_agent": kw(),
             "process": obj(json!({"ns_pid": long(), "environ": kw()})),
             "beat": obj(json!({"local_ips": ip()}))
         })),

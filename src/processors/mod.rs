@@ -15,7 +15,7 @@
 //! processor, option or condition is a configuration error naming its key. Processors of
 //! Beats that mean nothing here are accepted with one warning each, and do nothing.
 
-mod condition;
+pub mod condition;
 pub use condition::{Net, parse_net};
 mod fields;
 mod host;

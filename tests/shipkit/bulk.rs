@@ -27,6 +27,8 @@ pub struct Cluster {
     pub lose_answers: usize,
     /// Required Authorization header value, if any.
     pub authorization: Option<String>,
+    /// Index templates by name (`PUT`/`GET _index_template/<name>`).
+    pub templates: BTreeMap<String, Value>,
 }
 
 impl Cluster {
@@ -53,6 +55,22 @@ fn error_item(op: &str, index: &str, id: &str, status: u16, kind: &str, reason: 
 
 fn handle(cluster: &Mutex<Cluster>, r: &Req) -> Reply {
     let mut c = cluster.lock().unwrap();
+    if let Some(name) = r.path.strip_prefix("/_index_template/") {
+        return match (r.method.as_str(), c.templates.get(name)) {
+            ("PUT", _) => match serde_json::from_slice::<Value>(&r.body) {
+                Ok(t) => {
+                    c.templates.insert(name.to_string(), t);
+                    Reply::json(200, &json!({"acknowledged": true}))
+                }
+                Err(e) => Reply::json(400, &json!({"error": e.to_string(), "status": 400})),
+            },
+            ("GET", Some(t)) => Reply::json(
+                200,
+                &json!({"index_templates": [{"name": name, "index_template": t}]}),
+            ),
+            _ => Reply::json(404, &json!({"error": "no such template", "status": 404})),
+        };
+    }
     if r.method != "POST" || !r.path.ends_with("/_bulk") {
         return Reply::json(404, &json!({"error": "no handler", "status": 404}));
     }

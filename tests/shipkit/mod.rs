@@ -132,11 +132,24 @@ impl Drop for Agent {
 /// `GET path` over HTTP/1.1 with `Connection: close`; (status, body). None when the
 /// connection fails.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, None)
+}
+
+/// `METHOD path` (with a JSON body) over HTTP/1.1 with `Connection: close`; (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let body = body.unwrap_or("");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut raw = Vec::new();
@@ -171,7 +184,11 @@ fn dechunk(mut s: &str) -> String {
 pub mod bulk;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod lumberjack;
+pub mod osmem;
+pub mod redis;
 pub mod server;
+pub mod socks;
 
 use connbeat::event::{CommonFields, Event};
 use connbeat::publish::{self, Pipeline, PipelineSettings, Publisher};

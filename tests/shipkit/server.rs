@@ -87,6 +87,11 @@ impl Pki {
     /// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
     /// all signed by the CA.
     pub fn generate(dir: &Path, tag: &str) -> Pki {
+        Pki::generate_for(dir, tag, &["127.0.0.1", "localhost"])
+    }
+
+    /// Like [`Pki::generate`], the server certificate valid for `names` only.
+    pub fn generate_for(dir: &Path, tag: &str, names: &[&str]) -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -103,7 +108,8 @@ impl Pki {
             let cert = p.signed_by(&key, &issuer).unwrap();
             (cert.pem(), key.serialize_pem())
         };
-        let (server_pem, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "server");
+        let (server_pem, server_key) =
+            leaf(names.iter().map(|n| n.to_string()).collect(), "server");
         let (client_pem, client_key) = leaf(vec!["client".into()], "client");
         let w = |name: &str, text: &str| {
             let p = dir.join(format!("{tag}-{name}"));

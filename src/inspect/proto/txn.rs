@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::Cx;
@@ -284,6 +285,7 @@ impl<F: TxnObject> Txn<F> {
         } else {
             None
         };
+        let (client_agent, server_agent) = agents(ep.client.ip(), ep.server.ip());
         let common = TxnFields {
             status: self.status,
             method: self.method.as_deref(),
@@ -297,8 +299,10 @@ impl<F: TxnObject> Txn<F> {
             transport: ep.transport,
             client_ip: ep.client.ip(),
             client_port: (!no_ports).then_some(ep.client.port()),
+            client_server: client_agent.as_deref().unwrap_or(""),
             ip: ep.server.ip(),
             port: (!no_ports).then_some(ep.server.port()),
+            server: server_agent.as_deref().unwrap_or(""),
             community_id: ep.community_id(),
             client_process: ep.client_process.as_ref(),
             server_process: ep.server_process.as_ref(),
@@ -344,6 +348,7 @@ impl<F: TxnObject> Txn<F> {
         };
         let icmp = ep.icmp.is_some();
         let (cip, sip) = (ep.client.ip(), ep.server.ip());
+        let (client_agent, server_agent) = agents(cip, sip);
         let client = EcsEnd {
             ip: cip,
             port: (!icmp).then_some(ep.client.port()),
@@ -430,6 +435,10 @@ impl<F: TxnObject> Txn<F> {
             },
             related: EcsRelated { ip: related },
             process,
+            connbeat: (client_agent.is_some() || server_agent.is_some()).then_some(EcsAgents {
+                server_agent: server_agent.as_deref(),
+                client_agent: client_agent.as_deref(),
+            }),
             error: (!notes.is_empty()).then_some(EcsError { message: &notes }),
         };
         let mut e = Event::from_fields(UNIX_EPOCH + Duration::from_micros(self.start), proto, &f);
@@ -470,6 +479,8 @@ struct EcsTxnFields<'a> {
     process: Option<EcsProcess<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<EcsError<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connbeat: Option<EcsAgents<'a>>,
 }
 
 #[derive(Serialize)]
@@ -539,6 +550,21 @@ impl Done {
     }
 }
 
+/// The names of the agents that own the client and server addresses, when
+/// `output.redis.save_topology` has learnt them.
+fn agents(client: IpAddr, server: IpAddr) -> (Option<Arc<str>>, Option<Arc<str>>) {
+    crate::output::redis::topology::agents(client, server)
+}
+
+/// `connbeat.server_agent` and `connbeat.client_agent` of an ECS transaction.
+#[derive(Serialize)]
+struct EcsAgents<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_agent: Option<&'a str>,
+}
+
 /// The fields every transaction event has, in Packetbeat's names.
 #[derive(Serialize)]
 struct TxnFields<'a> {
@@ -561,9 +587,13 @@ struct TxnFields<'a> {
     client_ip: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_port: Option<u16>,
+    /// The agent that owns the client address (`output.redis.save_topology`), else "".
+    client_server: &'a str,
     ip: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    /// The agent that owns the server address, else "".
+    server: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     community_id: Option<CommunityId>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -120,6 +120,9 @@ pub fn librdkafka_settings(c: &KafkaOutputConfig) -> Result<Vec<(String, String)
                 read_pem(&t.certificate, "output.kafka.ssl.certificate")?,
             );
             set("ssl.key.pem", read_pem(&t.key, "output.kafka.ssl.key")?);
+            if !t.key_passphrase.is_empty() {
+                set("ssl.key.password", t.key_passphrase.clone());
+            }
         }
         match t.verification_mode {
             VerificationMode::None => {
