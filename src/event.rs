@@ -407,7 +407,10 @@ impl CommonFields {
             push_member(&mut beat_tail, "type", &"connbeat");
         }
         push_member(&mut beat_tail, "name", &self.name);
-        push_member(&mut beat_tail, "hostname", &self.hostname);
+        // Packetbeat 8's `agent` has no `hostname` (the host's name is `host.name`).
+        if !ecs {
+            push_member(&mut beat_tail, "hostname", &self.hostname);
+        }
         push_member(&mut beat_tail, "version", &self.version);
         if ecs {
             beat_tail.push_str("},\"ecs\":{\"version\":");

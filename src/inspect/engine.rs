@@ -20,7 +20,7 @@ use super::proto::txn::{EcsSettings, Endpoints};
 use super::proto::{Common, Cx, Dir, Done, Registry, TcpParser, UdpParser};
 use super::sort::SortWindow;
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
-use crate::config::Config;
+use crate::config::{Config, EventFormat};
 use crate::event::Event;
 use crate::fast_hash::Fx;
 use crate::monitor::{self, METRICS};
@@ -565,7 +565,14 @@ impl<'a> Engine<'a> {
     }
 
     fn publish(&mut self, proto: &'static str, ep: &Endpoints) {
+        let shape = match self.ecs {
+            Some(_) => EventFormat::Ecs,
+            None => EventFormat::Classic,
+        };
         for txn in self.out.drain(..) {
+            if !txn.fields.reported_in(shape) {
+                continue;
+            }
             self.summary.transactions += 1;
             monitor::inc(&METRICS.inspect_transactions);
             let e = match &self.ecs {

@@ -122,7 +122,7 @@ pub fn ecs_properties() -> Value {
     add("fields", dynamic());
     add(
         "agent",
-        obj(json!({"type": kw(), "name": kw(), "hostname": kw(), "version": kw()})),
+        obj(json!({"type": kw(), "name": kw(), "version": kw()})),
     );
     add("ecs", obj(json!({"version": kw()})));
     add("host", obj(json!({"name": kw()})));

@@ -27,6 +27,10 @@ pub struct HttpTxn {
     /// What only the ECS shape writes (`url.*`, `user_agent.*`, sizes).
     #[serde(skip)]
     pub ecs: EcsExtra,
+    /// A response to no request seen: an ECS event (as Packetbeat reports it), only a
+    /// counter in the classic shape.
+    #[serde(skip)]
+    pub unmatched: bool,
 }
 
 /// Request details the ECS shape writes besides the classic object.
@@ -91,6 +95,10 @@ pub struct Response {
 impl TxnObject for HttpTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
+    }
+
+    fn reported_in(&self, shape: crate::config::EventFormat) -> bool {
+        !self.unmatched || shape == crate::config::EventFormat::Ecs
     }
 
     fn write_ecs(&self, _name: &'static str, e: &mut Event, at: &super::txn::EcsAt<'_>) {
@@ -361,6 +369,8 @@ struct Msg {
     head: Head,
     body: Option<Vec<u8>>,
     truncated: bool,
+    /// Some of its bytes fell into a hole of the capture.
+    lost: bool,
     /// The head as text, when the message is sent whole (`send_request`/`send_response`).
     raw: Option<String>,
 }
@@ -519,7 +529,9 @@ impl Http {
         {
             t.real_ip = v.split(',').next().map(|s| s.trim().to_string());
         }
-        if msg.truncated {
+        if msg.lost {
+            t.notes.push(txn::NOTE_LOSS_REQUEST.into());
+        } else if msg.truncated {
             t.notes
                 .push("request body truncated to max_message_size or lost".into());
         }
@@ -550,6 +562,10 @@ impl Http {
     fn response_done(&mut self, msg: Msg, cx: &mut Cx<'_>) {
         let Some(p) = self.pending.pop() else {
             unmatched_response();
+            let mut t: Txn<HttpTxn> = Txn::new(msg.start, 0);
+            t.fields.unmatched = true;
+            t.notes.push(txn::NOTE_UNMATCHED.into());
+            self.complete_response(t, msg, cx);
             return;
         };
         self.complete_response(p.txn, msg, cx);
@@ -560,6 +576,7 @@ impl Http {
         t.response = msg.text();
         let code = msg.head.code.unwrap_or(0);
         t.status = match code {
+            _ if t.fields.unmatched => status::ERROR,
             500.. => status::SERVER_ERROR,
             400..500 => status::CLIENT_ERROR,
             _ => status::OK,
@@ -576,7 +593,9 @@ impl Http {
         t.fields.ecs.response_bytes = msg.bytes;
         t.fields.ecs.lengths[1] = body_length(&msg);
         t.fields.ecs.types[1] = msg.head.content_type.clone();
-        if msg.truncated {
+        if msg.lost {
+            t.notes.push(txn::NOTE_LOSS.into());
+        } else if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
         }
@@ -640,6 +659,7 @@ impl Http {
             head,
             body: keep_body.then(Vec::new),
             truncated: false,
+            lost: false,
             raw: self.o.send[idx(dir)]
                 .then(|| self.o.redact_raw(&String::from_utf8_lossy(&data[..len]))),
         });
@@ -744,7 +764,7 @@ impl TcpParser for Http {
             s.state = State::Body(left - len as u64);
             if let Some(m) = s.msg.as_mut() {
                 m.bytes += len as u64;
-                m.truncated = true;
+                m.lost = true;
             }
             if left == len as u64 {
                 self.finish(dir, cx);
@@ -754,7 +774,7 @@ impl TcpParser for Http {
         if s.state == State::UntilClose {
             if let Some(m) = s.msg.as_mut() {
                 m.bytes += len as u64;
-                m.truncated = true;
+                m.lost = true;
             }
             return GapAction::Continue;
         }
