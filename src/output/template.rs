@@ -162,7 +162,8 @@ pub fn ecs_properties() -> Value {
         ),
     );
     add("error", obj(json!({"message": text_kw()})));
-    for k in ["status", "method", "path", "query", "resource"] {
+    // `params`: the parameters of an executed MySQL prepared statement (a list).
+    for k in ["status", "method", "path", "query", "resource", "params"] {
         add(k, kw());
     }
     for k in ["request", "response"] {
