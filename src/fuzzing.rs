@@ -8,7 +8,7 @@
 //! one), so a new protocol is fuzzed without any change here or in `fuzz/`.
 
 use crate::inspect::decode::{Network, decode_frame, decode_transport, linktype};
-use crate::inspect::engine::feed_chunk;
+use crate::inspect::engine::{Skip, feed_chunk};
 use crate::inspect::proto::{self, Common, Cx, Dir, ProtocolConfig, TcpParser};
 use crate::inspect::tcp::{Budget, Chunk};
 
@@ -78,7 +78,7 @@ pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
     let mut out = Vec::new();
     let budget = Budget::new(1 << 20);
     let mut bufs: [Vec<u8>; 2] = Default::default();
-    let mut skips = [0usize; 2];
+    let mut skips: [Skip; 2] = Default::default();
     let mut at = 0;
     let mut now = 0u64;
     while at < data.len() {

@@ -446,10 +446,6 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
         "a SET reported; response bytes counted differently",
     ),
     (
-        "test_0029_http_gap.py::test_gap_in_large_file",
-        "no note when the stream layer skips unseen body bytes",
-    ),
-    (
         "test_0065_unmatched_http.py::test_unmatched_response",
         "an unmatched response is not an event",
     ),

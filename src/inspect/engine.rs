@@ -98,7 +98,7 @@ struct TcpConn {
     /// Initial sequence number of each direction, once its SYN was seen.
     isn: [Option<u32>; 2],
     buf: [Vec<u8>; 2],
-    skip: [usize; 2],
+    skip: [Skip; 2],
     parser: Box<dyn TcpParser>,
     last_seen: u64,
     /// Latest capture timestamp among the segments decoded so far.
@@ -375,7 +375,7 @@ impl<'a> Engine<'a> {
                     half: Default::default(),
                     isn: [None, None],
                     buf: Default::default(),
-                    skip: [0, 0],
+                    skip: Default::default(),
                     parser: factory(),
                     last_seen: self.now,
                     last_ts: ts,
@@ -796,6 +796,34 @@ fn endpoints(
     }
 }
 
+/// Bytes of a direction a parser asked to skip unseen: how many are still to come, and how
+/// many of those that went by fell into holes of the capture.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Skip {
+    left: usize,
+    lost: usize,
+}
+
+impl Skip {
+    /// `n` more bytes went by (`lost`: in a hole); tells the parser when the skip is over.
+    fn pass(
+        &mut self,
+        n: usize,
+        lost: bool,
+        parser: &mut dyn TcpParser,
+        dir: Dir,
+        cx: &mut Cx<'_>,
+    ) {
+        self.left -= n;
+        if lost {
+            self.lost += n;
+        }
+        if self.left == 0 {
+            parser.skipped(dir, std::mem::take(&mut self.lost), cx);
+        }
+    }
+}
+
 /// Hands one reassembled chunk to the parser, buffering what it cannot use yet. Returns
 /// the parse errors (0 or 1).
 #[allow(clippy::too_many_arguments)]
@@ -804,17 +832,17 @@ pub(crate) fn feed_chunk(
     dir: Dir,
     chunk: Chunk<'_>,
     buf: &mut Vec<u8>,
-    skip: &mut usize,
+    skip: &mut Skip,
     budget: &Budget,
     max_msg: usize,
     cx: &mut Cx<'_>,
 ) -> u64 {
     match chunk {
         Chunk::Data(mut data) => {
-            if *skip > 0 {
-                let n = (*skip).min(data.len());
+            if skip.left > 0 {
+                let n = skip.left.min(data.len());
                 data = &data[n..];
-                *skip -= n;
+                skip.pass(n, false, parser, dir, cx);
             }
             if data.is_empty() {
                 return 0;
@@ -856,12 +884,14 @@ pub(crate) fn feed_chunk(
             0
         }
         Chunk::Gap(n) => {
-            if *skip >= n {
-                *skip -= n;
+            if skip.left >= n {
+                skip.pass(n, true, parser, dir, cx);
                 return 0;
             }
-            let n = n - *skip;
-            *skip = 0;
+            let n = n - skip.left;
+            if skip.left > 0 {
+                skip.pass(skip.left, true, parser, dir, cx);
+            }
             budget.give(buf.len());
             buf.clear();
             parser.gap(dir, n, cx);
@@ -870,7 +900,10 @@ pub(crate) fn feed_chunk(
         Chunk::Fin => {
             budget.give(buf.len());
             buf.clear();
-            *skip = 0;
+            // The rest of what was to be skipped never came.
+            if skip.left > 0 {
+                skip.pass(skip.left, true, parser, dir, cx);
+            }
             parser.fin(dir, cx);
             0
         }
@@ -883,7 +916,7 @@ fn run(
     parser: &mut dyn TcpParser,
     dir: Dir,
     data: &[u8],
-    skip: &mut usize,
+    skip: &mut Skip,
     cx: &mut Cx<'_>,
 ) -> Result<usize, ()> {
     let mut off = 0;
@@ -891,7 +924,7 @@ fn run(
         match parser.parse(dir, &data[off..], cx) {
             Ok(0) => break,
             Ok(n) if n > data.len() - off => {
-                *skip += n - (data.len() - off);
+                skip.left += n - (data.len() - off);
                 off = data.len();
             }
             Ok(n) => off += n,

@@ -546,6 +546,8 @@ pub const NOTE_CLOSED: &str = "connection closed before the response";
 pub const NOTE_GAP: &str = "response lost in a gap of the capture";
 /// Note on a response published with bytes missing in a hole of the capture.
 pub const NOTE_LOSS: &str = "bytes of the response lost in a gap of the capture";
+/// Note on a response whose connection ended before the end its head declared.
+pub const NOTE_CUT: &str = "connection ended before the end of the response";
 /// The same for a request.
 pub const NOTE_LOSS_REQUEST: &str = "bytes of the request lost in a gap of the capture";
 /// Note on a response that answers no request seen.
