@@ -442,12 +442,11 @@ fn golden(top: &Value, path: &Path, ours: &[&Value]) -> Vec<String> {
 /// passes does, so the list only shrinks. Any other failing run fails the test.
 const KNOWN_FAILURES: &[(&str, &str)] = &[
     (
-        "test_0009_pgsql_extended_query.py::test_extended_query",
-        "a SET reported; response bytes counted differently",
-    ),
-    (
         "test_0065_unmatched_http.py::test_unmatched_response",
-        "an unmatched response is not an event",
+        "the GET reset without an answer (port 63081) is published as an Unmatched request \
+         when its connection ends; Packetbeat publishes it only when the connection expires \
+         by the wall clock, which its fast replay of the capture never reaches (the \
+         unmatched 404 and the 200 are as Packetbeat writes them)",
     ),
     (
         "test_0099_golden_files.py::test_golden_files[http_basic_auth]",
