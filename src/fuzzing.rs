@@ -132,6 +132,32 @@ pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
 }
 
+/// The pure TLS entries: the first byte picks a ClientHello or ServerHello (with its
+/// extensions decoded as the events show them), a Certificate message body, or one DER
+/// certificate read into its event fields.
+pub fn tls(data: &[u8]) {
+    use crate::inspect::proto::tls::{parser, x509};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    match pick % 3 {
+        0 => {
+            if let Ok(h) = parser::hello(rest, pick & 4 != 0) {
+                let _ = (h.ja3(), h.server_names(), h.alpn(), h.offered_versions());
+                let _ = h.extensions.as_deref().map(proto::tls::ext::to_map);
+            }
+        }
+        1 => {
+            for der in parser::certificates(rest).unwrap_or_default() {
+                let _ = x509::parse(der);
+            }
+        }
+        _ => {
+            let _ = x509::parse(rest);
+        }
+    }
+}
+
 /// The TCP stream layer as a whole (sort window, connection life, reassembly, HTTP on
 /// top): the input is a list of segments, each of both directions with arbitrary flags,
 /// sequence and acknowledgement numbers and timestamps. Each segment is a 9-byte header:
@@ -202,7 +228,7 @@ pub fn tcp_stream(data: &[u8]) {
 }
 
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream"];
+pub const TARGETS: &[&str] = &["decode", "dns", "tls", "tcp", "udp", "btf", "stream"];
 
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
@@ -229,6 +255,7 @@ pub fn run(target: &str, data: &[u8]) {
     match target {
         "decode" => decode(data),
         "dns" => dns(data),
+        "tls" => tls(data),
         "tcp" => tcp(data),
         "udp" => udp(data),
         "btf" => btf(data),

@@ -9,7 +9,7 @@
 //! its ClientHello-to-ServerHello view (`tls.client`, `version`, `cipher`, `established`,
 //! `alert`); the ECS shape is Packetbeat 8's (`tls.*`, `tls.detailed.*`, `tls.*.x509.*`).
 
-mod ext;
+pub mod ext;
 pub mod names;
 pub mod parser;
 pub mod x509;
