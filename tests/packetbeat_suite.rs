@@ -450,7 +450,11 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
     ),
     (
         "test_0099_golden_files.py::test_golden_files[http_basic_auth]",
-        "http.version, related.hosts/user, redact_authorization default",
+        "DNS lacks Packetbeat 8's ECS additions (dns.type, header_flags, resolved_ip and \
+         related.ip, ttl as a string, the question's public-suffix parts); HTTP lacks \
+         http.version, related.hosts/user, user.name and the Host as destination.domain; \
+         and redact_authorization defaults to true here (Packetbeat: false), a security \
+         default the classic tests hold",
     ),
 ];
 
