@@ -8,7 +8,7 @@
 //! one), so a new protocol is fuzzed without any change here or in `fuzz/`.
 
 use crate::inspect::decode::{Network, decode_frame, decode_transport, linktype};
-use crate::inspect::engine::feed_chunk;
+use crate::inspect::engine::{Skip, feed_chunk};
 use crate::inspect::proto::{self, Common, Cx, Dir, ProtocolConfig, TcpParser};
 use crate::inspect::tcp::{Budget, Chunk};
 
@@ -79,7 +79,7 @@ pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
     let mut out = Vec::new();
     let budget = Budget::new(1 << 20);
     let mut bufs: [Vec<u8>; 2] = Default::default();
-    let mut skips = [0usize; 2];
+    let mut skips: [Skip; 2] = Default::default();
     let mut at = 0;
     let mut now = 0u64;
     while at < data.len() {
@@ -204,6 +204,32 @@ pub fn nfs(data: &[u8]) {
 /// The DNS message parser alone.
 pub fn dns(data: &[u8]) {
     let _ = proto::dns::parser::parse(data);
+}
+
+/// The pure TLS entries: the first byte picks a ClientHello or ServerHello (with its
+/// extensions decoded as the events show them), a Certificate message body, or one DER
+/// certificate read into its event fields.
+pub fn tls(data: &[u8]) {
+    use crate::inspect::proto::tls::{parser, x509};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    match pick % 3 {
+        0 => {
+            if let Ok(h) = parser::hello(rest, pick & 4 != 0) {
+                let _ = (h.ja3(), h.server_names(), h.alpn(), h.offered_versions());
+                let _ = h.extensions.as_deref().map(proto::tls::ext::to_map);
+            }
+        }
+        1 => {
+            for der in parser::certificates(rest).unwrap_or_default() {
+                let _ = x509::parse(der);
+            }
+        }
+        _ => {
+            let _ = x509::parse(rest);
+        }
+    }
 }
 
 /// The TCP stream layer as a whole (sort window, connection life, reassembly, HTTP on
@@ -353,7 +379,7 @@ pub fn flows(data: &[u8]) {
 
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
-    "decode", "dns", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp", "dhcpv4",
+    "decode", "dns", "tls", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp", "dhcpv4",
     "flows", "smtp", "sip", "nfs",
 ];
 
@@ -433,6 +459,7 @@ pub fn run(target: &str, data: &[u8]) {
     match target {
         "decode" => decode(data),
         "dns" => dns(data),
+        "tls" => tls(data),
         "amqp" => amqp(data),
         "tcp" => tcp(data),
         "udp" => udp(data),

@@ -269,7 +269,8 @@ fn busy_host_captures() {
 
     // 4. A RST from the client in the middle of the response (more of it still in flight
     //    after the RST), then the port reused: the transaction is reported once, with the
-    //    status the response head gave, and the late segment opens nothing.
+    //    status the response head gave and a note that the body never ended, and the late
+    //    segment opens nothing.
     let mut cap = Capture::default();
     let client = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 1), 42000);
     let t = 1_795_000_200_000_000u64;
@@ -286,7 +287,13 @@ fn busy_host_captures() {
     let (ev, d) = watch(&[gaps, unmatched], || run(&cfg, &cap, &dir, "rst.pcap"));
     assert_eq!(by_status(&ev), counts(&[("OK 200", 2)]), "{ev:?}");
     assert_eq!(ev[0]["path"], "/item/1");
+    assert_eq!(
+        ev[0]["notes"],
+        serde_json::json!(["connection ended before the end of the response"]),
+        "3000 bytes declared, 1000 seen before the RST"
+    );
     assert_eq!(ev[1]["path"], "/item/2");
+    assert!(ev[1].get("notes").is_none(), "{}", ev[1]);
     assert_eq!(d.0, vec![0, 0], "gaps, unmatched");
 
     // 5. TCP Fast Open: the request rides on the SYN (and on its retransmission).

@@ -25,7 +25,7 @@ use super::proto::txn::{EcsSettings, Endpoints};
 use super::proto::{Common, Cx, Dir, Done, Protocol as _, Registry, TcpParser, UdpParser};
 use super::sort::SortWindow;
 use super::tcp::{Budget, Chunk, HalfStream, Limits, Segment, SegmentStats};
-use crate::config::Config;
+use crate::config::{Config, EventFormat};
 use crate::event::Event;
 use crate::fast_hash::Fx;
 use crate::monitor::{self, METRICS};
@@ -103,7 +103,7 @@ struct TcpConn {
     /// Initial sequence number of each direction, once its SYN was seen.
     isn: [Option<u32>; 2],
     buf: [Vec<u8>; 2],
-    skip: [usize; 2],
+    skip: [Skip; 2],
     parser: Box<dyn TcpParser>,
     last_seen: u64,
     /// Latest capture timestamp among the segments decoded so far.
@@ -502,7 +502,7 @@ impl<'a> Engine<'a> {
                     half: Default::default(),
                     isn: [None, None],
                     buf: Default::default(),
-                    skip: [0, 0],
+                    skip: Default::default(),
                     parser: factory(),
                     last_seen: self.now,
                     last_ts: ts,
@@ -692,7 +692,14 @@ impl<'a> Engine<'a> {
     }
 
     fn publish(&mut self, proto: &'static str, ep: &Endpoints) {
+        let shape = match self.ecs {
+            Some(_) => EventFormat::Ecs,
+            None => EventFormat::Classic,
+        };
         for txn in self.out.drain(..) {
+            if !txn.fields.reported_in(shape) {
+                continue;
+            }
             self.summary.transactions += 1;
             monitor::inc(&METRICS.inspect_transactions);
             let e = match &self.ecs {
@@ -933,6 +940,34 @@ fn endpoints(
     }
 }
 
+/// Bytes of a direction a parser asked to skip unseen: how many are still to come, and how
+/// many of those that went by fell into holes of the capture.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Skip {
+    left: usize,
+    lost: usize,
+}
+
+impl Skip {
+    /// `n` more bytes went by (`lost`: in a hole); tells the parser when the skip is over.
+    fn pass(
+        &mut self,
+        n: usize,
+        lost: bool,
+        parser: &mut dyn TcpParser,
+        dir: Dir,
+        cx: &mut Cx<'_>,
+    ) {
+        self.left -= n;
+        if lost {
+            self.lost += n;
+        }
+        if self.left == 0 {
+            parser.skipped(dir, std::mem::take(&mut self.lost), cx);
+        }
+    }
+}
+
 /// Hands one reassembled chunk to the parser, buffering what it cannot use yet. Returns
 /// the parse errors (0 or 1).
 #[allow(clippy::too_many_arguments)]
@@ -941,17 +976,17 @@ pub(crate) fn feed_chunk(
     dir: Dir,
     chunk: Chunk<'_>,
     buf: &mut Vec<u8>,
-    skip: &mut usize,
+    skip: &mut Skip,
     budget: &Budget,
     max_msg: usize,
     cx: &mut Cx<'_>,
 ) -> u64 {
     match chunk {
         Chunk::Data(mut data) => {
-            if *skip > 0 {
-                let n = (*skip).min(data.len());
+            if skip.left > 0 {
+                let n = skip.left.min(data.len());
                 data = &data[n..];
-                *skip -= n;
+                skip.pass(n, false, parser, dir, cx);
             }
             if data.is_empty() {
                 return 0;
@@ -993,12 +1028,14 @@ pub(crate) fn feed_chunk(
             0
         }
         Chunk::Gap(n) => {
-            if *skip >= n {
-                *skip -= n;
+            if skip.left >= n {
+                skip.pass(n, true, parser, dir, cx);
                 return 0;
             }
-            let n = n - *skip;
-            *skip = 0;
+            let n = n - skip.left;
+            if skip.left > 0 {
+                skip.pass(skip.left, true, parser, dir, cx);
+            }
             budget.give(buf.len());
             buf.clear();
             parser.gap(dir, n, cx);
@@ -1007,7 +1044,10 @@ pub(crate) fn feed_chunk(
         Chunk::Fin => {
             budget.give(buf.len());
             buf.clear();
-            *skip = 0;
+            // The rest of what was to be skipped never came.
+            if skip.left > 0 {
+                skip.pass(skip.left, true, parser, dir, cx);
+            }
             parser.fin(dir, cx);
             0
         }
@@ -1020,7 +1060,7 @@ fn run(
     parser: &mut dyn TcpParser,
     dir: Dir,
     data: &[u8],
-    skip: &mut usize,
+    skip: &mut Skip,
     cx: &mut Cx<'_>,
 ) -> Result<usize, ()> {
     let mut off = 0;
@@ -1028,7 +1068,7 @@ fn run(
         match parser.parse(dir, &data[off..], cx) {
             Ok(0) => break,
             Ok(n) if n > data.len() - off => {
-                *skip += n - (data.len() - off);
+                skip.left += n - (data.len() - off);
                 off = data.len();
             }
             Ok(n) => off += n,

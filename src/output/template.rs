@@ -148,7 +148,7 @@ pub fn ecs_properties() -> Value {
     add("fields", dynamic());
     add(
         "agent",
-        obj(json!({"type": kw(), "name": kw(), "hostname": kw(), "version": kw()})),
+        obj(json!({"type": kw(), "name": kw(), "version": kw()})),
     );
     add("ecs", obj(json!({"version": kw()})));
     add("host", obj(json!({"name": kw()})));
@@ -193,7 +193,8 @@ pub fn ecs_properties() -> Value {
         ),
     );
     add("error", obj(json!({"message": text_kw()})));
-    for k in ["status", "method", "path", "query", "resource"] {
+    // `params`: the parameters of an executed MySQL prepared statement (a list).
+    for k in ["status", "method", "path", "query", "resource", "params"] {
         add(k, kw());
     }
     for k in ["request", "response"] {

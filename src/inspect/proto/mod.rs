@@ -79,6 +79,9 @@ pub trait TcpParser: Send {
     fn parse(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<usize, ParseError>;
     /// `len` bytes of the direction are lost.
     fn gap(&mut self, dir: Dir, len: usize, cx: &mut Cx<'_>) -> GapAction;
+    /// The bytes `parse` asked to skip unseen have all gone by (or the direction ended
+    /// first); `lost` of them were never captured (holes, or missing at the end).
+    fn skipped(&mut self, _dir: Dir, _lost: usize, _cx: &mut Cx<'_>) {}
     /// The direction ended (FIN, after every earlier byte was delivered).
     fn fin(&mut self, _dir: Dir, _cx: &mut Cx<'_>) {}
     /// Periodic: requests older than `cx.timeout` become failed transactions.

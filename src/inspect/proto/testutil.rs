@@ -1,7 +1,7 @@
 //! Drives a TCP parser the way the engine does (buffering, skipping), for unit tests.
 
 use super::{Common, Cx, Dir, Done, TcpParser};
-use crate::inspect::engine::feed_chunk;
+use crate::inspect::engine::{Skip, feed_chunk};
 use crate::inspect::tcp::{Budget, Chunk};
 
 /// Feeds each (direction, bytes) in pieces of `split` bytes; returns the transactions,
@@ -10,7 +10,7 @@ pub fn drive(p: &mut dyn TcpParser, msgs: &[(Dir, &[u8])], split: usize) -> Vec<
     let mut out = Vec::new();
     let budget = Budget::new(1 << 30);
     let mut bufs: [Vec<u8>; 2] = Default::default();
-    let mut skips = [0usize; 2];
+    let mut skips: [Skip; 2] = Default::default();
     let mut now = 1_000_000u64;
     for (dir, data) in msgs {
         let d = usize::from(*dir == Dir::ToClient);
@@ -39,6 +39,49 @@ pub fn drive(p: &mut dyn TcpParser, msgs: &[(Dir, &[u8])], split: usize) -> Vec<
         out: &mut out,
     };
     p.close(&mut cx);
+    out
+}
+
+/// Feeds whole chunks (data, holes, FIN) as the stream layer delivers them, then closes
+/// the connection unless `close` is false; returns the transactions.
+pub fn drive_chunks(p: &mut dyn TcpParser, chunks: &[(Dir, Chunk<'_>)], close: bool) -> Vec<Done> {
+    let mut out = Vec::new();
+    let budget = Budget::new(1 << 30);
+    let mut bufs: [Vec<u8>; 2] = Default::default();
+    let mut skips: [Skip; 2] = Default::default();
+    let mut now = 1_000_000u64;
+    for (dir, c) in chunks {
+        let d = usize::from(*dir == Dir::ToClient);
+        now += 1000;
+        let mut cx = Cx {
+            now,
+            timeout: 10_000_000,
+            out: &mut out,
+        };
+        let c = match c {
+            Chunk::Data(b) => Chunk::Data(b),
+            Chunk::Gap(n) => Chunk::Gap(*n),
+            Chunk::Fin => Chunk::Fin,
+        };
+        feed_chunk(
+            p,
+            *dir,
+            c,
+            &mut bufs[d],
+            &mut skips[d],
+            &budget,
+            1 << 20,
+            &mut cx,
+        );
+    }
+    if close {
+        let mut cx = Cx {
+            now,
+            timeout: 10_000_000,
+            out: &mut out,
+        };
+        p.close(&mut cx);
+    }
     out
 }
 

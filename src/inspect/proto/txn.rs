@@ -74,6 +74,18 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
     fn ecs_event(&self, _head: &EcsHead<'_>) -> Option<Event> {
         None
     }
+
+    /// How the protocol's ECS event departs from the request/response shape (`None`: it
+    /// does not).
+    fn ecs_frame(&self) -> Option<EcsFrame<'_>> {
+        None
+    }
+
+    /// Whether the transaction is an event of that shape (Packetbeat 8 reports some
+    /// exchanges the classic shape does not, and the other way round).
+    fn reported_in(&self, _shape: EventFormat) -> bool {
+        true
+    }
 }
 
 /// What a protocol writing its whole ECS event gets (see [`TxnObject::ecs_event`]).
@@ -95,6 +107,20 @@ impl EcsHead<'_> {
             self.settings.precision,
         )
     }
+}
+
+/// The common ECS fields of a protocol that reports a whole exchange rather than a
+/// request and its response, as Packetbeat does for TLS: its own span and status, the
+/// server's name (`destination.domain`, `server.domain`), and no byte counts, `resource`
+/// nor `error.message` (Packetbeat writes none for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EcsFrame<'a> {
+    /// `event.start` and `@timestamp`, µs since the epoch.
+    pub start: u64,
+    /// `event.end`, when the exchange completed.
+    pub end: Option<u64>,
+    pub status: &'static str,
+    pub server_domain: Option<&'a str>,
 }
 
 /// What a protocol's ECS writer may need besides its own object.
@@ -188,6 +214,14 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn ecs_event(&self, head: &EcsHead<'_>) -> Option<Event> {
         (**self).ecs_event(head)
+    }
+
+    fn ecs_frame(&self) -> Option<EcsFrame<'_>> {
+        (**self).ecs_frame()
+    }
+
+    fn reported_in(&self, shape: EventFormat) -> bool {
+        (**self).reported_in(shape)
     }
 }
 
@@ -347,19 +381,33 @@ impl<F: TxnObject> Txn<F> {
             ep
         };
         let icmp = ep.icmp.is_some();
+        let frame = self.fields.ecs_frame();
+        // Packetbeat 8 says `Error` for what the classic shape calls client or server errors.
+        let (start, end, status) = match frame {
+            Some(f) => (f.start, f.end, f.status),
+            None => (
+                self.start,
+                self.end,
+                match self.status {
+                    status::CLIENT_ERROR | status::SERVER_ERROR => status::ERROR,
+                    s => s,
+                },
+            ),
+        };
+        let counted = frame.is_none();
         let (cip, sip) = (ep.client.ip(), ep.server.ip());
         let (client_agent, server_agent) = agents(cip, sip);
         let client = EcsEnd {
             ip: cip,
             port: (!icmp).then_some(ep.client.port()),
-            bytes: self.bytes_in,
+            bytes: counted.then_some(self.bytes_in),
             domain: None,
         };
         let server = EcsEnd {
             ip: sip,
             port: (!icmp).then_some(ep.server.port()),
-            bytes: self.bytes_out,
-            domain: None,
+            bytes: counted.then_some(self.bytes_out),
+            domain: frame.and_then(|f| f.server_domain),
         };
         let (source, destination) = if by_server {
             (&server, &client)
@@ -385,25 +433,24 @@ impl<F: TxnObject> Txn<F> {
             vec!["connection", "protocol"]
         };
         // (Packetbeat's ICMP events say `connection` whatever their status.)
-        if self.status != status::OK && !icmp {
+        if status != status::OK && !icmp {
             event_type.push("error");
         }
-        let notes = self
-            .notes
-            .iter()
-            .map(|n| packetbeat_note(n))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let notes = if counted {
+            self.notes
+                .iter()
+                .map(|n| packetbeat_note(n))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            String::new()
+        };
         let f = EcsTxnFields {
-            // Packetbeat 8 says `Error` for what the classic shape calls client or server errors.
-            status: match self.status {
-                status::CLIENT_ERROR | status::SERVER_ERROR => status::ERROR,
-                s => s,
-            },
+            status,
             method: self.method.as_deref(),
             path: self.path.as_deref(),
             query: self.query.as_deref(),
-            resource: self.resource.as_deref(),
+            resource: self.resource.as_deref().filter(|_| counted),
             request: self.request.as_deref(),
             response: self.response.as_deref(),
             event: EcsEventFields {
@@ -412,9 +459,9 @@ impl<F: TxnObject> Txn<F> {
                 category: ["network"],
                 r#type: event_type,
                 dataset: proto,
-                start: ts(self.start),
-                end: self.end.map(ts),
-                duration: self.end.map(|e| e.saturating_sub(self.start) * 1000),
+                start: ts(start),
+                end: end.map(ts),
+                duration: end.map(|e| e.saturating_sub(start) * 1000),
             },
             source,
             client: &client,
@@ -430,7 +477,7 @@ impl<F: TxnObject> Txn<F> {
                     s.direction(cip, sip)
                 },
                 community_id: ep.community_id(),
-                bytes: self.bytes_in + self.bytes_out,
+                bytes: counted.then_some(self.bytes_in + self.bytes_out),
                 forwarded_ip: self.real_ip.as_deref(),
             },
             related: EcsRelated { ip: related },
@@ -441,7 +488,7 @@ impl<F: TxnObject> Txn<F> {
             }),
             error: (!notes.is_empty()).then_some(EcsError { message: &notes }),
         };
-        let mut e = Event::from_fields(UNIX_EPOCH + Duration::from_micros(self.start), proto, &f);
+        let mut e = Event::from_fields(UNIX_EPOCH + Duration::from_micros(start), proto, &f);
         let at = EcsAt {
             client: ep.client,
             server: ep.server,
@@ -469,10 +516,10 @@ struct EcsTxnFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<&'a str>,
     event: EcsEventFields,
-    source: &'a EcsEnd,
-    client: &'a EcsEnd,
-    destination: &'a EcsEnd,
-    server: &'a EcsEnd,
+    source: &'a EcsEnd<'a>,
+    client: &'a EcsEnd<'a>,
+    destination: &'a EcsEnd<'a>,
+    server: &'a EcsEnd<'a>,
     network: EcsNetwork<'a>,
     related: EcsRelated,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -501,13 +548,14 @@ struct EcsEventFields {
 
 /// `source`, `destination`, `client`, `server`.
 #[derive(Serialize)]
-pub struct EcsEnd {
+pub struct EcsEnd<'a> {
     pub ip: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    pub bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -519,7 +567,8 @@ struct EcsNetwork<'a> {
     direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     community_id: Option<CommunityId>,
-    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     forwarded_ip: Option<&'a str>,
 }
@@ -665,12 +714,23 @@ pub const NOTE_TIMEOUT: &str = "no response within transaction_timeout";
 pub const NOTE_CLOSED: &str = "connection closed before the response";
 /// Note on a request whose response fell into a hole of the capture.
 pub const NOTE_GAP: &str = "response lost in a gap of the capture";
+/// Note on a response published with bytes missing in a hole of the capture.
+pub const NOTE_LOSS: &str = "bytes of the response lost in a gap of the capture";
+/// Note on a response whose connection ended before the end its head declared.
+pub const NOTE_CUT: &str = "connection ended before the end of the response";
+/// The same for a request.
+pub const NOTE_LOSS_REQUEST: &str = "bytes of the request lost in a gap of the capture";
+/// Note on a response that answers no request seen.
+pub const NOTE_UNMATCHED: &str = "response to no request seen";
 
 /// A note in Packetbeat 8's words, for `error.message` of ECS events.
 fn packetbeat_note(note: &str) -> &str {
     match note {
         NOTE_TIMEOUT | NOTE_CLOSED => "Unmatched request",
         NOTE_GAP => "Packet loss while capturing the response",
+        NOTE_UNMATCHED => "Unmatched response",
+        NOTE_LOSS => "Packet loss while capturing the response",
+        NOTE_LOSS_REQUEST => "Packet loss while capturing the request",
         other => other,
     }
 }

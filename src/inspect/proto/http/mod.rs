@@ -27,6 +27,10 @@ pub struct HttpTxn {
     /// What only the ECS shape writes (`url.*`, `user_agent.*`, sizes).
     #[serde(skip)]
     pub ecs: EcsExtra,
+    /// A response to no request seen: an ECS event (as Packetbeat reports it), only a
+    /// counter in the classic shape.
+    #[serde(skip)]
+    pub unmatched: bool,
 }
 
 /// Request details the ECS shape writes besides the classic object.
@@ -91,6 +95,10 @@ pub struct Response {
 impl TxnObject for HttpTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
+    }
+
+    fn reported_in(&self, shape: crate::config::EventFormat) -> bool {
+        !self.unmatched || shape == crate::config::EventFormat::Ecs
     }
 
     fn write_ecs(&self, _name: &'static str, e: &mut Event, at: &super::txn::EcsAt<'_>) {
@@ -351,6 +359,9 @@ enum State {
     ChunkEnd,
     Trailers,
     UntilClose,
+    /// A response body not kept, skipped unseen by the stream layer: the response is
+    /// complete when the stream layer says the skip is over.
+    Skipping,
 }
 
 /// The message being read in one direction.
@@ -361,6 +372,10 @@ struct Msg {
     head: Head,
     body: Option<Vec<u8>>,
     truncated: bool,
+    /// Some of its bytes fell into a hole of the capture.
+    lost: bool,
+    /// The connection ended before its declared end.
+    cut: bool,
     /// The head as text, when the message is sent whole (`send_request`/`send_response`).
     raw: Option<String>,
 }
@@ -403,6 +418,9 @@ pub struct Http {
     /// The direction has ended (FIN).
     ended: [bool; 2],
     pending: Pairing<ReqInfo, HttpTxn>,
+    /// The request a response being skipped answers, taken when its head was read (`None`
+    /// inside: it answers none).
+    held: Option<Option<Txn<HttpTxn>>>,
 }
 
 fn idx(d: Dir) -> usize {
@@ -420,6 +438,7 @@ impl Http {
             sides: [Side::new(), Side::new()],
             ended: [false; 2],
             pending: Pairing::new(max),
+            held: None,
         }
     }
 
@@ -519,7 +538,9 @@ impl Http {
         {
             t.real_ip = v.split(',').next().map(|s| s.trim().to_string());
         }
-        if msg.truncated {
+        if msg.lost {
+            t.notes.push(txn::NOTE_LOSS_REQUEST.into());
+        } else if msg.truncated {
             t.notes
                 .push("request body truncated to max_message_size or lost".into());
         }
@@ -548,11 +569,19 @@ impl Http {
     }
 
     fn response_done(&mut self, msg: Msg, cx: &mut Cx<'_>) {
-        let Some(p) = self.pending.pop() else {
+        let request = match self.held.take() {
+            Some(r) => r,
+            None => self.pending.pop().map(|p| p.txn),
+        };
+        let Some(request) = request else {
             unmatched_response();
+            let mut t: Txn<HttpTxn> = Txn::new(msg.start, 0);
+            t.fields.unmatched = true;
+            t.notes.push(txn::NOTE_UNMATCHED.into());
+            self.complete_response(t, msg, cx);
             return;
         };
-        self.complete_response(p.txn, msg, cx);
+        self.complete_response(request, msg, cx);
     }
 
     /// Completes `t` with its response (an unmatched one stays an error).
@@ -560,6 +589,7 @@ impl Http {
         t.response = msg.text();
         let code = msg.head.code.unwrap_or(0);
         t.status = match code {
+            _ if t.fields.unmatched => status::ERROR,
             500.. => status::SERVER_ERROR,
             400..500 => status::CLIENT_ERROR,
             _ => status::OK,
@@ -576,7 +606,11 @@ impl Http {
         t.fields.ecs.response_bytes = msg.bytes;
         t.fields.ecs.lengths[1] = body_length(&msg);
         t.fields.ecs.types[1] = msg.head.content_type.clone();
-        if msg.truncated {
+        if msg.cut {
+            t.notes.push(txn::NOTE_CUT.into());
+        } else if msg.lost {
+            t.notes.push(txn::NOTE_LOSS.into());
+        } else if msg.truncated {
             t.notes
                 .push("response body truncated to max_message_size or lost".into());
         }
@@ -640,6 +674,8 @@ impl Http {
             head,
             body: keep_body.then(Vec::new),
             truncated: false,
+            lost: false,
+            cut: false,
             raw: self.o.send[idx(dir)]
                 .then(|| self.o.redact_raw(&String::from_utf8_lossy(&data[..len]))),
         });
@@ -649,12 +685,21 @@ impl Http {
         } else if let Framing::Length(n) = framing
             && !keep_body
         {
-            // Nothing to keep: count the body, skip it unseen, and finish now.
+            // Nothing to keep: count the body and skip it unseen. A response whose body
+            // is not all here yet is complete once the skip is over (so that bytes lost
+            // in the capture on the way are noted); the rest is complete now.
             if let Some(m) = self.sides[idx(dir)].msg.as_mut() {
                 m.bytes += n;
             }
-            self.finish(dir, cx);
-            return Ok(len.saturating_add(usize::try_from(n).unwrap_or(usize::MAX)));
+            let total = len.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+            if dir == Dir::ToClient && total > data.len() {
+                self.sides[idx(dir)].state = State::Skipping;
+                // Paired now, as a response whose body is here is.
+                self.held = Some(self.pending.pop().map(|p| p.txn));
+            } else {
+                self.finish(dir, cx);
+            }
+            return Ok(total);
         }
         Ok(len)
     }
@@ -669,6 +714,11 @@ impl TcpParser for Http {
         let state = self.sides[idx(dir)].state;
         match state {
             State::Head => self.head(dir, data, cx),
+            // Data while a skip was pending: the stream layer dropped it (a reset).
+            State::Skipping => {
+                self.finish(dir, cx);
+                self.head(dir, data, cx)
+            }
             State::Body(left) => {
                 let n = (data.len() as u64).min(left) as usize;
                 self.body_bytes(dir, &data[..n]);
@@ -744,7 +794,7 @@ impl TcpParser for Http {
             s.state = State::Body(left - len as u64);
             if let Some(m) = s.msg.as_mut() {
                 m.bytes += len as u64;
-                m.truncated = true;
+                m.lost = true;
             }
             if left == len as u64 {
                 self.finish(dir, cx);
@@ -754,7 +804,7 @@ impl TcpParser for Http {
         if s.state == State::UntilClose {
             if let Some(m) = s.msg.as_mut() {
                 m.bytes += len as u64;
-                m.truncated = true;
+                m.lost = true;
             }
             return GapAction::Continue;
         }
@@ -778,9 +828,30 @@ impl TcpParser for Http {
         self.pending.expire(cx);
     }
 
+    fn skipped(&mut self, dir: Dir, lost: usize, cx: &mut Cx<'_>) {
+        let s = &mut self.sides[idx(dir)];
+        if s.state == State::Skipping {
+            if let Some(m) = s.msg.as_mut() {
+                m.lost |= lost > 0;
+            }
+            self.finish(dir, cx);
+        }
+    }
+
     fn close(&mut self, cx: &mut Cx<'_>) {
-        if self.sides[1].state == State::UntilClose {
-            self.finish(Dir::ToClient, cx);
+        match self.sides[1].state {
+            State::UntilClose => self.finish(Dir::ToClient, cx),
+            // The connection ended (RST) before the body's declared end.
+            State::Skipping => {
+                if let Some(m) = self.sides[1].msg.as_mut() {
+                    m.cut = true;
+                }
+                self.finish(Dir::ToClient, cx);
+            }
+            _ => {}
+        }
+        if let Some(Some(t)) = self.held.take() {
+            txn::fail(t, txn::NOTE_CLOSED, cx);
         }
         self.pending.drain(txn::NOTE_CLOSED, cx);
     }
@@ -842,6 +913,58 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
         assert_eq!(out[1].status, status::CLIENT_ERROR);
         assert_eq!(out[1].object()["response"]["code"], 404);
         assert_eq!(out[1].bytes_out, 48);
+    }
+
+    #[test]
+    fn a_skipped_body_notes_bytes_lost_in_the_capture_or_cut_by_the_connection_end() {
+        use crate::inspect::proto::testutil::drive_chunks;
+        use crate::inspect::tcp::Chunk;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123";
+        let req: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        // Whole: no note, published when the last byte went by.
+        let mut p = http(Options::default());
+        let out = drive_chunks(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, Chunk::Data(req)),
+                (Dir::ToClient, Chunk::Data(head)),
+                (Dir::ToClient, Chunk::Data(b"456789")),
+            ],
+            false,
+        );
+        assert_eq!(out.len(), 1);
+        assert!(out[0].notes.is_empty(), "{:?}", out[0].notes);
+        assert_eq!(out[0].bytes_out, 49);
+        // Four body bytes in a hole: the response is complete, with the loss noted.
+        let mut p = http(Options::default());
+        let out = drive_chunks(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, Chunk::Data(req)),
+                (Dir::ToClient, Chunk::Data(head)),
+                (Dir::ToClient, Chunk::Gap(4)),
+                (Dir::ToClient, Chunk::Data(b"89")),
+            ],
+            false,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].status, out[0].notes.clone()),
+            (status::OK, vec![txn::NOTE_LOSS.to_string()])
+        );
+        // The connection ends (RST) before the declared end: said so, not a clean 200.
+        let mut p = http(Options::default());
+        let out = drive_chunks(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, Chunk::Data(req)),
+                (Dir::ToClient, Chunk::Data(head)),
+            ],
+            true,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].notes, vec![txn::NOTE_CUT.to_string()]);
+        assert_eq!(out[0].object()["response"]["code"], 200);
     }
 
     #[test]

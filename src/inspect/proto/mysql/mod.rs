@@ -61,6 +61,13 @@ pub struct MysqlTxn {
     pub num_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_fields: Option<u64>,
+    /// A command Packetbeat reports (a query or a prepared statement's PREPARE or
+    /// EXECUTE); the others (PING, INIT_DB, ...) are classic events only.
+    #[serde(skip)]
+    pub reported: bool,
+    /// The parameters of an executed prepared statement (ECS `params`, as Packetbeat).
+    #[serde(skip)]
+    pub params: Option<Vec<String>>,
 }
 
 impl TxnObject for MysqlTxn {
@@ -84,8 +91,17 @@ impl TxnObject for MysqlTxn {
             insert_id: self.insert_id,
             num_rows: self.num_rows,
             num_fields: self.num_fields,
+            reported: true,
+            params: None,
         };
         e.push_field(name, &o);
+        if let Some(p) = &self.params {
+            e.push_field("params", p);
+        }
+    }
+
+    fn reported_in(&self, shape: crate::config::EventFormat) -> bool {
+        self.reported || shape == crate::config::EventFormat::Classic
     }
 }
 
@@ -100,6 +116,15 @@ fn factory(_o: &Options, common: &Common) -> TcpFactory {
     <Proto as super::Protocol>::parsers(&e, common)
         .tcp
         .expect("mysql runs over TCP")
+}
+
+/// A prepared statement: its text, its number of parameters, and the parameter types the
+/// last COM_STMT_EXECUTE bound (later ones may not repeat them).
+#[derive(Debug)]
+struct Statement {
+    query: String,
+    params: usize,
+    types: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +160,7 @@ pub struct Mysql {
     fields: u64,
     client_caps: Option<u32>,
     server_caps: Option<u32>,
-    statements: HashMap<u32, String>,
+    statements: HashMap<u32, Statement>,
     /// `send_request`, `send_response`.
     send: [bool; 2],
     /// `max_rows`, `max_row_length`.
@@ -213,7 +238,10 @@ impl Mysql {
                 let id = body
                     .get(..4)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                let q = id.and_then(|id| self.statements.get(&id)).cloned();
+                let st = id.and_then(|id| self.statements.get_mut(&id));
+                let q = st.as_ref().map(|s| s.query.clone());
+                t.fields.params =
+                    st.and_then(|s| parser::execute_params(p.payload, s.params, &mut s.types));
                 t.method = Some(q.as_deref().map_or("EXECUTE".into(), method_of));
                 t.query = q;
                 t.fields.statement_id = id;
@@ -230,6 +258,7 @@ impl Mysql {
         if self.send[0] {
             t.request = t.query.clone();
         }
+        t.fields.reported = cmd != Cmd::Other;
         self.pending.push(t, cmd, cx);
     }
 
@@ -309,7 +338,14 @@ impl Mysql {
                     if self.statements.len() < MAX_STATEMENTS
                         && let Some(q) = self.pending.front().and_then(|p| p.txn.query.clone())
                     {
-                        self.statements.insert(id, q);
+                        self.statements.insert(
+                            id,
+                            Statement {
+                                query: q,
+                                params: usize::from(params),
+                                types: Vec::new(),
+                            },
+                        );
                     }
                     let eof = u64::from(!self.deprecate_eof());
                     let skip = u64::from(params)
@@ -338,6 +374,18 @@ impl Mysql {
                 }
             },
             Resp::Columns(n) => {
+                // The tables the columns come from: Packetbeat's `path`.
+                if let (Some(table), Some(p)) = (parser::column_table(b), self.pending.front_mut())
+                {
+                    match &mut p.txn.path {
+                        None => p.txn.path = Some(table),
+                        Some(path) if !path.contains(&table) => {
+                            path.push_str(", ");
+                            path.push_str(&table);
+                        }
+                        Some(_) => {}
+                    }
+                }
                 if self.send[1] && front == Cmd::Query {
                     self.names.push(parser::column_name(b).unwrap_or_default());
                     if n == 1 {
@@ -386,11 +434,18 @@ impl TcpParser for Mysql {
     }
 
     fn gap(&mut self, dir: Dir, _len: usize, cx: &mut Cx<'_>) -> GapAction {
-        if dir == Dir::ToClient && self.resp != Resp::First {
-            self.resp = Resp::First;
-            if let Some(p) = self.pending.pop() {
-                txn::fail(p.txn, txn::NOTE_GAP, cx);
+        match (dir, self.resp) {
+            (Dir::ToServer, _) | (_, Resp::First) => {}
+            // Inside a result: what was counted so far is published, with a note (as
+            // Packetbeat).
+            (_, Resp::Columns(_) | Resp::ColumnsEof | Resp::Rows) => {
+                if let Some(p) = self.pending.front_mut() {
+                    p.txn.notes.push(txn::NOTE_LOSS.into());
+                }
+                self.finish(None, cx);
             }
+            // The definitions after a PREPARE's answer (already published).
+            (_, Resp::Skip(_)) => self.resp = Resp::First,
         }
         GapAction::Reset
     }

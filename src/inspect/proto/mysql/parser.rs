@@ -63,6 +63,19 @@ pub fn column_name(payload: &[u8]) -> Option<String> {
     lenenc_str(payload, at).map(|(n, _)| String::from_utf8_lossy(n).into_owned())
 }
 
+/// A column definition's `schema.table` (its second and third strings), as Packetbeat's
+/// `path`.
+pub fn column_table(payload: &[u8]) -> Option<String> {
+    let (_, at) = lenenc_str(payload, 0)?;
+    let (schema, at) = lenenc_str(payload, at)?;
+    let (table, _) = lenenc_str(payload, at)?;
+    Some(format!(
+        "{}.{}",
+        String::from_utf8_lossy(schema),
+        String::from_utf8_lossy(table)
+    ))
+}
+
 /// A text-protocol row's values (`None`: NULL), as far as the packet is well formed.
 pub fn text_row(payload: &[u8]) -> Vec<Option<&[u8]>> {
     let mut values = Vec::new();
@@ -157,9 +170,148 @@ pub fn command_name(c: u8) -> &'static str {
     }
 }
 
+/// The parameters of a COM_STMT_EXECUTE payload (command byte included) of a statement
+/// with `n` parameters, as Packetbeat writes them: numbers in decimal, strings as they
+/// are, dates `Y/M/D h:m:s`, NULL as `NULL`, and `TYPE_FLOAT`, `TYPE_DOUBLE`, `TYPE_TIME`,
+/// `TYPE_NULL` for the types it does not spell out. `types` holds the types the last
+/// execute bound (2 bytes each) and is updated when this one binds new ones. `None` when
+/// the payload is too short or holds a type Packetbeat does not read.
+pub fn execute_params(payload: &[u8], n: usize, types: &mut Vec<u8>) -> Option<Vec<String>> {
+    if n == 0 {
+        return None;
+    }
+    // command, statement id, flags, iteration count
+    let mut at = 1 + 4 + 1 + 4;
+    let nulls = payload.get(at..at + n.div_ceil(8))?;
+    at += n.div_ceil(8);
+    if *payload.get(at)? == 1 {
+        *types = payload.get(at + 1..at + 1 + 2 * n)?.to_vec();
+        at += 2 * n;
+    }
+    at += 1;
+    if types.len() != 2 * n {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for (i, t) in types.chunks_exact(2).enumerate() {
+        if nulls[i / 8] & (1 << (i % 8)) != 0 {
+            out.push("NULL".to_string());
+            continue;
+        }
+        let unsigned = t[1] & 0x80 != 0;
+        let fixed = |at: usize, k: usize| -> Option<u64> {
+            let s = payload.get(at..at + k)?;
+            Some(s.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+        };
+        let (text, used) = match t[0] {
+            0x01 => (fixed(at, 1)?.to_string(), 1),
+            0x02 => (fixed(at, 2)?.to_string(), 2),
+            0x03 => (fixed(at, 4)?.to_string(), 4),
+            0x08 => {
+                let v = fixed(at, 8)?;
+                let text = if unsigned {
+                    v.to_string()
+                } else {
+                    (v as i64).to_string()
+                };
+                (text, 8)
+            }
+            0x04 => ("TYPE_FLOAT".to_string(), 4),
+            0x05 => ("TYPE_DOUBLE".to_string(), 8),
+            0x06 => ("TYPE_NULL".to_string(), 0),
+            0x07 | 0x0a | 0x0c => {
+                let len = usize::from(*payload.get(at)?);
+                let d = payload.get(at + 1..at + 1 + len)?;
+                let part = |i: usize| d.get(i).map_or(String::new(), |v| v.to_string());
+                let year = d.get(..2).map_or(String::new(), |y| {
+                    u16::from_le_bytes([y[0], y[1]]).to_string()
+                });
+                let (month, day) = if len >= 4 {
+                    (part(2), part(3))
+                } else {
+                    Default::default()
+                };
+                let (h, m, s) = if len >= 7 {
+                    (part(4), part(5), part(6))
+                } else {
+                    Default::default()
+                };
+                (format!("{year}/{month}/{day} {h}:{m}:{s}"), 1 + len)
+            }
+            0x0b => {
+                let len = usize::from(*payload.get(at)?);
+                payload.get(at + 1..at + 1 + len)?;
+                ("TYPE_TIME".to_string(), 1 + len)
+            }
+            0xf6 | 0xfc | 0xfd | 0xfe => {
+                let (len, from) = lenenc(payload, at)?;
+                let len = usize::try_from(len).ok()?;
+                let v = payload.get(from..from + len)?;
+                (String::from_utf8_lossy(v).into_owned(), from + len - at)
+            }
+            _ => return None,
+        };
+        out.push(text);
+        at += used;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn execute_parameters_with_their_bound_types() {
+        // Statement 1, 3 parameters: a string, a LONG, a NULL (bitmap bit 2).
+        let mut p = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0b100, 1];
+        p.extend([0xfe, 0, 0x03, 0, 0x03, 0]);
+        p.extend([8]);
+        p.extend(b"A1224638");
+        p.extend(7u32.to_le_bytes());
+        let mut types = Vec::new();
+        assert_eq!(
+            execute_params(&p, 3, &mut types),
+            Some(vec!["A1224638".into(), "7".into(), "NULL".into()])
+        );
+        assert_eq!(types, [0xfe, 0, 0x03, 0, 0x03, 0]);
+        // A later execute that does not bind types again reuses them.
+        let mut q = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        q.push(b'x');
+        q.extend(9u32.to_le_bytes());
+        q.extend(1u32.to_le_bytes());
+        assert_eq!(
+            execute_params(&q, 3, &mut types),
+            Some(vec!["x".into(), "9".into(), "1".into()])
+        );
+        // A date, a signed LONGLONG; then a type Packetbeat does not read; then truncated.
+        let mut d = vec![0x17, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0x0a, 0, 0x08, 0];
+        d.extend([4, 0xe8, 0x07, 12, 7]);
+        d.extend((-5i64).to_le_bytes());
+        let mut types = Vec::new();
+        assert_eq!(
+            execute_params(&d, 2, &mut types),
+            Some(vec!["2024/12/7 ::".into(), "-5".into()])
+        );
+        let mut types = Vec::new();
+        assert_eq!(
+            execute_params(
+                &[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0x09, 0, 1],
+                1,
+                &mut types
+            ),
+            None
+        );
+        assert_eq!(execute_params(&p[..20], 3, &mut Vec::new()), None);
+    }
+
+    #[test]
+    fn column_definition_names() {
+        let def = b"\x03def\x04test\x01t\x01t\x01a\x01a\x0c";
+        assert_eq!(column_table(def).as_deref(), Some("test.t"));
+        assert_eq!(column_name(def).as_deref(), Some("a"));
+        assert_eq!(column_table(b"\x03def\x04te"), None);
+    }
 
     #[test]
     fn framing_and_payloads() {

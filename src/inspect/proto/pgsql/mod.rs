@@ -60,11 +60,19 @@ pub struct PgsqlTxn {
     pub command_tag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affected_rows: Option<u64>,
+    /// An extended query whose Parse is a `SET `: Packetbeat does not report those (a
+    /// driver's session setup); classic events still do.
+    #[serde(skip)]
+    pub set_statement: bool,
 }
 
 impl TxnObject for PgsqlTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
+    }
+
+    fn reported_in(&self, shape: crate::config::EventFormat) -> bool {
+        !self.set_statement || shape == crate::config::EventFormat::Classic
     }
 }
 
@@ -171,6 +179,7 @@ impl Pgsql {
                 let b = self.batch(cx.now);
                 b.bytes_in += n;
                 if b.query.is_none() {
+                    b.fields.set_statement = q.starts_with("SET ");
                     b.method = Some(method_of(&q));
                     b.query = Some(truncate(q));
                 }
@@ -238,7 +247,14 @@ impl Pgsql {
             r.started = true;
             r.start = cx.now;
         }
-        r.bytes += len as u64;
+        // The response's size as Packetbeat counts it: from its first message, or from
+        // the RowDescription that follows an extended query's ParseComplete and
+        // BindComplete, to its end, ReadyForQuery excluded.
+        match t {
+            b'T' => r.bytes = len as u64,
+            b'Z' => {}
+            _ => r.bytes += len as u64,
+        }
         match t {
             b'T' => {
                 r.fields = u64::from(u16::from_be_bytes([
@@ -358,6 +374,49 @@ mod tests {
         v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn extended_set_is_classic_only_and_sizes_count_from_the_row_description() {
+        use crate::config::EventFormat;
+        let mut p = factory(&Options::default(), &super::super::testutil::common())();
+        let mut set = msg(b'P', b"\0SET extra_float_digits = 3\0\0\0");
+        set.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+        set.extend(msg(b'E', b"\0\0\0\0\0"));
+        set.extend(msg(b'S', b""));
+        let mut set_ok = msg(b'1', b"");
+        set_ok.extend(msg(b'2', b""));
+        set_ok.extend(msg(b'C', b"SET\0"));
+        set_ok.extend(msg(b'Z', b"I"));
+        let mut sel = msg(b'P', b"\0SELECT 1\0\0\0");
+        sel.extend(msg(b'S', b""));
+        let mut rows = msg(b'1', b"");
+        rows.extend(msg(b'2', b""));
+        let result = [
+            msg(b'T', b"\0\x01rest"),
+            msg(b'D', b"row"),
+            msg(b'C', b"SELECT 1\0"),
+        ]
+        .concat();
+        rows.extend(&result);
+        rows.extend(msg(b'Z', b"I"));
+        let out = drive(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, &set[..]),
+                (Dir::ToClient, &set_ok[..]),
+                (Dir::ToServer, &sel[..]),
+                (Dir::ToClient, &rows[..]),
+            ],
+            7,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].method.as_deref(), Some("SET"));
+        assert!(out[0].fields.reported_in(EventFormat::Classic));
+        assert!(!out[0].fields.reported_in(EventFormat::Ecs));
+        assert!(out[1].fields.reported_in(EventFormat::Ecs));
+        assert_eq!(out[1].bytes_in, sel.len() as u64);
+        assert_eq!(out[1].bytes_out, result.len() as u64);
     }
 
     #[test]
