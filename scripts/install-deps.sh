@@ -10,9 +10,11 @@ TEST_PKGS=(tcpdump tshark curl python3 dnsutils redis-server redis-tools mariadb
   mariadb-client postgresql postgresql-client dnsmasq-base nginx-light openssl busybox-static
   chromium)
 # Each further capability adds its own line: TEST_PKGS+=(package ...) # what it is for
+TEST_PKGS+=(thrift-compiler) # Thrift server and client generated from an IDL (live Thrift tests)
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
+TEST_PIP+=(thrift cassandra-driver lz4 python-snappy) # Thrift runtime of the generated code; CQL frames built by a driver's protocol classes, compressed
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

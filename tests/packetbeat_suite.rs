@@ -79,6 +79,12 @@ fn run_config(top: &Value, run: &Value) -> Value {
             for (k, v) in o {
                 entry.insert(k.clone(), v.clone());
             }
+            // `idl_files` are relative to the suite's folder (its README).
+            if let Some(Value::Array(files)) = entry.get_mut("idl_files") {
+                for f in files.iter_mut() {
+                    *f = json!(suite().join(f.as_str().unwrap_or_default()));
+                }
+            }
         }
         // No ports: the protocol sees nothing (connbeat says so with `enabled: false`).
         if entry["ports"].as_array().is_some_and(Vec::is_empty) {
@@ -488,6 +494,12 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
     (
         "test_0099_golden_files.py::test_golden_files[tls_1_3]",
         "ECS tls object incomplete",
+    ),
+    (
+        "test_0062_cassandra.py::test_compressed_frame",
+        "deliberate: Packetbeat pairs CQL responses in arrival order and reads num_rows from \
+         the first column spec; connbeat pairs by stream id (its event 2 is the system.peers \
+         query answered on stream 64, with its true row count 0)",
     ),
     (
         "test_0099_golden_files.py::test_golden_files[http_basic_auth]",

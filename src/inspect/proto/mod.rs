@@ -10,6 +10,7 @@
 //! and a `mod.rs` holding its per-connection state, its options and its transaction
 //! object, plus its line in the registry.
 
+pub mod cassandra;
 pub mod dns;
 pub mod http;
 pub mod mysql;
@@ -18,6 +19,7 @@ pub mod pgsql;
 pub mod redis;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod thrift;
 pub mod tls;
 pub mod txn;
 
@@ -124,6 +126,9 @@ pub trait Protocol {
     /// Whether its messages have a text form for `send_request` / `send_response`; when
     /// not, those keys are refused for it.
     const TEXT_MESSAGES: bool = false;
+    /// The default of `send_request` and `send_response` (Packetbeat's Cassandra has both
+    /// on).
+    const SEND_BY_DEFAULT: bool = false;
     /// Parser makers for a configured entry.
     fn parsers(entry: &Entry<Self::Options>, common: &Common) -> Parsers;
     /// Options that reach the most code, for fuzzing.
@@ -168,7 +173,11 @@ macro_rules! registry {
             /// The entry of protocol `name`, read from its keys.
             pub fn from_map(name: &str, map: Map<String, Value>) -> Result<Self, String> {
                 $( if name == <$proto as Protocol>::NAME {
-                    let e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
+                    let unset = [!map.contains_key("send_request"), !map.contains_key("send_response")];
+                    let mut e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
+                    let by_default = <$proto as Protocol>::SEND_BY_DEFAULT;
+                    e.common.send_request |= unset[0] && by_default;
+                    e.common.send_response |= unset[1] && by_default;
                     if !<$proto as Protocol>::TEXT_MESSAGES
                         && (e.common.send_request || e.common.send_response)
                     {
@@ -188,7 +197,14 @@ macro_rules! registry {
 
             /// Every protocol with its default options (known keys, docs).
             pub fn defaults() -> Vec<ProtocolConfig> {
-                vec![ $( Self::$variant(Entry::default()), )* ]
+                vec![ $( Self::$variant(Entry {
+                    common: CommonOptions {
+                        send_request: <$proto as Protocol>::SEND_BY_DEFAULT,
+                        send_response: <$proto as Protocol>::SEND_BY_DEFAULT,
+                        ..CommonOptions::default()
+                    },
+                    options: Default::default(),
+                }), )* ]
             }
 
             /// Every protocol with the options that reach the most code (fuzzing).
@@ -215,6 +231,8 @@ registry! {
     Mysql => mysql::Proto,
     Pgsql => pgsql::Proto,
     Tls => tls::Proto,
+    Cassandra => cassandra::Proto,
+    Thrift => thrift::Proto,
 }
 
 impl Serialize for ProtocolConfig {
