@@ -472,7 +472,7 @@ fn live_thrift_transactions_are_the_clients_calls() {
         let port = port(s);
         let mut client = Command::new("python3")
             .arg(&client_py)
-            .args([&s.dir, &port.to_string(), p, t])
+            .args([s.dir.as_str(), &port.to_string(), p, t])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
