@@ -154,6 +154,11 @@ fn check(events: &[Value], version: u8, repeat: usize) {
     assert_eq!(rows["meta"]["col_count"], 2);
     assert_eq!(rows["meta"]["keyspace"], "ks");
     assert_eq!(c(7)["response"]["result"]["type"], "void");
+    assert_eq!(
+        c(7)["request"]["query"],
+        "INSERT INTO t (a, b) VALUES (?, ?)",
+        "an EXECUTE is reported with its prepared query"
+    );
     assert_eq!(events[9]["status"], "Error");
     assert_eq!(c(9)["response"]["error"]["code"], 0x2300);
     assert_eq!(c(9)["response"]["error"]["type"], "errConfig");

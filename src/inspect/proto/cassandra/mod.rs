@@ -21,6 +21,7 @@ use crate::event::Event;
 use parser::{Compression, HEADER_LEN, Header, op};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Body bytes read from a frame too long to hold whole.
@@ -195,6 +196,8 @@ struct Waiting {
     op: u8,
     /// Its transaction is not published (`ignored_ops`).
     ignored: bool,
+    /// A PREPARE's query, remembered with the id its answer gives.
+    prepared: Option<String>,
 }
 
 pub struct Cassandra {
@@ -209,7 +212,13 @@ pub struct Cassandra {
     inner: [Vec<u8>; 2],
     /// Per direction: bytes of a long frame inside segments still to skip.
     inner_skip: [usize; 2],
+    /// Queries of the statements prepared on this connection, by prepared id (an EXECUTE
+    /// is reported with its query), at most [`MAX_PREPARED`].
+    prepared: HashMap<String, String>,
 }
+
+/// Prepared statements remembered per connection.
+const MAX_PREPARED: usize = 1024;
 
 fn idx(dir: Dir) -> usize {
     usize::from(dir == Dir::ToClient)
@@ -225,6 +234,7 @@ impl Cassandra {
             modern: [false; 2],
             inner: Default::default(),
             inner_skip: [0; 2],
+            prepared: HashMap::new(),
         }
     }
 
@@ -338,16 +348,20 @@ impl Cassandra {
     }
 
     fn request(&mut self, h: &Header, body: &[u8], wire: u64, note: Option<&str>, cx: &mut Cx<'_>) {
-        let q = match h.op {
+        let mut q = match h.op {
             op::AUTH_RESPONSE => parser::Request::default(),
             _ => parser::request(h, body).unwrap_or_default(),
         };
+        if let Some(id) = &q.prepared_id {
+            q.query = self.prepared.get(id).cloned();
+        }
         if h.op == op::STARTUP {
             if let Some(c) = q.compression {
                 self.compression = c;
             }
             self.startup_v5 = h.version >= 5;
         }
+        let prepared = (h.op == op::PREPARE).then(|| q.query.clone()).flatten();
         let mut t: Txn<CassandraTxn> = Txn::new(cx.now, wire);
         t.notes.extend(note.map(String::from));
         if self.s.send[0] {
@@ -363,6 +377,7 @@ impl Cassandra {
             stream: h.stream,
             op: h.op,
             ignored: self.s.ignored & 1 << h.op != 0,
+            prepared,
         };
         self.pending.push(t, w, cx);
     }
@@ -395,7 +410,9 @@ impl Cassandra {
         {
             self.modern = [true; 2];
         }
-        let ignored = waiting.is_some_and(|w| w.ignored) || self.s.ignored & 1 << h.op != 0;
+        let ignored =
+            waiting.as_ref().is_some_and(|w| w.ignored) || self.s.ignored & 1 << h.op != 0;
+        let prepared_query = waiting.and_then(|w| w.prepared);
         if ignored {
             return;
         }
@@ -407,6 +424,13 @@ impl Cassandra {
                 parser::Response::default()
             }
         };
+        if let (Some(p), Some(q)) = (
+            body.result.as_ref().and_then(|r| r.prepared.as_ref()),
+            prepared_query,
+        ) && self.prepared.len() < MAX_PREPARED
+        {
+            self.prepared.insert(p.prepared_id.clone(), q);
+        }
         if h.op == op::ERROR {
             t.status = status::ERROR;
         }

@@ -436,6 +436,8 @@ pub struct Request {
     pub query: Option<String>,
     /// STARTUP's COMPRESSION.
     pub compression: Option<Compression>,
+    /// EXECUTE's prepared statement id, as `prepared_id` is written.
+    pub prepared_id: Option<String>,
 }
 
 /// Reads the body of a request with opcode `op`.
@@ -445,6 +447,7 @@ pub fn request(h: &Header, body: &[u8]) -> Result<Request, ParseError> {
     let mut q = Request::default();
     match h.op {
         op::QUERY | op::PREPARE => q.query = Some(r.long_string()?),
+        op::EXECUTE => q.prepared_id = Some(uuid_or_hex(r.short_bytes()?)),
         op::STARTUP => {
             let opts = r.string_map()?;
             let c = opts
