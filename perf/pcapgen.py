@@ -1,6 +1,7 @@
 """A small pcap writer the per-protocol generators (perf/gen_<proto>.py) share: Ethernet/
 IPv4 frames with increasing timestamps, whole TCP connections (handshake, data both ways
-with sequence numbers and ACKs, FIN) and UDP datagrams."""
+with sequence numbers and ACKs, FIN), UDP datagrams, and `run` for the generators that
+replay whole conversations on many connections."""
 import struct
 
 ETH = b"\x00\x00\x00\x00\x00\x02" + b"\x00\x00\x00\x00\x00\x01" + b"\x08\x00"
@@ -62,3 +63,20 @@ class Tcp:
         self.segment(1, 0x11, b"")
         self.seq[1] += 1
         self.segment(0, 0x10, b"")
+
+
+def run(path, min_packets, variants, port):
+    """Writes connections to `port` of one server, from clients and ports that cycle (so
+    that ports are reused), each replaying one of `variants` (a list of sends, each
+    `(to_server, bytes)`), until `min_packets`; returns (packets, connections)."""
+    p = Pcap(path)
+    n = 0
+    while p.packets < min_packets:
+        client = 0x0A000000 | (1 + n % 200) << 8 | 1
+        c = Tcp(p, client, 20000 + n % 40000, 0x0A0000FE, port)
+        for to_server, data in variants[n % len(variants)]:
+            c.send(0 if to_server else 1, data)
+        c.close()
+        n += 1
+    p.close()
+    return p.packets, n

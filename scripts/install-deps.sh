@@ -14,6 +14,7 @@ TEST_PKGS+=(rabbitmq-server) # AMQP broker of the AMQP tests (tests/services/sta
 TEST_PKGS+=(iputils-ping) # ping and ping -6 of the ICMP and flows live tests (dnsmasq-base, busybox-static: DHCP)
 TEST_PKGS+=(memcached libmemcached-tools) # memcache server and its clients (text, binary, UDP)
 TEST_PKGS+=(swaks libnet-ssleay-perl sip-tester) # SMTP client (with STARTTLS) and sipp, for the live SMTP and SIP tests
+TEST_PKGS+=(thrift-compiler) # Thrift server and client generated from an IDL (live Thrift tests)
 # Python packages the tests drive, installed with the pip of the python3 the tests run.
 # One line per capability, so that each says why it is here: TEST_PIP+=(package ...) # why
 TEST_PIP=(communityid) # Community ID reference implementation (oracle)
@@ -21,6 +22,7 @@ TEST_PIP+=(pymemcache pymongo mockupdb python-snappy backports.zstd) # memcache 
 TEST_PIP+=(pika) # AMQP 0-9-1 client of the AMQP tests (tests/services/amqp-session.py)
 TEST_PIP+=(aiosmtpd) # the SMTP server of the live SMTP test
 TEST_PIP+=(osmem-server) # in-memory OpenSearch-compatible server for the Elasticsearch output tests
+TEST_PIP+=(thrift cassandra-driver lz4 python-snappy) # Thrift runtime of the generated code; CQL frames built by a driver's protocol classes, compressed
 
 want=("${RUN_PKGS[@]}")
 if [[ "${1:-run}" == "test" ]]; then

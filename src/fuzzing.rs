@@ -379,8 +379,23 @@ pub fn flows(data: &[u8]) {
 
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
-    "decode", "dns", "tls", "tcp", "udp", "btf", "stream", "memcache", "mongodb", "amqp", "dhcpv4",
-    "flows", "smtp", "sip", "nfs",
+    "decode",
+    "dns",
+    "tls",
+    "tcp",
+    "udp",
+    "btf",
+    "stream",
+    "memcache",
+    "mongodb",
+    "amqp",
+    "dhcpv4",
+    "flows",
+    "smtp",
+    "sip",
+    "nfs",
+    "cassandra",
+    "thrift",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -454,6 +469,51 @@ pub fn btf(data: &[u8]) {
     }
 }
 
+/// The CQL parser alone: the first byte picks the header flags' treatment, the rest is a
+/// frame (header and body, compressed or not) and, read again, a v5 segment.
+pub fn cassandra(data: &[u8]) {
+    use proto::cassandra::parser as p;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let _ = p::segment(rest, pick & 1 != 0);
+    if let Ok(Some(h)) = p::header(rest) {
+        let body = &rest[p::HEADER_LEN..];
+        let c = [
+            p::Compression::None,
+            p::Compression::Snappy,
+            p::Compression::Lz4,
+        ][usize::from(pick % 3)];
+        let plain = p::decompress(c, body, 1 << 20).unwrap_or_else(|_| body.to_vec());
+        let _ = p::request(&h, &plain);
+        let _ = p::response(&h, &plain);
+    }
+}
+
+/// The Thrift message parser alone (the first byte picks protocol, framing, limits), and
+/// the IDL reader on the same bytes as text.
+pub fn thrift(data: &[u8]) {
+    use proto::thrift::parser as p;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let r = p::Render {
+        string_max_size: usize::from(pick >> 4),
+        collection_max_size: usize::from(pick & 3),
+        drop_after_n_struct_fields: 64,
+        obfuscate_strings: pick & 8 != 0,
+    };
+    let proto = if pick & 4 != 0 {
+        p::Protocol::Compact
+    } else {
+        p::Protocol::Binary
+    };
+    let _ = p::message(rest, pick & 16 != 0, proto, &r, pick & 32 == 0);
+    if let Ok(text) = std::str::from_utf8(rest) {
+        let _ = proto::thrift::idl::Idl::default().add(text);
+    }
+}
+
 /// Runs one target by name.
 pub fn run(target: &str, data: &[u8]) {
     match target {
@@ -465,6 +525,8 @@ pub fn run(target: &str, data: &[u8]) {
         "udp" => udp(data),
         "btf" => btf(data),
         "stream" => tcp_stream(data),
+        "cassandra" => cassandra(data),
+        "thrift" => thrift(data),
         "memcache" => memcache(data),
         "mongodb" => mongodb(data),
         "dhcpv4" => dhcpv4(data),
@@ -503,6 +565,8 @@ mod tests {
             b"Q\x00\x00\x00\x0dSELECT 1\x00T\x00\x00\x00\x06\x00\x01D\x00\x00\x00\x04Z\x00\x00\x00\x05I",
             b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00\x00\x02\x13\x01\x01\x00",
             b"\x00\x1d\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01",
+            b"\x04\x00\x00\x01\x07\x00\x00\x00\x0c\x00\x00\x00\x08SELECT 1\x84\x00\x00\x01\x08\x00\x00\x00\x04\x00\x00\x00\x01",
+            b"\x80\x01\x00\x01\x00\x00\x00\x03add\x00\x00\x00\x00\x08\x00\x01\x00\x00\x00\x01\x0f\x00\x02\x0b\x00\x00\x00\x01\x00\x00\x00\x01x\x00",
             // AMQP: basic.publish, its content header (text/plain, headers table), its body.
             b"\x01\x00\x01\x00\x00\x00\x0b\x00\x3c\x00\x28\x00\x00\x00\x02rk\x00\xce\x02\x00\x01\x00\x00\x00\x24\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\xa0\x00\x0atext/plain\x00\x00\x00\x07\x01kS\x00\x00\x00\x00\xce\x03\x00\x01\x00\x00\x00\x02hi\xce",
             b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00\x45\x00\x00\x1c\x00\x00\x00\x00\x40\x11\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x00\x35\x00\x35\x00\x08\x00\x00",

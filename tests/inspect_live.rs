@@ -410,6 +410,123 @@ connbeat.protocols:
     drop((redis, web, dns, my, pg));
 }
 
+/// Thrift: the Calc service (tests/data/thrift/calc.thrift) in each protocol and transport,
+/// called by its own generated client in another process. The transactions are the
+/// client's calls, in order, with the parameters named from the IDL, the exception, the
+/// oneway call, and the processes at both ends.
+#[test]
+fn live_thrift_transactions_are_the_clients_calls() {
+    const TEST: &str = "live_thrift_transactions_are_the_clients_calls";
+    if !nix_is_root() {
+        eprintln!("SKIPPED {TEST}: needs root to capture on lo");
+        return;
+    }
+    let combos = [
+        ("binary", "socket"),
+        ("binary", "framed"),
+        ("compact", "socket"),
+        ("compact", "framed"),
+    ];
+    let mut servers = Vec::new();
+    for (p, t) in combos {
+        match Service::start("start-thrift.sh", &[p, t]) {
+            Some(s) => servers.push(s),
+            None => {
+                eprintln!(
+                    "SKIPPED {TEST}: the Thrift service does not start (thrift-compiler, python thrift)"
+                );
+                return;
+            }
+        }
+    }
+    let port = |s: &Service| -> u16 {
+        s.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port="))
+            .and_then(|p| p.parse().ok())
+            .expect("port=")
+    };
+    let idl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/thrift/calc.thrift");
+    let mut yaml = String::from(
+        "connbeat.interfaces: {device: lo}\noutput.console: {enabled: true}\n\
+         queue.mem: {events: 64, flush.min_events: 1, flush.timeout: 100ms}\nconnbeat.protocols:\n",
+    );
+    for ((p, t), s) in combos.iter().zip(&servers) {
+        yaml.push_str(&format!(
+            "  - {{type: thrift, ports: [{}], protocol_type: {p}, transport_type: {t}, \
+             idl_files: [{:?}], send_request: true, send_response: true}}\n",
+            port(s),
+            idl.display().to_string()
+        ));
+    }
+    let Some(live) = Live::start(TEST, &yaml) else {
+        return;
+    };
+    let client_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/thrift-client.py");
+    for ((p, t), s) in combos.iter().zip(&servers) {
+        use std::io::{BufRead, BufReader, Write};
+        let port = port(s);
+        let mut client = Command::new("python3")
+            .arg(&client_py)
+            .args([s.dir.as_str(), &port.to_string(), p, t])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the client");
+        let mut line = String::new();
+        BufReader::new(client.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let called: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(called.len(), 7, "{p}/{t} client: {line:?}");
+        let of_port = |ev: &[Value]| -> Vec<Value> {
+            ev.iter()
+                .filter(|e| e["type"] == "thrift" && e["port"] == port)
+                .cloned()
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            let got = of_port(&live.events.lock().unwrap());
+            if got.len() >= called.len() || Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let methods: Vec<&str> = got.iter().filter_map(|e| e["method"].as_str()).collect();
+        assert_eq!(methods, called, "{p}/{t}: {got:#?}");
+        let by = |i: usize| &got[i];
+        assert_eq!(by(1)["query"], "add(a: 2, b: 3)", "{p}/{t}");
+        assert_eq!(by(1)["thrift"]["return_value"], "5");
+        assert_eq!(by(1)["response"], "5");
+        assert_eq!(by(1)["path"], "Calc");
+        assert_eq!(by(2)["thrift"]["params"], "(s: \"héllo\")");
+        assert_eq!(
+            by(3)["thrift"]["return_value"],
+            "[(1: 0, 2: 0), (1: 1, 2: -1)]"
+        );
+        assert_eq!(by(4)["status"], "Error");
+        assert_eq!(
+            by(4)["thrift"]["exceptions"],
+            "(oops: (1: 1, 2: \"divide by zero\"))"
+        );
+        assert!(
+            by(5)["thrift"]["return_value"].is_null(),
+            "oneway: no reply"
+        );
+        assert_eq!(by(6)["thrift"]["return_value"], "42");
+        for e in &got {
+            assert_eq!(e["server_process"]["pid"], s.pid, "{p}/{t}: {e}");
+            assert_eq!(e["server_process"]["binary"], "python3");
+            assert_eq!(e["client_process"]["pid"], client.id(), "{p}/{t}: {e}");
+        }
+        client.stdin.take().unwrap().write_all(b"").unwrap();
+        assert!(client.wait().unwrap().success());
+    }
+    live.finish();
+    drop(servers);
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

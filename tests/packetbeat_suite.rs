@@ -79,6 +79,12 @@ fn run_config(top: &Value, run: &Value) -> Value {
             for (k, v) in o {
                 entry.insert(k.clone(), v.clone());
             }
+            // `idl_files` are relative to the suite's folder (its README).
+            if let Some(Value::Array(files)) = entry.get_mut("idl_files") {
+                for f in files.iter_mut() {
+                    *f = json!(suite().join(f.as_str().unwrap_or_default()));
+                }
+            }
         }
         // No ports: the protocol sees nothing (connbeat says so with `enabled: false`),
         // except ICMP, which has none.
@@ -448,6 +454,12 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
          when its connection ends; Packetbeat publishes it only when the connection expires \
          by the wall clock, which its fast replay of the capture never reaches (the \
          unmatched 404 and the 200 are as Packetbeat writes them)",
+    ),
+    (
+        "test_0062_cassandra.py::test_compressed_frame",
+        "deliberate: Packetbeat pairs CQL responses in arrival order and reads num_rows from \
+         the first column spec; connbeat pairs by stream id (its event 2 is the system.peers \
+         query answered on stream 64, with its true row count 0)",
     ),
     (
         "test_0099_golden_files.py::test_golden_files[http_basic_auth]",

@@ -11,6 +11,7 @@
 //! object, plus its line in the registry.
 
 pub mod amqp;
+pub mod cassandra;
 pub mod dhcpv4;
 pub mod dns;
 pub mod http;
@@ -26,6 +27,7 @@ pub mod sip;
 pub mod smtp;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod thrift;
 pub mod tls;
 pub mod txn;
 
@@ -141,6 +143,9 @@ pub trait Protocol {
     const TEXT_MESSAGES: bool = false;
     /// Whether it is found by port (false: ICMP, which the engine hands every message of).
     const USES_PORTS: bool = true;
+    /// The default of `send_request` and `send_response` (Packetbeat's Cassandra has both
+    /// on).
+    const SEND_BY_DEFAULT: bool = false;
     /// Parser makers for a configured entry.
     fn parsers(entry: &Entry<Self::Options>, common: &Common) -> Parsers;
     /// Options that reach the most code, for fuzzing.
@@ -191,10 +196,14 @@ macro_rules! registry {
             pub fn from_map(name: &str, map: Map<String, Value>) -> Result<Self, String> {
                 $( if name == <$proto as Protocol>::NAME {
                     let no_ports = matches!(map.get("ports"), None | Some(Value::Null));
+                    let unset = [!map.contains_key("send_request"), !map.contains_key("send_response")];
                     let mut e: Entry<<$proto as Protocol>::Options> = Entry::from_map(name, map)?;
                     if no_ports {
                         e.common.ports = <$proto as Protocol>::DEFAULT_PORTS.to_vec();
                     }
+                    let by_default = <$proto as Protocol>::SEND_BY_DEFAULT;
+                    e.common.send_request |= unset[0] && by_default;
+                    e.common.send_response |= unset[1] && by_default;
                     if !<$proto as Protocol>::TEXT_MESSAGES
                         && (e.common.send_request || e.common.send_response)
                     {
@@ -214,7 +223,14 @@ macro_rules! registry {
 
             /// Every protocol with its default options (known keys, docs).
             pub fn defaults() -> Vec<ProtocolConfig> {
-                vec![ $( Self::$variant(Entry::default()), )* ]
+                vec![ $( Self::$variant(Entry {
+                    common: CommonOptions {
+                        send_request: <$proto as Protocol>::SEND_BY_DEFAULT,
+                        send_response: <$proto as Protocol>::SEND_BY_DEFAULT,
+                        ..CommonOptions::default()
+                    },
+                    options: Default::default(),
+                }), )* ]
             }
 
             /// Every protocol with the options that reach the most code (fuzzing).
@@ -249,6 +265,8 @@ registry! {
     Smtp => smtp::Proto,
     Sip => sip::Proto,
     Nfs => nfs::Proto,
+    Cassandra => cassandra::Proto,
+    Thrift => thrift::Proto,
 }
 
 impl Serialize for ProtocolConfig {
