@@ -194,11 +194,16 @@ fn startup_summary(
     };
     tracing::info!(
         "connbeat {} started with {}: {transports} sockets (IPv4 and IPv6) in {scope}, \
-         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
+         poll every {}{}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
          deep inspection: {}; output: {}{}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
         cb.poll_interval,
+        if source.follows_changes() {
+            " (sockets that changed state, all of them once per re-publish window)"
+        } else {
+            ""
+        },
         cb.aggregation,
         cb.proc_root,
         if source.uses_fd_iter() {
@@ -233,11 +238,12 @@ fn inspect_summary(c: &Config) -> String {
             format!("{} ({})", p.name(), ports.join(", "))
         })
         .collect();
-    format!(
-        "{} on device {}",
-        protos.join(", "),
-        c.connbeat.interfaces.device
-    )
+    let i = &c.connbeat.interfaces;
+    let how = match i.capture_type {
+        crate::config::CaptureType::Pcap => "pcap".to_string(),
+        crate::config::CaptureType::AfPacket => format!("af_packet, {} worker(s)", i.workers),
+    };
+    format!("{} on device {} ({how})", protos.join(", "), i.device)
 }
 
 fn on_off(b: bool) -> &'static str {

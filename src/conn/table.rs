@@ -469,9 +469,39 @@ impl ConnTable {
         owners: &dyn OwnerLookup,
         emit: &mut dyn FnMut(ConnEvent),
     ) {
+        self.apply(records, started, now, owners, emit, true);
+    }
+
+    /// Applies the sockets a poll looked up because their state changed (the others are
+    /// as they were; closes come as notifications): new ones are opened, tracked ones
+    /// updated, nothing is closed for not being there.
+    pub fn apply_changes(
+        &mut self,
+        records: &[SockRecord],
+        started: SystemTime,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+        emit: &mut dyn FnMut(ConnEvent),
+    ) {
+        self.apply(records, started, now, owners, emit, false);
+    }
+
+    fn apply(
+        &mut self,
+        records: &[SockRecord],
+        started: SystemTime,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+        emit: &mut dyn FnMut(ConnEvent),
+        complete: bool,
+    ) {
         self.epoch += 1;
         self.forget_old_closes(now);
-        self.rebuild_listeners(records, owners);
+        if complete {
+            self.rebuild_listeners(records, owners);
+        } else {
+            self.add_listeners(records, owners);
+        }
         let mut not_tracked = 0u64;
         let mut seen_tracked = 0usize;
         let mut earliest: Option<SystemTime> = None;
@@ -535,7 +565,7 @@ impl ConnTable {
         // Whatever the poll did not see is gone, and no notification said so. In steady
         // state (closes arrive as notifications) the poll saw every tracked connection and
         // there is nothing to look for.
-        let gone: Vec<u64> = if seen_tracked == self.conns.len() {
+        let gone: Vec<u64> = if !complete || seen_tracked == self.conns.len() {
             Vec::new()
         } else {
             self.conns
@@ -552,7 +582,15 @@ impl ConnTable {
                 emit(self.event(&c, Action::Closed, now, Some(duration)));
             }
         }
-        self.next_due = earliest.map(|e| e + self.settings.aggregation);
+        let due = earliest.map(|e| e + self.settings.aggregation);
+        self.next_due = if complete {
+            due
+        } else {
+            match (self.next_due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         // A connection this poll did not see may have opened while it ran: the poll's
         // start, not its end, bounds the age of what it missed.
         self.last_poll = Some(started);
@@ -573,6 +611,9 @@ impl ConnTable {
         }
         if let Some(mut c) = self.conns.remove(&r.cookie) {
             self.remember_closed(r.cookie, now);
+            if c.direction == Direction::Listening {
+                self.remove_listener(&c.record);
+            }
             // The notification has the final counters; keep the addresses we knew.
             if r.tcp_info.is_some() {
                 c.record.tcp_info = r.tcp_info;
@@ -644,6 +685,34 @@ impl ConnTable {
                 .entry((r.netns, r.transport, r.local.port()))
                 .or_default()
                 .push((r.local.ip(), owner));
+        }
+    }
+
+    /// Adds the listening sockets among `records` to the listeners already known.
+    fn add_listeners(&mut self, records: &[SockRecord], owners: &dyn OwnerLookup) {
+        for r in records.iter().filter(|r| is_listening(r)) {
+            let owner = owners
+                .owner(r.inode)
+                .or_else(|| self.conns.get(&r.cookie).and_then(|c| c.owner.clone()));
+            let bound = self
+                .listeners
+                .entry((r.netns, r.transport, r.local.port()))
+                .or_default();
+            match bound.iter_mut().find(|(ip, _)| *ip == r.local.ip()) {
+                Some(b) => b.1 = owner.or(b.1.take()),
+                None => bound.push((r.local.ip(), owner)),
+            }
+        }
+    }
+
+    /// Forgets a listening socket that closed (until the next complete poll rebuilds them).
+    fn remove_listener(&mut self, r: &SockRecord) {
+        let key = (r.netns, r.transport, r.local.port());
+        if let Some(bound) = self.listeners.get_mut(&key) {
+            bound.retain(|(ip, _)| *ip != r.local.ip());
+            if bound.is_empty() {
+                self.listeners.remove(&key);
+            }
         }
     }
 
