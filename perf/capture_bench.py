@@ -228,6 +228,7 @@ def report(rows, a):
         "|---|---|---|---|---|---|---|",
     ]
     best = {}
+    failed = set()
     for r in rows:
         done = r["sent_http"] + r["sent_redis"]
         achieved = done / r["sent_secs"] if r["sent_secs"] else 0
@@ -238,9 +239,13 @@ def report(rows, a):
             miss_h = r["sent_http"] - r["http"]
             miss_r = r["sent_redis"] - r["redis"]
             ok = r["dropped"] == 0 and miss_h == 0 and miss_r == 0
-        if ok and r["sent_behind"] == 0:
-            best[r["tool"]] = max(best.get(r["tool"], 0), r["rate"])
-        best.setdefault(r["tool"], 0)
+        # The highest rate up to which every step was clean.
+        tool = r["tool"]
+        if tool not in failed:
+            if ok and r["sent_behind"] == 0:
+                best[tool] = r["rate"]
+            else:
+                failed.add(tool)
         out.append(
             f"| {r['rate']} | {achieved:.0f} | {r['tool']} | {r['packets']} | {r['dropped']} | {miss_h} | {miss_r} |"
         )

@@ -202,7 +202,25 @@ pub fn tcp_stream(data: &[u8]) {
 }
 
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream"];
+pub const TARGETS: &[&str] = &[
+    "decode", "dns", "tcp", "udp", "btf", "stream", "afpacket",
+];
+
+/// A TPACKET_V3 block of the af_packet capture and a change record of the connect
+/// recorder, both written by the kernel into shared memory: any bytes are walked without
+/// reading outside them, and every packet handed over lies inside the block and goes
+/// through the frame decoder.
+pub fn afpacket(data: &[u8]) {
+    let mut n = 0usize;
+    crate::inspect::afpacket::walk_block(data, 1, &mut |_, pkt| {
+        n += pkt.len();
+        if let Ok(Network::Ip(p)) = decode_frame(linktype::RAW, pkt) {
+            let _ = decode_transport(&p);
+        }
+    });
+    assert!(n <= data.len());
+    let _ = crate::conn::connects::parse_change(data);
+}
 
 /// The kernel BTF reader of the connection source: any bytes parse or fail cleanly, and
 /// lookups on what parsed stay in bounds (a BTF magic is put in front, so that mutated
@@ -233,6 +251,7 @@ pub fn run(target: &str, data: &[u8]) {
         "udp" => udp(data),
         "btf" => btf(data),
         "stream" => tcp_stream(data),
+        "afpacket" => afpacket(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
