@@ -202,9 +202,7 @@ pub fn tcp_stream(data: &[u8]) {
 }
 
 /// Every target by name, for the fuzz crate and the tests.
-pub const TARGETS: &[&str] = &[
-    "decode", "dns", "tcp", "udp", "btf", "stream", "afpacket",
-];
+pub const TARGETS: &[&str] = &["decode", "dns", "tcp", "udp", "btf", "stream", "afpacket"];
 
 /// A TPACKET_V3 block of the af_packet capture and a change record of the connect
 /// recorder, both written by the kernel into shared memory: any bytes are walked without

@@ -1170,6 +1170,75 @@ mod tests {
         assert_eq!(n, 270);
     }
 
+    /// Polls of changes open what they list, close nothing for not listing it, learn
+    /// listeners as they come (and forget one that closes), and upgrade an owner found
+    /// later.
+    #[test]
+    fn changes_open_and_update_but_never_close_by_absence() {
+        let owners = Owners(HashMap::from([
+            (12, proc_info(200, "pg")),
+            (13, proc_info(201, "pg-worker")),
+        ]));
+        let mut t = ConnTable::new(settings());
+        let old = rec(1, state::ESTABLISHED, "10.0.0.5:40000", "10.0.0.9:443", 11);
+        poll(&mut t, std::slice::from_ref(&old), at(0), &owners);
+        let changes = |t: &mut ConnTable, recs: &[SockRecord], s: u64, o: &Owners| {
+            let mut out = Vec::new();
+            t.apply_changes(recs, at(s), at(s), o, &mut |e| out.push(e));
+            out
+        };
+        // A new listener, then a connection to it not accepted yet (no inode).
+        let listener = rec(2, state::LISTEN, "0.0.0.0:5432", "0.0.0.0:0", 12);
+        let e = changes(&mut t, std::slice::from_ref(&listener), 1, &owners);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].action, Action::Listening);
+        let incoming = rec(3, state::ESTABLISHED, "10.0.0.5:5432", "10.0.0.7:50000", 0);
+        let e = changes(&mut t, std::slice::from_ref(&incoming), 2, &owners);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].action, e[0].direction),
+            (Action::Open, Direction::Incoming)
+        );
+        assert_eq!(e[0].attribution, Attribution::Listener);
+        assert_eq!(
+            t.len(),
+            3,
+            "the connection the changes did not list is still tracked"
+        );
+        // Looked up again once accepted: no second event, the owner from its own fd.
+        let accepted = SockRecord {
+            inode: 13,
+            ..incoming
+        };
+        assert!(changes(&mut t, std::slice::from_ref(&accepted), 3, &owners).is_empty());
+        let mut closing = accepted;
+        closing.inode = 0;
+        closing.state = state::CLOSE;
+        let e = t
+            .apply_close(&closing, at(4), &Owners(HashMap::new()))
+            .unwrap();
+        assert_eq!(e.attribution, Attribution::Cache);
+        assert_eq!(
+            e.local_process.unwrap().pid,
+            201,
+            "the accepting process, not the listener's"
+        );
+        // The listener closes: a later connection on its port is outgoing.
+        let mut gone = listener;
+        gone.state = state::CLOSE;
+        assert!(
+            t.apply_close(&gone, at(5), &Owners(HashMap::new()))
+                .is_some()
+        );
+        let out = rec(4, state::ESTABLISHED, "10.0.0.5:5432", "10.0.0.8:80", 0);
+        let e = changes(&mut t, std::slice::from_ref(&out), 6, &owners);
+        assert_eq!(e[0].direction, Direction::Outgoing);
+        // A complete poll still closes what it does not see.
+        let e = poll(&mut t, &[], at(7), &owners);
+        assert_eq!(e.len(), 2);
+        assert!(e.iter().all(|e| e.action == Action::Closed));
+    }
+
     #[test]
     fn close_notification_then_poll_gives_one_closed_event() {
         let owners = Owners(HashMap::from([(12, proc_info(200, "curl"))]));
