@@ -367,7 +367,7 @@ def churn_stage(connbeat, cfg, work, a):
         proc_per_poll=proc_cpu_s / n_polls,
         poller_per_poll=sum(q[1] for q in window) / n_polls / 1e6,
         dump_poller=statistics.median(q[1] for q in window if q[0] == "dump") / 1e6,
-        change_poller=statistics.median(q[1] for q in window if q[0] != "dump") / 1e6 if kinds["changes"] + kinds["unchanged"] else None,
+        change_poller=statistics.median(q[1] for q in window if q[0] == "changes") / 1e6 if kinds["changes"] else None,
         polls=n_polls,
         kinds=dict(kinds),
         checked=len(want),

@@ -549,11 +549,18 @@ impl ConnSource {
         let closes_before = self.closes_seen;
         let mut events = self.drain_closes();
         if self.changes_suffice() {
-            monitor::inc(&METRICS.conn_polls_changes);
-            events += self.poll_changes(dump_started)?;
-            let note = format!(" changes={}", self.records.len());
-            let stats = self.poll_done(started, cpu_start, events, &note);
-            return Ok(stats);
+            let (note, metric) = match self.poll_changes(dump_started)? {
+                Some(n) => {
+                    events += n;
+                    (
+                        format!(" changes={}", self.records.len()),
+                        &METRICS.conn_polls_changes,
+                    )
+                }
+                None => (" unchanged=true".to_string(), &METRICS.conn_polls_unchanged),
+            };
+            monitor::inc(metric);
+            return Ok(self.poll_done(started, cpu_start, events, &note));
         }
         if self.nothing_changed(closes_before) {
             monitor::inc(&METRICS.conn_polls_unchanged);
@@ -633,8 +640,9 @@ impl ConnSource {
 
     /// A poll of the sockets that changed state since the last one (see the module
     /// documentation): exact lookups of those, a dump of UDP when it is reported, then
-    /// attribution and the table as for a full dump. Returns the events published.
-    fn poll_changes(&mut self, started: SystemTime) -> anyhow::Result<usize> {
+    /// attribution and the table as for a full dump. Returns the events published, or
+    /// `None` when nothing changed (no socket to look up, no UDP to dump).
+    fn poll_changes(&mut self, started: SystemTime) -> anyhow::Result<Option<usize>> {
         self.records.clear();
         let retried = std::mem::take(&mut self.retry);
         let mut keys = retried.clone();
@@ -648,6 +656,9 @@ impl ConnSource {
         }
         keys.sort_unstable_by_key(|k| (k.netns, k.local, k.remote));
         keys.dedup_by_key(|k| (k.netns, k.local, k.remote));
+        if keys.is_empty() && !self.settings.udp {
+            return Ok(None);
+        }
         monitor::add(&METRICS.conn_changes_looked_up, keys.len() as u64);
         let udp = self.settings.udp;
         let with_info = self.settings.tcp_info;
@@ -684,7 +695,7 @@ impl ConnSource {
             }
         }
         if self.records.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         // Sockets not accepted yet have no inode: once more at the next poll, not again.
         let same = |a: &SockRecord, b: &SockRecord| {
@@ -703,7 +714,7 @@ impl ConnSource {
                 });
             }
         }
-        self.attribute_and_apply(started, false)
+        self.attribute_and_apply(started, false).map(Some)
     }
 
     /// Finds the owners of the sockets in `self.records` the table does not know yet,
