@@ -228,9 +228,10 @@ def measure_agent(connbeat, cfg, a, soak_secs):
     """--once, then the running agent's polls: dumping every time, and by default."""
     once, once_all = median_cpu([connbeat, "-c", cfg, "--once"], a.runs)
     log(f"   {connbeat} --once {once_all}")
-    # Polls that dump every socket (skipping turned off: the cost of a poll on a host
-    # where sockets come and go) ...
-    full, _ = steady_polls(connbeat, cfg, a.polls, 0, ("-E", "connbeat.skip_unchanged_polls=false"))
+    # Polls that dump every socket (skipping and following changes turned off: the cost
+    # of a poll of everything) ...
+    full, _ = steady_polls(connbeat, cfg, a.polls, 0, ("-E", "connbeat.skip_unchanged_polls=false",
+                                                      "-E", "connbeat.follow_state_changes=false"))
     # ... and the agent as configured by default (idle connections: most polls are
     # answered without a dump), with the soak.
     stats, soak = steady_polls(connbeat, cfg, a.polls, soak_secs)
@@ -286,6 +287,9 @@ def churn_stage(connbeat, cfg, work, a):
 
     def read():
         for line in p.stderr:
+            if "full dump:" in line:
+                log("   agent: " + line.strip()[-60:])
+                continue
             m = POLL_RE.search(line)
             if not m:
                 continue
@@ -320,6 +324,7 @@ def churn_stage(connbeat, cfg, work, a):
     proc_cpu_s = (snap[w1][2] - snap[w0][2]) / clk
     n_polls = w1 - w0
     kinds = collections.Counter(q[0] for q in window)
+    log("   churn polls (kind, cpu_us, s since first): " + " ".join(f"{q[0][0]}{q[1]}@{q[3] - t_first:.0f}" for q in snap))
     t_stop = time.monotonic()
     p.send_signal(signal.SIGTERM)
     try:

@@ -623,19 +623,42 @@ impl ConnSource {
     /// every namespace has close notifications, nothing was lost since the last full dump,
     /// which is less than `aggregation` old, and no `active` event is due.
     fn changes_suffice(&self) -> bool {
+        match self.why_dump() {
+            None => true,
+            Some(why) => {
+                if self.follow {
+                    tracing::debug!(target: "conn", "full dump: {why}");
+                }
+                false
+            }
+        }
+    }
+
+    /// Why this poll cannot look up only the sockets that changed (`None`: it can).
+    fn why_dump(&self) -> Option<&'static str> {
         let Some(rec) = self.connects.as_ref().filter(|_| self.follow) else {
-            return false;
+            return Some("state changes not followed");
         };
-        !self.first_poll
-            && !self.force_dump
-            && self.close_mode == CloseMode::Notifications
-            && self.namespaces.iter().all(|w| w.closes.is_some())
-            && self.closes_lost == self.closes_lost_at_dump
-            && rec.lost_changes() == self.changes_lost_at_dump
-            && !self.table.active_due(SystemTime::now())
-            && self
-                .last_dump
-                .is_some_and(|t| t.elapsed() < self.settings.aggregation.get())
+        let now = SystemTime::now();
+        [
+            (self.first_poll, "first poll"),
+            (self.force_dump, "new namespace"),
+            (
+                self.close_mode != CloseMode::Notifications
+                    || self.namespaces.iter().any(|w| w.closes.is_none()),
+                "no close notifications",
+            ),
+            (self.closes_lost != self.closes_lost_at_dump, "close notifications lost"),
+            (rec.lost_changes() != self.changes_lost_at_dump, "state changes lost"),
+            (self.table.active_due(now), "active events due"),
+            (
+                self.last_dump
+                    .is_none_or(|t| t.elapsed() >= self.settings.aggregation.get()),
+                "aggregation window over",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(yes, why)| yes.then_some(why))
     }
 
     /// A poll of the sockets that changed state since the last one (see the module
