@@ -640,6 +640,12 @@ impl ConnSource {
             return Some("state changes not followed");
         };
         let now = SystemTime::now();
+        // `active` events due before the next poll: the window's dump waits for them, so
+        // that one dump serves both (it is at most one poll late).
+        let active_soon = self
+            .table
+            .next_due()
+            .is_some_and(|due| due > now && due <= now + self.settings.poll_interval.get());
         [
             (self.first_poll, "first poll"),
             (self.force_dump, "new namespace"),
@@ -653,7 +659,8 @@ impl ConnSource {
             (self.table.active_due(now), "active events due"),
             (
                 self.last_dump
-                    .is_none_or(|t| t.elapsed() >= self.settings.aggregation.get()),
+                    .is_none_or(|t| t.elapsed() >= self.settings.aggregation.get())
+                    && !active_soon,
                 "aggregation window over",
             ),
         ]

@@ -418,6 +418,11 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
+    /// When the earliest tracked connection is due to be published again (`active`).
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.next_due
+    }
+
     /// Whether some tracked connection is due to be published again (`active`) at `now`,
     /// which is when a poll needs every socket's `tcp_info`.
     pub fn active_due(&self, now: SystemTime) -> bool {
