@@ -177,12 +177,13 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="af_packet workers")
     ap.add_argument("--buffer-mb", type=int, default=32, help="capture buffer of all three (connbeat buffer_size_mb, tcpdump -B)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--bin", help="the connbeat binary (default target/release/connbeat)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (namespaces, capture)")
     if not a.no_build:
         sh("cargo", "build", "--release", "--bin", "connbeat", "--example", "txload", cwd=ROOT)
-    a.connbeat = os.path.join(ROOT, "target/release/connbeat")
+    a.connbeat = a.bin or os.path.join(ROOT, "target/release/connbeat")
     a.txload = os.path.join(ROOT, "target/release/examples/txload")
     work = tempfile.mkdtemp(prefix="cb-capture-")
     servers = []

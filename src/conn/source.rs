@@ -622,7 +622,7 @@ impl ConnSource {
     /// Whether this poll may look up only the sockets that changed: changes are followed,
     /// every namespace has close notifications, nothing was lost since the last full dump,
     /// which is less than `aggregation` old, and no `active` event is due.
-    fn changes_suffice(&self) -> bool {
+    fn changes_suffice(&mut self) -> bool {
         match self.why_dump() {
             None => true,
             Some(why) => {
@@ -635,11 +635,13 @@ impl ConnSource {
     }
 
     /// Why this poll cannot look up only the sockets that changed (`None`: it can).
-    fn why_dump(&self) -> Option<&'static str> {
-        let Some(rec) = self.connects.as_ref().filter(|_| self.follow) else {
+    fn why_dump(&mut self) -> Option<&'static str> {
+        if self.connects.is_none() || !self.follow {
             return Some("state changes not followed");
-        };
+        }
         let now = SystemTime::now();
+        let due = self.table.active_due_now(now);
+        let rec = self.connects.as_ref()?;
         // `active` events due before the next poll: the window's dump waits for them, so
         // that one dump serves both (it is at most one poll late).
         let active_soon = self
@@ -654,9 +656,15 @@ impl ConnSource {
                     || self.namespaces.iter().any(|w| w.closes.is_none()),
                 "no close notifications",
             ),
-            (self.closes_lost != self.closes_lost_at_dump, "close notifications lost"),
-            (rec.lost_changes() != self.changes_lost_at_dump, "state changes lost"),
-            (self.table.active_due(now), "active events due"),
+            (
+                self.closes_lost != self.closes_lost_at_dump,
+                "close notifications lost",
+            ),
+            (
+                rec.lost_changes() != self.changes_lost_at_dump,
+                "state changes lost",
+            ),
+            (due, "active events due"),
             (
                 self.last_dump
                     .is_none_or(|t| t.elapsed() >= self.settings.aggregation.get())

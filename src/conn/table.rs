@@ -423,6 +423,23 @@ impl ConnTable {
         self.next_due
     }
 
+    /// [`ConnTable::active_due`], the due time first recomputed from the connections
+    /// still tracked when the remembered one has passed (the connection it was for may
+    /// have closed since): so that a poll that follows changes dumps for `active` events
+    /// only when one is really due.
+    pub fn active_due_now(&mut self, now: SystemTime) -> bool {
+        if !self.active_due(now) {
+            return false;
+        }
+        self.next_due = self
+            .conns
+            .values()
+            .map(|c| c.last_published)
+            .min()
+            .map(|e| e + self.settings.aggregation);
+        self.active_due(now)
+    }
+
     /// Whether some tracked connection is due to be published again (`active`) at `now`,
     /// which is when a poll needs every socket's `tcp_info`.
     pub fn active_due(&self, now: SystemTime) -> bool {
@@ -1242,6 +1259,39 @@ mod tests {
         let e = poll(&mut t, &[], at(7), &owners);
         assert_eq!(e.len(), 2);
         assert!(e.iter().all(|e| e.action == Action::Closed));
+    }
+
+    /// A due time left by a connection that closed is not an `active` event due.
+    #[test]
+    fn due_time_of_a_closed_connection_is_recomputed() {
+        let owners = Owners(HashMap::new());
+        let mut t = ConnTable::new(settings());
+        let a = rec(1, state::ESTABLISHED, "10.0.0.5:40000", "10.0.0.9:443", 0);
+        let b = rec(2, state::ESTABLISHED, "10.0.0.5:40001", "10.0.0.9:443", 0);
+        poll(&mut t, std::slice::from_ref(&a), at(0), &owners);
+        let mut out = Vec::new();
+        t.apply_changes(
+            std::slice::from_ref(&b),
+            at(10),
+            at(10),
+            &owners,
+            &mut |e| out.push(e),
+        );
+        assert!(
+            t.apply_close(
+                &SockRecord {
+                    state: state::CLOSE,
+                    ..a
+                },
+                at(20),
+                &owners
+            )
+            .is_some()
+        );
+        assert!(t.active_due(at(31)), "the remembered due time is a's");
+        assert!(!t.active_due_now(at(31)), "a closed; b is due at 40");
+        assert_eq!(t.next_due(), Some(at(40)));
+        assert!(t.active_due_now(at(40)));
     }
 
     #[test]
