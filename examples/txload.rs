@@ -79,14 +79,23 @@ fn main() {
                 proto,
                 done.clone(),
                 std::thread::spawn(move || {
-                    let s = TcpStream::connect(&addr).expect("connect");
-                    s.set_nodelay(true).ok();
-                    let mut r = BufReader::new(s);
+                    let open = || {
+                        let s = TcpStream::connect(&addr).expect("connect");
+                        s.set_nodelay(true).ok();
+                        BufReader::new(s)
+                    };
+                    let mut r = open();
                     let step = Duration::from_secs_f64(conns as f64 / rate);
                     let n = (secs * rate / conns as f64).round() as u64;
                     // Threads start staggered over one step.
                     let first = start + step.mul_f64(c as f64 / conns as f64);
                     for k in 0..n {
+                        // A new connection every 500 requests: servers end keep-alive
+                        // connections after a number of requests (nginx: 1000), and a
+                        // request sent as one closes would get no response.
+                        if k > 0 && k % 500 == 0 {
+                            r = open();
+                        }
                         let due = first + step.mul_f64(k as f64);
                         let now = Instant::now();
                         if due > now {

@@ -103,19 +103,15 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// About `bytes` of ring in blocks of a power of two between 128 KiB (room for the
-    /// largest loopback packet) and 4 MiB, at least 4 of them.
+    /// About `bytes` of ring in blocks of 128 KiB (room for the largest loopback
+    /// packet), at least 4. Small blocks because the kernel hands a block over when it
+    /// is full or after 8 ms: on a quiet link each block carries a few packets, and a
+    /// reader held up for a while still has many blocks to fill (libpcap does the same).
     pub fn for_bytes(bytes: usize) -> Geometry {
-        let per_block = (bytes / 8).max(1);
-        let block_size = if per_block.is_power_of_two() {
-            per_block
-        } else {
-            per_block.next_power_of_two() / 2
-        }
-        .clamp(128 << 10, 4 << 20);
+        const BLOCK: usize = 128 << 10;
         Geometry {
-            block_size,
-            blocks: (bytes / block_size).max(4),
+            block_size: BLOCK,
+            blocks: (bytes / BLOCK).max(4),
         }
     }
 }
@@ -374,31 +370,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn geometry_is_blocks_of_a_power_of_two() {
+    fn geometry_is_many_small_blocks() {
+        let g = |mb: usize| Geometry::for_bytes(mb << 20);
         assert_eq!(
-            Geometry::for_bytes(32 << 20),
-            Geometry {
-                block_size: 4 << 20,
-                blocks: 8
-            }
-        );
-        assert_eq!(
-            Geometry::for_bytes(16 << 20),
-            Geometry {
-                block_size: 2 << 20,
-                blocks: 8
-            }
-        );
-        // Small rings: blocks of 128 KiB, at least 4.
-        assert_eq!(
-            Geometry::for_bytes(100 << 10),
+            g(32),
             Geometry {
                 block_size: 128 << 10,
-                blocks: 4
+                blocks: 256
             }
         );
-        assert_eq!(Geometry::for_bytes(100 << 20).block_size, 4 << 20);
-        assert_eq!(Geometry::for_bytes(100 << 20).blocks, 25);
+        assert_eq!(g(100).blocks, 800);
+        assert_eq!(Geometry::for_bytes(100 << 10).blocks, 4);
     }
 
     /// A block as the kernel lays it out, with packets (ifindex, pkttype, bytes).
