@@ -13,7 +13,17 @@ CPU time (user + system, from wait4's rusage) of:
   steady-state poll  the agent running with a 1 s poll interval and `-d conn`: cpu_us of
                      polls 2..N from its `poll done` lines (the poller thread's CPU)
 
-Each is repeated --runs times; medians are reported. With --soak (default on for the
+Each is repeated --runs times; medians are reported.
+
+With --churn RATE (default 100; 0 = off), on the first size, perf/churn.py opens RATE
+loopback connections per second and closes each --churn-life seconds later (RATE closed
+per second), and the agent runs with its defaults (a 1 s poll, following state changes)
+for --churn-windows whole `aggregation` windows after its first resynchronising dump. It
+reports the agent's CPU per poll over those windows, resynchronising dumps included: of
+the whole process (utime+stime of every thread: polls, close notifications between them,
+events written to a file) and of the poller alone (its `poll done` cpu_us), next to
+`ss -tanp` measured while the churn runs; and it checks that every churned connection
+that opened and closed while the agent ran has open and closed events on both ends. With --soak (default on for the
 first size), the agent also runs for --soak-secs at a 1 s poll with the connections idle,
 and its CPU share (utime+stime over the window after its first poll) and peak RSS
 (VmHWM) are reported.
@@ -27,6 +37,8 @@ Everything it starts is killed by pid on exit; helpers also exit when their stdi
 """
 
 import argparse
+import collections
+import json
 import os
 import re
 import shutil
@@ -216,9 +228,10 @@ def measure_agent(connbeat, cfg, a, soak_secs):
     """--once, then the running agent's polls: dumping every time, and by default."""
     once, once_all = median_cpu([connbeat, "-c", cfg, "--once"], a.runs)
     log(f"   {connbeat} --once {once_all}")
-    # Polls that dump every socket (skipping turned off: the cost of a poll on a host
-    # where sockets come and go) ...
-    full, _ = steady_polls(connbeat, cfg, a.polls, 0, ("-E", "connbeat.skip_unchanged_polls=false"))
+    # Polls that dump every socket (skipping and following changes turned off: the cost
+    # of a poll of everything) ...
+    full, _ = steady_polls(connbeat, cfg, a.polls, 0, ("-E", "connbeat.skip_unchanged_polls=false",
+                                                      "-E", "connbeat.follow_state_changes=false"))
     # ... and the agent as configured by default (idle connections: most polls are
     # answered without a dump), with the soak.
     stats, soak = steady_polls(connbeat, cfg, a.polls, soak_secs)
@@ -238,6 +251,135 @@ def measure_agent(connbeat, cfg, a, soak_secs):
     )
 
 
+def churn_stage(connbeat, cfg, work, a):
+    """The agent's CPU per poll over whole aggregation windows while connections churn,
+    and whether every churned connection was reported (see the module docstring)."""
+    log_path = os.path.join(work, "churn.log")
+    out_path = os.path.join(work, "churn-events.ndjson")
+    churner = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "perf/churn.py"), str(a.churn), str(a.churn_life), log_path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    children.append(churner)
+    port = int(churner.stdout.readline().split("port=")[1])
+    time.sleep(a.churn_life + 1)  # reach the steady number of churned connections
+    ss_tanp, ss_all = median_cpu(["ss", "-tanp"], a.runs)
+    log(f"   churn {a.churn}/s: ss -tanp {ss_all}")
+    out = open(out_path, "w")
+    p = subprocess.Popen(
+        [connbeat, "-c", cfg, "-d", "conn", "-E", "connbeat.poll_interval=1s",
+         "-E", f"connbeat.aggregation={a.churn_aggregation}s"],
+        stdout=out,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children.append(p)
+    clk = os.sysconf("SC_CLK_TCK")
+
+    def ticks():
+        f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+
+    lock = threading.Lock()
+    polls = []  # (kind, cpu_us, process ticks when read, monotonic)
+
+    def read():
+        for line in p.stderr:
+            if "full dump:" in line:
+                log("   agent: " + line.strip()[-60:])
+                continue
+            m = POLL_RE.search(line)
+            if not m:
+                continue
+            kind = "changes" if " changes=" in line else "unchanged" if "unchanged=true" in line else "dump"
+            try:
+                t = ticks()
+            except OSError:
+                t = None
+            with lock:
+                polls.append((kind, int(m.group(4)), t, time.monotonic()))
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def dumps():
+        with lock:
+            return [i for i, q in enumerate(polls) if q[0] == "dump"]
+
+    # The first poll dumps; then every resynchronising dump starts a window.
+    end = time.monotonic() + a.churn_aggregation * (a.churn_windows + 2) + 120
+    while len(dumps()) < a.churn_windows + 2:
+        if p.poll() is not None:
+            raise SystemExit("agent exited early")
+        if time.monotonic() > end:
+            raise SystemExit(f"churn: only {len(dumps())} dumps")
+        time.sleep(0.2)
+    with lock:
+        snap = list(polls)
+    t_first = snap[0][3]
+    d = [i for i, q in enumerate(snap) if q[0] == "dump"]
+    w0, w1 = d[1], d[-1]
+    window = snap[w0:w1]
+    proc_cpu_s = (snap[w1][2] - snap[w0][2]) / clk
+    n_polls = w1 - w0
+    kinds = collections.Counter(q[0] for q in window)
+    log("   churn polls (kind, cpu_us, s since first): " + " ".join(f"{q[0][0]}{q[1]}@{q[3] - t_first:.0f}" for q in snap))
+    t_stop = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    children.remove(p)
+    out.close()
+    churner.stdin.close()
+    done = churner.stdout.readline().strip()
+    churner.wait(timeout=120)
+    children.remove(churner)
+    log(f"   churner: {done}")
+
+    # Every connection opened after the first poll and closed 2 s before the agent stopped.
+    opened, closed_at = {}, {}
+    for l in open(log_path):
+        what, cport, t = l.split()
+        (opened if what == "open" else closed_at)[int(cport)] = float(t)
+    want = {c for c, t in opened.items() if t > t_first + 0.5 and closed_at.get(c, 1e18) < t_stop - 2}
+    seen = {k: set() for k in ("open_c", "closed_c", "open_s", "closed_s")}
+    needle = f":{port},"
+    with open(out_path) as f:
+        for l in f:
+            if needle not in l and not l.rstrip().endswith(f":{port}}}"):
+                continue
+            try:
+                e = json.loads(l)
+            except ValueError:
+                continue
+            act = e.get("action")
+            if act not in ("open", "closed"):
+                continue
+            if e.get("remote_port") == port:
+                seen[f"{act}_c"].add(e.get("local_port"))
+            elif e.get("local_port") == port and e.get("remote_port"):
+                seen[f"{act}_s"].add(e.get("remote_port"))
+    missing = {k: len(want - v) for k, v in seen.items()}
+    os.remove(out_path)
+    os.remove(log_path)
+    return dict(
+        rate=a.churn,
+        ss_tanp=ss_tanp,
+        proc_per_poll=proc_cpu_s / n_polls,
+        poller_per_poll=sum(q[1] for q in window) / n_polls / 1e6,
+        dump_poller=statistics.median(q[1] for q in window if q[0] == "dump") / 1e6,
+        change_poller=statistics.median(q[1] for q in window if q[0] == "changes") / 1e6 if kinds["changes"] else None,
+        polls=n_polls,
+        kinds=dict(kinds),
+        checked=len(want),
+        missing=missing,
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,50000", help="connections per stage")
@@ -246,6 +388,10 @@ def main():
     ap.add_argument("--soak-secs", type=int, default=60, help="CPU/RSS window on the first size (0 = off)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release build")
     ap.add_argument("--compare", metavar="PATH", help="another connbeat binary, measured the same way")
+    ap.add_argument("--churn", type=float, default=100, help="connections opened (and closed) per second on the first size (0 = no churn stage)")
+    ap.add_argument("--churn-life", type=float, default=3.0, help="seconds each churned connection stays open")
+    ap.add_argument("--churn-windows", type=int, default=2, help="whole aggregation windows measured")
+    ap.add_argument("--churn-aggregation", type=int, default=30, help="connbeat.aggregation (s) of the churn stage")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: ss -tanp and connbeat read every process's /proc/PID/fd")
@@ -281,6 +427,10 @@ def main():
             row.update(measure_agent(connbeat, cfg, a, a.soak_secs if i == 0 else 0))
             if a.compare:
                 row["other"] = measure_agent(a.compare, cfg, a, 0)
+            if i == 0 and a.churn > 0:
+                row["churn"] = churn_stage(connbeat, cfg, work, a)
+                if a.compare:
+                    row["churn_other"] = churn_stage(a.compare, cfg, work, a)
             rows.append(row)
             release_helpers(helpers)
     finally:
@@ -326,6 +476,30 @@ def report(rows, a):
             pair = lambda k: f"{ms(r[k])} / {ms(o[k])}" if r[k] is not None and o[k] is not None else "-"
             out.append(
                 f"| {r['n']:,} | {pair('once')} | {pair('first_poll_cpu')} | {pair('steady')} | {pair('unchanged')} |"
+            )
+    for r in rows:
+        for key, who in (("churn", "this build"), ("churn_other", a.compare)):
+            c = r.get(key)
+            if not c:
+                continue
+            ms_ = lambda v: f"{v * 1000:.2f}" if v is not None else "-"
+            out.append("")
+            out.append(
+                f"Churn ({who}): {r['n']:,} steady connections + {c['rate']:g} opened and {c['rate']:g} closed per second, "
+                f"{a.churn_windows} whole aggregation windows of {a.churn_aggregation} s ({c['polls']} polls: {c['kinds']}), "
+                f"resynchronising dumps included:"
+            )
+            out.append("")
+            out.append("| `ss -tanp` ms | agent process CPU per poll ms | poller CPU per poll ms | dump poll (poller) ms | change poll (poller, median) ms | `ss -tanp` / process per poll (target ≥ 20) |")
+            out.append("|---|---|---|---|---|---|")
+            out.append(
+                f"| {ms_(c['ss_tanp'])} | {ms_(c['proc_per_poll'])} | {ms_(c['poller_per_poll'])} | {ms_(c['dump_poller'])} "
+                f"| {ms_(c['change_poller'])} | {c['ss_tanp'] / max(c['proc_per_poll'], 1e-9):.1f} |"
+            )
+            out.append("")
+            out.append(
+                f"Churned connections opened and closed while the agent ran: {c['checked']}; without an event "
+                f"(open/closed, client/server end): {c['missing']}."
             )
     for r in rows:
         if r["soak"]:

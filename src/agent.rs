@@ -212,11 +212,16 @@ fn startup_summary(
     };
     tracing::info!(
         "connbeat {} started with {}: {transports} sockets (IPv4 and IPv6) in {scope}, \
-         poll every {}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
+         poll every {}{}, re-publish after {}; close events: {closes}; processes from {} (socket fds {}, outgoing connections {}, cmdline {}, environ {}); \
          deep inspection: {}; output: {}{}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
         cb.poll_interval,
+        if source.follows_changes() {
+            " (sockets that changed state, all of them once per re-publish window)"
+        } else {
+            ""
+        },
         cb.aggregation,
         cb.proc_root,
         if source.uses_fd_iter() {
@@ -260,10 +265,15 @@ fn inspect_summary(c: &Config) -> String {
         ),
         None => String::new(),
     };
+    let i = &c.connbeat.interfaces;
+    let how = match i.capture_type {
+        crate::config::CaptureType::Pcap => "pcap".to_string(),
+        crate::config::CaptureType::AfPacket => format!("af_packet, {} worker(s)", i.workers),
+    };
     format!(
-        "{}{flows} on device {}",
+        "{}{flows} on device {} ({how})",
         protos.join(", "),
-        c.connbeat.interfaces.device
+        i.device
     )
 }
 

@@ -396,6 +396,7 @@ pub const TARGETS: &[&str] = &[
     "nfs",
     "cassandra",
     "thrift",
+    "afpacket",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -514,6 +515,22 @@ pub fn thrift(data: &[u8]) {
     }
 }
 
+/// A TPACKET_V3 block of the af_packet capture and a change record of the connect
+/// recorder, both written by the kernel into shared memory: any bytes are walked without
+/// reading outside them, and every packet handed over lies inside the block and goes
+/// through the frame decoder.
+pub fn afpacket(data: &[u8]) {
+    let mut n = 0usize;
+    crate::inspect::afpacket::walk_block(data, 1, &mut |_, pkt| {
+        n += pkt.len();
+        if let Ok(Network::Ip(p)) = decode_frame(linktype::RAW, pkt) {
+            let _ = decode_transport(&p);
+        }
+    });
+    assert!(n <= data.len());
+    let _ = crate::conn::connects::parse_change(data);
+}
+
 /// Runs one target by name.
 pub fn run(target: &str, data: &[u8]) {
     match target {
@@ -525,6 +542,7 @@ pub fn run(target: &str, data: &[u8]) {
         "udp" => udp(data),
         "btf" => btf(data),
         "stream" => tcp_stream(data),
+        "afpacket" => afpacket(data),
         "cassandra" => cassandra(data),
         "thrift" => thrift(data),
         "memcache" => memcache(data),

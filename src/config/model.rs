@@ -230,6 +230,9 @@ pub struct ConnbeatConfig {
     pub close_events_buffer_kb: usize,
     /// Answer a poll without dumping when no socket opened or closed since the last dump.
     pub skip_unchanged_polls: bool,
+    /// Between full dumps (one per `aggregation`), look up only the TCP sockets the
+    /// connect-time recorder saw change state.
+    pub follow_state_changes: bool,
     pub interfaces: InterfacesConfig,
     pub protocols: Vec<ProtocolConfig>,
     pub transaction_timeout: Duration,
@@ -328,6 +331,7 @@ impl Default for ConnbeatConfig {
             connect_recorder_entries: 16_384,
             close_events_buffer_kb: 8192,
             skip_unchanged_polls: true,
+            follow_state_changes: true,
             interfaces: InterfacesConfig::default(),
             protocols: Vec::new(),
             transaction_timeout: Duration::from_secs(10),
@@ -337,10 +341,24 @@ impl Default for ConnbeatConfig {
     }
 }
 
+/// How deep inspection reads live packets (`connbeat.interfaces.type`, Packetbeat's key).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureType {
+    /// libpcap, one decoding thread.
+    Pcap,
+    /// TPACKET_V3 rings read in place, `workers` decoding threads in a fanout group.
+    AfPacket,
+}
+
 /// `connbeat.interfaces`: where deep inspection captures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct InterfacesConfig {
+    #[serde(rename = "type")]
+    pub capture_type: CaptureType,
+    /// Decoding threads of an `af_packet` capture (flows hashed so each stays on one).
+    pub workers: usize,
     pub device: String,
     pub snaplen: u32,
     pub buffer_size_mb: u32,
@@ -373,6 +391,8 @@ pub struct InterfacesConfig {
 impl Default for InterfacesConfig {
     fn default() -> Self {
         InterfacesConfig {
+            capture_type: CaptureType::Pcap,
+            workers: 1,
             device: "any".into(),
             snaplen: 65535,
             buffer_size_mb: 32,

@@ -54,6 +54,25 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     positive("queue.mem.events", c.queue.mem.events == 0)?;
     positive("shutdown_timeout", c.shutdown_timeout.get().is_zero())?;
+    if !(1..=64).contains(&cb.interfaces.workers) {
+        return Err(ConfigError::invalid(
+            "connbeat.interfaces.workers",
+            format!("{} is out of range; use 1 to 64", cb.interfaces.workers),
+        ));
+    }
+    if cb.interfaces.workers > 1 && cb.interfaces.capture_type == super::CaptureType::Pcap {
+        return Err(ConfigError::invalid(
+            "connbeat.interfaces.workers",
+            format!(
+                "{} workers need connbeat.interfaces.type: af_packet (pcap decodes on one thread)",
+                cb.interfaces.workers
+            ),
+        ));
+    }
+    positive(
+        "connbeat.interfaces.buffer_size_mb",
+        cb.interfaces.buffer_size_mb == 0,
+    )?;
     if cb.interfaces.sort_window >= cb.transaction_timeout {
         return Err(ConfigError::invalid(
             "connbeat.interfaces.sort_window",

@@ -116,6 +116,9 @@ pub mod op {
     pub const ST_DW: u8 = 0x7a;
     pub const ST_W: u8 = 0x62;
     pub const ST_H: u8 = 0x6a;
+    /// `BPF_STX | BPF_ATOMIC | BPF_DW`, with `imm` the operation.
+    pub const ATOMIC_DW: u8 = 0xdb;
+    pub const ATOMIC_ADD: i32 = 0;
     /// `BPF_LD | BPF_IMM | BPF_DW`: a 64-bit immediate over two instructions.
     pub const LD_IMM64: u8 = 0x18;
     /// `src` of [`LD_IMM64`] when its immediate is a map fd.
@@ -287,6 +290,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 pub const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 

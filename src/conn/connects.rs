@@ -25,6 +25,13 @@
 //!   keyed by the 4-tuple (`owners`), where the agent looks up what it did not drain in
 //!   time (a full ring buffer).
 //!
+//! - on every transition to `ESTABLISHED` (an outgoing connection completing, or an
+//!   incoming one leaving `SYN_RECV`) or to `LISTEN`, it sends the 4-tuple and the two
+//!   states through a second ring buffer (`changes`), which the agent reads at each poll
+//!   to look up only the sockets that appeared ([`super::source`] says how); a record
+//!   that does not fit is counted in an array map (`lost`), which makes the next poll a
+//!   full dump.
+//!
 //! Both maps hold at most `connbeat.connect_recorder_entries` entries; the ring buffer
 //! holds at most 2,048 records (256 KiB) between two drains, the map keeps the rest. Reusing the address of a socket that never left
 //! `SYN_SENT`'s entry simply overwrites it.
@@ -51,8 +58,34 @@ pub const VALUE: usize = 48;
 /// A ring buffer record: key then value.
 pub const RECORD: usize = KEY + VALUE;
 
+/// A state change record: key, old state u8, new state u8, 6 bytes of padding.
+pub const CHANGE: usize = KEY + 8;
+
 /// The 4-tuple key of a connection as the program writes it.
 pub type Key = [u8; KEY];
+
+/// A TCP socket that entered `ESTABLISHED` or `LISTEN`, as the kernel saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub old_state: u8,
+    pub new_state: u8,
+}
+
+/// A record of the change ring buffer, parsed; `None` when it is not one.
+pub fn parse_change(rec: &[u8]) -> Option<Change> {
+    let rec = rec.get(..CHANGE)?;
+    let key = &rec[..KEY];
+    Some(Change {
+        netns: u32::from_le_bytes(key[0..4].try_into().ok()?),
+        local: SocketAddr::new(ip(&key[8..24]), u16::from_le_bytes([key[4], key[5]])),
+        remote: SocketAddr::new(ip(&key[24..40]), u16::from_be_bytes([key[6], key[7]])),
+        old_state: rec[KEY],
+        new_state: rec[KEY + 1],
+    })
+}
 
 /// One connect, as the kernel saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +196,9 @@ impl Layout {
     }
 }
 
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
+const TCP_LISTEN: i32 = 10;
 const AF_INET6: i32 = 10;
 
 // Stack layout (offsets from the frame pointer r10).
@@ -173,8 +208,17 @@ const REC: i32 = -16 - RECORD as i32;
 const K: i32 = REC;
 const V: i32 = REC + KEY as i32;
 
+/// The maps the program writes.
+struct Maps<'a> {
+    pending: &'a OwnedFd,
+    owners: &'a OwnedFd,
+    ring: &'a OwnedFd,
+    changes: &'a OwnedFd,
+    lost: &'a OwnedFd,
+}
+
 /// The program of the module documentation, with this kernel's offsets and these maps.
-fn program(l: &Layout, pending: &OwnedFd, owners: &OwnedFd, ring: &OwnedFd) -> Vec<bpf::Insn> {
+fn program(l: &Layout, m: &Maps<'_>) -> Vec<bpf::Insn> {
     use op::*;
     let mut a = Asm::default();
     let st = |off: i32| off as i16;
@@ -200,7 +244,7 @@ fn program(l: &Layout, pending: &OwnedFd, owners: &OwnedFd, ring: &OwnedFd) -> V
         .i(ST_W, 10, 0, st(V + 36), 0)
         .i(CALL, 0, 0, 0, FUNC_KTIME_GET_BOOT_NS)
         .i(STX_DW, 10, 0, st(V + 40), 0)
-        .all(&bpf::ld_map_fd(1, pending))
+        .all(&bpf::ld_map_fd(1, m.pending))
         .i(MOV64_REG, 2, 10, 0, 0)
         .i(ADD64_IMM, 2, 0, 0, SKADDR)
         .i(MOV64_REG, 3, 10, 0, 0)
@@ -208,20 +252,16 @@ fn program(l: &Layout, pending: &OwnedFd, owners: &OwnedFd, ring: &OwnedFd) -> V
         .i(MOV64_IMM, 4, 0, 0, 0)
         .i(CALL, 0, 0, 0, FUNC_MAP_UPDATE)
         .jump(JA, 0, 0, "exit");
-    // Leaving SYN_SENT: the 4-tuple is complete.
+    // Any other transition: only leaving SYN_SENT, entering ESTABLISHED or LISTEN matter.
     a.label("complete")
         .i(LDX_DW, 2, 6, 8, 0) // oldstate
-        .jump(JNE_IMM, 2, TCP_SYN_SENT, "exit")
-        .all(&bpf::ld_map_fd(1, pending))
-        .i(MOV64_REG, 2, 10, 0, 0)
-        .i(ADD64_IMM, 2, 0, 0, SKADDR)
-        .i(CALL, 0, 0, 0, FUNC_MAP_LOOKUP)
-        .jump(JEQ_IMM, 0, 0, "exit");
-    for i in 0..(VALUE as i32 / 8) {
-        a.i(LDX_DW, 1, 0, st(8 * i), 0)
-            .i(STX_DW, 10, 1, st(V + 8 * i), 0);
-    }
-    a.probe_read(TMP, 8, 7, l.sk_net)
+        .jump(JEQ_IMM, 2, TCP_SYN_SENT, "key")
+        .i(LDX_DW, 2, 6, 16, 0) // newstate
+        .jump(JEQ_IMM, 2, TCP_ESTABLISHED, "key")
+        .jump(JNE_IMM, 2, TCP_LISTEN, "exit");
+    // The 4-tuple.
+    a.label("key")
+        .probe_read(TMP, 8, 7, l.sk_net)
         .i(LDX_DW, 8, 10, st(TMP), 0)
         .probe_read(K, 4, 8, l.net_inum)
         .probe_read(K + 4, 2, 7, l.sk_num)
@@ -236,33 +276,75 @@ fn program(l: &Layout, pending: &OwnedFd, owners: &OwnedFd, ring: &OwnedFd) -> V
         .i(ST_H, 10, 0, st(K + 34), 0xffff)
         .probe_read(K + 20, 4, 7, l.sk_saddr)
         .probe_read(K + 36, 4, 7, l.sk_daddr)
-        .jump(JA, 0, 0, "submit")
+        .jump(JA, 0, 0, "connect")
         .label("v6")
         .probe_read(K + 8, 16, 7, l.sk_v6_saddr)
-        .probe_read(K + 24, 16, 7, l.sk_v6_daddr)
-        .label("submit")
-        .all(&bpf::ld_map_fd(1, owners))
+        .probe_read(K + 24, 16, 7, l.sk_v6_daddr);
+    // Leaving SYN_SENT with a recorded connect: the connect is complete.
+    a.label("connect")
+        .i(LDX_DW, 2, 6, 8, 0) // oldstate
+        .jump(JNE_IMM, 2, TCP_SYN_SENT, "change")
+        .all(&bpf::ld_map_fd(1, m.pending))
+        .i(MOV64_REG, 2, 10, 0, 0)
+        .i(ADD64_IMM, 2, 0, 0, SKADDR)
+        .i(CALL, 0, 0, 0, FUNC_MAP_LOOKUP)
+        .jump(JEQ_IMM, 0, 0, "change");
+    for i in 0..(VALUE as i32 / 8) {
+        a.i(LDX_DW, 1, 0, st(8 * i), 0)
+            .i(STX_DW, 10, 1, st(V + 8 * i), 0);
+    }
+    a.all(&bpf::ld_map_fd(1, m.owners))
         .i(MOV64_REG, 2, 10, 0, 0)
         .i(ADD64_IMM, 2, 0, 0, K)
         .i(MOV64_REG, 3, 10, 0, 0)
         .i(ADD64_IMM, 3, 0, 0, V)
         .i(MOV64_IMM, 4, 0, 0, 0)
         .i(CALL, 0, 0, 0, FUNC_MAP_UPDATE)
-        .all(&bpf::ld_map_fd(1, ring))
+        .all(&bpf::ld_map_fd(1, m.ring))
         .i(MOV64_REG, 2, 10, 0, 0)
         .i(ADD64_IMM, 2, 0, 0, REC)
         .i(MOV64_IMM, 3, 0, 0, RECORD as i32)
         .i(MOV64_IMM, 4, 0, 0, 0)
         .i(CALL, 0, 0, 0, FUNC_RINGBUF_OUTPUT)
-        .all(&bpf::ld_map_fd(1, pending))
+        .all(&bpf::ld_map_fd(1, m.pending))
         .i(MOV64_REG, 2, 10, 0, 0)
         .i(ADD64_IMM, 2, 0, 0, SKADDR)
-        .i(CALL, 0, 0, 0, FUNC_MAP_DELETE)
+        .i(CALL, 0, 0, 0, FUNC_MAP_DELETE);
+    // The change record (a failed connect, SYN_SENT to CLOSE, is none).
+    a.label("change")
+        .i(LDX_DW, 2, 6, 16, 0) // newstate
+        .jump(JEQ_IMM, 2, TCP_ESTABLISHED, "emit")
+        .jump(JNE_IMM, 2, TCP_LISTEN, "exit")
+        .label("emit")
+        .i(ST_DW, 10, 0, st(K + KEY as i32), 0)
+        .i(STX_B, 10, 2, st(K + KEY as i32 + 1), 0)
+        .i(LDX_DW, 2, 6, 8, 0) // oldstate
+        .i(STX_B, 10, 2, st(K + KEY as i32), 0)
+        .all(&bpf::ld_map_fd(1, m.changes))
+        .i(MOV64_REG, 2, 10, 0, 0)
+        .i(ADD64_IMM, 2, 0, 0, K)
+        .i(MOV64_IMM, 3, 0, 0, CHANGE as i32)
+        .i(MOV64_IMM, 4, 0, 0, 0)
+        .i(CALL, 0, 0, 0, FUNC_RINGBUF_OUTPUT)
+        .jump(JEQ_IMM, 0, 0, "exit")
+        // No room: count it, so that the agent knows to dump.
+        .i(ST_W, 10, 0, st(TMP), 0)
+        .all(&bpf::ld_map_fd(1, m.lost))
+        .i(MOV64_REG, 2, 10, 0, 0)
+        .i(ADD64_IMM, 2, 0, 0, TMP)
+        .i(CALL, 0, 0, 0, FUNC_MAP_LOOKUP)
+        .jump(JEQ_IMM, 0, 0, "exit")
+        .i(MOV64_IMM, 1, 0, 0, 1)
+        .i(ATOMIC_DW, 0, 1, 0, ATOMIC_ADD)
         .label("exit")
         .i(MOV64_IMM, 0, 0, 0, 0)
         .i(EXIT, 0, 0, 0, 0);
     a.finish()
 }
+
+/// Size of the change ring buffer: the changes of one poll interval on a busy host
+/// (9,000 records); when it overflows, the next poll dumps.
+const CHANGE_RING: u32 = 512 << 10;
 
 /// Records the ring buffer holds at most between two drains. The agent drains it as soon
 /// as it has data; what does not fit waits in the LRU map. Kept small because the kernel
@@ -284,6 +366,8 @@ pub struct ConnectRecorder {
     _pending: OwnedFd,
     owners: OwnedFd,
     ring: RingBuf,
+    changes: RingBuf,
+    lost: OwnedFd,
     /// Records that were not connects (never expected: counted, not parsed).
     pub bad_records: u64,
 }
@@ -308,7 +392,18 @@ impl ConnectRecorder {
             entries,
         )?;
         let ring = RingBuf::create("connbeat_ring", ring_size(entries))?;
-        let insns = program(&layout, &pending, &owners, ring.map());
+        let changes = RingBuf::create("connbeat_chg", CHANGE_RING)?;
+        let lost = bpf::create_map("connbeat_lost", bpf::BPF_MAP_TYPE_ARRAY, 4, 8, 1)?;
+        let insns = program(
+            &layout,
+            &Maps {
+                pending: &pending,
+                owners: &owners,
+                ring: ring.map(),
+                changes: changes.map(),
+                lost: &lost,
+            },
+        );
         let prog = bpf::load_program(
             "connbeat_conn",
             bpf::BPF_PROG_TYPE_RAW_TRACEPOINT,
@@ -323,6 +418,8 @@ impl ConnectRecorder {
             _pending: pending,
             owners,
             ring,
+            changes,
+            lost,
             bad_records: 0,
         })
     }
@@ -343,6 +440,27 @@ impl ConnectRecorder {
         });
         self.bad_records += bad;
         n
+    }
+
+    /// Hands every state change recorded since the last call to `f`, in order; how many.
+    pub fn drain_changes(&mut self, mut f: impl FnMut(Change)) -> usize {
+        let mut bad = 0;
+        let n = self.changes.drain(|rec| match parse_change(rec) {
+            Some(c) => f(c),
+            None => bad += 1,
+        });
+        self.bad_records += bad;
+        n
+    }
+
+    /// State changes that did not fit in the change ring buffer, ever.
+    pub fn lost_changes(&self) -> u64 {
+        let mut value = [0u8; 8];
+        if bpf::map_lookup(&self.lost, &0u32.to_ne_bytes(), &mut value) {
+            u64::from_ne_bytes(value)
+        } else {
+            0
+        }
     }
 
     /// The connect of a connection the ring buffer did not deliver, from the LRU map.
@@ -512,8 +630,17 @@ mod tests {
             net_inum: 14,
         };
         let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-        let (a, b, c) = (fd(), fd(), fd());
-        let p = program(&l, &a, &b, &c);
+        let (a, b, c, d, e) = (fd(), fd(), fd(), fd(), fd());
+        let p = program(
+            &l,
+            &Maps {
+                pending: &a,
+                owners: &b,
+                ring: &c,
+                changes: &d,
+                lost: &e,
+            },
+        );
         // Every jump lands inside the program, the last two are `r0 = 0; exit`.
         for (i, ins) in p.iter().enumerate() {
             if [op::JEQ_IMM, op::JNE_IMM, op::JA].contains(&ins[0]) {

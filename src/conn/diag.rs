@@ -190,6 +190,9 @@ fn unmap(ip: IpAddr) -> IpAddr {
 
 const RECV_BUF: usize = 256 * 1024;
 
+/// The cookie of an exact lookup that matches any socket (`INET_DIAG_NOCOOKIE`).
+pub const ANY_COOKIE: u64 = u64::MAX;
+
 /// A netlink socket for dump requests.
 pub struct DiagSocket {
     sock: Socket,
@@ -271,10 +274,33 @@ impl DiagSocket {
     /// addresses, ports and cookie), many per `send`: far cheaper than a dump with
     /// `tcp_info` when only a few sockets need it. A socket gone meanwhile keeps `None`.
     pub fn query_tcp_info(&mut self, records: &mut [SockRecord]) -> io::Result<()> {
+        let mut info: std::collections::HashMap<u64, TcpInfo> = std::collections::HashMap::new();
+        self.lookup_tcp(records, true, |r| {
+            if let Some(t) = r.tcp_info {
+                info.insert(r.cookie, t);
+            }
+        })?;
+        for r in records.iter_mut() {
+            if let Some(t) = info.get(&r.cookie) {
+                r.tcp_info = Some(*t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up the TCP sockets with the addresses and ports of `keys` (and their cookie,
+    /// unless it is [`ANY_COOKIE`]), one exact lookup each, many per `send`, and hands
+    /// each socket found to `each`; a socket that is gone is skipped. Listening sockets
+    /// are found by their local address and port with an unspecified remote.
+    pub fn lookup_tcp(
+        &mut self,
+        keys: &[SockRecord],
+        with_tcp_info: bool,
+        mut each: impl FnMut(SockRecord),
+    ) -> io::Result<()> {
         const PER_SEND: usize = 128;
         let mut req = Vec::with_capacity(PER_SEND * 128);
-        let mut info: std::collections::HashMap<u64, TcpInfo> = std::collections::HashMap::new();
-        for chunk in records.chunks(PER_SEND) {
+        for chunk in keys.chunks(PER_SEND) {
             req.clear();
             for r in chunk {
                 self.seq = self.seq.wrapping_add(1);
@@ -290,7 +316,11 @@ impl DiagSocket {
                     SockDiagMessage::InetRequest(InetRequest {
                         family,
                         protocol: IPPROTO_TCP,
-                        extensions: ExtensionFlags::INFO,
+                        extensions: if with_tcp_info {
+                            ExtensionFlags::INFO
+                        } else {
+                            ExtensionFlags::empty()
+                        },
                         states: StateFlags::all(),
                         socket_id: SocketId {
                             source_port: r.local.port(),
@@ -309,24 +339,20 @@ impl DiagSocket {
                 msg.serialize(&mut req[start..]);
             }
             self.sock.send(&req, 0)?;
+            // One reply per request: the socket, or an error (ENOENT when it is gone).
             let mut replies = 0;
             while replies < chunk.len() {
                 let n = recv(&self.sock, &mut self.buf)?;
                 for_each_message(&self.buf[..n], |m| {
                     replies += 1;
-                    if let Message::Socket(payload) = m
-                        && let Some(r) = SockRecord::parse(payload, Some(Transport::Tcp))
-                        && let Some(t) = r.tcp_info
-                    {
-                        info.insert(r.cookie, t);
+                    if let Message::Socket(payload) = m {
+                        match SockRecord::parse(payload, Some(Transport::Tcp)) {
+                            Some(r) => each(r),
+                            None => monitor::inc(&METRICS.conn_decode_errors),
+                        }
                     }
                     true
                 });
-            }
-        }
-        for r in records.iter_mut() {
-            if let Some(t) = info.get(&r.cookie) {
-                r.tcp_info = Some(*t);
             }
         }
         Ok(())

@@ -9,6 +9,15 @@
 //! connect-time recorder's ring buffer is waited on with the notifications and drained
 //! before them (a connection's connect precedes its close), its processes' details read
 //! at once, while they most likely still run.
+//!
+//! Following state changes (`connbeat.follow_state_changes`): when the recorder loaded
+//! and every watched namespace has close notifications, a poll between two full dumps
+//! looks up, with exact sock_diag requests, only the TCP sockets the recorder saw become
+//! `ESTABLISHED` or `LISTEN` since the last poll (and UDP is dumped, which the recorder
+//! does not follow); closes come from the notifications as always. One poll per
+//! `aggregation` dumps everything, which repairs whatever was missed, and so does the
+//! poll after a lost notification or change, a new namespace, or when `active` events
+//! are due.
 
 use super::connects::{self, ConnectRecorder, Recorded};
 use super::container::{ContainerInfo, Containers};
@@ -131,6 +140,16 @@ pub struct ConnSource {
     connect_mode: String,
     /// Owners of the connects drained from the recorder, by 4-tuple.
     recorded: Recorded,
+    /// Whether polls between full dumps look up only the sockets that changed.
+    follow: bool,
+    /// The recorder's lost changes and the lost close notifications at the last full dump.
+    changes_lost_at_dump: u64,
+    closes_lost_at_dump: u64,
+    /// The next poll must dump everything (a namespace was added).
+    force_dump: bool,
+    /// Sockets looked up before their process accepted them (no inode yet): looked up
+    /// again at the next poll, once.
+    retry: Vec<SockRecord>,
 }
 
 struct IndexOwners<'a> {
@@ -262,6 +281,7 @@ impl ConnSource {
             }
         };
         let (connects, connect_mode) = connect_recorder(settings, with_closes)?;
+        let follow = settings.follow_state_changes && connects.is_some();
         let mut source = ConnSource {
             settings: settings.clone(),
             proc_root: proc_root.clone(),
@@ -308,6 +328,11 @@ impl ConnSource {
             connects,
             connect_mode,
             recorded: Recorded::new(settings.connect_recorder_entries),
+            follow,
+            changes_lost_at_dump: 0,
+            closes_lost_at_dump: 0,
+            force_dump: false,
+            retry: Vec::new(),
         };
         source.refresh_namespaces();
         Ok(source)
@@ -373,6 +398,21 @@ impl ConnSource {
             let owner = self.procs.connector(&c);
             self.recorded.insert(key, owner);
         }
+    }
+
+    /// Whether polls between full dumps look up only the sockets that changed state.
+    pub fn follows_changes(&self) -> bool {
+        self.follow
+    }
+
+    /// Throws away the state changes recorded so far, as if the recorder had missed them
+    /// without knowing: what the next full dump has to repair (for tests).
+    #[doc(hidden)]
+    pub fn forget_changes(&mut self) {
+        if let Some(rec) = self.connects.as_mut() {
+            rec.drain_changes(|_| {});
+        }
+        self.retry.clear();
     }
 
     /// Whether socket owners are found by the BPF iterator (else by /proc fd links).
@@ -490,6 +530,9 @@ impl ConnSource {
                 }
             }
         }
+        if added > 0 {
+            self.force_dump = true;
+        }
         if added + released > 0 {
             tracing::debug!(target: "conn", "namespaces: {added} new, {released} released, {} watched",
                 self.namespaces.len());
@@ -505,11 +548,33 @@ impl ConnSource {
         self.refresh_namespaces();
         let closes_before = self.closes_seen;
         let mut events = self.drain_closes();
+        if self.changes_suffice() {
+            let (note, metric) = match self.poll_changes(dump_started)? {
+                Some(n) => {
+                    events += n;
+                    (
+                        format!(" changes={}", self.records.len()),
+                        &METRICS.conn_polls_changes,
+                    )
+                }
+                None => (" unchanged=true".to_string(), &METRICS.conn_polls_unchanged),
+            };
+            monitor::inc(metric);
+            return Ok(self.poll_done(started, cpu_start, events, &note));
+        }
         if self.nothing_changed(closes_before) {
             monitor::inc(&METRICS.conn_polls_unchanged);
-            let stats = self.poll_done(started, cpu_start, events, true);
+            let stats = self.poll_done(started, cpu_start, events, " unchanged=true");
             return Ok(stats);
         }
+        // The dump sees every change recorded until now.
+        self.forget_changes();
+        self.force_dump = false;
+        self.closes_lost_at_dump = self.closes_lost;
+        if let Some(rec) = &self.connects {
+            self.changes_lost_at_dump = rec.lost_changes();
+        }
+        self.last_dump = Some(Instant::now());
         let ips = serde_json::value::to_raw_value(&local_ips())?;
         self.beat_members = crate::event::beat_members(&[("local_ips", &ips)]);
         self.records.clear();
@@ -549,6 +614,154 @@ impl ConnSource {
             self.fill_new_tcp_info();
         }
         events += self.drain_closes();
+        events += self.attribute_and_apply(dump_started, true)?;
+        let stats = self.poll_done(started, cpu_start, events, "");
+        Ok(stats)
+    }
+
+    /// Whether this poll may look up only the sockets that changed: changes are followed,
+    /// every namespace has close notifications, nothing was lost since the last full dump,
+    /// which is less than `aggregation` old, and no `active` event is due.
+    fn changes_suffice(&mut self) -> bool {
+        match self.why_dump() {
+            None => true,
+            Some(why) => {
+                if self.follow {
+                    tracing::debug!(target: "conn", "full dump: {why}");
+                }
+                false
+            }
+        }
+    }
+
+    /// Why this poll cannot look up only the sockets that changed (`None`: it can).
+    fn why_dump(&mut self) -> Option<&'static str> {
+        if self.connects.is_none() || !self.follow {
+            return Some("state changes not followed");
+        }
+        let now = SystemTime::now();
+        let due = self.table.active_due_now(now);
+        let rec = self.connects.as_ref()?;
+        // `active` events due before the next poll: the window's dump waits for them, so
+        // that one dump serves both (it is at most one poll late).
+        let active_soon = self
+            .table
+            .next_due()
+            .is_some_and(|due| due > now && due <= now + self.settings.poll_interval.get());
+        [
+            (self.first_poll, "first poll"),
+            (self.force_dump, "new namespace"),
+            (
+                self.close_mode != CloseMode::Notifications
+                    || self.namespaces.iter().any(|w| w.closes.is_none()),
+                "no close notifications",
+            ),
+            (
+                self.closes_lost != self.closes_lost_at_dump,
+                "close notifications lost",
+            ),
+            (
+                rec.lost_changes() != self.changes_lost_at_dump,
+                "state changes lost",
+            ),
+            (due, "active events due"),
+            (
+                self.last_dump
+                    .is_none_or(|t| t.elapsed() >= self.settings.aggregation.get())
+                    && !active_soon,
+                "aggregation window over",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(yes, why)| yes.then_some(why))
+    }
+
+    /// A poll of the sockets that changed state since the last one (see the module
+    /// documentation): exact lookups of those, a dump of UDP when it is reported, then
+    /// attribution and the table as for a full dump. Returns the events published, or
+    /// `None` when nothing changed (no socket to look up, no UDP to dump).
+    fn poll_changes(&mut self, started: SystemTime) -> anyhow::Result<Option<usize>> {
+        self.records.clear();
+        let retried = std::mem::take(&mut self.retry);
+        let mut keys = retried.clone();
+        if let Some(rec) = self.connects.as_mut() {
+            let watched = &self.namespaces;
+            rec.drain_changes(|c| {
+                if watched.iter().any(|w| w.inode == u64::from(c.netns)) {
+                    keys.push(change_key(&c));
+                }
+            });
+        }
+        keys.sort_unstable_by_key(|k| (k.netns, k.local, k.remote));
+        keys.dedup_by_key(|k| (k.netns, k.local, k.remote));
+        if keys.is_empty() && !self.settings.udp {
+            return Ok(None);
+        }
+        monitor::add(&METRICS.conn_changes_looked_up, keys.len() as u64);
+        let udp = self.settings.udp;
+        let with_info = self.settings.tcp_info;
+        for ns in &mut self.namespaces {
+            let inode = ns.inode;
+            let records = &mut self.records;
+            let mut push = |mut r: SockRecord| {
+                r.netns = inode;
+                records.push(r)
+            };
+            let (from, to) = (
+                keys.partition_point(|k| k.netns < inode),
+                keys.partition_point(|k| k.netns <= inode),
+            );
+            let mut result = Ok(());
+            if from < to {
+                result = ns.diag.lookup_tcp(&keys[from..to], with_info, &mut push);
+            }
+            if udp && result.is_ok() {
+                for f in [Family::V4, Family::V6] {
+                    result = result.and_then(|_| {
+                        ns.diag
+                            .dump(f, Transport::Udp, false, &mut push)
+                            .map(|_| ())
+                    });
+                }
+            }
+            if let Err(e) = result {
+                if ns.own {
+                    return Err(e).context("sock_diag lookups");
+                }
+                monitor::inc(&METRICS.conn_netns_errors);
+                tracing::debug!(target: "conn", "lookups in namespace {inode} failed: {e}");
+            }
+        }
+        if self.records.is_empty() {
+            return Ok(Some(0));
+        }
+        // Sockets not accepted yet have no inode: once more at the next poll, not again.
+        let same = |a: &SockRecord, b: &SockRecord| {
+            (a.netns, a.local, a.remote) == (b.netns, b.local, b.remote)
+        };
+        for r in &self.records {
+            if r.transport == Transport::Tcp
+                && r.inode == 0
+                && r.state == super::diag::state::ESTABLISHED
+                && !retried.iter().any(|k| same(k, r))
+            {
+                self.retry.push(SockRecord {
+                    cookie: super::diag::ANY_COOKIE,
+                    tcp_info: None,
+                    ..*r
+                });
+            }
+        }
+        self.attribute_and_apply(started, false).map(Some)
+    }
+
+    /// Finds the owners of the sockets in `self.records` the table does not know yet,
+    /// applies the records to the table (a complete poll, or only changes) and publishes.
+    fn attribute_and_apply(
+        &mut self,
+        started: SystemTime,
+        complete: bool,
+    ) -> anyhow::Result<usize> {
         self.table.unknown_inodes(&self.records, &mut self.wanted);
         if !self.wanted.is_empty() {
             self.procs.refresh(&self.wanted);
@@ -573,23 +786,23 @@ impl ConnSource {
         self.netns_containers.retain(|ns, _| live.contains(ns));
         let now = SystemTime::now();
         let mut out: Vec<ConnEvent> = Vec::new();
-        self.table.apply_poll(
-            &self.records,
-            dump_started,
-            now,
-            &IndexOwners {
-                procs: &self.procs,
-                recorded: &self.recorded,
-            },
-            &mut |e| out.push(e),
-        );
-        events += out.len();
+        let owners = IndexOwners {
+            procs: &self.procs,
+            recorded: &self.recorded,
+        };
+        if complete {
+            self.table
+                .apply_poll(&self.records, started, now, &owners, &mut |e| out.push(e));
+        } else {
+            self.table
+                .apply_changes(&self.records, started, now, &owners, &mut |e| out.push(e));
+        }
+        let events = out.len();
         for e in out {
             self.publish(e);
         }
         self.refresh_shared_owners();
-        let stats = self.poll_done(started, cpu_start, events, false);
-        Ok(stats)
+        Ok(events)
     }
 
     /// Counts and logs one finished poll.
@@ -598,7 +811,7 @@ impl ConnSource {
         started: Instant,
         cpu_start: Duration,
         events: usize,
-        unchanged: bool,
+        note: &str,
     ) -> PollStats {
         let stats = PollStats {
             sockets: self.records.len(),
@@ -614,9 +827,9 @@ impl ConnSource {
             stats.wall.as_micros() as u64,
         );
         tracing::debug!(target: "conn",
-            "poll done: sockets={} events={} wall_us={} cpu_us={} tracked={} namespaces={}{}",
+            "poll done: sockets={} events={} wall_us={} cpu_us={} tracked={} namespaces={}{note}",
             stats.sockets, stats.events, stats.wall.as_micros(), stats.cpu.as_micros(),
-            self.table.len(), stats.namespaces, if unchanged { " unchanged=true" } else { "" });
+            self.table.len(), stats.namespaces);
         stats
     }
 
@@ -625,6 +838,7 @@ impl ConnSource {
     /// sockets in use is what it was at that dump, and their notifications are trusted),
     /// and no `active` event is due. A dump happens at least once per `aggregation`.
     fn nothing_changed(&mut self, closes_before: u64) -> bool {
+        // (A full dump follows when this says false; it sets `last_dump`.)
         let trusted = self.settings.skip_unchanged_polls
             && self.close_mode == CloseMode::Notifications
             && !self.first_poll
@@ -652,7 +866,6 @@ impl ConnSource {
         }
         if !unchanged {
             self.closes_since_dump = 0;
-            self.last_dump = Some(Instant::now());
         }
         unchanged
     }
@@ -869,6 +1082,26 @@ impl ConnSource {
 
 fn close_buffer(c: &ConnbeatConfig) -> usize {
     c.close_events_buffer_kb.saturating_mul(1024)
+}
+
+/// The lookup key of a socket that changed state.
+fn change_key(c: &connects::Change) -> SockRecord {
+    SockRecord {
+        family: if c.local.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        },
+        transport: Transport::Tcp,
+        state: c.new_state,
+        local: c.local,
+        remote: c.remote,
+        inode: 0,
+        uid: 0,
+        cookie: super::diag::ANY_COOKIE,
+        tcp_info: None,
+        netns: u64::from(c.netns),
+    }
 }
 
 /// This host's non-loopback addresses (`beat.local_ips`).

@@ -418,6 +418,28 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
+    /// When the earliest tracked connection is due to be published again (`active`).
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.next_due
+    }
+
+    /// [`ConnTable::active_due`], the due time first recomputed from the connections
+    /// still tracked when the remembered one has passed (the connection it was for may
+    /// have closed since): so that a poll that follows changes dumps for `active` events
+    /// only when one is really due.
+    pub fn active_due_now(&mut self, now: SystemTime) -> bool {
+        if !self.active_due(now) {
+            return false;
+        }
+        self.next_due = self
+            .conns
+            .values()
+            .map(|c| c.last_published)
+            .min()
+            .map(|e| e + self.settings.aggregation);
+        self.active_due(now)
+    }
+
     /// Whether some tracked connection is due to be published again (`active`) at `now`,
     /// which is when a poll needs every socket's `tcp_info`.
     pub fn active_due(&self, now: SystemTime) -> bool {
@@ -469,9 +491,39 @@ impl ConnTable {
         owners: &dyn OwnerLookup,
         emit: &mut dyn FnMut(ConnEvent),
     ) {
+        self.apply(records, started, now, owners, emit, true);
+    }
+
+    /// Applies the sockets a poll looked up because their state changed (the others are
+    /// as they were; closes come as notifications): new ones are opened, tracked ones
+    /// updated, nothing is closed for not being there.
+    pub fn apply_changes(
+        &mut self,
+        records: &[SockRecord],
+        started: SystemTime,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+        emit: &mut dyn FnMut(ConnEvent),
+    ) {
+        self.apply(records, started, now, owners, emit, false);
+    }
+
+    fn apply(
+        &mut self,
+        records: &[SockRecord],
+        started: SystemTime,
+        now: SystemTime,
+        owners: &dyn OwnerLookup,
+        emit: &mut dyn FnMut(ConnEvent),
+        complete: bool,
+    ) {
         self.epoch += 1;
         self.forget_old_closes(now);
-        self.rebuild_listeners(records, owners);
+        if complete {
+            self.rebuild_listeners(records, owners);
+        } else {
+            self.add_listeners(records, owners);
+        }
         let mut not_tracked = 0u64;
         let mut seen_tracked = 0usize;
         let mut earliest: Option<SystemTime> = None;
@@ -535,7 +587,7 @@ impl ConnTable {
         // Whatever the poll did not see is gone, and no notification said so. In steady
         // state (closes arrive as notifications) the poll saw every tracked connection and
         // there is nothing to look for.
-        let gone: Vec<u64> = if seen_tracked == self.conns.len() {
+        let gone: Vec<u64> = if !complete || seen_tracked == self.conns.len() {
             Vec::new()
         } else {
             self.conns
@@ -552,7 +604,15 @@ impl ConnTable {
                 emit(self.event(&c, Action::Closed, now, Some(duration)));
             }
         }
-        self.next_due = earliest.map(|e| e + self.settings.aggregation);
+        let due = earliest.map(|e| e + self.settings.aggregation);
+        self.next_due = if complete {
+            due
+        } else {
+            match (self.next_due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         // A connection this poll did not see may have opened while it ran: the poll's
         // start, not its end, bounds the age of what it missed.
         self.last_poll = Some(started);
@@ -573,6 +633,9 @@ impl ConnTable {
         }
         if let Some(mut c) = self.conns.remove(&r.cookie) {
             self.remember_closed(r.cookie, now);
+            if c.direction == Direction::Listening {
+                self.remove_listener(&c.record);
+            }
             // The notification has the final counters; keep the addresses we knew.
             if r.tcp_info.is_some() {
                 c.record.tcp_info = r.tcp_info;
@@ -644,6 +707,34 @@ impl ConnTable {
                 .entry((r.netns, r.transport, r.local.port()))
                 .or_default()
                 .push((r.local.ip(), owner));
+        }
+    }
+
+    /// Adds the listening sockets among `records` to the listeners already known.
+    fn add_listeners(&mut self, records: &[SockRecord], owners: &dyn OwnerLookup) {
+        for r in records.iter().filter(|r| is_listening(r)) {
+            let owner = owners
+                .owner(r.inode)
+                .or_else(|| self.conns.get(&r.cookie).and_then(|c| c.owner.clone()));
+            let bound = self
+                .listeners
+                .entry((r.netns, r.transport, r.local.port()))
+                .or_default();
+            match bound.iter_mut().find(|(ip, _)| *ip == r.local.ip()) {
+                Some(b) => b.1 = owner.or(b.1.take()),
+                None => bound.push((r.local.ip(), owner)),
+            }
+        }
+    }
+
+    /// Forgets a listening socket that closed (until the next complete poll rebuilds them).
+    fn remove_listener(&mut self, r: &SockRecord) {
+        let key = (r.netns, r.transport, r.local.port());
+        if let Some(bound) = self.listeners.get_mut(&key) {
+            bound.retain(|(ip, _)| *ip != r.local.ip());
+            if bound.is_empty() {
+                self.listeners.remove(&key);
+            }
         }
     }
 
@@ -1099,6 +1190,108 @@ mod tests {
             }
         }
         assert_eq!(n, 270);
+    }
+
+    /// Polls of changes open what they list, close nothing for not listing it, learn
+    /// listeners as they come (and forget one that closes), and upgrade an owner found
+    /// later.
+    #[test]
+    fn changes_open_and_update_but_never_close_by_absence() {
+        let owners = Owners(HashMap::from([
+            (12, proc_info(200, "pg")),
+            (13, proc_info(201, "pg-worker")),
+        ]));
+        let mut t = ConnTable::new(settings());
+        let old = rec(1, state::ESTABLISHED, "10.0.0.5:40000", "10.0.0.9:443", 11);
+        poll(&mut t, std::slice::from_ref(&old), at(0), &owners);
+        let changes = |t: &mut ConnTable, recs: &[SockRecord], s: u64, o: &Owners| {
+            let mut out = Vec::new();
+            t.apply_changes(recs, at(s), at(s), o, &mut |e| out.push(e));
+            out
+        };
+        // A new listener, then a connection to it not accepted yet (no inode).
+        let listener = rec(2, state::LISTEN, "0.0.0.0:5432", "0.0.0.0:0", 12);
+        let e = changes(&mut t, std::slice::from_ref(&listener), 1, &owners);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].action, Action::Listening);
+        let incoming = rec(3, state::ESTABLISHED, "10.0.0.5:5432", "10.0.0.7:50000", 0);
+        let e = changes(&mut t, std::slice::from_ref(&incoming), 2, &owners);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].action, e[0].direction),
+            (Action::Open, Direction::Incoming)
+        );
+        assert_eq!(e[0].attribution, Attribution::Listener);
+        assert_eq!(
+            t.len(),
+            3,
+            "the connection the changes did not list is still tracked"
+        );
+        // Looked up again once accepted: no second event, the owner from its own fd.
+        let accepted = SockRecord {
+            inode: 13,
+            ..incoming
+        };
+        assert!(changes(&mut t, std::slice::from_ref(&accepted), 3, &owners).is_empty());
+        let mut closing = accepted;
+        closing.inode = 0;
+        closing.state = state::CLOSE;
+        let e = t
+            .apply_close(&closing, at(4), &Owners(HashMap::new()))
+            .unwrap();
+        assert_eq!(e.attribution, Attribution::Cache);
+        assert_eq!(
+            e.local_process.unwrap().pid,
+            201,
+            "the accepting process, not the listener's"
+        );
+        // The listener closes: a later connection on its port is outgoing.
+        let mut gone = listener;
+        gone.state = state::CLOSE;
+        assert!(
+            t.apply_close(&gone, at(5), &Owners(HashMap::new()))
+                .is_some()
+        );
+        let out = rec(4, state::ESTABLISHED, "10.0.0.5:5432", "10.0.0.8:80", 0);
+        let e = changes(&mut t, std::slice::from_ref(&out), 6, &owners);
+        assert_eq!(e[0].direction, Direction::Outgoing);
+        // A complete poll still closes what it does not see.
+        let e = poll(&mut t, &[], at(7), &owners);
+        assert_eq!(e.len(), 2);
+        assert!(e.iter().all(|e| e.action == Action::Closed));
+    }
+
+    /// A due time left by a connection that closed is not an `active` event due.
+    #[test]
+    fn due_time_of_a_closed_connection_is_recomputed() {
+        let owners = Owners(HashMap::new());
+        let mut t = ConnTable::new(settings());
+        let a = rec(1, state::ESTABLISHED, "10.0.0.5:40000", "10.0.0.9:443", 0);
+        let b = rec(2, state::ESTABLISHED, "10.0.0.5:40001", "10.0.0.9:443", 0);
+        poll(&mut t, std::slice::from_ref(&a), at(0), &owners);
+        let mut out = Vec::new();
+        t.apply_changes(
+            std::slice::from_ref(&b),
+            at(10),
+            at(10),
+            &owners,
+            &mut |e| out.push(e),
+        );
+        assert!(
+            t.apply_close(
+                &SockRecord {
+                    state: state::CLOSE,
+                    ..a
+                },
+                at(20),
+                &owners
+            )
+            .is_some()
+        );
+        assert!(t.active_due(at(31)), "the remembered due time is a's");
+        assert!(!t.active_due_now(at(31)), "a closed; b is due at 40");
+        assert_eq!(t.next_due(), Some(at(40)));
+        assert!(t.active_due_now(at(40)));
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! device is opened non-blocking with the configured snaplen, buffer and BPF filter, on a
 //! thread of its own that polls the capture descriptor with a short timeout: a blocking
 //! read with a timeout never returned while the link was idle (NOTES.md), and the poll is
-//! what lets `stop` and transaction timeouts be honoured on a quiet link.
+//! what lets `stop` and transaction timeouts be honoured on a quiet link. With
+//! `connbeat.interfaces.type: af_packet` the packets come from [`super::afpacket`]'s rings
+//! instead, one engine per worker thread.
 
+use super::afpacket::{self, Geometry, Ring};
 use super::engine::{Engine, Summary};
 use super::{ProcessLookup, decode::linktype};
-use crate::config::Config;
+use crate::config::{CaptureType, Config};
 use crate::event::Event;
 use crate::monitor::{self, METRICS};
 use crate::publish::Publisher;
@@ -16,7 +19,7 @@ use anyhow::Context;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The BPF filter for the configured protocols, or the user's own `bpf_filter`. Flows see
@@ -105,11 +108,7 @@ pub fn read_file(
 /// Opens the configured device for live capture.
 fn open_live(config: &Config) -> anyhow::Result<pcap::Capture<pcap::Active>> {
     let i = &config.connbeat.interfaces;
-    let device = if i.device.is_empty() {
-        "any"
-    } else {
-        i.device.as_str()
-    };
+    let device = device(config);
     let inactive = pcap::Capture::from_device(device)
         .with_context(|| format!("connbeat.interfaces.device: {device}"))?
         .snaplen(i.snaplen.min(i32::MAX as u32) as i32)
@@ -136,16 +135,20 @@ fn open_live(config: &Config) -> anyhow::Result<pcap::Capture<pcap::Active>> {
     Ok(cap)
 }
 
-/// Starts the live capture thread.
+/// The configured device, `any` when none is.
+fn device(config: &Config) -> &str {
+    let d = config.connbeat.interfaces.device.as_str();
+    if d.is_empty() { "any" } else { d }
+}
+
+/// Starts the live capture thread (with `af_packet`, the thread of the first worker,
+/// which runs the others beside it).
 pub fn spawn_live(
     config: &Config,
     publisher: Publisher,
     lookup: Option<Arc<dyn ProcessLookup>>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let cap = open_live(config)?
-        .setnonblock()
-        .context("setting the capture non-blocking")?;
     let config = config.clone();
     // Registry errors surface here, before the thread starts.
     super::proto::Registry::new(
@@ -153,11 +156,138 @@ pub fn spawn_live(
         &super::engine::Settings::from_config(&config).common,
     )
     .map_err(anyhow::Error::msg)?;
-    let t = std::thread::Builder::new()
-        .name("inspect".into())
-        .spawn(move || live_loop(cap, &config, publisher, lookup, &stop))
-        .context("spawning the capture thread")?;
-    Ok(t)
+    let spawn = |f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name("inspect".into())
+            .spawn(f)
+            .context("spawning the capture thread")
+    };
+    match config.connbeat.interfaces.capture_type {
+        CaptureType::Pcap => {
+            let cap = open_live(&config)?
+                .setnonblock()
+                .context("setting the capture non-blocking")?;
+            spawn(Box::new(move || {
+                live_loop(cap, &config, publisher, lookup, &stop)
+            }))
+        }
+        CaptureType::AfPacket => {
+            let rings = open_rings(&config)?;
+            spawn(Box::new(move || {
+                std::thread::scope(|s| {
+                    let mut rings = rings.into_iter();
+                    let first = rings.next();
+                    for (k, ring) in rings.enumerate() {
+                        let (config, publisher, lookup, stop) =
+                            (&config, publisher.clone(), lookup.clone(), &stop);
+                        let t = std::thread::Builder::new()
+                            .name(format!("inspect-{}", k + 1))
+                            .spawn_scoped(s, move || {
+                                ring_loop(ring, config, publisher, lookup, stop)
+                            });
+                        if let Err(e) = t {
+                            tracing::error!(target: "inspect", "cannot start capture worker {}: {e}", k + 1);
+                        }
+                    }
+                    if let Some(ring) = first {
+                        ring_loop(ring, &config, publisher, lookup, &stop);
+                    }
+                })
+            }))
+        }
+    }
+}
+
+/// Fanout group ids: unique per capture of this process (a group is per network
+/// namespace, and joining one of another type fails).
+static FANOUT_GROUP: AtomicU16 = AtomicU16::new(0);
+
+/// The `af_packet` rings of every worker, open and filtered before any thread starts:
+/// traffic from the return on is captured.
+fn open_rings(config: &Config) -> anyhow::Result<Vec<Ring>> {
+    let i = &config.connbeat.interfaces;
+    let device = device(config);
+    let text = bpf_filter(config);
+    let filter = if text.is_empty() {
+        Vec::new()
+    } else {
+        afpacket::compile_filter(&text, i.snaplen).map_err(|e| {
+            anyhow::anyhow!("connbeat.interfaces.bpf_filter: cannot compile {text:?}: {e}")
+        })?
+    };
+    let workers = i.workers.max(1);
+    let geometry =
+        Geometry::for_bytes((i.buffer_size_mb as usize).saturating_mul(1 << 20) / workers);
+    let fanout = (workers > 1).then(|| {
+        (std::process::id() as u16)
+            .wrapping_mul(31)
+            .wrapping_add(FANOUT_GROUP.fetch_add(1, Ordering::Relaxed))
+    });
+    let rings = (0..workers)
+        .map(|_| Ring::open(device, geometry, &filter, fanout))
+        .collect::<std::io::Result<Vec<Ring>>>()
+        .with_context(|| {
+            format!(
+                "connbeat.interfaces.type: af_packet: opening {workers} packet socket(s) on {device:?} \
+                 with rings of {} x {} KiB (needs root or CAP_NET_RAW)",
+                geometry.blocks,
+                geometry.block_size >> 10
+            )
+        })?;
+    tracing::info!(target: "inspect",
+        "af_packet capture on {device}: {workers} worker(s), ring of {} x {} KiB each",
+        geometry.blocks, geometry.block_size >> 10);
+    Ok(rings)
+}
+
+/// One `af_packet` worker: its ring through its own engine until `stop`.
+fn ring_loop(
+    mut ring: Ring,
+    config: &Config,
+    publisher: Publisher,
+    lookup: Option<Arc<dyn ProcessLookup>>,
+    stop: &AtomicBool,
+) {
+    let mut sink = |e: Event| {
+        publisher.publish(e);
+    };
+    let mut engine = match Engine::new(config, &mut sink, lookup.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(target: "inspect", "{e}");
+            return;
+        }
+    };
+    let mut packets = 0u64;
+    let mut last_stats = 0u64;
+    let count_drops = |ring: &Ring| {
+        if let Ok(d) = ring.drops() {
+            monitor::add(&METRICS.inspect_capture_dropped, d);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let got = ring.next_block(100, |ts, p| {
+            monitor::inc(&METRICS.inspect_pcap_received);
+            monitor::add(&METRICS.inspect_pcap_bytes, p.len() as u64);
+            engine.packet(linktype::RAW, ts, p);
+        });
+        match got {
+            Ok(n) => packets += n as u64,
+            Err(e) => {
+                tracing::error!(target: "inspect", "capture failed: {e}; this worker stops");
+                break;
+            }
+        }
+        let now = now_micros();
+        engine.tick(now);
+        if now.saturating_sub(last_stats) >= 1_000_000 {
+            last_stats = now;
+            count_drops(&ring);
+        }
+    }
+    count_drops(&ring);
+    engine.finish();
+    tracing::debug!(target: "inspect", "af_packet worker done: {packets} packets");
 }
 
 fn now_micros() -> u64 {
@@ -215,13 +345,13 @@ fn live_loop(
         if now.saturating_sub(last_stats) >= 1_000_000 {
             last_stats = now;
             if let Ok(s) = cap.stats() {
-                monitor::set(&METRICS.inspect_pcap_dropped, u64::from(s.dropped));
+                monitor::set(&METRICS.inspect_capture_dropped, u64::from(s.dropped));
                 monitor::set(&METRICS.inspect_pcap_if_dropped, u64::from(s.if_dropped));
             }
         }
     }
     if let Ok(s) = cap.stats() {
-        monitor::set(&METRICS.inspect_pcap_dropped, u64::from(s.dropped));
+        monitor::set(&METRICS.inspect_capture_dropped, u64::from(s.dropped));
         monitor::set(&METRICS.inspect_pcap_if_dropped, u64::from(s.if_dropped));
     }
     engine.finish();

@@ -9,6 +9,7 @@
 //! targets drive them too. The processes behind both ends come from a [`ProcessLookup`]
 //! (the connection table in live mode), never from extra /proc scans here.
 
+pub mod afpacket;
 pub mod capture;
 pub mod decode;
 pub mod engine;

@@ -42,6 +42,8 @@ counters! {
     conn_events_closed => "conn.events.closed", "closed events";
     conn_closes_received => "conn.close_events.received", "destroy notifications received from the kernel";
     conn_closes_lost => "conn.close_events.lost", "times the kernel dropped destroy notifications (ENOBUFS); the next poll resynchronises";
+    conn_polls_changes => "conn.polls.changes", "polls that looked up only the TCP sockets the kernel saw change state (follow_state_changes)";
+    conn_changes_looked_up => "conn.changes.looked_up", "sockets looked up because they changed state";
     conn_closes_by_poll => "conn.close_events.by_poll", "closes found by poll diff (no destroy notification seen)";
     conn_decode_errors => "conn.decode_errors", "netlink messages that could not be decoded";
     conn_netns_watched => "conn.netns.watched", "network namespaces watched";
@@ -71,7 +73,7 @@ counters! {
     procs_evicted => "procs.evicted", "processes dropped from the process cache because max_processes was reached";
     inspect_pcap_received => "inspect.pcap.received", "packets read from the capture (device or file)";
     inspect_pcap_bytes => "inspect.pcap.bytes", "bytes of the packets read from the capture";
-    inspect_pcap_dropped => "inspect.pcap.dropped", "packets the kernel dropped because connbeat read too slowly (pcap ps_drop)";
+    inspect_capture_dropped => "inspect.capture.dropped", "packets the kernel dropped because connbeat read too slowly (pcap ps_drop, af_packet PACKET_STATISTICS)";
     inspect_pcap_if_dropped => "inspect.pcap.if_dropped", "packets the interface or driver dropped (pcap ps_ifdrop)";
     inspect_decode_errors => "inspect.decode.errors", "frames whose headers were truncated or malformed";
     inspect_decode_unsupported => "inspect.decode.unsupported", "frames of protocols not inspected (ARP, ICMP, IPv6 fragments, ...)";
