@@ -97,7 +97,13 @@ fn a_hundred_thousand_events_survive_two_kills_of_redis_in_order_and_acked_once(
     // One batch in flight at a time: at most one batch sent twice per kill.
     assert!(duplicates <= 2 * 1000, "{duplicates} duplicates");
     // Every event, and in order (one key, one batch at a time).
-    assert_eq!(firsts, (0..n).collect::<Vec<_>>());
+    let first_out_of_order = firsts.iter().enumerate().find(|(i, c)| **c != *i as u64);
+    assert_eq!(
+        (firsts.len() as u64, first_out_of_order),
+        (n, None),
+        "events in first-seen order: {:?}",
+        first_out_of_order.map(|(i, _)| &firsts[i.saturating_sub(3)..(i + 5).min(firsts.len())])
+    );
     assert_eq!(counter("output.events.acked") - acked_before, n);
     assert_eq!(
         got.iter().map(identity).collect::<HashSet<_>>().len() as u64,

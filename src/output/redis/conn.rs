@@ -30,7 +30,7 @@ impl RedisConn {
     }
 
     /// Connects to `host`, sends AUTH (when `password` is set) and SELECT (when `db` is
-    /// not 0) and checks their replies.
+    /// not 0), then PING, and checks their replies.
     pub fn open(
         dialer: &Dialer,
         host: &str,
@@ -53,6 +53,12 @@ impl RedisConn {
                     "output.redis.db: {host} refused database {db}: {m}"
                 )));
             }
+        }
+        // A restarted server answers LOADING until it has read its append-only file, and
+        // would store the later commands of a pipeline whose first ones it refused: events
+        // out of order. So no batch goes to it before it answers PING.
+        if let Reply::Error(m) = c.call(&[b"PING"])? {
+            return Err(c.unavailable(&format!("{host} is not ready: {m}")));
         }
         Ok(c)
     }
