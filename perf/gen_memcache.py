@@ -10,7 +10,7 @@ import random
 import struct
 import sys
 
-from pcapw import Pcap
+from pcapgen import Pcap
 
 out, min_packets = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 300_000
 p = Pcap(out)
@@ -62,10 +62,10 @@ while p.packets < min_packets:
         n = rng.randint(1, 3)
         v = b"u" * (1300 * n - 100)
         reply = b"VALUE u 0 %d\r\n%s\r\nEND\r\n" % (len(v), v)
-        p.udp(CLI, SRV, port, 11211, struct.pack(">HHHH", rid, 0, 1, 0) + b"get u\r\n")
+        p.udp(CLI, port, SRV, 11211, struct.pack(">HHHH", rid, 0, 1, 0) + b"get u\r\n")
         chunks = [reply[i:i + 1400] for i in range(0, len(reply), 1400)]
         for seq, c in enumerate(chunks):
-            p.udp(SRV, CLI, 11211, port, struct.pack(">HHHH", rid, seq, len(chunks), 0) + c)
+            p.udp(SRV, 11211, CLI, port, struct.pack(">HHHH", rid, seq, len(chunks), 0) + c)
         txns += 1
         continue
     ex = text_conn() if conn % 2 else binary_conn()

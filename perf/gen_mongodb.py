@@ -14,7 +14,7 @@ import zlib
 
 import bson
 
-from pcapw import Pcap
+from pcapgen import Pcap
 
 out, min_packets = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 300_000
 p = Pcap(out)

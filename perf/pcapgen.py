@@ -1,4 +1,4 @@
-"""A small pcap writer the per-protocol generators (perf/gen_<proto>.py) share: Ethernet/
+"""The one pcap writer the per-protocol generators (perf/gen_<proto>.py) share: Ethernet/
 IPv4 frames with increasing timestamps, whole TCP connections (handshake, data both ways
 with sequence numbers and ACKs, FIN), UDP datagrams, and `run` for the generators that
 replay whole conversations on many connections."""
@@ -28,6 +28,17 @@ class Pcap:
     def udp(self, src, sport, dst, dport, payload):
         self.frame(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
 
+    def connection(self, client, server, cport, sport, exchanges, isn):
+        """A whole TCP connection: each exchange a request and its response (or b""), each
+        in one segment, the client acknowledging after it."""
+        t = Tcp(self, client, cport, server, sport, isn)
+        for req, resp in exchanges:
+            t.push(0, req)
+            if resp:
+                t.push(1, resp)
+            t.segment(0, 0x10, b"")
+        t.close()
+
     def close(self):
         self.f.close()
 
@@ -35,9 +46,9 @@ class Pcap:
 class Tcp:
     """One connection from (client, cport) to (server, sport)."""
 
-    def __init__(self, pcap, client, cport, server, sport):
+    def __init__(self, pcap, client, cport, server, sport, isn=(1000, 5000)):
         self.p, self.c, self.cp, self.s, self.sp = pcap, client, cport, server, sport
-        self.seq = [1000, 5000]
+        self.seq = list(isn)
         self.segment(0, 0x02, b"")
         self.seq[0] += 1
         self.segment(1, 0x12, b"")
@@ -46,8 +57,14 @@ class Tcp:
 
     def segment(self, d, flags, payload):
         src, sp, dst, dp = (self.c, self.cp, self.s, self.sp) if d == 0 else (self.s, self.sp, self.c, self.cp)
-        hdr = struct.pack("!HHIIBBHHH", sp, dp, self.seq[d], self.seq[1 - d], 0x50, flags, 65535, 0, 0)
+        hdr = struct.pack("!HHIIBBHHH", sp, dp, self.seq[d] & 0xFFFFFFFF, self.seq[1 - d] & 0xFFFFFFFF,
+                          0x50, flags, 65535, 0, 0)
         self.p.frame(src, dst, 6, hdr + payload)
+
+    def push(self, d, data):
+        """`data` in one segment (PSH, ACK), whatever its size."""
+        self.segment(d, 0x18, data)
+        self.seq[d] += len(data)
 
     def send(self, d, data):
         """`data` from the client (d=0) or the server (d=1), in MSS segments, then an ACK."""
