@@ -24,31 +24,9 @@ subprocess.run(["thrift", "--gen", "py", "-out", gen,
 sys.path.insert(0, gen)
 sys.path.insert(0, os.path.join(here, "..", "tests", "services"))
 from calc import Calc  # noqa: E402
-from calc.ttypes import Oops, Point  # noqa: E402
+from calc_handler import Handler  # noqa: E402
 from thrift.protocol import TBinaryProtocol, TCompactProtocol  # noqa: E402
 from thrift.transport import TTransport  # noqa: E402
-
-
-class Handler:
-    def ping(self):
-        pass
-
-    def add(self, a, b):
-        return a + b
-
-    def echo(self, s):
-        return s
-
-    def points(self, n):
-        return [Point(x=i, y=-i) for i in range(n)]
-
-    def divide(self, a, b):
-        if b == 0:
-            raise Oops(code=1, why="divide by zero")
-        return a // b
-
-    def note(self, text):
-        pass
 
 
 def session(proto, framed):

@@ -5,31 +5,9 @@ import sys
 
 sys.path.insert(0, sys.argv[1])
 from calc import Calc  # noqa: E402
-from calc.ttypes import Oops, Point  # noqa: E402
+from calc_handler import Handler  # noqa: E402
 from thrift.protocol import TBinaryProtocol, TCompactProtocol  # noqa: E402
 from thrift.transport import TSocket, TTransport  # noqa: E402
-
-
-class Handler:
-    def ping(self):
-        pass
-
-    def add(self, a, b):
-        return a + b
-
-    def echo(self, s):
-        return s
-
-    def points(self, n):
-        return [Point(x=i, y=-i) for i in range(n)]
-
-    def divide(self, a, b):
-        if b == 0:
-            raise Oops(code=1, why="divide by zero")
-        return a // b
-
-    def note(self, text):
-        pass
 
 
 protocol = {"binary": TBinaryProtocol.TBinaryProtocolFactory(),
