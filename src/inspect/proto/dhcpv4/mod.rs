@@ -408,7 +408,6 @@ impl Dhcpv4 {
         if expects_reply(kind) {
             self.pending.push(t, waiting, cx);
         } else {
-            t.end = Some(cx.now);
             cx.out.push(t.boxed());
         }
     }
@@ -593,6 +592,7 @@ mod tests {
         assert_eq!(v[2]["status"], "OK");
         assert_eq!(v[2]["client_ip"], "192.168.0.10");
         assert!(v[2]["dhcpv4"].get("response").is_none());
+        assert!(v[2].get("responsetime").is_none(), "no reply expected");
     }
 
     #[test]

@@ -756,7 +756,6 @@ impl Sip {
             ..SipExchange::default()
         };
         if key.method == "ACK" {
-            x.end = Some(cx.now);
             cx.out.push(x.boxed());
         } else {
             self.pending.push(x, key, cx);
@@ -1006,6 +1005,7 @@ Content-Length: 0\r\n\r\n";
         );
         assert_eq!(ack.method.as_deref(), Some("ACK"));
         assert!(ack.object().get("response").is_none());
+        assert_eq!(ack.end, None, "no response expected");
         assert_eq!(ack.status, status::OK);
         assert_eq!(bye.method.as_deref(), Some("BYE"));
         assert!(
