@@ -351,7 +351,8 @@ impl<'a> Engine<'a> {
         let Some(flows) = &mut self.flows else {
             return;
         };
-        for r in flows.out.drain(..) {
+        // Taken whole, so that the reports' memory is not kept as the vector's capacity.
+        for r in std::mem::take(&mut flows.out) {
             (self.sink)(r.into_event(self.ecs.as_ref()));
         }
     }
