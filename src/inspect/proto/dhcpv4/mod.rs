@@ -71,7 +71,7 @@ enum Shape {
     /// A request and its reply.
     Exchange {
         request: parser::Message,
-        response: Option<parser::Message>,
+        response: Option<Box<parser::Message>>,
         /// Copies of the request sent again while it waited.
         retransmissions: u32,
     },
@@ -429,7 +429,7 @@ impl Dhcpv4 {
         }
         t.fields.ends.1 = src;
         if let Shape::Exchange { response, .. } = &mut t.fields.shape {
-            *response = Some(msg);
+            *response = Some(Box::new(msg));
         }
         complete(t, cx.now, len, cx);
     }
