@@ -31,6 +31,7 @@ pub fn decode(data: &[u8]) {
 const COMMON: Common = Common {
     max_pending: 16,
     transaction_timeout_us: 1_000_000,
+    event_format: crate::config::EventFormat::Classic,
 };
 
 /// The registry's protocol picked by `selector`, with options that reach the most code.

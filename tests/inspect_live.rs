@@ -1076,8 +1076,8 @@ fn python(code: &str) {
 
 /// SMTP against aiosmtpd (smtplib and swaks as clients: two messages on one session, a
 /// refused recipient, AUTH refused then accepted, STARTTLS) and SIP calls between two sipp
-/// processes over UDP and TCP: exactly the transactions the clients caused, credentials
-/// nowhere in them.
+/// processes over UDP and TCP (each call three exchanges): exactly the transactions the
+/// clients caused, credentials nowhere in them.
 #[test]
 fn live_smtp_and_sip() {
     if !nix_is_root() {
@@ -1281,41 +1281,59 @@ s.quit()
             .expect("sipp-call.sh runs")
             .success();
         assert!(ok, "the sipp call over {transport} failed");
-        want_sip += 6;
+        // Classic events pair each request with its final response: the call is three
+        // exchanges, INVITE (180 on the way, then 200), ACK (no response), BYE (200).
+        want_sip += 3;
         let net = if transport == "u1" { "udp" } else { "tcp" };
-        let mut got = wait_n(&events, 6, |e| e["type"] == "sip" && e["transport"] == net);
-        got.sort_by_key(|e| e["@timestamp"].as_str().unwrap_or_default().to_string());
-        let seq: Vec<String> = got
-            .iter()
-            .map(|e| match &e["sip"]["method"] {
-                Value::String(m) => m.clone(),
-                _ => e["sip"]["code"].to_string(),
-            })
-            .collect();
-        let mut sorted = seq.clone();
-        sorted.sort();
-        assert_eq!(
-            sorted,
-            ["180", "200", "200", "ACK", "BYE", "INVITE"],
-            "{seq:?}"
-        );
-        let call_ids: Vec<&Value> = got.iter().map(|e| &e["sip"]["call_id"]).collect();
-        assert!(call_ids.iter().all(|c| *c == call_ids[0] && c.is_string()));
-        let invite = got.iter().find(|e| e["sip"]["method"] == "INVITE").unwrap();
-        assert_eq!(invite["sip"]["cseq"]["method"], "INVITE");
-        assert_eq!(invite["sip"]["to"]["uri"]["port"], port);
-        assert_eq!(invite["sip"]["content_type"], "application/sdp");
-        assert_eq!(invite["sip"]["sdp"]["version"], "0");
+        let got = wait_n(&events, 3, |e| e["type"] == "sip" && e["transport"] == net);
+        let mut methods: Vec<&str> = got.iter().filter_map(|e| e["method"].as_str()).collect();
+        methods.sort();
+        assert_eq!(methods, ["ACK", "BYE", "INVITE"], "{got:#?}");
+        let call_id = &got[0]["sip"]["call_id"];
+        assert!(call_id.is_string(), "{got:#?}");
+        for e in &got {
+            assert_eq!(&e["sip"]["call_id"], call_id, "one call");
+            assert_eq!(e["status"], "OK", "{e}");
+            assert_eq!(e["sip"]["cseq"]["method"], e["method"], "{e}");
+            assert_eq!(e["sip"]["request"]["method"], e["method"], "{e}");
+            assert_eq!(e["port"], port, "sipp's UAS serves each exchange: {e}");
+            server_is(e, "sipp");
+            if e["server_process"].is_object() {
+                assert_eq!(e["server_process"]["pid"], uas.pid);
+            }
+        }
+        let by = |m: &str| got.iter().find(|e| e["method"] == m).unwrap();
+        let invite = by("INVITE");
+        assert_eq!(invite["sip"]["provisional"], serde_json::json!([180]));
+        assert_eq!(invite["sip"]["response"]["code"], 200);
+        assert_eq!(invite["sip"]["response"]["status"], "OK");
+        assert_eq!(invite["sip"]["response"]["cseq"]["method"], "INVITE");
+        assert!(invite["responsetime"].is_u64(), "{invite}");
+        assert_eq!(invite["sip"]["request"]["to"]["uri"]["port"], port);
+        assert_eq!(invite["sip"]["request"]["content_type"], "application/sdp");
+        assert_eq!(invite["sip"]["request"]["sdp"]["version"], "0");
         assert!(
             invite["request"]
                 .as_str()
                 .unwrap()
                 .starts_with("INVITE sip:")
         );
-        server_is(invite, "sipp");
-        if invite["server_process"].is_object() {
-            assert_eq!(invite["server_process"]["pid"], uas.pid);
-        }
+        assert!(
+            invite["response"]
+                .as_str()
+                .unwrap()
+                .starts_with("SIP/2.0 200 OK")
+        );
+        let ack = by("ACK");
+        assert!(ack["sip"].get("response").is_none(), "{ack}");
+        assert!(ack.get("response").is_none(), "{ack}");
+        let bye = by("BYE");
+        assert_eq!(bye["sip"]["response"]["code"], 200);
+        assert_eq!(
+            bye["sip"]["cseq"]["code"],
+            invite["sip"]["cseq"]["code"].as_u64().unwrap() + 1
+        );
+        assert!(bye["bytes_in"].as_u64().unwrap() > 0 && bye["bytes_out"].as_u64().unwrap() > 0);
     }
 
     stop.store(true, Ordering::Relaxed);
@@ -1328,6 +1346,6 @@ s.quit()
         want_smtp,
         "exactly the SMTP transactions caused"
     );
-    assert_eq!(count("sip"), want_sip, "exactly the SIP messages sent");
+    assert_eq!(count("sip"), want_sip, "exactly the SIP exchanges caused");
     drop((smtp, sip_udp, sip_tcp));
 }

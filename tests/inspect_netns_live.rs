@@ -83,8 +83,10 @@ struct Agent {
 
 impl Agent {
     fn start(ns: &Netns, device: &str, settings: &str) -> Agent {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "connbeat-netns-live-{}-{}",
+            "connbeat-netns-live-{}-{}-{n}",
             std::process::id(),
             ns.name
         ));
@@ -429,10 +431,17 @@ fn dhcp_lease_renewal_and_release_between_namespaces() {
         }
     }
     let _stop = Stop(dns_pid, dns_dir.clone());
+    // Two agents on the same traffic: ECS events (one per message, as Packetbeat 8) and
+    // classic ones (one per exchange).
     let agent = Agent::start(
         &s,
         "ds0",
         "connbeat.event_format: ecs\nconnbeat.protocols: [{type: dhcpv4, ports: [67, 68]}]",
+    );
+    let classic = Agent::start(
+        &s,
+        "ds0",
+        "connbeat.protocols: [{type: dhcpv4, ports: [67, 68]}]",
     );
     // udhcpc configures the address through its script, in the foreground.
     let hook = Path::new(&dns_dir).join("udhcpc.sh");
@@ -472,8 +481,15 @@ fn dhcp_lease_renewal_and_release_between_namespaces() {
     wait_until(60, "the renewal's ack", || count(&agent, "ack") >= 2);
     unsafe { libc::kill(pid, libc::SIGUSR2) };
     wait_until(60, "the release", || count(&agent, "release") >= 1);
+    wait_until(60, "the release exchange", || {
+        classic
+            .of(&["dhcpv4"])
+            .iter()
+            .any(|e| e["method"] == "RELEASE")
+    });
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let _ = client.wait();
+    let exchanges = classic.stop();
     let events: Vec<Value> = agent
         .stop()
         .into_iter()
@@ -527,6 +543,81 @@ fn dhcp_lease_renewal_and_release_between_namespaces() {
         "renewal from the lease"
     );
     assert_eq!(events[6]["dhcpv4"]["client_ip"], leased.as_str());
+
+    // Classic events: the lease is two exchanges, the renewal one, the release one.
+    let exchanges: Vec<&Value> = exchanges.iter().filter(|e| e["type"] == "dhcpv4").collect();
+    let methods: Vec<&str> = exchanges
+        .iter()
+        .filter_map(|e| e["method"].as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        ["DISCOVER", "REQUEST", "REQUEST", "RELEASE"],
+        "{exchanges:#?}"
+    );
+    let answers = ["offer", "ack", "ack"];
+    for (i, e) in exchanges.iter().enumerate() {
+        let d = &e["dhcpv4"];
+        assert_eq!(e["status"], "OK", "{e}");
+        assert_eq!(e["transport"], "udp");
+        assert_eq!(d["client_mac"], mac.as_str(), "{e}");
+        assert_eq!(d["request"]["client_mac"], mac.as_str(), "{e}");
+        assert_eq!(d["transaction_id"], xid([0, 2, 4, 6][i]), "{e}");
+        assert_eq!(
+            (e["client_port"].clone(), e["port"].clone()),
+            (68.into(), 67.into())
+        );
+        assert!(d.get("retransmissions").is_none(), "{e}");
+        // The messages' sizes, as the ECS events counted them.
+        assert_eq!(
+            e["bytes_in"],
+            events[[0, 2, 4, 6][i]]["client"]["bytes"],
+            "{e}"
+        );
+        if i == 3 {
+            // A release expects no reply.
+            assert!(d.get("response").is_none(), "{e}");
+            assert!(e.get("responsetime").is_none(), "{e}");
+            assert_eq!(e["ip"], "198.18.5.1");
+            assert_eq!(e["client_ip"], leased.as_str());
+            assert_eq!(d["request"]["client_ip"], leased.as_str());
+            continue;
+        }
+        assert!(e["responsetime"].is_u64(), "{e}");
+        assert_eq!(e["ip"], "198.18.5.1", "the server that answered: {e}");
+        let r = &d["response"];
+        assert_eq!(r["option"]["message_type"], answers[i], "{e}");
+        assert_eq!(r["op_code"], "bootreply");
+        assert_eq!(r["assigned_ip"], leased.as_str(), "{e}");
+        assert_eq!(r["option"]["server_identifier"], "198.18.5.1");
+        assert_eq!(r["option"]["ip_address_lease_time_sec"], 120);
+        assert_eq!(
+            e["bytes_out"],
+            events[[1, 3, 5][i]]["server"]["bytes"],
+            "{e}"
+        );
+    }
+    let (lease, request, renewal) = (exchanges[0], exchanges[1], exchanges[2]);
+    assert_eq!(lease["client_ip"], "0.0.0.0", "no address before the lease");
+    assert_eq!(
+        lease["dhcpv4"]["request"]["option"]["message_type"],
+        "discover"
+    );
+    assert_eq!(
+        lease["dhcpv4"]["request"]["option"]["hostname"],
+        "connbeat-test"
+    );
+    assert_eq!(request["client_ip"], "0.0.0.0");
+    assert_eq!(
+        request["dhcpv4"]["request"]["option"]["requested_ip_address"],
+        leased.as_str()
+    );
+    assert_eq!(
+        renewal["client_ip"],
+        leased.as_str(),
+        "renewal from the lease"
+    );
+    assert_eq!(renewal["dhcpv4"]["request"]["client_ip"], leased.as_str());
 }
 
 #[test]

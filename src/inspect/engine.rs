@@ -64,6 +64,7 @@ impl Settings {
             common: Common {
                 max_pending: i.max_pending_requests.max(1),
                 transaction_timeout_us: c.connbeat.transaction_timeout.get().as_micros() as u64,
+                event_format: c.connbeat.event_format,
             },
         }
     }
@@ -86,6 +87,18 @@ type Key = (SocketAddr, SocketAddr);
 
 fn key(a: SocketAddr, b: SocketAddr) -> Key {
     if a <= b { (a, b) } else { (b, a) }
+}
+
+/// A port with no address (`[::]:port`, which no real datagram comes from).
+fn unaddressed(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port)
+}
+
+/// The key of a UDP flow keyed by its ports alone ([`Protocol::UDP_BY_PORTS`]).
+///
+/// [`Protocol::UDP_BY_PORTS`]: super::proto::Protocol::UDP_BY_PORTS
+fn ports_key(a: SocketAddr, b: SocketAddr) -> Key {
+    key(unaddressed(a.port()), unaddressed(b.port()))
 }
 
 /// Owners of both ends, found once per connection.
@@ -115,6 +128,8 @@ struct UdpFlow {
     proto: usize,
     client: SocketAddr,
     server: SocketAddr,
+    /// Keyed by ports alone: `client` and `server` are ports with no address.
+    by_ports: bool,
     parser: Box<dyn UdpParser>,
     last_seen: u64,
     owners: Owners,
@@ -336,7 +351,8 @@ impl<'a> Engine<'a> {
         let Some(flows) = &mut self.flows else {
             return;
         };
-        for r in flows.out.drain(..) {
+        // Taken whole, so that the reports' memory is not kept as the vector's capacity.
+        for r in std::mem::take(&mut flows.out) {
             (self.sink)(r.into_event(self.ecs.as_ref()));
         }
     }
@@ -702,6 +718,15 @@ impl<'a> Engine<'a> {
             }
             self.summary.transactions += 1;
             monitor::inc(&METRICS.inspect_transactions);
+            let own;
+            let ep = match txn.fields.ends() {
+                Some((client, server)) => {
+                    let mut owners = Owners::default();
+                    own = endpoints(self.lookup, ep.transport, client, server, &mut owners);
+                    &own
+                }
+                None => ep,
+            };
             let e = match &self.ecs {
                 Some(ecs) => txn.into_ecs_event(proto, ep, ecs),
                 None => txn.into_event(proto, ep),
@@ -711,41 +736,24 @@ impl<'a> Engine<'a> {
     }
 
     fn udp_datagram(&mut self, src: SocketAddr, dst: SocketAddr, u: &UdpDatagram<'_>) {
-        let k = key(src, dst);
+        let mut k = key(src, dst);
         if !self.udp.contains_key(&k) {
             let Some((proto, server_is_dst)) = self.classify(src, dst, None) else {
                 return;
             };
-            let Some(factory) = self.reg.get(proto).udp.clone() else {
-                return;
-            };
-            if self.udp.len() >= self.s.max_streams {
-                monitor::inc(&METRICS.inspect_udp_flows_dropped);
-                return;
+            let by_ports = self.reg.get(proto).udp_by_ports;
+            if by_ports {
+                k = ports_key(src, dst);
             }
-            let (client, server) = if server_is_dst {
-                (src, dst)
-            } else {
-                (dst, src)
-            };
-            self.udp.insert(
-                k,
-                UdpFlow {
-                    proto,
-                    client,
-                    server,
-                    parser: factory(),
-                    last_seen: self.now,
-                    owners: Owners::default(),
-                },
-            );
-            monitor::set(&METRICS.inspect_udp_flows, self.udp.len() as u64);
+            if !self.udp.contains_key(&k) {
+                self.new_udp_flow(k, proto, server_is_dst, src, dst, by_ports);
+            }
         }
         let Some(flow) = self.udp.get_mut(&k) else {
             return;
         };
         flow.last_seen = self.now;
-        let dir = if src == flow.client {
+        let dir = if src.port() == flow.client.port() && (flow.by_ports || src == flow.client) {
             Dir::ToServer
         } else {
             Dir::ToClient
@@ -755,7 +763,10 @@ impl<'a> Engine<'a> {
             timeout: self.reg.get(flow.proto).timeout_us,
             out: &mut self.out,
         };
-        if let Err(e) = flow.parser.datagram(dir, u.payload, &mut cx) {
+        if let Err(e) = flow
+            .parser
+            .datagram_between(src, dst, dir, u.payload, &mut cx)
+        {
             self.summary.parse_errors += 1;
             parse_error(self.reg.get(flow.proto).name, &e);
         }
@@ -777,6 +788,50 @@ impl<'a> Engine<'a> {
             self.udp.remove(&k);
             monitor::set(&METRICS.inspect_udp_flows, self.udp.len() as u64);
         }
+    }
+
+    /// Opens the UDP flow `k` of protocol `proto` for a datagram from `src` to `dst`
+    /// (unless the table is full, counted).
+    fn new_udp_flow(
+        &mut self,
+        k: Key,
+        proto: usize,
+        server_is_dst: bool,
+        src: SocketAddr,
+        dst: SocketAddr,
+        by_ports: bool,
+    ) {
+        let Some(factory) = self.reg.get(proto).udp.clone() else {
+            return;
+        };
+        if self.udp.len() >= self.s.max_streams {
+            monitor::inc(&METRICS.inspect_udp_flows_dropped);
+            return;
+        }
+        let (client, server) = if server_is_dst {
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        // A flow keyed by ports has no addresses of its own: its ends are the ports.
+        let (client, server) = if by_ports {
+            (unaddressed(client.port()), unaddressed(server.port()))
+        } else {
+            (client, server)
+        };
+        self.udp.insert(
+            k,
+            UdpFlow {
+                proto,
+                client,
+                server,
+                by_ports,
+                parser: factory(),
+                last_seen: self.now,
+                owners: Owners::default(),
+            },
+        );
+        monitor::set(&METRICS.inspect_udp_flows, self.udp.len() as u64);
     }
 
     /// Live mode: lets time pass while no packet arrives.

@@ -24,7 +24,6 @@ use crate::monitor::{self, METRICS};
 use crate::owner::{ProcessLookup, ProcessRef};
 use base64::Engine as _;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
@@ -287,8 +286,9 @@ impl Flows {
 
     fn report_all(&mut self, now: u64, final_: bool, lookup: Option<&dyn ProcessLookup>) {
         let mut all: Vec<Report> = if final_ {
-            self.table
-                .drain()
+            // Taken whole, so that the table's memory is freed (`drain` would keep it).
+            std::mem::take(&mut self.table)
+                .into_iter()
                 .map(|(key, flow)| Report {
                     key,
                     flow,
@@ -316,7 +316,12 @@ impl Flows {
             }
         }
         all.sort_by_key(|r| r.flow.seq);
-        self.out.extend(all);
+        if self.out.is_empty() {
+            // No second copy of every report.
+            self.out = all;
+        } else {
+            self.out.extend(all);
+        }
         monitor::set(&METRICS.inspect_flows, self.table.len() as u64);
     }
 
@@ -383,6 +388,15 @@ struct EcsProcess<'a> {
     name: &'a str,
 }
 
+impl<'a> EcsProcess<'a> {
+    fn of(p: &'a ProcessRef) -> EcsProcess<'a> {
+        EcsProcess {
+            pid: p.pid,
+            name: &p.binary,
+        }
+    }
+}
+
 impl Report {
     fn ends(&self) -> (End, End) {
         if self.flow.src_is_a {
@@ -407,162 +421,229 @@ impl Report {
         }
     }
 
-    fn vlan(&self) -> Option<Value> {
-        match self.key.vlan_count {
-            0 => None,
-            1 => Some(json!(self.key.vlans[0])),
-            _ => Some(json!(self.key.vlans)),
-        }
-    }
-
     fn has_ports(&self) -> bool {
         matches!(self.key.proto, IPPROTO_TCP | IPPROTO_UDP)
     }
 
-    /// The event, in Packetbeat 8's ECS shape (`ecs`) or the classic one.
+    /// The event, in Packetbeat 8's ECS shape (`ecs`) or the classic one, serialized
+    /// straight from the flow (no intermediate JSON tree: a million flows are a million
+    /// events).
     pub fn into_event(self, ecs: Option<&EcsSettings>) -> Event {
         let at = UNIX_EPOCH + Duration::from_micros(self.at);
-        let fields = match ecs {
-            Some(s) => self.ecs_fields(s),
-            None => self.classic_fields(),
-        };
         monitor::inc(&METRICS.inspect_flows_published);
-        Event::from_fields(at, "flow", &fields)
+        match ecs {
+            Some(s) => Event::from_fields(at, "flow", &self.ecs_fields(s)),
+            None => Event::from_fields(at, "flow", &self.classic_fields()),
+        }
     }
 
-    fn ecs_fields(&self, s: &EcsSettings) -> Map<String, Value> {
+    fn ecs_fields(&self, s: &EcsSettings) -> EcsFlow<'_> {
         let ts = |us: u64| {
             crate::event::format_timestamp_with(UNIX_EPOCH + Duration::from_micros(us), s.precision)
         };
         let f = &self.flow;
         let (src, dst) = self.ends();
-        let mut event_type = vec!["connection"];
-        if self.final_ {
-            event_type.push("end");
-        }
-        let mut flow = json!({"id": self.key.id(), "final": self.final_});
-        if let Some(v) = self.vlan() {
-            flow["vlan"] = v;
-        }
-        let end = |e: &End, d: usize| {
-            let mut m = Map::new();
-            if self.key.has_mac {
-                m.insert("mac".into(), json!(ecs_mac(&e.mac)));
-            }
-            m.insert("ip".into(), json!(e.ip));
-            if self.has_ports() {
-                m.insert("port".into(), json!(e.port));
-            }
-            if f.packets[d] > 0 {
-                m.insert("bytes".into(), json!(f.bytes[d]));
-                m.insert("packets".into(), json!(f.packets[d]));
-            }
-            if let Some(p) = &f.owners[d] {
-                m.insert(
-                    "process".into(),
-                    json!(EcsProcess {
-                        pid: p.pid,
-                        name: &p.binary
-                    }),
-                );
-            }
-            Value::Object(m)
+        let end = |e: &End, d: usize| EcsFlowEnd {
+            mac: self.key.has_mac.then(|| ecs_mac(&e.mac)),
+            ip: e.ip,
+            port: self.has_ports().then_some(e.port),
+            bytes: (f.packets[d] > 0).then_some(f.bytes[d]),
+            packets: (f.packets[d] > 0).then_some(f.packets[d]),
+            process: f.owners[d].as_ref().map(EcsProcess::of),
         };
-        let mut network = json!({
-            "type": if src.ip.is_ipv4() { "ipv4" } else { "ipv6" },
-            "transport": transport(self.key.proto),
-            "bytes": f.bytes[0] + f.bytes[1],
-            "packets": f.packets[0] + f.packets[1],
-        });
-        if let Some(c) = self.community_id() {
-            network["community_id"] = json!(c);
-        }
-        let mut m = Map::new();
-        m.insert(
-            "event".into(),
-            json!({
-                "kind": "event",
-                "category": ["network"],
-                "type": event_type,
-                "action": "network_flow",
-                "dataset": "flow",
-                "start": ts(f.start),
-                "end": ts(f.last),
-                "duration": f.last.saturating_sub(f.start) * 1000,
-            }),
-        );
-        m.insert("flow".into(), flow);
-        m.insert("source".into(), end(&src, 0));
-        m.insert("destination".into(), end(&dst, 1));
-        m.insert("network".into(), network);
         let mut related = vec![src.ip];
         if dst.ip != src.ip {
             related.push(dst.ip);
         }
-        m.insert("related".into(), json!({"ip": related}));
-        if let Some(p) = f.owners[1].as_ref().or(f.owners[0].as_ref()) {
-            m.insert(
-                "process".into(),
-                json!(EcsProcess {
-                    pid: p.pid,
-                    name: &p.binary
-                }),
-            );
+        EcsFlow {
+            event: EcsFlowEvent {
+                kind: "event",
+                category: ["network"],
+                r#type: if self.final_ {
+                    &["connection", "end"]
+                } else {
+                    &["connection"]
+                },
+                action: "network_flow",
+                dataset: "flow",
+                start: ts(f.start),
+                end: ts(f.last),
+                duration: f.last.saturating_sub(f.start) * 1000,
+            },
+            flow: EcsFlowId {
+                id: self.key.id(),
+                r#final: self.final_,
+                vlan: match self.key.vlans() {
+                    [] => None,
+                    [v] => Some(Vlan::One(*v)),
+                    all => Some(Vlan::Stacked(all)),
+                },
+            },
+            source: end(&src, 0),
+            destination: end(&dst, 1),
+            network: EcsFlowNetwork {
+                r#type: if src.ip.is_ipv4() { "ipv4" } else { "ipv6" },
+                transport: transport(self.key.proto),
+                bytes: f.bytes[0] + f.bytes[1],
+                packets: f.packets[0] + f.packets[1],
+                community_id: self.community_id(),
+            },
+            related: Related { ip: related },
+            process: f.owners[1]
+                .as_ref()
+                .or(f.owners[0].as_ref())
+                .map(EcsProcess::of),
         }
-        m
     }
 
-    fn classic_fields(&self) -> Map<String, Value> {
+    fn classic_fields(&self) -> ClassicFlow<'_> {
         let f = &self.flow;
         let (src, dst) = self.ends();
         let rfc = |us: u64| crate::event::format_timestamp(UNIX_EPOCH + Duration::from_micros(us));
-        let end = |e: &End, d: usize| {
-            let mut m = Map::new();
-            if self.key.has_mac {
-                m.insert("mac".into(), json!(classic_mac(&e.mac)));
-            }
-            let ipkey = if e.ip.is_ipv4() { "ip" } else { "ipv6" };
-            m.insert(ipkey.into(), json!(e.ip));
-            if self.has_ports() {
-                m.insert("port".into(), json!(e.port));
-            }
-            if f.packets[d] > 0 {
-                m.insert(
-                    "stats".into(),
-                    json!({"net_packets_total": f.packets[d], "net_bytes_total": f.bytes[d]}),
-                );
-            }
-            Value::Object(m)
+        let end = |e: &End, d: usize| ClassicEnd {
+            mac: self.key.has_mac.then(|| classic_mac(&e.mac)),
+            ip: e.ip.is_ipv4().then_some(e.ip),
+            ipv6: e.ip.is_ipv6().then_some(e.ip),
+            port: self.has_ports().then_some(e.port),
+            stats: (f.packets[d] > 0).then_some(Stats {
+                net_packets_total: f.packets[d],
+                net_bytes_total: f.bytes[d],
+            }),
         };
-        let mut m = Map::new();
-        m.insert("start_time".into(), json!(rfc(f.start)));
-        m.insert("last_time".into(), json!(rfc(f.last)));
-        m.insert("flow_id".into(), json!(self.key.id()));
-        m.insert("final".into(), json!(self.final_));
-        match self.key.vlans() {
-            [] => {}
-            [v] => {
-                m.insert("vlan".into(), json!(v));
-            }
-            [outer, inner, ..] => {
-                m.insert("outer_vlan".into(), json!(outer));
-                m.insert("vlan".into(), json!(inner));
-            }
+        let (outer_vlan, vlan) = match self.key.vlans() {
+            [] => (None, None),
+            [v] => (None, Some(*v)),
+            [outer, inner, ..] => (Some(*outer), Some(*inner)),
+        };
+        ClassicFlow {
+            start_time: rfc(f.start),
+            last_time: rfc(f.last),
+            flow_id: self.key.id(),
+            r#final: self.final_,
+            outer_vlan,
+            vlan,
+            transport: transport(self.key.proto),
+            source: end(&src, 0),
+            dest: end(&dst, 1),
+            community_id: self.community_id(),
+            client_process: f.owners[0].as_ref(),
+            server_process: f.owners[1].as_ref(),
         }
-        m.insert("transport".into(), json!(transport(self.key.proto)));
-        m.insert("source".into(), end(&src, 0));
-        m.insert("dest".into(), end(&dst, 1));
-        if let Some(c) = self.community_id() {
-            m.insert("community_id".into(), json!(c));
-        }
-        if let Some(p) = &f.owners[0] {
-            m.insert("client_process".into(), json!(p));
-        }
-        if let Some(p) = &f.owners[1] {
-            m.insert("server_process".into(), json!(p));
-        }
-        m
     }
+}
+
+/// A flow event's fields in Packetbeat 8's ECS shape.
+#[derive(Serialize)]
+struct EcsFlow<'a> {
+    event: EcsFlowEvent,
+    flow: EcsFlowId<'a>,
+    source: EcsFlowEnd<'a>,
+    destination: EcsFlowEnd<'a>,
+    network: EcsFlowNetwork,
+    related: Related,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<EcsProcess<'a>>,
+}
+
+#[derive(Serialize)]
+struct EcsFlowEvent {
+    kind: &'static str,
+    category: [&'static str; 1],
+    r#type: &'static [&'static str],
+    action: &'static str,
+    dataset: &'static str,
+    start: String,
+    end: String,
+    /// Nanoseconds.
+    duration: u64,
+}
+
+#[derive(Serialize)]
+struct EcsFlowId<'a> {
+    id: String,
+    r#final: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<Vlan<'a>>,
+}
+
+/// `flow.vlan`: the tag, or the list of stacked tags.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Vlan<'a> {
+    One(u16),
+    Stacked(&'a [u16]),
+}
+
+#[derive(Serialize)]
+struct EcsFlowEnd<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packets: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<EcsProcess<'a>>,
+}
+
+#[derive(Serialize)]
+struct EcsFlowNetwork {
+    r#type: &'static str,
+    transport: &'static str,
+    bytes: u64,
+    packets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<CommunityId>,
+}
+
+#[derive(Serialize)]
+struct Related {
+    ip: Vec<IpAddr>,
+}
+
+/// A flow event's fields in the classic shape (Packetbeat 6's).
+#[derive(Serialize)]
+struct ClassicFlow<'a> {
+    start_time: String,
+    last_time: String,
+    flow_id: String,
+    r#final: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outer_vlan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<u16>,
+    transport: &'static str,
+    source: ClassicEnd,
+    dest: ClassicEnd,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<CommunityId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_process: Option<&'a ProcessRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_process: Option<&'a ProcessRef>,
+}
+
+#[derive(Serialize)]
+struct ClassicEnd {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv6: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<Stats>,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    net_packets_total: u64,
+    net_bytes_total: u64,
 }
 
 impl Key {
@@ -574,6 +655,7 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn settings(live: bool, max: usize) -> FlowSettings {
         FlowSettings {

@@ -31,7 +31,7 @@ pub mod thrift;
 pub mod tls;
 pub mod txn;
 
-pub use options::{CommonOptions, Entry};
+pub use options::{CommonOptions, Entry, Events};
 pub use txn::{Done, Pairing, Pending, Txn, TxnObject, status};
 
 use serde::de::DeserializeOwned;
@@ -95,6 +95,19 @@ pub trait TcpParser: Send {
 /// A parser of one UDP flow (client port ↔ server port).
 pub trait UdpParser: Send {
     fn datagram(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Result<(), ParseError>;
+    /// A datagram with the addresses it went between, which the engine gives every parser;
+    /// only a protocol whose flows are keyed by ports alone ([`Protocol::UDP_BY_PORTS`])
+    /// needs them, to write each exchange's own ends.
+    fn datagram_between(
+        &mut self,
+        _src: std::net::SocketAddr,
+        _dst: std::net::SocketAddr,
+        dir: Dir,
+        data: &[u8],
+        cx: &mut Cx<'_>,
+    ) -> Result<(), ParseError> {
+        self.datagram(dir, data, cx)
+    }
     fn expire(&mut self, cx: &mut Cx<'_>);
     fn close(&mut self, cx: &mut Cx<'_>);
     /// True while requests wait for answers (the flow must not be forgotten yet).
@@ -108,6 +121,8 @@ pub struct Common {
     pub max_pending: usize,
     /// `connbeat.transaction_timeout`, µs: the timeout of a protocol that sets none.
     pub transaction_timeout_us: u64,
+    /// `connbeat.event_format`: the default of [`Events`].
+    pub event_format: crate::config::EventFormat,
 }
 
 pub type TcpFactory = Arc<dyn Fn() -> Box<dyn TcpParser> + Send + Sync>;
@@ -143,6 +158,11 @@ pub trait Protocol {
     const TEXT_MESSAGES: bool = false;
     /// Whether it is found by port (false: ICMP, which the engine hands every message of).
     const USES_PORTS: bool = true;
+    /// Whether one UDP parser takes every datagram between the same two ports, whatever
+    /// the addresses: the messages of one exchange travel between different addresses (a
+    /// DHCP client broadcasts from 0.0.0.0, is answered at its new address, renews from
+    /// it). Its transactions then name their own ends ([`TxnObject::ends`]).
+    const UDP_BY_PORTS: bool = false;
     /// The default of `send_request` and `send_response` (Packetbeat's Cassandra has both
     /// on).
     const SEND_BY_DEFAULT: bool = false;
@@ -176,6 +196,11 @@ macro_rules! registry {
             /// Whether the protocol is found by port (`ports` is required) or not (ICMP).
             pub fn uses_ports(&self) -> bool {
                 match self { $( Self::$variant(_) => <$proto as Protocol>::USES_PORTS, )* }
+            }
+
+            /// Whether its UDP flows are keyed by ports alone ([`Protocol::UDP_BY_PORTS`]).
+            pub fn udp_by_ports(&self) -> bool {
+                match self { $( Self::$variant(_) => <$proto as Protocol>::UDP_BY_PORTS, )* }
             }
 
             /// The keys every protocol has.
@@ -303,6 +328,8 @@ pub struct Configured {
     pub max_message_size: usize,
     /// Its transaction timeout, µs (its own, or `connbeat.transaction_timeout`).
     pub timeout_us: u64,
+    /// Its UDP flows are keyed by ports alone ([`Protocol::UDP_BY_PORTS`]).
+    pub udp_by_ports: bool,
 }
 
 /// Configured protocols keyed by port.
@@ -332,6 +359,7 @@ impl Registry {
                 name: c.name(),
                 tcp: parsers.tcp,
                 udp: parsers.udp,
+                udp_by_ports: c.udp_by_ports(),
                 max_message_size: o.max_message_size.max(1),
                 timeout_us: o
                     .transaction_timeout

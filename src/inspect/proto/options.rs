@@ -44,6 +44,31 @@ impl Default for CommonOptions {
     }
 }
 
+/// `events` of the protocols whose Packetbeat 8 events are one per message (DHCPv4, SIP):
+/// one event per request/reply exchange, or one per message as Packetbeat 8 writes them.
+/// Left out, it follows `connbeat.event_format`: exchanges in classic events, Packetbeat
+/// 8's messages in ECS events (what its users and dashboards expect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Events {
+    /// A request and its final reply make one transaction (status and response time from
+    /// the reply); a request that expects none is one alone, an unanswered one fails at
+    /// `transaction_timeout`.
+    Exchange,
+    /// Every message is an event of its own.
+    Message,
+}
+
+impl Events {
+    /// The entry's choice, or the default of the configured event format.
+    pub fn resolve(choice: Option<Events>, common: &super::Common) -> Events {
+        choice.unwrap_or(match common.event_format {
+            crate::config::EventFormat::Classic => Events::Exchange,
+            crate::config::EventFormat::Ecs => Events::Message,
+        })
+    }
+}
+
 fn null_is_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
     Ok(Option::<Vec<u16>>::deserialize(d)?.unwrap_or_default())
 }

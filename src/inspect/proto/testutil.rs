@@ -90,5 +90,6 @@ pub fn common() -> Common {
     Common {
         max_pending: 8,
         transaction_timeout_us: 10_000_000,
+        event_format: crate::config::EventFormat::Classic,
     }
 }

@@ -62,6 +62,12 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
         false
     }
 
+    /// The transaction's own client and server, when they are not its flow's: a protocol
+    /// whose UDP flows are keyed by ports alone (DHCP) knows each exchange's addresses.
+    fn ends(&self) -> Option<(SocketAddr, SocketAddr)> {
+        None
+    }
+
     /// `network.protocol` of its ECS event when that is not the protocol's name (NFS says
     /// `nfsv3` or `nfsv4`).
     fn ecs_network_protocol(&self) -> Option<&'static str> {
@@ -206,6 +212,10 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn swap_ends(&self) -> bool {
         (**self).swap_ends()
+    }
+
+    fn ends(&self) -> Option<(SocketAddr, SocketAddr)> {
+        (**self).ends()
     }
 
     fn ecs_network_protocol(&self) -> Option<&'static str> {
@@ -777,6 +787,11 @@ impl<X, F: TxnObject> Pairing<X, F> {
     /// Where the oldest request matching `pred` waits (0: the front).
     pub fn position(&self, pred: impl Fn(&X) -> bool) -> Option<usize> {
         self.q.iter().position(|p| pred(&p.extra))
+    }
+
+    /// The oldest request matching `pred`, to update in place (a retransmission of it).
+    pub fn find_mut(&mut self, pred: impl Fn(&X) -> bool) -> Option<&mut Pending<X, F>> {
+        self.q.iter_mut().find(|p| pred(&p.extra))
     }
 
     /// Takes the oldest request matching `pred` (DNS pairs by id).

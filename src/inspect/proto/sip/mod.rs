@@ -1,20 +1,26 @@
-//! SIP over UDP and TCP: one event per message, request or response, as Packetbeat 8
-//! publishes them (a SIP request has any number of responses, in any order, and a dialog
-//! lasts as long as the call: the messages are tied together by `sip.call_id` and
-//! `sip.cseq`, not paired here). Over TCP, messages are framed by `Content-Length`.
+//! SIP over UDP and TCP. Over TCP, messages are framed by `Content-Length`.
 //!
-//! The `sip` object is Packetbeat 8's: the start line, the headers it names (From, To,
-//! Contact, Via, CSeq, ...), the Authorization header's scheme, realm, user and URI with
-//! `parse_authorization` (never its response or nonces), the SDP session lines with
-//! `parse_body`, and the message's text with `keep_original` (an Authorization header in it
-//! redacted).
+//! `events: exchange` (the default of classic events) pairs a request with its final
+//! response by Call-ID and CSeq (number and method): provisional 1xx responses are noted
+//! in the transaction and do not end it, the final response does (status Error for 4xx to
+//! 6xx); an ACK, which gets no response, is a transaction alone; a retransmitted request
+//! joins the one waiting, and a request unanswered within `transaction_timeout` fails.
+//! `events: message` (the default of ECS events) publishes every message as Packetbeat 8
+//! does (a request has any number of responses; `sip.call_id` and `sip.cseq` tie them).
+//!
+//! The `sip` object of a message is Packetbeat 8's: the start line, the headers it names
+//! (From, To, Contact, Via, CSeq, ...), the Authorization header's scheme, realm, user and
+//! URI with `parse_authorization` (never its response or nonces), the SDP session lines
+//! with `parse_body`, and the message's text with `keep_original` (an Authorization header
+//! in it redacted). An exchange's `sip` has the Call-ID and CSeq it was paired by and each
+//! message's object under `request` and `response`.
 
 pub mod parser;
 
-use super::txn::{EcsHead, Endpoints};
+use super::txn::{EcsHead, Endpoints, NOTE_CLOSED, NOTE_TIMEOUT, complete, unmatched_response};
 use super::{
-    Common, Cx, Dir, Entry, GapAction, ParseError, Parsers, TcpFactory, TcpParser, Txn, TxnObject,
-    UdpFactory, UdpParser, status,
+    Common, Cx, Dir, Entry, Events, GapAction, Pairing, ParseError, Parsers, TcpFactory, TcpParser,
+    Txn, TxnObject, UdpFactory, UdpParser, status,
 };
 use crate::event::Event;
 use parser::{Auth, Message, NameAddr, Sdp, Start, Uri};
@@ -48,6 +54,8 @@ pub struct Options {
     pub keep_original: bool,
     /// `udp`, `tcp` or `both`.
     pub transport_protocol: Transports,
+    /// `exchange` or `message`; left out, it follows `connbeat.event_format`.
+    pub events: Option<Events>,
 }
 
 impl Default for Options {
@@ -57,6 +65,7 @@ impl Default for Options {
             parse_body: true,
             keep_original: true,
             transport_protocol: Transports::Both,
+            events: None,
         }
     }
 }
@@ -64,17 +73,27 @@ impl Default for Options {
 impl super::Protocol for Proto {
     const NAME: &'static str = "sip";
     type Options = Options;
-    fn parsers(e: &Entry<Options>, _common: &Common) -> Parsers {
+    fn parsers(e: &Entry<Options>, common: &Common) -> Parsers {
         let o = Arc::new(e.options.clone());
         let t = e.options.transport_protocol;
+        let (events, max) = (
+            Events::resolve(e.options.events, common),
+            common.max_pending,
+        );
         let tcp_o = o.clone();
         let tcp: TcpFactory =
-            Arc::new(move || Box::new(Sip { o: tcp_o.clone() }) as Box<dyn TcpParser>);
+            Arc::new(move || Box::new(Sip::new(tcp_o.clone(), events, max)) as Box<dyn TcpParser>);
         let udp: UdpFactory =
-            Arc::new(move || Box::new(Sip { o: o.clone() }) as Box<dyn UdpParser>);
+            Arc::new(move || Box::new(Sip::new(o.clone(), events, max)) as Box<dyn UdpParser>);
         Parsers {
             tcp: (t != Transports::Udp).then_some(tcp),
             udp: (t != Transports::Tcp).then_some(udp),
+        }
+    }
+    fn fuzz_options() -> Options {
+        Options {
+            events: Some(Events::Exchange),
+            ..Options::default()
         }
     }
 }
@@ -635,14 +654,140 @@ fn transaction(m: &Message<'_>, o: &Options, dir: Dir, now: u64) -> Txn<SipTxn> 
     t
 }
 
-/// The per-flow state: none, SIP messages stand alone.
+/// The `sip` object of an exchange: what it was paired by, then each message's object.
+#[derive(Debug, Default, Serialize)]
+pub struct SipExchange {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub call_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cseq: Option<Cseq>,
+    pub request: SipFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<SipFields>,
+    /// The codes of the provisional responses (1xx) before the final one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub provisional: Vec<u16>,
+    /// Copies of the request sent again while it waited.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retransmissions: u32,
+    /// The request went from the end the connection calls its server (a BYE of the
+    /// called side).
+    #[serde(skip)]
+    swap: bool,
+}
+
+impl TxnObject for SipExchange {
+    fn write_classic(&self, name: &'static str, e: &mut Event) {
+        e.push_field(name, self);
+    }
+
+    fn swap_ends(&self) -> bool {
+        self.swap
+    }
+}
+
+/// Provisional responses noted per exchange, at most.
+const MAX_PROVISIONAL: usize = 16;
+
+/// What a waiting request is found by: its Call-ID and CSeq (number and method), which
+/// its responses repeat.
+#[derive(Debug, PartialEq)]
+struct Waiting {
+    call_id: String,
+    cseq: i64,
+    method: String,
+}
+
+impl Waiting {
+    fn of(s: &SipFields) -> Waiting {
+        let (cseq, method) = s
+            .cseq
+            .as_ref()
+            .map_or((0, String::new()), |c| (c.code, c.method.clone()));
+        Waiting {
+            call_id: s.call_id.clone(),
+            cseq,
+            method,
+        }
+    }
+}
+
+/// The per-flow state: the requests waiting for their final response (`exchange`).
 pub struct Sip {
     o: Arc<Options>,
+    events: Events,
+    pending: Pairing<Waiting, SipExchange>,
 }
 
 impl Sip {
-    fn publish(&self, m: &Message<'_>, dir: Dir, cx: &mut Cx<'_>) {
-        cx.out.push(transaction(m, &self.o, dir, cx.now).boxed());
+    fn new(o: Arc<Options>, events: Events, max_pending: usize) -> Sip {
+        Sip {
+            o,
+            events,
+            pending: Pairing::new(max_pending),
+        }
+    }
+
+    fn publish(&mut self, m: &Message<'_>, dir: Dir, cx: &mut Cx<'_>) {
+        let t = transaction(m, &self.o, dir, cx.now);
+        match self.events {
+            Events::Message => cx.out.push(t.boxed()),
+            Events::Exchange if t.fields.sip.r#type == "request" => self.request(t, cx),
+            Events::Exchange => self.response(t, cx),
+        }
+    }
+
+    /// A request waits for its final response, joins the same request waiting, or (ACK)
+    /// is published at once.
+    fn request(&mut self, t: Txn<SipTxn>, cx: &mut Cx<'_>) {
+        let key = Waiting::of(&t.fields.sip);
+        if let Some(p) = self.pending.find_mut(|w| *w == key) {
+            p.txn.fields.retransmissions += 1;
+            return;
+        }
+        let mut x: Txn<SipExchange> = Txn::new(t.start, t.bytes_in + t.bytes_out);
+        x.method = t.method;
+        x.request = t.fields.original;
+        x.fields = SipExchange {
+            call_id: t.fields.sip.call_id.clone(),
+            cseq: t.fields.sip.cseq.clone(),
+            swap: t.fields.from_server,
+            request: t.fields.sip,
+            ..SipExchange::default()
+        };
+        if key.method == "ACK" {
+            cx.out.push(x.boxed());
+        } else {
+            self.pending.push(x, key, cx);
+        }
+    }
+
+    /// A provisional response is noted in its exchange, a final one completes it; one that
+    /// answers no request seen (or a final response sent again) is counted.
+    fn response(&mut self, t: Txn<SipTxn>, cx: &mut Cx<'_>) {
+        let key = Waiting::of(&t.fields.sip);
+        let code = t.fields.sip.code.unwrap_or(0);
+        if code < 200 {
+            match self.pending.find_mut(|w| *w == key) {
+                Some(p) if p.txn.fields.provisional.len() < MAX_PROVISIONAL => {
+                    p.txn.fields.provisional.push(code)
+                }
+                Some(_) => {}
+                None => unmatched_response(),
+            }
+            return;
+        }
+        let Some(p) = self.pending.take(|w| *w == key) else {
+            unmatched_response();
+            return;
+        };
+        let mut x = p.txn;
+        if code >= 400 {
+            x.status = status::ERROR;
+        }
+        x.response = t.fields.original;
+        x.fields.response = Some(t.fields.sip);
+        complete(x, cx.now, t.bytes_in + t.bytes_out, cx);
     }
 }
 
@@ -659,12 +804,16 @@ impl UdpParser for Sip {
         Ok(())
     }
 
-    fn expire(&mut self, _cx: &mut Cx<'_>) {}
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
 
-    fn close(&mut self, _cx: &mut Cx<'_>) {}
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(NOTE_TIMEOUT, cx);
+    }
 
     fn pending(&self) -> bool {
-        false
+        !self.pending.is_empty()
     }
 }
 
@@ -685,9 +834,13 @@ impl TcpParser for Sip {
         GapAction::Reset
     }
 
-    fn expire(&mut self, _cx: &mut Cx<'_>) {}
+    fn expire(&mut self, cx: &mut Cx<'_>) {
+        self.pending.expire(cx);
+    }
 
-    fn close(&mut self, _cx: &mut Cx<'_>) {}
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.pending.drain(NOTE_CLOSED, cx);
+    }
 }
 
 #[cfg(test)]
@@ -719,8 +872,12 @@ Content-Length: 0\r\n\r\n";
     #[test]
     fn messages_over_tcp_one_event_each_credentials_never_kept() {
         let ok = b"\r\n\r\nSIP/2.0 401 Unauthorized\r\nCSeq: 2 REGISTER\r\nCall-ID: r1@192.0.2.1\r\nContent-Length: 0\r\n\r\n";
+        let per_message = Options {
+            events: Some(Events::Message),
+            ..Options::default()
+        };
         let out = run(
-            Options::default(),
+            per_message,
             &[(Dir::ToServer, REGISTER), (Dir::ToClient, ok)],
         );
         assert_eq!(out.len(), 2);
@@ -743,10 +900,163 @@ Content-Length: 0\r\n\r\n";
         let quiet = Options {
             parse_authorization: false,
             keep_original: false,
+            events: Some(Events::Message),
             ..Options::default()
         };
         let out = run(quiet, &[(Dir::ToServer, REGISTER)]);
         assert!(out[0].object().get("auth").is_none());
         assert!(out[0].request.is_none());
+    }
+
+    /// A message of call `call` with CSeq `cseq`: a request (`start` is its method and URI)
+    /// or a response (`start` is `SIP/2.0 <code> <phrase>`).
+    fn msg(start: &str, cseq: &str) -> Vec<u8> {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK7\r\n\
+             From: <sip:alice@example.test>;tag=a\r\nTo: <sip:bob@example.test>\r\n\
+             Call-ID: c7@192.0.2.1\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Feeds datagrams at the given µs to one UDP parser, then lets `expire_at` pass.
+    fn udp(msgs: &[(u64, Dir, Vec<u8>)], expire_at: u64) -> Vec<crate::inspect::proto::Done> {
+        let mut p = Sip::new(Arc::new(Options::default()), Events::Exchange, 8);
+        let mut out = Vec::new();
+        for (at, dir, m) in msgs {
+            let mut cx = Cx {
+                now: *at,
+                timeout: 10_000_000,
+                out: &mut out,
+            };
+            p.datagram(*dir, m, &mut cx).unwrap();
+        }
+        let mut cx = Cx {
+            now: expire_at,
+            timeout: 10_000_000,
+            out: &mut out,
+        };
+        UdpParser::expire(&mut p, &mut cx);
+        out
+    }
+
+    #[test]
+    fn a_call_is_three_exchanges_provisional_responses_do_not_end_one() {
+        let invite = msg("INVITE sip:bob@example.test SIP/2.0", "1 INVITE");
+        let out = udp(
+            &[
+                (1_000_000, Dir::ToServer, invite.clone()),
+                (1_500_000, Dir::ToServer, invite.clone()),
+                (
+                    1_501_000,
+                    Dir::ToClient,
+                    msg("SIP/2.0 100 Trying", "1 INVITE"),
+                ),
+                (
+                    1_502_000,
+                    Dir::ToClient,
+                    msg("SIP/2.0 180 Ringing", "1 INVITE"),
+                ),
+                (1_600_000, Dir::ToClient, msg("SIP/2.0 200 OK", "1 INVITE")),
+                // The UAS sends its 200 again until the ACK: counted, not an exchange.
+                (1_650_000, Dir::ToClient, msg("SIP/2.0 200 OK", "1 INVITE")),
+                (
+                    1_700_000,
+                    Dir::ToServer,
+                    msg("ACK sip:bob@example.test SIP/2.0", "1 ACK"),
+                ),
+                // The called side hangs up: its BYE goes the other way.
+                (
+                    5_000_000,
+                    Dir::ToClient,
+                    msg("BYE sip:alice@example.test SIP/2.0", "2 BYE"),
+                ),
+                (5_002_000, Dir::ToServer, msg("SIP/2.0 200 OK", "2 BYE")),
+            ],
+            30_000_000,
+        );
+        assert_eq!(out.len(), 3, "{out:#?}");
+        let (invite_t, ack, bye) = (&out[0], &out[1], &out[2]);
+        assert_eq!(invite_t.method.as_deref(), Some("INVITE"));
+        assert_eq!(invite_t.status, status::OK);
+        assert_eq!(invite_t.end, Some(1_600_000));
+        assert_eq!(invite_t.bytes_in, invite.len() as u64);
+        let o = invite_t.object();
+        assert_eq!(o["call_id"], "c7@192.0.2.1");
+        assert_eq!(o["cseq"]["code"], 1);
+        assert_eq!(o["cseq"]["method"], "INVITE");
+        assert_eq!(o["request"]["method"], "INVITE");
+        assert_eq!(o["response"]["code"], 200);
+        assert_eq!(o["provisional"], serde_json::json!([100, 180]));
+        assert_eq!(o["retransmissions"], 1);
+        assert!(
+            invite_t
+                .request
+                .as_deref()
+                .unwrap()
+                .starts_with("INVITE sip:")
+        );
+        assert!(
+            invite_t
+                .response
+                .as_deref()
+                .unwrap()
+                .starts_with("SIP/2.0 200 OK")
+        );
+        assert_eq!(ack.method.as_deref(), Some("ACK"));
+        assert!(ack.object().get("response").is_none());
+        assert_eq!(ack.end, None, "no response expected");
+        assert_eq!(ack.status, status::OK);
+        assert_eq!(bye.method.as_deref(), Some("BYE"));
+        assert!(
+            bye.fields.swap_ends(),
+            "the BYE's client is the flow's server"
+        );
+        assert_eq!(bye.end, Some(5_002_000));
+    }
+
+    #[test]
+    fn a_failure_response_is_an_error_and_an_unanswered_request_fails_at_the_timeout() {
+        let out = udp(
+            &[
+                (
+                    1_000_000,
+                    Dir::ToServer,
+                    msg("INVITE sip:bob@example.test SIP/2.0", "1 INVITE"),
+                ),
+                (
+                    1_100_000,
+                    Dir::ToServer,
+                    msg("OPTIONS sip:bob@example.test SIP/2.0", "2 OPTIONS"),
+                ),
+                // A response for another CSeq method does not end the INVITE.
+                (
+                    1_200_000,
+                    Dir::ToClient,
+                    msg("SIP/2.0 486 Busy Here", "1 CANCEL"),
+                ),
+                (
+                    1_300_000,
+                    Dir::ToClient,
+                    msg("SIP/2.0 486 Busy Here", "1 INVITE"),
+                ),
+            ],
+            5_000_000,
+        );
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].status, status::ERROR);
+        assert_eq!(out[0].object()["response"]["code"], 486);
+        let out = udp(
+            &[(
+                1_000_000,
+                Dir::ToServer,
+                msg("OPTIONS sip:bob@example.test SIP/2.0", "2 OPTIONS"),
+            )],
+            11_000_000,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, status::ERROR);
+        assert_eq!(out[0].notes, [NOTE_TIMEOUT]);
+        assert_eq!(out[0].end, None);
     }
 }
