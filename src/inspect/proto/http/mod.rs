@@ -49,6 +49,11 @@ pub struct EcsExtra {
     /// the request and the response: Packetbeat 8 always writes them among the headers.
     pub lengths: [u64; 2],
     pub types: [Option<String>; 2],
+    /// The minor version of HTTP/1.x, the request's (the response's when there is none).
+    pub minor_version: Option<u8>,
+    /// The user of a Basic `Authorization` (`user.name`), whatever `redact_authorization`
+    /// says: it hides the credentials, and the user name is none of them.
+    pub user: Option<String>,
 }
 
 /// Headers of an ECS event: the selected ones, with `content-length` (a number) and
@@ -137,6 +142,9 @@ impl TxnObject for HttpTxn {
             }
             http["response"] = response;
         }
+        if let Some(v) = x.minor_version {
+            http["version"] = json!(format!("1.{v}"));
+        }
         e.push_field("http", &http);
         if x.method.is_empty() {
             return;
@@ -170,6 +178,30 @@ impl TxnObject for HttpTxn {
         if let Some(ua) = &x.user_agent {
             e.push_field("user_agent", &json!({"original": ua}));
         }
+    }
+
+    fn ecs_path_in_url(&self) -> bool {
+        true
+    }
+
+    /// The `Host` as the server's name (an address in it goes to `related.ip`), and the
+    /// Basic user, as Packetbeat 8 writes them.
+    fn ecs_links(&self) -> super::txn::EcsLinks<'_> {
+        let mut links = super::txn::EcsLinks {
+            user: self.ecs.user.as_deref(),
+            ..Default::default()
+        };
+        let host = self.ecs.host.as_deref().map(|h| split_host(h.trim()).0);
+        if let Some(h) = host.filter(|h| !h.is_empty()) {
+            match h.parse() {
+                Ok(ip) => links.ips.push(ip),
+                Err(_) => {
+                    links.server_domain = Some(h);
+                    links.hosts.push(h);
+                }
+            }
+        }
+        links
     }
 }
 
@@ -216,7 +248,8 @@ pub struct Options {
     pub decode_body: bool,
     /// Headers whose values are replaced by `*` when sent.
     pub redact_headers: Vec<String>,
-    /// `Authorization` and `Proxy-Authorization` values are replaced by `*`.
+    /// `Authorization` and `Proxy-Authorization` values are replaced by `*` (off by
+    /// default, as in Packetbeat: only headers the configuration sends are written).
     pub redact_authorization: bool,
     /// Query and form parameters whose values are replaced by `xxxxx`.
     pub hide_keywords: Vec<String>,
@@ -234,7 +267,7 @@ impl Default for Options {
             include_response_body_for: Vec::new(),
             decode_body: true,
             redact_headers: Vec::new(),
-            redact_authorization: true,
+            redact_authorization: false,
             hide_keywords: Vec::new(),
         }
     }
@@ -560,6 +593,8 @@ impl Http {
             params: t.fields.request.params.clone(),
             lengths: [body_length(&msg), 0],
             types: [head.content_type.clone(), None],
+            minor_version: head.minor_version,
+            user: head.basic_user.clone(),
         };
         t.query = Some(format!("{method} {path}"));
         t.resource = Some(path.clone());
@@ -606,6 +641,8 @@ impl Http {
         t.fields.ecs.response_bytes = msg.bytes;
         t.fields.ecs.lengths[1] = body_length(&msg);
         t.fields.ecs.types[1] = msg.head.content_type.clone();
+        let v = &mut t.fields.ecs.minor_version;
+        *v = v.or(msg.head.minor_version);
         if msg.cut {
             t.notes.push(txn::NOTE_CUT.into());
         } else if msg.lost {
@@ -999,27 +1036,35 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
     }
 
     #[test]
-    fn send_all_headers_redacts_authorization() {
+    fn send_all_headers_redacts_authorization_when_asked() {
+        let exchange: &[(Dir, &[u8])] = &[
+            (
+                Dir::ToServer,
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+            ),
+            (
+                Dir::ToClient,
+                b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ];
+        let mut p = http(Options {
+            send_all_headers: true,
+            redact_authorization: true,
+            ..Default::default()
+        });
+        let out = drive(p.as_mut(), exchange, 1);
+        assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
+        assert_eq!(out[0].status, status::SERVER_ERROR);
+        // Packetbeat's default: the header as sent.
         let mut p = http(Options {
             send_all_headers: true,
             ..Default::default()
         });
-        let out = drive(
-            p.as_mut(),
-            &[
-                (
-                    Dir::ToServer,
-                    b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
-                ),
-                (
-                    Dir::ToClient,
-                    b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
-                ),
-            ],
-            1,
+        let out = drive(p.as_mut(), exchange, 1);
+        assert_eq!(
+            out[0].object()["request"]["headers"]["authorization"],
+            "Bearer s3cret"
         );
-        assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
-        assert_eq!(out[0].status, status::SERVER_ERROR);
     }
 
     #[test]
