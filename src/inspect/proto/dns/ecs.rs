@@ -204,6 +204,51 @@ mod tests {
     }
 
     #[test]
+    fn answers_resolve_to_addresses_and_ttls_are_strings() {
+        let rec = |kind: &str, data: &str| Answer {
+            name: "www.example.com".into(),
+            kind: kind.into(),
+            class: "IN".into(),
+            ttl: 300,
+            data: data.into(),
+        };
+        let mut t = DnsTxn {
+            id: 7,
+            op_code: "QUERY".into(),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(EcsDns::of(&t, &[])).unwrap();
+        assert_eq!(v["type"], "query");
+        assert!(
+            v.get("header_flags").is_none() && v.get("answers").is_none(),
+            "{v}"
+        );
+        t.response_code = Some("NOERROR".into());
+        t.answers = vec![
+            rec("CNAME", "edge.example.net"),
+            rec("A", "192.0.2.1"),
+            rec("AAAA", "2001:db8::1"),
+        ];
+        let ips = resolved_ips(&t);
+        assert_eq!(
+            ips,
+            [
+                "192.0.2.1".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        let v = serde_json::to_value(EcsDns::of(&t, &ips)).unwrap();
+        assert_eq!(v["type"], "answer");
+        assert_eq!(v["answers"][1]["ttl"], "300");
+        assert_eq!(
+            v["resolved_ip"],
+            serde_json::json!(["192.0.2.1", "2001:db8::1"])
+        );
+        // The classic object keeps the number.
+        assert_eq!(serde_json::to_value(&t).unwrap()["answers"][1]["ttl"], 300);
+    }
+
+    #[test]
     fn header_flags_in_packetbeat_order() {
         let f = Flags {
             recursion_desired: true,

@@ -1036,6 +1036,84 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
     }
 
     #[test]
+    fn ecs_events_name_the_host_and_the_basic_user_and_classic_ones_do_not() {
+        use crate::inspect::proto::txn::{EcsSettings, Endpoints};
+        let ep = Endpoints {
+            transport: "tcp",
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:8080".parse().unwrap(),
+            client_process: None,
+            server_process: None,
+            icmp: None,
+        };
+        let s = EcsSettings {
+            internal_networks: Vec::new(),
+            precision: Default::default(),
+        };
+        let exchange = |host: &str| {
+            let req = format!(
+                "GET /a?b=1 HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic dXNlcjpwdw==\r\n\r\n"
+            );
+            let mut p = http(Options {
+                redact_authorization: true,
+                ..Default::default()
+            });
+            drive(
+                p.as_mut(),
+                &[
+                    (Dir::ToServer, req.as_bytes()),
+                    (
+                        Dir::ToClient,
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                    ),
+                ],
+                1,
+            )
+            .remove(0)
+        };
+        let e = exchange("www.example.com:8080")
+            .into_ecs_event("http", &ep, &s)
+            .to_value();
+        assert_eq!(e["http"]["version"], "1.0");
+        assert_eq!(e["destination"]["domain"], "www.example.com");
+        assert_eq!(e["server"]["domain"], "www.example.com");
+        assert_eq!(
+            e["related"]["hosts"],
+            serde_json::json!(["www.example.com"])
+        );
+        assert_eq!(
+            e["related"]["ip"],
+            serde_json::json!(["10.0.0.1", "10.0.0.2"])
+        );
+        assert_eq!(e["user"]["name"], "user");
+        assert_eq!(e["related"]["user"], serde_json::json!(["user"]));
+        assert_eq!(e["url"]["path"], "/a");
+        assert!(
+            e.get("path").is_none() && e.get("resource").is_none(),
+            "{e}"
+        );
+        // An address as the Host is no domain: it joins related.ip.
+        let e = exchange("192.0.2.7")
+            .into_ecs_event("http", &ep, &s)
+            .to_value();
+        assert!(e["destination"].get("domain").is_none(), "{e}");
+        assert!(e["related"].get("hosts").is_none(), "{e}");
+        assert_eq!(
+            e["related"]["ip"],
+            serde_json::json!(["10.0.0.1", "10.0.0.2", "192.0.2.7"])
+        );
+        // The classic event is as it was.
+        let e = exchange("www.example.com")
+            .into_event("http", &ep)
+            .to_value();
+        assert_eq!(e["path"], "/a");
+        for absent in ["user", "related", "url", "destination"] {
+            assert!(e.get(absent).is_none(), "{absent} in {e}");
+        }
+        assert!(e["http"].get("version").is_none(), "{e}");
+    }
+
+    #[test]
     fn send_all_headers_redacts_authorization_when_asked() {
         let exchange: &[(Dir, &[u8])] = &[
             (
