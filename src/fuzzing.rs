@@ -9,7 +9,8 @@
 
 use crate::inspect::decode::{Network, decode_frame, decode_transport, linktype};
 use crate::inspect::engine::{Skip, feed_chunk};
-use crate::inspect::proto::{self, Common, Cx, Dir, ProtocolConfig, TcpParser};
+use crate::inspect::proto::txn::{EcsSettings, Endpoints};
+use crate::inspect::proto::{self, Common, Cx, Dir, Done, ProtocolConfig, TcpParser};
 use crate::inspect::tcp::{Budget, Chunk};
 
 /// The frame decoder, on every link type.
@@ -71,6 +72,32 @@ pub fn udp(data: &[u8]) {
     let _ = p.datagram(Dir::ToClient, rest, &mut cx);
     p.expire(&mut cx);
     p.close(&mut cx);
+    write_events(&mut out, "udp");
+}
+
+/// Writes the transactions a parser made of the input as events, every other one in
+/// each shape (classic, ECS), so that the event writers see what the parsers produce.
+fn write_events(out: &mut Vec<Done>, transport: &'static str) {
+    let ep = Endpoints {
+        transport,
+        client: ([192, 0, 2, 1], 40000).into(),
+        server: ([192, 0, 2, 2], 80).into(),
+        client_process: None,
+        server_process: None,
+        icmp: None,
+    };
+    let s = EcsSettings {
+        internal_networks: Vec::new(),
+        precision: Default::default(),
+    };
+    for (i, t) in out.drain(..).enumerate() {
+        let e = if i % 2 == 0 {
+            t.into_event("fuzz", &ep)
+        } else {
+            t.into_ecs_event("fuzz", &ep, &s)
+        };
+        let _ = e.to_value();
+    }
 }
 
 /// One TCP protocol parser: the input is cut into chunks of both directions (each chunk
@@ -117,7 +144,7 @@ pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
             &mut cx,
         );
         if out.len() > 64 {
-            out.clear();
+            write_events(&mut out, "tcp");
         }
     }
     let mut cx = Cx {
@@ -127,6 +154,7 @@ pub fn tcp_protocol(p: &mut dyn TcpParser, data: &[u8]) {
     };
     p.expire(&mut cx);
     p.close(&mut cx);
+    write_events(&mut out, "tcp");
 }
 
 /// The AMQP wire parsers alone: the input is read as frames (each frame's payload

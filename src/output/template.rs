@@ -225,6 +225,8 @@ pub fn ecs_properties() -> Value {
         })),
     );
     add("user_agent", obj(json!({"original": kw()})));
+    // The user a transaction names (HTTP Basic, SIP, AMQP).
+    add("user", obj(json!({"name": kw(), "id": kw()})));
     for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }

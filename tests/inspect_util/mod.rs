@@ -14,7 +14,7 @@ use std::process::Command;
 pub const PROTOCOLS_YAML: &str = r#"
 output.console: {enabled: true}
 connbeat.protocols:
-  - {type: http, ports: [18080], send_headers: ["User-Agent"], real_ip_header: X-Forwarded-For, hide_keywords: [password, pass]}
+  - {type: http, ports: [18080], send_headers: ["User-Agent"], real_ip_header: X-Forwarded-For, hide_keywords: [password, pass], redact_authorization: true}
   - {type: dns, ports: [15353]}
   - {type: redis, ports: [16379]}
   - {type: mysql, ports: [13306]}

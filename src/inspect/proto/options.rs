@@ -194,7 +194,10 @@ mod tests {
         assert_eq!(h.common.ports, vec![80, 8080]);
         assert_eq!(h.common.transaction_timeout, Some(Duration::from_secs(3)));
         assert_eq!(h.options.send_headers, vec!["User-Agent"]);
-        assert!(h.options.redact_authorization, "default kept");
+        assert!(
+            !h.options.redact_authorization,
+            "Packetbeat's default kept: off"
+        );
         assert!(!d.common.enabled);
         let e = load("  - {type: http, ports: [eighty]}").unwrap_err();
         assert!(e.contains("ports"), "{e}");

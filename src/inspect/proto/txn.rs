@@ -92,6 +92,33 @@ pub trait TxnObject: std::fmt::Debug + Send + 'static {
     fn reported_in(&self, _shape: EventFormat) -> bool {
         true
     }
+
+    /// True when the ECS event carries the request path as `url.path` only: Packetbeat 8
+    /// writes no `path` nor `resource` for HTTP.
+    fn ecs_path_in_url(&self) -> bool {
+        false
+    }
+
+    /// What the protocol read that belongs to the common ECS fields: the server's name,
+    /// and more addresses, hosts and users for `related.*` (Packetbeat 8's `AddIP`,
+    /// `AddHost`, `AddUser`).
+    fn ecs_links(&self) -> EcsLinks<'_> {
+        EcsLinks::default()
+    }
+}
+
+/// A protocol's additions to the common fields of its ECS event (see
+/// [`TxnObject::ecs_links`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EcsLinks<'a> {
+    /// `destination.domain` and `server.domain` (the HTTP `Host`).
+    pub server_domain: Option<&'a str>,
+    /// Appended to `related.ip` after the two ends (DNS answers' addresses).
+    pub ips: Vec<IpAddr>,
+    /// `related.hosts`.
+    pub hosts: Vec<&'a str>,
+    /// `user.name` and `related.user`.
+    pub user: Option<&'a str>,
 }
 
 /// What a protocol writing its whole ECS event gets (see [`TxnObject::ecs_event`]).
@@ -232,6 +259,14 @@ impl TxnObject for Box<dyn TxnObject> {
 
     fn reported_in(&self, shape: EventFormat) -> bool {
         (**self).reported_in(shape)
+    }
+
+    fn ecs_path_in_url(&self) -> bool {
+        (**self).ecs_path_in_url()
+    }
+
+    fn ecs_links(&self) -> EcsLinks<'_> {
+        (**self).ecs_links()
     }
 }
 
@@ -405,6 +440,8 @@ impl<F: TxnObject> Txn<F> {
             ),
         };
         let counted = frame.is_none();
+        let links = self.fields.ecs_links();
+        let in_url = self.fields.ecs_path_in_url();
         let (cip, sip) = (ep.client.ip(), ep.server.ip());
         let (client_agent, server_agent) = agents(cip, sip);
         let client = EcsEnd {
@@ -417,7 +454,7 @@ impl<F: TxnObject> Txn<F> {
             ip: sip,
             port: (!icmp).then_some(ep.server.port()),
             bytes: counted.then_some(self.bytes_out),
-            domain: frame.and_then(|f| f.server_domain),
+            domain: frame.and_then(|f| f.server_domain).or(links.server_domain),
         };
         let (source, destination) = if by_server {
             (&server, &client)
@@ -425,8 +462,10 @@ impl<F: TxnObject> Txn<F> {
             (&client, &server)
         };
         let mut related = vec![cip];
-        if sip != cip {
-            related.push(sip);
+        for ip in std::iter::once(sip).chain(links.ips.iter().copied()) {
+            if !related.contains(&ip) {
+                related.push(ip);
+            }
         }
         let process = ep
             .server_process
@@ -458,9 +497,9 @@ impl<F: TxnObject> Txn<F> {
         let f = EcsTxnFields {
             status,
             method: self.method.as_deref(),
-            path: self.path.as_deref(),
+            path: self.path.as_deref().filter(|_| !in_url),
             query: self.query.as_deref(),
-            resource: self.resource.as_deref().filter(|_| counted),
+            resource: self.resource.as_deref().filter(|_| counted && !in_url),
             request: self.request.as_deref(),
             response: self.response.as_deref(),
             event: EcsEventFields {
@@ -490,7 +529,12 @@ impl<F: TxnObject> Txn<F> {
                 bytes: counted.then_some(self.bytes_in + self.bytes_out),
                 forwarded_ip: self.real_ip.as_deref(),
             },
-            related: EcsRelated { ip: related },
+            related: EcsRelated {
+                ip: related,
+                hosts: &links.hosts,
+                user: links.user.as_slice(),
+            },
+            user: links.user.map(|name| EcsUser { name }),
             process,
             connbeat: (client_agent.is_some() || server_agent.is_some()).then_some(EcsAgents {
                 server_agent: server_agent.as_deref(),
@@ -531,7 +575,9 @@ struct EcsTxnFields<'a> {
     destination: &'a EcsEnd<'a>,
     server: &'a EcsEnd<'a>,
     network: EcsNetwork<'a>,
-    related: EcsRelated,
+    related: EcsRelated<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<EcsUser<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<EcsProcess<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -584,8 +630,17 @@ struct EcsNetwork<'a> {
 }
 
 #[derive(Serialize)]
-struct EcsRelated {
+struct EcsRelated<'a> {
     ip: Vec<IpAddr>,
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    hosts: &'a [&'a str],
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    user: &'a [&'a str],
+}
+
+#[derive(Serialize)]
+struct EcsUser<'a> {
+    name: &'a str,
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,7 @@
 //!
 //! One state type serves both transports; TCP only adds the two-byte length prefix.
 
+pub mod ecs;
 pub mod parser;
 
 use super::TxnObject;
@@ -117,6 +118,19 @@ pub struct Answer {
 impl TxnObject for DnsTxn {
     fn write_classic(&self, name: &'static str, e: &mut Event) {
         e.push_field(name, self);
+    }
+
+    fn write_ecs(&self, name: &'static str, e: &mut Event, _at: &super::txn::EcsAt<'_>) {
+        let resolved = ecs::resolved_ips(self);
+        e.push_field(name, &ecs::EcsDns::of(self, &resolved));
+    }
+
+    /// The resolved addresses join `related.ip`, as in Packetbeat 8.
+    fn ecs_links(&self) -> super::txn::EcsLinks<'_> {
+        super::txn::EcsLinks {
+            ips: ecs::resolved_ips(self),
+            ..Default::default()
+        }
     }
 }
 

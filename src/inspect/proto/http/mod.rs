@@ -49,6 +49,11 @@ pub struct EcsExtra {
     /// the request and the response: Packetbeat 8 always writes them among the headers.
     pub lengths: [u64; 2],
     pub types: [Option<String>; 2],
+    /// The minor version of HTTP/1.x, the request's (the response's when there is none).
+    pub minor_version: Option<u8>,
+    /// The user of a Basic `Authorization` (`user.name`), whatever `redact_authorization`
+    /// says: it hides the credentials, and the user name is none of them.
+    pub user: Option<String>,
 }
 
 /// Headers of an ECS event: the selected ones, with `content-length` (a number) and
@@ -137,6 +142,9 @@ impl TxnObject for HttpTxn {
             }
             http["response"] = response;
         }
+        if let Some(v) = x.minor_version {
+            http["version"] = json!(format!("1.{v}"));
+        }
         e.push_field("http", &http);
         if x.method.is_empty() {
             return;
@@ -170,6 +178,30 @@ impl TxnObject for HttpTxn {
         if let Some(ua) = &x.user_agent {
             e.push_field("user_agent", &json!({"original": ua}));
         }
+    }
+
+    fn ecs_path_in_url(&self) -> bool {
+        true
+    }
+
+    /// The `Host` as the server's name (an address in it goes to `related.ip`), and the
+    /// Basic user, as Packetbeat 8 writes them.
+    fn ecs_links(&self) -> super::txn::EcsLinks<'_> {
+        let mut links = super::txn::EcsLinks {
+            user: self.ecs.user.as_deref(),
+            ..Default::default()
+        };
+        let host = self.ecs.host.as_deref().map(|h| split_host(h.trim()).0);
+        if let Some(h) = host.filter(|h| !h.is_empty()) {
+            match h.parse() {
+                Ok(ip) => links.ips.push(ip),
+                Err(_) => {
+                    links.server_domain = Some(h);
+                    links.hosts.push(h);
+                }
+            }
+        }
+        links
     }
 }
 
@@ -216,7 +248,8 @@ pub struct Options {
     pub decode_body: bool,
     /// Headers whose values are replaced by `*` when sent.
     pub redact_headers: Vec<String>,
-    /// `Authorization` and `Proxy-Authorization` values are replaced by `*`.
+    /// `Authorization` and `Proxy-Authorization` values are replaced by `*` (off by
+    /// default, as in Packetbeat: only headers the configuration sends are written).
     pub redact_authorization: bool,
     /// Query and form parameters whose values are replaced by `xxxxx`.
     pub hide_keywords: Vec<String>,
@@ -234,7 +267,7 @@ impl Default for Options {
             include_response_body_for: Vec::new(),
             decode_body: true,
             redact_headers: Vec::new(),
-            redact_authorization: true,
+            redact_authorization: false,
             hide_keywords: Vec::new(),
         }
     }
@@ -560,6 +593,8 @@ impl Http {
             params: t.fields.request.params.clone(),
             lengths: [body_length(&msg), 0],
             types: [head.content_type.clone(), None],
+            minor_version: head.minor_version,
+            user: head.basic_user.clone(),
         };
         t.query = Some(format!("{method} {path}"));
         t.resource = Some(path.clone());
@@ -606,6 +641,8 @@ impl Http {
         t.fields.ecs.response_bytes = msg.bytes;
         t.fields.ecs.lengths[1] = body_length(&msg);
         t.fields.ecs.types[1] = msg.head.content_type.clone();
+        let v = &mut t.fields.ecs.minor_version;
+        *v = v.or(msg.head.minor_version);
         if msg.cut {
             t.notes.push(txn::NOTE_CUT.into());
         } else if msg.lost {
@@ -999,27 +1036,113 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
     }
 
     #[test]
-    fn send_all_headers_redacts_authorization() {
+    fn ecs_events_name_the_host_and_the_basic_user_and_classic_ones_do_not() {
+        use crate::inspect::proto::txn::{EcsSettings, Endpoints};
+        let ep = Endpoints {
+            transport: "tcp",
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:8080".parse().unwrap(),
+            client_process: None,
+            server_process: None,
+            icmp: None,
+        };
+        let s = EcsSettings {
+            internal_networks: Vec::new(),
+            precision: Default::default(),
+        };
+        let exchange = |host: &str| {
+            let req = format!(
+                "GET /a?b=1 HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic dXNlcjpwdw==\r\n\r\n"
+            );
+            let mut p = http(Options {
+                redact_authorization: true,
+                ..Default::default()
+            });
+            drive(
+                p.as_mut(),
+                &[
+                    (Dir::ToServer, req.as_bytes()),
+                    (
+                        Dir::ToClient,
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                    ),
+                ],
+                1,
+            )
+            .remove(0)
+        };
+        let e = exchange("www.example.com:8080")
+            .into_ecs_event("http", &ep, &s)
+            .to_value();
+        assert_eq!(e["http"]["version"], "1.0");
+        assert_eq!(e["destination"]["domain"], "www.example.com");
+        assert_eq!(e["server"]["domain"], "www.example.com");
+        assert_eq!(
+            e["related"]["hosts"],
+            serde_json::json!(["www.example.com"])
+        );
+        assert_eq!(
+            e["related"]["ip"],
+            serde_json::json!(["10.0.0.1", "10.0.0.2"])
+        );
+        assert_eq!(e["user"]["name"], "user");
+        assert_eq!(e["related"]["user"], serde_json::json!(["user"]));
+        assert_eq!(e["url"]["path"], "/a");
+        assert!(
+            e.get("path").is_none() && e.get("resource").is_none(),
+            "{e}"
+        );
+        // An address as the Host is no domain: it joins related.ip.
+        let e = exchange("192.0.2.7")
+            .into_ecs_event("http", &ep, &s)
+            .to_value();
+        assert!(e["destination"].get("domain").is_none(), "{e}");
+        assert!(e["related"].get("hosts").is_none(), "{e}");
+        assert_eq!(
+            e["related"]["ip"],
+            serde_json::json!(["10.0.0.1", "10.0.0.2", "192.0.2.7"])
+        );
+        // The classic event is as it was.
+        let e = exchange("www.example.com")
+            .into_event("http", &ep)
+            .to_value();
+        assert_eq!(e["path"], "/a");
+        for absent in ["user", "related", "url", "destination"] {
+            assert!(e.get(absent).is_none(), "{absent} in {e}");
+        }
+        assert!(e["http"].get("version").is_none(), "{e}");
+    }
+
+    #[test]
+    fn send_all_headers_redacts_authorization_when_asked() {
+        let exchange: &[(Dir, &[u8])] = &[
+            (
+                Dir::ToServer,
+                b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+            ),
+            (
+                Dir::ToClient,
+                b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ];
+        let mut p = http(Options {
+            send_all_headers: true,
+            redact_authorization: true,
+            ..Default::default()
+        });
+        let out = drive(p.as_mut(), exchange, 1);
+        assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
+        assert_eq!(out[0].status, status::SERVER_ERROR);
+        // Packetbeat's default: the header as sent.
         let mut p = http(Options {
             send_all_headers: true,
             ..Default::default()
         });
-        let out = drive(
-            p.as_mut(),
-            &[
-                (
-                    Dir::ToServer,
-                    b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
-                ),
-                (
-                    Dir::ToClient,
-                    b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
-                ),
-            ],
-            1,
+        let out = drive(p.as_mut(), exchange, 1);
+        assert_eq!(
+            out[0].object()["request"]["headers"]["authorization"],
+            "Bearer s3cret"
         );
-        assert_eq!(out[0].object()["request"]["headers"]["authorization"], "*");
-        assert_eq!(out[0].status, status::SERVER_ERROR);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct Head {
     pub content_encoding: Option<String>,
     /// Length of the head in bytes, including the blank line.
     pub len: usize,
+    /// The minor version of HTTP/1.x (`HTTP/1.1`: 1).
+    pub minor_version: Option<u8>,
+    /// The user name of a `Basic` `Authorization` header (never its password).
+    pub basic_user: Option<String>,
 }
 
 /// How the body of a message is delimited.
@@ -103,6 +107,8 @@ fn head_common(
         } else if name.eq_ignore_ascii_case("content-encoding") {
             head.content_encoding =
                 Some(String::from_utf8_lossy(h.value).trim().to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.basic_user = basic_user(h.value);
         }
         let lower = name.to_ascii_lowercase();
         if keep(&lower) {
@@ -111,6 +117,21 @@ fn head_common(
         }
     }
     Ok(())
+}
+
+/// The user of `Basic <base64 of user:password>` (RFC 7617), when there is one.
+pub fn basic_user(value: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let v = value.trim_ascii();
+    let (scheme, token) = v.split_at(v.iter().position(|b| *b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim_ascii())
+        .ok()?;
+    let user = decoded.split(|b| *b == b':').next()?;
+    (!user.is_empty()).then(|| String::from_utf8_lossy(user).into_owned())
 }
 
 /// Parses a request head at the start of `data`; `None` until it is complete.
@@ -123,6 +144,7 @@ pub fn parse_request(data: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Option<
                 method: req.method.map(str::to_string),
                 target: req.path.map(str::to_string),
                 len,
+                minor_version: req.version,
                 ..Head::default()
             };
             head_common(req.headers, keep, &mut head)?;
@@ -146,6 +168,7 @@ pub fn parse_response(
                 code: resp.code,
                 phrase: resp.reason.map(str::to_string),
                 len,
+                minor_version: resp.version,
                 ..Head::default()
             };
             head_common(resp.headers, keep, &mut head)?;
@@ -246,8 +269,38 @@ mod tests {
             h.headers,
             vec![("x-forwarded-for".into(), "1.2.3.4".into())]
         );
+        assert_eq!(h.minor_version, Some(1));
+        assert_eq!(h.basic_user, None);
         assert!(parse_request(&data[..20], &|_| false).unwrap().is_none());
         assert!(parse_request(b"\x00\x01garbage\r\n\r\n", &|_| false).is_err());
+    }
+
+    #[test]
+    fn the_user_of_basic_authorization_and_nothing_else() {
+        // "simplesimon:abcd123+", as curl sends it.
+        assert_eq!(
+            basic_user(b"Basic c2ltcGxlc2ltb246YWJjZDEyMys=").as_deref(),
+            Some("simplesimon")
+        );
+        assert_eq!(basic_user(b" basic dXNlcjpwdw== ").as_deref(), Some("user"));
+        for not in [
+            &b"Bearer c2ltcGxlc2ltb246YWJjZDEyMys="[..],
+            b"Basic",
+            b"Basic !!!",
+            b"Basic OnB3", // ":pw": no user
+            b"",
+        ] {
+            assert_eq!(basic_user(not), None, "{}", String::from_utf8_lossy(not));
+        }
+        let h = parse_request(
+            b"GET / HTTP/1.0\r\nAuthorization: Basic dXNlcjpwdw==\r\n\r\n",
+            &|_| false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.basic_user.as_deref(), Some("user"));
+        assert_eq!(h.minor_version, Some(0));
+        assert!(h.headers.is_empty());
     }
 
     #[test]
