@@ -230,6 +230,12 @@ pub fn ecs_properties() -> Value {
     for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }
+    // The addresses a DNS answer resolves to, so that they can be searched as addresses;
+    // the rest of `dns` stays dynamic.
+    add(
+        "dns",
+        json!({"type": "object", "dynamic": true, "properties": {"resolved_ip": ip()}}),
+    );
     Value::Object(p)
 }
 
