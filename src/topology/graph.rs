@@ -324,11 +324,7 @@ impl Graph {
 
     fn listen(&mut self, l: &ListenObs) -> Use {
         let host = self.sym(&l.reporter.host);
-        let side = self.side(
-            &host,
-            l.reporter.container.as_deref(),
-            l.binary.as_deref(),
-        );
+        let side = self.side(&host, l.reporter.container.as_deref(), l.binary.as_deref());
         self.learn_addresses(&side.host, &l.reporter.local_ips);
         let key = if l.addr.ip().is_unspecified() || l.addr.ip().is_loopback() {
             ListenKey::Host(side.host.clone(), l.addr.port())
