@@ -262,7 +262,8 @@ mod tests {
             0x0b,
             0x2c ^ 0x80,
         ];
-        let sets: [(fn(Word) -> usize, fn(u8) -> bool); 8] = [
+        type Set = (fn(Word) -> usize, fn(u8) -> bool);
+        let sets: [Set; 8] = [
             (best::string_end, is_string_end),
             (swar::string_end, is_string_end),
             (best::quote_or_backslash, |c| c == b'"' || c == b'\\'),
@@ -279,7 +280,7 @@ mod tests {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
-                        if x % 4 == 0 {
+                        if x.is_multiple_of(4) {
                             alphabet[(x >> 8) as usize % alphabet.len()]
                         } else {
                             b'a' + (x >> 16) as u8 % 26
