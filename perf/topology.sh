@@ -4,6 +4,8 @@
 # Events per second per core = EVENTS / (user + system CPU seconds of the process).
 #
 #   perf/topology.sh             EVENTS=1000000 RUNS=3 by default
+#   BASE=path/to/connbeat perf/topology.sh
+#                                also measures another build of connbeat in the same runs
 # Results go to standard output (see perf/RESULTS.md, "Topology").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,7 @@ mkdir -p "$WORK"
 cargo build --release --example topology_bench --bin connbeat >&2
 BIN=target/release/examples/topology_bench
 CB=target/release/connbeat
+BASE="${BASE:-}"
 tests/services/tansu.sh build
 TANSU="$(tests/services/tansu.sh path)"
 
@@ -56,5 +59,14 @@ import sys
 r, pc, tc, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 print(f"| {r} | {pc:.2f} | {n/pc:,.0f} | {tc:.2f} | {n/tc:,.0f} | {pc/tc:.2f} |")
 PY
+  if [[ -n "$BASE" ]]; then
+    read -r bc bw < <(measure taskset -c 0 "$BASE" -c "$WORK/topology.yml" -E "topology.group_id=base-$r" \
+      topology --kafka --output "$WORK/graph-base.json")
+    python3 - "$r" "$pc" "$bc" "$EVENTS" <<'PY'
+import sys
+r, pc, tc, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+print(f"| {r} BASE | {pc:.2f} | {n/pc:,.0f} | {tc:.2f} | {n/tc:,.0f} | {pc/tc:.2f} |")
+PY
+  fi
 done
 python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); print("graph:", len(g["nodes"]), "nodes,", len(g["edges"]), "edges; events", g["events"])' "$WORK/graph.json"

@@ -2,9 +2,11 @@
 //!
 //! An agent's event is some 700 bytes, of which the graph reads about a dozen fields.
 //! Deserialising it with serde_json tokenises every key and every value; the topology
-//! reader spent most of its time there. This cursor compares keys in place and steps
-//! over a value it does not need by its quotes and brackets (`memchr` for the strings),
-//! without looking inside. So:
+//! reader spent most of its time there. This cursor steps over a value it does not need
+//! by its quotes and brackets, without looking inside, and finds the end of a string
+//! eight bytes at a time ([`scan`]); a key is packed into an integer ([`Key`]), so that
+//! matching it against the keys a reader knows is one integer comparison each, not a
+//! string comparison. So:
 //!
 //! - a value that is read is checked as strictly as serde_json checks it (types, escapes,
 //!   control characters, numbers out of range);
@@ -16,21 +18,68 @@
 //! beyond it, never recurses on the input's nesting (skipping counts brackets), and
 //! returns [`Bad`] for anything it cannot read; the `topology` fuzz target drives it.
 
-use memchr::memchr2;
+use super::scan;
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-/// Bytes that end a run of plain string content: the quote, the backslash, and the
-/// control characters JSON allows only escaped.
-static STOP: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
+/// An object's key, its bytes packed into an integer (little-endian, zero-padded), so
+/// that a reader matches it against the keys it knows (`const`s made with [`Key::of`])
+/// with integer comparisons. A JSON key holds no NUL unless escaped, so packing loses
+/// nothing for the keys of up to 16 bytes the readers know; every other key (longer, or
+/// holding an escaped NUL) is [`Key::OTHER`], which matches none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key(u128);
+
+impl Key {
+    /// What no reader asks for.
+    pub const OTHER: Key = Key(0);
+
+    /// The key with this name (1 to 16 bytes, no NUL).
+    pub const fn of(name: &str) -> Key {
+        let b = name.as_bytes();
+        assert!(
+            !b.is_empty() && b.len() <= 16,
+            "a known key has 1 to 16 bytes"
+        );
+        let mut v = 0u128;
+        let mut i = 0;
+        while i < b.len() {
+            assert!(b[i] != 0, "a known key holds no NUL");
+            v |= (b[i] as u128) << (8 * i);
+            i += 1;
+        }
+        Key(v)
     }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
+
+    /// The key of a name without NUL bytes.
+    fn packed(name: &[u8]) -> Key {
+        if name.is_empty() || name.len() > 16 {
+            return Key::OTHER;
+        }
+        let mut w = [0u8; 16];
+        w[..name.len()].copy_from_slice(name);
+        Key(u128::from_le_bytes(w))
+    }
+
+    /// The key of an unescaped name.
+    fn unescaped(name: &str) -> Key {
+        if name.bytes().any(|c| c == 0) {
+            Key::OTHER
+        } else {
+            Key::packed(name.as_bytes())
+        }
+    }
+}
+
+/// `FIRST_BYTES[n]`: the lowest `n` bytes of a [`scan::Word`] set (none for 0, so that
+/// the empty key is [`Key::OTHER`]).
+const FIRST_BYTES: [u128; 16] = {
+    let mut t = [0u128; 16];
+    let mut n = 1;
+    while n < 16 {
+        t[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
     t
 };
 
@@ -63,11 +112,19 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
-        self.skip_ws();
-        self.bytes().get(self.at).copied()
+        // Agents write no whitespace between tokens: every byte above a space is not one.
+        match self.bytes().get(self.at) {
+            Some(&c) if c > b' ' => Some(c),
+            _ => {
+                self.skip_ws();
+                self.bytes().get(self.at).copied()
+            }
+        }
     }
 
+    #[inline(always)]
     fn expect(&mut self, c: u8) -> Result<()> {
         if self.peek() == Some(c) {
             self.at += 1;
@@ -89,16 +146,16 @@ impl<'a> Cursor<'a> {
 
     /// Calls `field` with each key of the object at the cursor; `field` reads or skips
     /// the key's value.
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+    pub fn object(&mut self, mut field: impl FnMut(&mut Self, Key) -> Result<()>) -> Result<()> {
         self.expect(b'{')?;
         if self.peek() == Some(b'}') {
             self.at += 1;
             return Ok(());
         }
         loop {
-            let key = self.string()?;
+            let key = self.key()?;
             self.expect(b':')?;
-            field(self, &key)?;
+            field(self, key)?;
             match self.peek() {
                 Some(b',') => self.at += 1,
                 Some(b'}') => {
@@ -122,12 +179,38 @@ impl<'a> Cursor<'a> {
     }
 
     /// `None` for `null`, else what `read` makes of the value.
+    #[inline(always)]
     pub fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
-        if self.null() {
+        if self.peek() == Some(b'n') && self.null() {
             Ok(None)
         } else {
             read(self).map(Some)
         }
+    }
+
+    /// An object's key, packed.
+    #[inline(always)]
+    fn key(&mut self) -> Result<Key> {
+        self.expect(b'"')?;
+        let b = self.bytes();
+        let start = self.at;
+        // Most keys end within the next sixteen bytes: one look finds the end, and the
+        // same bytes, those past the key masked off, are the key.
+        if let Some(w) = scan::word(b, start) {
+            let n = scan::string_end_in(w);
+            if n < 16 && b[start + n] == b'"' {
+                self.at = start + n + 1;
+                return Ok(Key(w & FIRST_BYTES[n]));
+            }
+        }
+        let end = scan::string_end(b, start);
+        if b.get(end) == Some(&b'"') {
+            self.at = end + 1;
+            return Ok(Key::packed(&b[start..end]));
+        }
+        // Escapes (or a control character, or the end, which `string` refuses).
+        self.at = start - 1;
+        Ok(Key::unescaped(&self.string()?))
     }
 
     /// A string, borrowed from the text unless it holds escapes.
@@ -135,11 +218,7 @@ impl<'a> Cursor<'a> {
         self.expect(b'"')?;
         let b = self.bytes();
         let start = self.at;
-        // Keys and values are short: a byte loop beats a vectorised search here.
-        let end = b[start..]
-            .iter()
-            .position(|&c| STOP[usize::from(c)])
-            .map_or(b.len(), |n| start + n);
+        let end = scan::string_end(b, start);
         match b.get(end) {
             Some(b'"') => {
                 self.at = end + 1;
@@ -183,13 +262,13 @@ impl<'a> Cursor<'a> {
                     }
                 }
                 Some(_) => {
-                    let run = memchr2(b'"', b'\\', &b[self.at..]).ok_or(Bad)?;
-                    let chunk = &self.text[self.at..self.at + run];
-                    if chunk.bytes().any(|c| c < 0x20) {
+                    let run = scan::string_end(b, self.at);
+                    if !matches!(b.get(run), Some(b'"' | b'\\')) {
+                        // A control character, or the end of the text.
                         return Err(Bad);
                     }
-                    out.push_str(chunk);
-                    self.at += run;
+                    out.push_str(&self.text[self.at..run]);
+                    self.at = run;
                 }
                 None => return Err(Bad),
             }
@@ -246,19 +325,33 @@ impl<'a> Cursor<'a> {
 
     /// A non-negative integer (no fraction, no exponent), as serde_json reads a `u64`.
     pub fn u64(&mut self) -> Result<u64> {
-        let t = self.number_text();
-        let bytes = t.as_bytes();
-        if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        self.skip_ws();
+        let b = self.bytes();
+        let start = self.at;
+        let mut n = 0u64;
+        let mut i = start;
+        // Numbers are short: a byte loop beats finding their end sixteen bytes at a time.
+        while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|d| *d <= 9) {
+            // Nineteen digits cannot overflow; checked beyond.
+            n = if i - start < 19 {
+                n * 10 + u64::from(d)
+            } else {
+                n.checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or(Bad)?
+            };
+            i += 1;
+        }
+        let digits = i - start;
+        // No digits (a sign, a string ...), a leading zero, a fraction or an exponent.
+        if digits == 0
+            || (digits > 1 && b[start] == b'0')
+            || matches!(b.get(i), Some(b'-' | b'+' | b'.' | b'e' | b'E'))
+        {
             return Err(Bad);
         }
-        if bytes.len() > 1 && bytes[0] == b'0' {
-            return Err(Bad);
-        }
-        bytes.iter().try_fold(0u64, |n, &d| {
-            n.checked_mul(10)
-                .and_then(|n| n.checked_add(u64::from(d - b'0')))
-                .ok_or(Bad)
-        })
+        self.at = i;
+        Ok(n)
     }
 
     pub fn u16(&mut self) -> Result<u16> {
@@ -279,7 +372,11 @@ impl<'a> Cursor<'a> {
 
     /// An address written as a string.
     pub fn ip(&mut self) -> Result<IpAddr> {
-        self.string()?.parse().map_err(|_| Bad)
+        let s = self.string()?;
+        match ipv4(s.as_bytes()) {
+            Some(v4) => Ok(IpAddr::V4(v4)),
+            None => s.parse().map_err(|_| Bad),
+        }
     }
 
     /// An array of addresses; `null` is none.
@@ -316,16 +413,8 @@ impl<'a> Cursor<'a> {
             b'{' | b'[' => self.skip_nested(),
             _ => {
                 // A number, true, false or null: up to the next delimiter.
-                let b = self.bytes();
                 let start = self.at;
-                while self.at < b.len()
-                    && !matches!(
-                        b[self.at],
-                        b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'
-                    )
-                {
-                    self.at += 1;
-                }
+                self.at = scan::scalar_end(self.bytes(), start);
                 if self.at == start { Err(Bad) } else { Ok(()) }
             }
         }
@@ -335,7 +424,10 @@ impl<'a> Cursor<'a> {
     fn skip_string_body(&mut self) -> Result<()> {
         let b = self.bytes();
         loop {
-            let at = self.at + memchr2(b'"', b'\\', &b[self.at..]).ok_or(Bad)?;
+            let at = scan::quote_or_backslash(b, self.at);
+            if at == b.len() {
+                return Err(Bad);
+            }
             if b[at] == b'"' {
                 self.at = at + 1;
                 return Ok(());
@@ -352,8 +444,11 @@ impl<'a> Cursor<'a> {
     fn skip_nested(&mut self) -> Result<()> {
         let b = self.bytes();
         let mut depth = 0usize;
-        while self.at < b.len() {
-            let c = b[self.at];
+        loop {
+            self.at = scan::structural(b, self.at);
+            let Some(&c) = b.get(self.at) else {
+                return Err(Bad);
+            };
             self.at += 1;
             match c {
                 b'"' => self.skip_string_body()?,
@@ -367,8 +462,35 @@ impl<'a> Cursor<'a> {
                 _ => {}
             }
         }
-        Err(Bad)
     }
+}
+
+/// A dotted IPv4 address as `Ipv4Addr`'s parser reads one (four numbers of one to three
+/// digits up to 255, no leading zero), without its general machinery; `None` for
+/// anything else, which that parser then reads (or refuses) as before.
+fn ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut out = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in out.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v = 0u32;
+        while i < s.len() && i - start < 3 && s[i].is_ascii_digit() {
+            v = v * 10 + u32::from(s[i] - b'0');
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || (n > 1 && s[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    (i == s.len()).then(|| Ipv4Addr::from(out))
 }
 
 #[cfg(test)]
@@ -380,7 +502,7 @@ mod tests {
         let mut c = Cursor::new(json);
         let mut got = None;
         c.object(|c, key| {
-            if key == "k" {
+            if key == Key::of("k") {
                 got = Some(read(c)?);
                 Ok(())
             } else {
@@ -464,6 +586,89 @@ mod tests {
             value(r#"{"a":[1,,2],"b":{"c" 1},"k":"x"}"#, Cursor::string).unwrap(),
             "x"
         );
+    }
+
+    #[test]
+    fn keys_match_as_written_or_escaped_and_long_ones_match_nothing() {
+        assert_eq!(value(r#"{"k":"a"}"#, Cursor::string).unwrap(), "a");
+        assert_eq!(value(r#"{"\u006b":"b"}"#, Cursor::string).unwrap(), "b");
+        // Not "k": a longer key, an escaped NUL after it, a key of 17 bytes.
+        for other in [
+            r#"{"kk":"x"}"#,
+            r#"{"k\u0000":"x"}"#,
+            r#"{"kaaaaaaaaaaaaaaaa":"x"}"#,
+            r#"{"":"x"}"#,
+        ] {
+            assert_eq!(value(other, Cursor::string), Err(Bad), "{other}");
+        }
+        // Keys of 16 and 17 bytes, at the end of the text (packed without a 16-byte load)
+        // and before more of it.
+        let k16 = Key::of("abcdefghijklmnop");
+        for text in [
+            r#"{"abcdefghijklmnop":1}"#,
+            r#"{"abcdefghijklmnop":1,"padding":"0123456789abcdef"}"#,
+        ] {
+            let mut c = Cursor::new(text);
+            let mut keys = Vec::new();
+            c.object(|c, k| {
+                keys.push(k);
+                c.skip()
+            })
+            .unwrap();
+            assert_eq!(keys[0], k16);
+        }
+        let mut c = Cursor::new(r#"{"abcdefghijklmnopq":1}"#);
+        c.object(|c, k| {
+            assert_eq!(k, Key::OTHER);
+            c.skip()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn dotted_addresses_as_the_standard_parser_reads_them() {
+        for s in [
+            "10.0.0.5",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1234.1.1.1",
+            "1.2.3.1000",
+            ".1.2.3",
+            "1.2.3.-4",
+            "1.2.3.4 ",
+            "",
+            "::1",
+            "::ffff:1.2.3.4",
+            "fe80::1",
+        ] {
+            let want = s.parse::<IpAddr>().ok();
+            let json = format!("{{\"k\":\"{s}\"}}");
+            assert_eq!(value(&json, Cursor::ip).ok(), want, "{s}");
+            if let Some(v4) = ipv4(s.as_bytes()) {
+                assert_eq!(Some(IpAddr::V4(v4)), want, "{s}");
+            }
+        }
+        // Every octet value, and each with a leading zero.
+        for n in 0..300u32 {
+            for s in [
+                format!("1.{n}.2.3"),
+                format!("1.0{n}.2.3"),
+                format!("{n}.0.0.1"),
+            ] {
+                assert_eq!(
+                    ipv4(s.as_bytes()).map(IpAddr::V4),
+                    s.parse::<IpAddr>().ok(),
+                    "{s}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -292,9 +292,10 @@ impl Graph {
         x
     }
 
-    fn side(&mut self, host: &str, container: Option<&str>, binary: Option<&str>) -> Side {
+    /// The side of a host already interned.
+    fn side(&mut self, host: &Sym, container: Option<&str>, binary: Option<&str>) -> Side {
         Side {
-            host: self.sym(host),
+            host: host.clone(),
             container: container.map(|c| self.sym(c)),
             binary: binary.map(|b| self.sym(b)),
         }
@@ -322,11 +323,8 @@ impl Graph {
     }
 
     fn listen(&mut self, l: &ListenObs) -> Use {
-        let side = self.side(
-            &l.reporter.host,
-            l.reporter.container.as_deref(),
-            l.binary.as_deref(),
-        );
+        let host = self.sym(&l.reporter.host);
+        let side = self.side(&host, l.reporter.container.as_deref(), l.binary.as_deref());
         self.learn_addresses(&side.host, &l.reporter.local_ips);
         let key = if l.addr.ip().is_unspecified() || l.addr.ip().is_loopback() {
             ListenKey::Host(side.host.clone(), l.addr.port())
@@ -444,11 +442,7 @@ impl Graph {
     fn conn(&mut self, c: &ConnObs) -> Use {
         let host = self.sym(&c.reporter.host);
         self.learn_addresses(&host, &c.reporter.local_ips);
-        let side = self.side(
-            &c.reporter.host,
-            c.reporter.container.as_deref(),
-            c.binary.as_deref(),
-        );
+        let side = self.side(&host, c.reporter.container.as_deref(), c.binary.as_deref());
         let reopening = (c.action == Action::Open).then_some((c.reporter_is_client, c.at_ms));
         let id = self.flow_for(
             c.client,
@@ -493,11 +487,11 @@ impl Graph {
         let client = t
             .client_binary
             .as_deref()
-            .map(|b| self.side(&t.reporter.host, t.reporter.container.as_deref(), Some(b)));
+            .map(|b| self.side(&host, t.reporter.container.as_deref(), Some(b)));
         let server = t
             .server_binary
             .as_deref()
-            .map(|b| self.side(&t.reporter.host, t.reporter.container.as_deref(), Some(b)));
+            .map(|b| self.side(&host, t.reporter.container.as_deref(), Some(b)));
         let id = self.flow_for(t.client, t.server, t.community_id.as_deref(), &host, None);
         let f = self.flows.get_mut(&id).expect("held");
         f.last_ms = f.last_ms.max(t.at_ms);

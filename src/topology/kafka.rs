@@ -7,13 +7,13 @@
 //! same events. Following, it reads until `stop` is set and lets the group commit.
 
 use crate::config::KafkaOutputConfig;
+use crate::fast_hash::FxMap;
 use crate::output::kafka::librdkafka_settings;
 use anyhow::{Context, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -92,9 +92,10 @@ pub fn consume(
         .with_context(|| format!("{}.topic: cannot subscribe to {topic:?}", o.key))?;
     let timeout = o.kafka.network.timeout.get().max(Duration::from_secs(1));
     let started = Instant::now();
-    // Partition -> end offset when it was assigned, and the next offset to read.
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    let mut next: HashMap<i32, i64> = HashMap::new();
+    // Partition -> end offset when it was assigned, and the next offset to read (updated
+    // per message: hashed with FxHash, not SipHash).
+    let mut ends: FxMap<i32, i64> = FxMap::default();
+    let mut next: FxMap<i32, i64> = FxMap::default();
     let mut assigned_once = false;
     let mut checked = Instant::now();
     let mut polled = 0u32;

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod latency;
 pub mod parse;
 pub mod render;
+pub mod scan;
 pub mod serve;
 
 use crate::config::Config;

@@ -6,9 +6,58 @@
 //! graph needs: who reported, which end it owns, the two addresses, and the figures.
 //! What cannot be read is a [`Skip`] with its reason, never an error that stops a read.
 
-use super::fields::{Bad, Cursor};
+use super::fields::{Bad, Cursor, Key};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+
+/// The keys the readers below know.
+mod k {
+    use super::Key;
+    pub const TIMESTAMP: Key = Key::of("@timestamp");
+    pub const ACTION: Key = Key::of("action");
+    pub const AGENT: Key = Key::of("agent");
+    pub const BEAT: Key = Key::of("beat");
+    pub const BINARY: Key = Key::of("binary");
+    pub const BYTES_ACKED: Key = Key::of("bytes_acked");
+    pub const BYTES_RECEIVED: Key = Key::of("bytes_received");
+    pub const CLIENT_IP: Key = Key::of("client_ip");
+    pub const CLIENT_PORT: Key = Key::of("client_port");
+    pub const CLIENT_PROCESS: Key = Key::of("client_process");
+    pub const COMMUNITY_ID: Key = Key::of("community_id");
+    pub const CONNBEAT: Key = Key::of("connbeat");
+    pub const CONTAINER: Key = Key::of("container");
+    pub const DATASET: Key = Key::of("dataset");
+    pub const DESTINATION: Key = Key::of("destination");
+    pub const DIRECTION: Key = Key::of("direction");
+    pub const DURATION: Key = Key::of("duration");
+    pub const EVENT: Key = Key::of("event");
+    pub const HOST: Key = Key::of("host");
+    pub const HOSTNAME: Key = Key::of("hostname");
+    pub const ID: Key = Key::of("id");
+    pub const IP: Key = Key::of("ip");
+    pub const LOCAL_IP: Key = Key::of("local_ip");
+    pub const LOCAL_IPS: Key = Key::of("local_ips");
+    pub const LOCAL_PORT: Key = Key::of("local_port");
+    pub const LOCAL_PROCESS: Key = Key::of("local_process");
+    pub const NAME: Key = Key::of("name");
+    pub const NETWORK: Key = Key::of("network");
+    pub const OUTCOME: Key = Key::of("outcome");
+    pub const PORT: Key = Key::of("port");
+    pub const PROCESS: Key = Key::of("process");
+    pub const REMOTE_IP: Key = Key::of("remote_ip");
+    pub const REMOTE_PORT: Key = Key::of("remote_port");
+    pub const RESPONSETIME: Key = Key::of("responsetime");
+    pub const RETRANSMITS: Key = Key::of("retransmits");
+    pub const RTT_US: Key = Key::of("rtt_us");
+    pub const SERVER_PROCESS: Key = Key::of("server_process");
+    pub const SOURCE: Key = Key::of("source");
+    pub const START: Key = Key::of("start");
+    pub const STATUS: Key = Key::of("status");
+    pub const TCP: Key = Key::of("tcp");
+    pub const TOTAL_RETRANS: Key = Key::of("total_retrans");
+    pub const TRANSPORT: Key = Key::of("transport");
+    pub const TYPE: Key = Key::of("type");
+}
 
 /// Why a line gave nothing to the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,45 +182,44 @@ struct Raw<'a> {
 }
 
 impl<'a> Raw<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
-        let mut r = Raw::default();
+    /// Into `r`, which is large: filled in place rather than moved.
+    fn read(c: &mut Cursor<'a>, r: &mut Self) -> Result<(), Bad> {
         c.object(|c, key| {
             match key {
-                "@timestamp" => r.timestamp = c.opt_str()?,
-                "type" => r.kind = c.opt_str()?,
-                "action" => r.action = c.opt_str()?,
-                "direction" => r.direction = c.opt_str()?,
-                "transport" => r.transport = c.opt_str()?,
-                "local_ip" => r.local_ip = c.opt(Cursor::ip)?,
-                "local_port" => r.local_port = c.opt(Cursor::u16)?,
-                "remote_ip" => r.remote_ip = c.opt(Cursor::ip)?,
-                "remote_port" => r.remote_port = c.opt(Cursor::u16)?,
-                "local_process" => r.local_process = c.opt(Proc::read)?,
-                "tcp" => r.tcp = c.opt(RawTcp::read)?,
-                "community_id" => r.community_id = c.opt_str()?,
-                "container" => r.container = c.opt(Container::read)?,
-                "beat" => r.beat = c.opt(Beat::read)?,
-                "status" => r.status = c.opt_str()?,
-                "responsetime" => r.responsetime = c.opt(Cursor::f64)?,
-                "client_ip" => r.client_ip = c.opt(Cursor::ip)?,
-                "client_port" => r.client_port = c.opt(Cursor::u16)?,
-                "ip" => r.ip = c.opt(Cursor::ip)?,
-                "port" => r.port = c.opt(Cursor::u16)?,
-                "client_process" => r.client_process = c.opt(Proc::read)?,
-                "server_process" => r.server_process = c.opt(Proc::read)?,
-                "event" => r.event = c.opt(EcsEvent::read)?,
-                "network" => r.network = c.opt(EcsNetwork::read)?,
-                "source" => r.source = c.opt(EcsEnd::read)?,
-                "destination" => r.destination = c.opt(EcsEnd::read)?,
-                "process" => r.process = c.opt(Proc::read)?,
-                "agent" => r.agent = c.opt(Beat::read)?,
-                "host" => r.host = c.opt(EcsHost::read)?,
-                "connbeat" => r.connbeat = c.opt(EcsConnbeat::read)?,
+                k::TIMESTAMP => r.timestamp = c.opt_str()?,
+                k::TYPE => r.kind = c.opt_str()?,
+                k::ACTION => r.action = c.opt_str()?,
+                k::DIRECTION => r.direction = c.opt_str()?,
+                k::TRANSPORT => r.transport = c.opt_str()?,
+                k::LOCAL_IP => r.local_ip = c.opt(Cursor::ip)?,
+                k::LOCAL_PORT => r.local_port = c.opt(Cursor::u16)?,
+                k::REMOTE_IP => r.remote_ip = c.opt(Cursor::ip)?,
+                k::REMOTE_PORT => r.remote_port = c.opt(Cursor::u16)?,
+                k::LOCAL_PROCESS => r.local_process = c.opt(Proc::read)?,
+                k::TCP => r.tcp = c.opt(RawTcp::read)?,
+                k::COMMUNITY_ID => r.community_id = c.opt_str()?,
+                k::CONTAINER => r.container = c.opt(Container::read)?,
+                k::BEAT => r.beat = c.opt(Beat::read)?,
+                k::STATUS => r.status = c.opt_str()?,
+                k::RESPONSETIME => r.responsetime = c.opt(Cursor::f64)?,
+                k::CLIENT_IP => r.client_ip = c.opt(Cursor::ip)?,
+                k::CLIENT_PORT => r.client_port = c.opt(Cursor::u16)?,
+                k::IP => r.ip = c.opt(Cursor::ip)?,
+                k::PORT => r.port = c.opt(Cursor::u16)?,
+                k::CLIENT_PROCESS => r.client_process = c.opt(Proc::read)?,
+                k::SERVER_PROCESS => r.server_process = c.opt(Proc::read)?,
+                k::EVENT => r.event = c.opt(EcsEvent::read)?,
+                k::NETWORK => r.network = c.opt(EcsNetwork::read)?,
+                k::SOURCE => r.source = c.opt(EcsEnd::read)?,
+                k::DESTINATION => r.destination = c.opt(EcsEnd::read)?,
+                k::PROCESS => r.process = c.opt(Proc::read)?,
+                k::AGENT => r.agent = c.opt(Beat::read)?,
+                k::HOST => r.host = c.opt(EcsHost::read)?,
+                k::CONNBEAT => r.connbeat = c.opt(EcsConnbeat::read)?,
                 _ => c.skip()?,
             }
             Ok(())
-        })?;
-        Ok(r)
+        })
     }
 }
 
@@ -186,8 +234,8 @@ impl<'a> Proc<'a> {
         let mut p = Proc::default();
         c.object(|c, key| {
             match key {
-                "binary" => p.binary = c.opt_str()?,
-                "name" => p.name = c.opt_str()?,
+                k::BINARY => p.binary = c.opt_str()?,
+                k::NAME => p.name = c.opt_str()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -214,11 +262,11 @@ impl RawTcp {
         let mut t = RawTcp::default();
         c.object(|c, key| {
             match key {
-                "rtt_us" => t.rtt_us = c.u64()?,
-                "retransmits" => t.retransmits = c.u64()?,
-                "total_retrans" => t.total_retrans = c.opt(Cursor::u64)?,
-                "bytes_acked" => t.bytes_acked = c.u64()?,
-                "bytes_received" => t.bytes_received = c.u64()?,
+                k::RTT_US => t.rtt_us = c.u64()?,
+                k::RETRANSMITS => t.retransmits = c.u64()?,
+                k::TOTAL_RETRANS => t.total_retrans = c.opt(Cursor::u64)?,
+                k::BYTES_ACKED => t.bytes_acked = c.u64()?,
+                k::BYTES_RECEIVED => t.bytes_received = c.u64()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -238,8 +286,8 @@ impl<'a> Container<'a> {
         let mut k = Container::default();
         c.object(|c, key| {
             match key {
-                "name" => k.name = c.opt_str()?,
-                "id" => k.id = c.opt_str()?,
+                k::NAME => k.name = c.opt_str()?,
+                k::ID => k.id = c.opt_str()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -261,9 +309,9 @@ impl<'a> Beat<'a> {
         let mut b = Beat::default();
         c.object(|c, key| {
             match key {
-                "name" => b.name = c.opt_str()?,
-                "hostname" => b.hostname = c.opt_str()?,
-                "local_ips" => b.local_ips = c.ips()?,
+                k::NAME => b.name = c.opt_str()?,
+                k::HOSTNAME => b.hostname = c.opt_str()?,
+                k::LOCAL_IPS => b.local_ips = c.ips()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -287,11 +335,11 @@ impl<'a> EcsEvent<'a> {
         let mut e = EcsEvent::default();
         c.object(|c, key| {
             match key {
-                "action" => e.action = c.opt_str()?,
-                "outcome" => e.outcome = c.opt_str()?,
-                "duration" => e.duration = c.opt(Cursor::u64)?,
-                "dataset" => e.dataset = c.opt_str()?,
-                "start" => e.start = c.opt_str()?,
+                k::ACTION => e.action = c.opt_str()?,
+                k::OUTCOME => e.outcome = c.opt_str()?,
+                k::DURATION => e.duration = c.opt(Cursor::u64)?,
+                k::DATASET => e.dataset = c.opt_str()?,
+                k::START => e.start = c.opt_str()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -312,9 +360,9 @@ impl<'a> EcsNetwork<'a> {
         let mut n = EcsNetwork::default();
         c.object(|c, key| {
             match key {
-                "community_id" => n.community_id = c.opt_str()?,
-                "direction" => n.direction = c.opt_str()?,
-                "transport" => n.transport = c.opt_str()?,
+                k::COMMUNITY_ID => n.community_id = c.opt_str()?,
+                k::DIRECTION => n.direction = c.opt_str()?,
+                k::TRANSPORT => n.transport = c.opt_str()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -337,9 +385,9 @@ impl<'a> EcsEnd<'a> {
         let mut e = EcsEnd::default();
         c.object(|c, key| {
             match key {
-                "ip" => e.ip = c.opt(Cursor::ip)?,
-                "port" => e.port = c.opt(Cursor::u16)?,
-                "process" => e.process = c.opt(Proc::read)?,
+                k::IP => e.ip = c.opt(Cursor::ip)?,
+                k::PORT => e.port = c.opt(Cursor::u16)?,
+                k::PROCESS => e.process = c.opt(Proc::read)?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -360,9 +408,9 @@ impl<'a> EcsHost<'a> {
         let mut h = EcsHost::default();
         c.object(|c, key| {
             match key {
-                "name" => h.name = c.opt_str()?,
-                "hostname" => h.hostname = c.opt_str()?,
-                "ip" => h.ip = c.ips()?,
+                k::NAME => h.name = c.opt_str()?,
+                k::HOSTNAME => h.hostname = c.opt_str()?,
+                k::IP => h.ip = c.ips()?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -383,9 +431,9 @@ impl<'a> EcsConnbeat<'a> {
         let mut k = EcsConnbeat::default();
         c.object(|c, key| {
             match key {
-                "action" => k.action = c.opt_str()?,
-                "direction" => k.direction = c.opt_str()?,
-                "tcp" => k.tcp = c.opt(RawTcp::read)?,
+                k::ACTION => k.action = c.opt_str()?,
+                k::DIRECTION => k.direction = c.opt_str()?,
+                k::TCP => k.tcp = c.opt(RawTcp::read)?,
                 _ => c.skip()?,
             }
             Ok(())
@@ -397,15 +445,27 @@ impl<'a> EcsConnbeat<'a> {
 /// Reads one line (surrounding whitespace ignored).
 pub fn parse(line: &[u8]) -> Result<Observation<'_>, Skip> {
     // Checked once here, so that the cursor can slice strings out of the line.
-    let line = std::str::from_utf8(line).map_err(|_| Skip::Malformed)?;
+    let line = utf8(line).ok_or(Skip::Malformed)?;
     let mut cursor = Cursor::new(line);
-    let raw = Raw::read(&mut cursor).map_err(|_| Skip::Malformed)?;
+    let mut raw = Raw::default();
+    Raw::read(&mut cursor, &mut raw).map_err(|_| Skip::Malformed)?;
     cursor.end().map_err(|_| Skip::Malformed)?;
     let ecs = raw.event.is_some() || raw.source.is_some() || raw.network.is_some();
     if ecs {
-        from_ecs(raw)
+        from_ecs(&mut raw)
     } else {
-        from_classic(raw)
+        from_classic(&mut raw)
+    }
+}
+
+/// The line as text, if it is UTF-8. Agents write ASCII but for the odd name, and an
+/// ASCII check is a third of the cost of the general one.
+fn utf8(line: &[u8]) -> Option<&str> {
+    if line.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(line) })
+    } else {
+        std::str::from_utf8(line).ok()
     }
 }
 
@@ -472,7 +532,7 @@ fn is_tcp(t: Option<&str>) -> bool {
     t.is_none_or(|t| t.eq_ignore_ascii_case("tcp"))
 }
 
-fn from_classic(raw: Raw) -> Result<Observation, Skip> {
+fn from_classic<'a>(raw: &mut Raw<'a>) -> Result<Observation<'a>, Skip> {
     let kind = raw.kind.as_deref().ok_or(Skip::Malformed)?;
     match kind {
         "connbeat" => {}
@@ -482,14 +542,14 @@ fn from_classic(raw: Raw) -> Result<Observation, Skip> {
     if !is_tcp(raw.transport.as_deref()) {
         return Err(Skip::UnknownType);
     }
-    let at_ms = time_of(&raw)?;
+    let at_ms = time_of(raw)?;
     let direction = raw.direction.as_deref().unwrap_or("");
     let local = SocketAddr::new(
         raw.local_ip.ok_or(Skip::Incomplete)?,
         raw.local_port.ok_or(Skip::Incomplete)?,
     );
-    let binary = raw.local_process.and_then(Proc::binary);
-    let reporter = reporter(raw.beat, None, raw.container)?;
+    let binary = raw.local_process.take().and_then(Proc::binary);
+    let reporter = reporter(raw.beat.take(), None, raw.container.take())?;
     if direction == "listening" || raw.action.as_deref() == Some("listening") {
         return Ok(Observation::Listen(ListenObs {
             at_ms,
@@ -520,13 +580,13 @@ fn from_classic(raw: Raw) -> Result<Observation, Skip> {
         client,
         server,
         binary,
-        community_id: raw.community_id,
-        tcp: tcp_of(raw.tcp),
+        community_id: raw.community_id.take(),
+        tcp: tcp_of(raw.tcp.take()),
     }))
 }
 
-fn classic_txn(raw: Raw) -> Result<Observation, Skip> {
-    let at_ms = time_of(&raw)?;
+fn classic_txn<'a>(raw: &mut Raw<'a>) -> Result<Observation<'a>, Skip> {
+    let at_ms = time_of(raw)?;
     let client = SocketAddr::new(
         raw.client_ip.ok_or(Skip::UnknownType)?,
         raw.client_port.ok_or(Skip::Incomplete)?,
@@ -541,15 +601,15 @@ fn classic_txn(raw: Raw) -> Result<Observation, Skip> {
     let error = raw.status.as_deref().is_some_and(|s| s != "OK");
     Ok(Observation::Txn(TxnObs {
         at_ms,
-        reporter: reporter(raw.beat, None, raw.container)?,
-        protocol: raw.kind.ok_or(Skip::Malformed)?,
+        reporter: reporter(raw.beat.take(), None, raw.container.take())?,
+        protocol: raw.kind.take().ok_or(Skip::Malformed)?,
         client,
         server,
-        client_binary: raw.client_process.and_then(Proc::binary),
-        server_binary: raw.server_process.and_then(Proc::binary),
+        client_binary: raw.client_process.take().and_then(Proc::binary),
+        server_binary: raw.server_process.take().and_then(Proc::binary),
         error,
         latency_us: raw.responsetime.map(|ms| (ms * 1000.0) as u64),
-        community_id: raw.community_id,
+        community_id: raw.community_id.take(),
     }))
 }
 
@@ -558,8 +618,8 @@ fn end(e: Option<&EcsEnd>) -> Option<SocketAddr> {
     Some(SocketAddr::new(e.ip?, e.port?))
 }
 
-fn from_ecs<'a>(mut raw: Raw<'a>) -> Result<Observation<'a>, Skip> {
-    let at_ms = time_of(&raw)?;
+fn from_ecs<'a>(raw: &mut Raw<'a>) -> Result<Observation<'a>, Skip> {
+    let at_ms = time_of(raw)?;
     let network = raw.network.take().unwrap_or_default();
     let event = raw.event.take().unwrap_or_default();
     let cb = raw.connbeat.take().unwrap_or_default();
