@@ -10,7 +10,9 @@
 #
 #   perf/ship.sh                 EVENTS=100000 by default
 #   ONLY=outputs perf/ship.sh    just the side-by-side runs of the outputs
-# Results go to standard output, one line per run (see perf/RESULTS.md, "Shipping").
+# Results go to standard output, one line per run, and after each batch size of the
+# side-by-side runs a "# batch=" line with the Redis and Logstash rates over Kafka's
+# (see perf/RESULTS.md, "Shipping").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${EVENTS:-100000}"
