@@ -10,7 +10,9 @@
 #
 #   perf/ship.sh                 EVENTS=100000 by default
 #   ONLY=outputs perf/ship.sh    just the side-by-side runs of the outputs
-# Results go to standard output, one line per run (see perf/RESULTS.md, "Shipping").
+# Results go to standard output, one line per run, and after each batch size of the
+# side-by-side runs a "# batch=" line with the Redis and Logstash rates over Kafka's
+# (see perf/RESULTS.md, "Shipping").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${EVENTS:-100000}"
@@ -50,18 +52,27 @@ wait_port "$LPORT"
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), EVENTS=$EVENTS"
 [[ -n "$TANSU" ]] || echo "# kafka: no Tansu binary (tests/services/tansu.sh build); Kafka runs left out, the file output stands beside Redis and Logstash"
 
-# The outputs side by side, on the same events, memory queue.
+# The outputs side by side, on the same events, memory queue; then each one's rate over
+# the first one's (Kafka, or the file output without Tansu).
+rate() { sed -n 's/.*events_per_s=\([0-9]*\).*/\1/p' <<<"$1"; }
 for b in $BATCHES; do
   if [[ -n "$TANSU" ]]; then
     topic="side-$b"
     "$TANSU" topic create --broker "tcp://127.0.0.1:$KPORT" --partitions 3 "$topic" >/dev/null
-    taskset -c 0 "$BIN" kafka "127.0.0.1:$KPORT" "$topic" "$EVENTS" "$b" lz4
+    base="$(taskset -c 0 "$BIN" kafka "127.0.0.1:$KPORT" "$topic" "$EVENTS" "$b" lz4)"
+    name=kafka
   else
-    taskset -c 0 "$BIN" file "$WORK/file" "$EVENTS" "$b"
+    base="$(taskset -c 0 "$BIN" file "$WORK/file" "$EVENTS" "$b")"
+    name=file
   fi
+  echo "$base"
   redis-cli -p "$RPORT" DEL connbeat >/dev/null
-  taskset -c 0 "$BIN" redis "127.0.0.1:$RPORT" "$EVENTS" "$b"
-  taskset -c 0 "$BIN" logstash "127.0.0.1:$LPORT" "$EVENTS" "$b"
+  redis="$(taskset -c 0 "$BIN" redis "127.0.0.1:$RPORT" "$EVENTS" "$b")"
+  echo "$redis"
+  logstash="$(taskset -c 0 "$BIN" logstash "127.0.0.1:$LPORT" "$EVENTS" "$b")"
+  echo "$logstash"
+  awk -v b="$b" -v n="$name" -v k="$(rate "$base")" -v r="$(rate "$redis")" -v l="$(rate "$logstash")" \
+    'BEGIN { printf "# batch=%s redis/%s=%.2f logstash/%s=%.2f\n", b, n, r / k, n, l / k }'
 done
 redis-cli -p "$RPORT" DEL connbeat >/dev/null
 [[ "$ONLY" == outputs ]] && exit 0

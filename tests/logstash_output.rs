@@ -120,14 +120,18 @@ fn slow_start_grows_the_window_from_ten() {
     assert_eq!(r.windows()[..5], [10, 10, 20, 40, 20], "{:?}", r.windows());
 }
 
-#[test]
-fn a_hundred_thousand_events_survive_two_receiver_kills() {
-    let _g = serial();
+/// 100,000 events while the receiver is killed and restarted twice, with `extra`
+/// settings: every event arrives, at most the windows in flight are sent twice per kill,
+/// and `output.events.acked` counts each event once. Returns the events in the order
+/// they first arrived.
+fn survive_two_receiver_kills(extra: &str) -> Vec<u64> {
     let mut r = Receiver::start(None);
     let yaml = ls_yaml(
         &r,
-        "  bulk_max_size: 1000\n  pipelining: 2\n  timeout: 3s\n  backoff: {init: 100ms, max: 1s}\n\
-         queue.mem: {events: 4096, flush.min_events: 1000, flush.timeout: 50ms}\n",
+        &format!(
+            "  bulk_max_size: 1000\n  pipelining: 2\n  timeout: 3s\n  backoff: {{init: 100ms, max: 1s}}\n{extra}\
+             queue.mem: {{events: 4096, flush.min_events: 1000, flush.timeout: 50ms}}\n"
+        ),
     );
     let acked = counter("output.events.acked");
     let n = 100_000u64;
@@ -156,10 +160,75 @@ fn a_hundred_thousand_events_survive_two_receiver_kills() {
     let firsts: Vec<u64> = got.iter().copied().filter(|c| seen.insert(*c)).collect();
     let duplicates = got.len() - firsts.len();
     eprintln!("{} events received, {duplicates} twice", got.len());
-    // At most the windows in flight (pipelining: 2 of at most 1000) per kill.
+    // At most the windows in flight (pipelining: 2 of at most 1000 events per batch,
+    // whatever the connections it is cut over) per kill.
     assert!(duplicates <= 2 * 2 * 1000, "{duplicates}");
-    assert_eq!(firsts, (0..n).collect::<Vec<_>>());
+    let mut all = firsts.clone();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
     assert_eq!(counter("output.events.acked") - acked, n);
+    firsts
+}
+
+#[test]
+fn a_hundred_thousand_events_survive_two_receiver_kills() {
+    let _g = serial();
+    let firsts = survive_two_receiver_kills("");
+    assert_eq!(firsts, (0..100_000).collect::<Vec<_>>(), "in order");
+}
+
+#[test]
+fn a_hundred_thousand_events_on_two_worker_connections_survive_two_receiver_kills() {
+    let _g = serial();
+    // Each batch goes out as two parts at once: all of them arrive, interleaved.
+    survive_two_receiver_kills("  worker: 2\n");
+}
+
+/// Every receiver holds its ACK until both windows are there: only a client that sends
+/// the halves of the batch at once, on two connections, gets through.
+#[test]
+fn worker_connections_send_parts_of_a_batch_at_once() {
+    let _g = serial();
+    let r = Receiver::start(None);
+    r.script([Act::AckWhenWindows(2), Act::AckWhenWindows(2)]);
+    let acked = counter("output.events.acked");
+    publish_all(
+        &ls_yaml(
+            &r,
+            "  worker: 2\n  bulk_max_size: 1000\n  backoff: {init: 50ms, max: 100ms}\n\
+             queue.mem: {events: 4096, flush.min_events: 1000, flush.timeout: 1s}\n",
+        ),
+        0..1000,
+    );
+    assert_eq!(r.windows(), [500, 500]);
+    assert_eq!(r.connections(), 2);
+    let got = cookies(&r.events());
+    // Each half in order, on its own connection.
+    let (first, second): (Vec<u64>, Vec<u64>) = got.iter().copied().partition(|c| *c < 500);
+    assert_eq!(first, (0..500).collect::<Vec<_>>());
+    assert_eq!(second, (500..1000).collect::<Vec<_>>());
+    let mut got = got;
+    got.sort_unstable();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    assert_eq!(counter("output.events.acked") - acked, 1000);
+}
+
+/// With `loadbalance`, a batch is cut over every host's connections.
+#[test]
+fn loadbalance_sends_a_part_of_each_batch_to_every_host() {
+    let _g = serial();
+    let (a, b) = (Receiver::start(None), Receiver::start(None));
+    let yaml = format!(
+        "output.logstash:\n  hosts: [\"{}\", \"{}\"]\n  loadbalance: true\n  bulk_max_size: 400\n\
+         queue.mem: {{events: 4096, flush.min_events: 400, flush.timeout: 1s}}\n",
+        a.addr, b.addr
+    );
+    publish_all(&yaml, 0..800);
+    assert_eq!(a.windows(), [200, 200]);
+    assert_eq!(b.windows(), [200, 200]);
+    let (ga, gb) = (cookies(&a.events()), cookies(&b.events()));
+    assert_eq!(ga, (0..200).chain(400..600).collect::<Vec<_>>());
+    assert_eq!(gb, (200..400).chain(600..800).collect::<Vec<_>>());
 }
 
 #[test]

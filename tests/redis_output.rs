@@ -146,6 +146,36 @@ fn keys_with_when_pick_the_list_and_a_wrongtype_reply_fails_only_its_event() {
     );
 }
 
+/// A batch's events for one key go in one RPUSH, as Beats sends them: two batches, two
+/// commands, every event in order.
+#[test]
+fn a_batch_for_one_key_is_one_rpush() {
+    require_redis!();
+    let _g = serial();
+    let dir = TempDir::new("redis-bulk");
+    let redis = RedisServer::start(dir.path(), false, &[]);
+    let mut cli = redis.client();
+    let c = redis_config(
+        &format!("\"{}\"", redis.addr()),
+        "  key: bulk\n  bulk_max_size: 500\n\
+         queue.mem: {events: 4096, flush.min_events: 500, flush.timeout: 1s}\n",
+    );
+    let acked = counter("output.events.acked");
+    let (p, pipe) = pipeline(&c);
+    for i in 0..1000 {
+        assert!(p.publish(conn_event(i)));
+    }
+    drop(p);
+    assert!(pipe.finish(Duration::from_secs(30)));
+    assert_eq!(cookies(&cli.list("bulk")), (0..1000).collect::<Vec<_>>());
+    assert_eq!(counter("output.events.acked") - acked, 1000);
+    let Reply::Bulk(Some(stats)) = cli.call(&["INFO", "commandstats"]) else {
+        panic!("INFO")
+    };
+    let stats = String::from_utf8_lossy(&stats);
+    assert!(stats.contains("cmdstat_rpush:calls=2,"), "{stats}");
+}
+
 #[test]
 fn password_and_db_are_used_and_test_output_names_the_setting_at_fault() {
     require_redis!();

@@ -421,6 +421,9 @@ mod tests {
 /// The connections of an output to its `hosts`, `worker` of them per host: one slot per
 /// connection, used in turn per batch with `loadbalance`, else one slot until it fails
 /// (then the next: failover). A slot connects when first used and after a failure.
+/// An output that sends parts of a batch at once takes several slots with
+/// [`Pool::next_slots`]: every host's with `loadbalance`, else the current host's
+/// `worker` connections.
 pub struct Pool<C> {
     hosts: Vec<String>,
     worker: usize,
@@ -448,6 +451,27 @@ impl<C> Pool<C> {
             self.current = (i + 1) % self.conns.len();
         }
         i
+    }
+
+    /// How many connections one batch can use at once: every slot with `loadbalance`,
+    /// else the `worker` connections of the current host.
+    pub fn width(&self) -> usize {
+        if self.loadbalance {
+            self.conns.len()
+        } else {
+            self.worker
+        }
+    }
+
+    /// The slots for the next batch sent in `parts` (at most [`Pool::width`]) at once:
+    /// with `loadbalance` the next ones in turn, else the current host's first ones.
+    pub fn next_slots(&mut self, parts: usize) -> Vec<usize> {
+        let parts = parts.clamp(1, self.width());
+        if self.loadbalance {
+            (0..parts).map(|_| self.next_slot()).collect()
+        } else {
+            (self.current..self.current + parts).collect()
+        }
     }
 
     /// The host of slot `i`.
@@ -518,5 +542,22 @@ mod pool_tests {
         fo.failed(1);
         let i = fo.next_slot();
         assert_eq!(fo.host(i), "a");
+    }
+
+    #[test]
+    fn a_batch_in_parts_takes_several_connections() {
+        let hosts = vec!["a".to_string(), "b".to_string()];
+        let mut lb: Pool<()> = Pool::new(&hosts, 2, true);
+        assert_eq!(lb.width(), 4);
+        assert_eq!(lb.next_slots(3), [0, 1, 2]);
+        assert_eq!(lb.next_slots(9), [3, 0, 1, 2]);
+        let mut fo: Pool<()> = Pool::new(&hosts, 2, false);
+        assert_eq!(fo.width(), 2);
+        assert_eq!(fo.next_slots(2), [0, 1]);
+        // Both connections of host a fail: the batch after goes to b's, once.
+        fo.failed(0);
+        fo.failed(1);
+        assert_eq!(fo.next_slots(5), [2, 3]);
+        assert_eq!(fo.host(3), "b");
     }
 }

@@ -31,6 +31,10 @@ pub enum Act {
     PartialThenClose(u32),
     /// Acknowledge every `n` events on the way (partial ACKs), then the whole window.
     AckEvery(u32),
+    /// Acknowledge once this many windows in all have been announced, on any
+    /// connection (closing after 20 s without them): a client that waits for this ACK
+    /// before it sends its next window elsewhere never gets it.
+    AckWhenWindows(usize),
 }
 
 #[derive(Default)]
@@ -292,6 +296,15 @@ fn json_frame<R: Read>(
     match w.act.take().unwrap_or(Act::Ack) {
         Act::Ack | Act::AckEvery(_) | Act::CloseAfter(_) => {}
         Act::Delay(d) => std::thread::sleep(d),
+        Act::AckWhenWindows(k) => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while shared.windows.lock().unwrap().len() < k {
+                if std::time::Instant::now() > deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         Act::PartialThenClose(k) => {
             commit(k as usize, w);
             ack(acks, k)?;

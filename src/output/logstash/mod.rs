@@ -5,12 +5,16 @@
 //!
 //! A batch from the pipeline is sent as windows of at most `window` events (that starts
 //! at 10 and doubles up to `bulk_max_size` with `slow_start`, halving after a failure),
-//! with up to `pipelining` windows in flight. The server acknowledges a window with the
-//! sequence number of its last event, and may send partial ACKs on the way (sequence
-//! numbers restart at 1 in every window): every event up to an ACK's number is
-//! acknowledged to the pipeline; when the connection fails, times out (`timeout` between
-//! two ACKs) or is closed by the server, exactly the events not acknowledged are sent
-//! again, so at most the windows in flight are sent twice.
+//! with up to `pipelining` windows in flight. A window's events go in compressed frames
+//! of about 128 KiB each, written as each is ready, so that the server inflates one
+//! while the next is compressed. With `worker` above 1 (or `loadbalance` over several
+//! hosts) the batch is cut into contiguous parts sent at once, each on its own connection
+//! from its own thread, as Beats' workers each send a batch. The server acknowledges a
+//! window with the sequence number of its last event, and may send partial ACKs on the
+//! way (sequence numbers restart at 1 in every window): every event up to an ACK's
+//! number is acknowledged to the pipeline; when a connection fails, times out (`timeout`
+//! between two ACKs) or is closed by the server, exactly the events of its part not
+//! acknowledged are sent again, so at most the windows in flight are sent twice.
 
 mod frame;
 
@@ -142,7 +146,7 @@ struct Conn {
     opened: Instant,
 }
 
-/// A window in flight: events `start..start + len` of the batch, `acked` of them
+/// A window in flight: events `start..start + len` of the part, `acked` of them
 /// acknowledged so far.
 struct Window {
     start: usize,
@@ -150,22 +154,37 @@ struct Window {
     acked: usize,
 }
 
-pub struct LogstashOutput {
+/// Uncompressed bytes of events put in one compressed frame: a window is sent as frames
+/// of about this size, each written as soon as it is compressed, so that the server
+/// inflates one while the next is being compressed.
+const FRAME_BYTES: usize = 128 * 1024;
+
+/// What every connection's exchange reads.
+struct Settings {
     dialer: Dialer,
-    pool: Pool<Conn>,
     pipelining: usize,
     level: u32,
-    /// Events per window now.
-    window: usize,
     bulk_max_size: usize,
-    ttl: Option<std::time::Duration>,
-    /// `{"@metadata":{...},` put before each event's own members.
+    /// `{"@metadata":{...}` put before each event's own members.
     metadata: String,
     escape_html: bool,
-    /// Each event of the batch, encoded.
-    payloads: Vec<Vec<u8>>,
+}
+
+/// One connection's own state: its window size (slow start and halving after a failure
+/// are per connection, as in Beats) and the buffers and compressor it reuses.
+struct Lane {
+    window: usize,
     frames: Vec<u8>,
     wire: Vec<u8>,
+    z: Option<frame::Compressor>,
+}
+
+pub struct LogstashOutput {
+    s: Settings,
+    pool: Pool<Conn>,
+    ttl: Option<std::time::Duration>,
+    /// One per slot of the pool.
+    lanes: Vec<Lane>,
 }
 
 impl LogstashOutput {
@@ -176,25 +195,34 @@ impl LogstashOutput {
             "type": "_doc",
             "version": env!("CARGO_PKG_VERSION"),
         });
+        let pool = Pool::new(&c.network.hosts, c.worker, c.loadbalance);
+        let slots = c.network.hosts.len() * c.worker.max(1);
         Ok(LogstashOutput {
-            dialer: c.dialer()?,
-            pool: Pool::new(&c.network.hosts, c.worker, c.loadbalance),
-            pipelining: c.pipelining.max(1),
-            level: c.compression_level,
-            window: if c.slow_start { bulk.min(10) } else { bulk },
-            bulk_max_size: bulk,
+            s: Settings {
+                dialer: c.dialer()?,
+                pipelining: c.pipelining.max(1),
+                level: c.compression_level,
+                bulk_max_size: bulk,
+                metadata: format!("{{\"@metadata\":{meta}"),
+                escape_html: c.escape_html,
+            },
+            pool,
             ttl: (!c.ttl.get().is_zero()).then(|| c.ttl.get()),
-            metadata: format!("{{\"@metadata\":{meta}"),
-            escape_html: c.escape_html,
-            payloads: Vec::new(),
-            frames: Vec::new(),
-            wire: Vec::new(),
+            lanes: (0..slots)
+                .map(|_| Lane {
+                    window: if c.slow_start { bulk.min(10) } else { bulk },
+                    frames: Vec::new(),
+                    wire: Vec::new(),
+                    z: None,
+                })
+                .collect(),
         })
     }
+}
 
-    /// The event as sent: `@metadata` first, then its own members.
+impl Settings {
+    /// Appends the event as sent: `@metadata` first, then its own members.
     fn encode(&self, e: &Record, out: &mut Vec<u8>) {
-        out.clear();
         out.extend_from_slice(self.metadata.as_bytes());
         let body = e.as_bytes();
         let inner = body.strip_prefix(b"{").unwrap_or(body);
@@ -216,82 +244,58 @@ impl LogstashOutput {
         }
     }
 
-    /// Writes the window of events `start..start + len`.
+    /// Writes `events` as one window: the window frame, then the events' frames in
+    /// compressed frames of about [`FRAME_BYTES`], each written when it is ready.
     fn send_window(
-        &mut self,
+        &self,
+        lane: &mut Lane,
         stream: &mut Stream,
-        start: usize,
-        len: usize,
+        events: &[Record],
     ) -> std::io::Result<()> {
-        self.wire.clear();
-        frame::window(&mut self.wire, len as u32);
-        self.frames.clear();
-        for (k, p) in self.payloads[start..start + len].iter().enumerate() {
-            frame::json(&mut self.frames, k as u32 + 1, p);
+        lane.wire.clear();
+        lane.frames.clear();
+        frame::window(&mut lane.wire, events.len() as u32);
+        let mut written = 0u64;
+        for (k, e) in events.iter().enumerate() {
+            frame::json(&mut lane.frames, k as u32 + 1, |o| self.encode(e, o));
+            if lane.frames.len() < FRAME_BYTES && k + 1 < events.len() {
+                continue;
+            }
+            if self.level > 0 {
+                let z = lane
+                    .z
+                    .get_or_insert_with(|| frame::Compressor::new(self.level));
+                z.frame(&mut lane.wire, &lane.frames);
+            } else {
+                lane.wire.extend_from_slice(&lane.frames);
+            }
+            stream.write_all(&lane.wire)?;
+            written += lane.wire.len() as u64;
+            lane.wire.clear();
+            lane.frames.clear();
         }
-        if self.level > 0 {
-            frame::compressed(&mut self.wire, &self.frames, self.level);
-        } else {
-            self.wire.extend_from_slice(&self.frames);
-        }
-        stream.write_all(&self.wire)?;
         stream.flush()?;
-        monitor::add(&METRICS.output_write_bytes, self.wire.len() as u64);
+        monitor::add(&METRICS.output_write_bytes, written);
         Ok(())
     }
 
-    /// Sends the batch on slot `i`, marking what the server acknowledges. `Err` only
-    /// when nothing at all was acknowledged.
-    fn exchange(&mut self, i: usize, statuses: &mut [EventStatus]) -> Result<(), OutputError> {
-        let host = self.pool.host(i).to_string();
-        if let Some(ttl) = self.ttl {
-            self.pool.close_if(i, |c| c.opened.elapsed() >= ttl);
-        }
-        let dialer = &self.dialer;
-        self.pool.get(i, |h| {
-            dialer.connect(h).map(|stream| Conn {
-                stream,
-                opened: Instant::now(),
-            })
-        })?;
-        let mut conn = self.pool.take(i).expect("just opened");
-        match self.windows(&mut conn.stream, &host, statuses) {
-            Ok(()) => {
-                self.pool.put(i, conn);
-                Ok(())
-            }
-            Err(why) => {
-                self.pool.failed(i);
-                self.window = (self.window / 2).max(1);
-                if acked_count(statuses) > 0 {
-                    tracing::warn!(target: "logstash", "{why}; the events not acknowledged are sent again");
-                    Ok(())
-                } else {
-                    Err(OutputError::Unavailable {
-                        output: "logstash",
-                        message: why,
-                        retry_after: None,
-                    })
-                }
-            }
-        }
-    }
-
-    /// The batch as windows, `pipelining` of them in flight, until every event is
-    /// acknowledged or the connection fails (the reason).
+    /// `events` as windows on `conn`, `pipelining` of them in flight, until every event
+    /// is acknowledged (marked in `statuses`) or the connection fails (the reason).
     fn windows(
-        &mut self,
+        &self,
+        lane: &mut Lane,
         stream: &mut Stream,
         host: &str,
+        events: &[Record],
         statuses: &mut [EventStatus],
     ) -> Result<(), String> {
-        let n = statuses.len();
+        let n = events.len();
         let mut inflight: VecDeque<Window> = VecDeque::new();
         let mut next = 0usize;
         loop {
             while inflight.len() < self.pipelining && next < n {
-                let len = self.window.min(n - next);
-                self.send_window(stream, next, len)
+                let len = lane.window.min(n - next);
+                self.send_window(lane, stream, &events[next..next + len])
                     .map_err(|e| format!("sending a window: {}", self.dialer.explain(host, &e)))?;
                 inflight.push_back(Window {
                     start: next,
@@ -336,7 +340,47 @@ impl LogstashOutput {
             }
             if w.acked == w.len {
                 inflight.pop_front();
-                self.window = (self.window * 2).min(self.bulk_max_size);
+                lane.window = (lane.window * 2).min(self.bulk_max_size);
+            }
+        }
+    }
+
+    /// One connection's part of a batch: connects when `conn` is `None`, sends, and
+    /// gives the connection back while it is good. `Err` only when nothing at all of the
+    /// part was acknowledged.
+    fn exchange(
+        &self,
+        host: &str,
+        conn: Option<Conn>,
+        lane: &mut Lane,
+        events: &[Record],
+        statuses: &mut [EventStatus],
+    ) -> (Option<Conn>, Result<(), OutputError>) {
+        let mut conn = match conn {
+            Some(c) => c,
+            None => match self.dialer.connect(host) {
+                Ok(stream) => Conn {
+                    stream,
+                    opened: Instant::now(),
+                },
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        match self.windows(lane, &mut conn.stream, host, events, statuses) {
+            Ok(()) => (Some(conn), Ok(())),
+            Err(why) => {
+                lane.window = (lane.window / 2).max(1);
+                if acked_count(statuses) > 0 {
+                    tracing::warn!(target: "logstash", "{why}; the events not acknowledged are sent again");
+                    (None, Ok(()))
+                } else {
+                    let e = OutputError::Unavailable {
+                        output: "logstash",
+                        message: why,
+                        retry_after: None,
+                    };
+                    (None, Err(e))
+                }
             }
         }
     }
@@ -346,25 +390,82 @@ fn acked_count(s: &[EventStatus]) -> usize {
     s.iter().filter(|x| **x == EventStatus::Acked).count()
 }
 
+/// The fewest events worth a connection of their own when a batch is split.
+const MIN_PART: usize = 32;
+
 impl Output for LogstashOutput {
     fn name(&self) -> &'static str {
         "logstash"
     }
 
+    /// The batch in contiguous parts, one per connection ([`Pool::next_slots`]), sent at
+    /// once (as Beats' `worker` clients each send their own batch); each part is
+    /// acknowledged or retried event by event on its own connection.
     fn publish(&mut self, batch: &[Record]) -> Result<Outcome, OutputError> {
-        let mut payloads = std::mem::take(&mut self.payloads);
-        payloads.resize_with(batch.len(), Vec::new);
-        for (e, p) in batch.iter().zip(payloads.iter_mut()) {
-            self.encode(e, p);
+        let n = batch.len();
+        let parts = self.pool.width().min(n.div_ceil(MIN_PART)).max(1);
+        let slots = self.pool.next_slots(parts);
+        let mut statuses = vec![EventStatus::Retry; n];
+        // Part k: events bounds[k]..bounds[k + 1].
+        let bounds: Vec<usize> = (0..=slots.len()).map(|k| k * n / slots.len()).collect();
+        let mut jobs = Vec::with_capacity(slots.len());
+        let mut rest_st = &mut statuses[..];
+        let mut lanes: Vec<Option<&mut Lane>> = self.lanes.iter_mut().map(Some).collect();
+        for (k, &i) in slots.iter().enumerate() {
+            if let Some(ttl) = self.ttl {
+                self.pool.close_if(i, |c| c.opened.elapsed() >= ttl);
+            }
+            let (st, rest) = rest_st.split_at_mut(bounds[k + 1] - bounds[k]);
+            rest_st = rest;
+            let lane = lanes[i].take().expect("distinct slots");
+            let host = self.pool.host(i).to_string();
+            jobs.push((
+                i,
+                host,
+                self.pool.take(i),
+                lane,
+                &batch[bounds[k]..bounds[k + 1]],
+                st,
+            ));
         }
-        self.payloads = payloads;
-        let i = self.pool.next_slot();
-        let mut statuses = vec![EventStatus::Retry; batch.len()];
-        self.exchange(i, &mut statuses)?;
-        if acked_count(&statuses) == batch.len() {
-            Ok(Outcome::Acked)
-        } else {
-            Ok(Outcome::PerEvent(statuses))
+        let s = &self.s;
+        let results: Vec<(usize, Option<Conn>, Result<(), OutputError>)> =
+            std::thread::scope(|scope| {
+                let mut jobs = jobs.into_iter();
+                let first = jobs.next().expect("at least one part");
+                let others: Vec<_> = jobs
+                    .map(|(i, host, conn, lane, events, st)| {
+                        scope.spawn(move || {
+                            let (c, r) = s.exchange(&host, conn, lane, events, st);
+                            (i, c, r)
+                        })
+                    })
+                    .collect();
+                let (i, host, conn, lane, events, st) = first;
+                let (c, r) = s.exchange(&host, conn, lane, events, st);
+                let mut all = vec![(i, c, r)];
+                all.extend(
+                    others
+                        .into_iter()
+                        .map(|h| h.join().expect("a part's thread")),
+                );
+                all
+            });
+        let mut first_error = None;
+        for (i, conn, r) in results {
+            match conn {
+                Some(c) => self.pool.put(i, c),
+                None => self.pool.failed(i),
+            }
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        let acked = acked_count(&statuses);
+        match first_error {
+            Some(e) if acked == 0 => Err(e),
+            _ if acked == n => Ok(Outcome::Acked),
+            _ => Ok(Outcome::PerEvent(statuses)),
         }
     }
 }
@@ -423,7 +524,7 @@ mod tests {
 
     #[test]
     fn events_carry_metadata_first_and_html_escaping_is_optional() {
-        let o = out(LogstashOutputConfig::default());
+        let o = &out(LogstashOutputConfig::default()).s;
         let mut b = Vec::new();
         o.encode(&Record::from_json(r#"{"a":"<x&y>"}"#), &mut b);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
@@ -431,13 +532,16 @@ mod tests {
         assert_eq!(v["@metadata"]["type"], "_doc");
         assert_eq!(v["a"], "<x&y>");
         assert!(String::from_utf8_lossy(&b).starts_with(r#"{"@metadata":{"beat":"connbeat""#));
+        b.clear();
         o.encode(&Record::from_json("{}"), &mut b);
         assert!(serde_json::from_slice::<serde_json::Value>(&b).is_ok());
-        let o = out(LogstashOutputConfig {
+        let o = &out(LogstashOutputConfig {
             escape_html: true,
             index: "idx".into(),
             ..Default::default()
-        });
+        })
+        .s;
+        b.clear();
         o.encode(&Record::from_json(r#"{"a":"<x&y>"}"#), &mut b);
         let text = String::from_utf8_lossy(&b);
         assert!(text.contains(r#""a":"\u003cx\u0026y\u003e""#), "{text}");
