@@ -146,10 +146,12 @@ fn keys_with_when_pick_the_list_and_a_wrongtype_reply_fails_only_its_event() {
     );
 }
 
-/// A batch's events for one key go in one RPUSH, as Beats sends them: two batches, two
-/// commands, every event in order.
+/// A batch's events for one key go in RPUSH commands of at most 128 KiB of events each
+/// (one command when the batch is smaller), as Beats sends a batch in one command: two
+/// batches of 500 events of about 500 bytes, so at least two commands each, every event
+/// in order.
 #[test]
-fn a_batch_for_one_key_is_one_rpush() {
+fn a_batch_for_one_key_is_one_rpush_per_128_kib() {
     require_redis!();
     let _g = serial();
     let dir = TempDir::new("redis-bulk");
@@ -169,11 +171,38 @@ fn a_batch_for_one_key_is_one_rpush() {
     assert!(pipe.finish(Duration::from_secs(30)));
     assert_eq!(cookies(&cli.list("bulk")), (0..1000).collect::<Vec<_>>());
     assert_eq!(counter("output.events.acked") - acked, 1000);
+    // The commands the cut makes, from the stored events' own sizes: a batch of 500 is
+    // cut where the next event would take a command past 128 KiB.
+    let Reply::Array(Some(items)) = cli.call(&["LRANGE", "bulk", "0", "-1"]) else {
+        panic!("LRANGE")
+    };
+    let sizes: Vec<usize> = items
+        .iter()
+        .map(|r| match r {
+            Reply::Bulk(Some(b)) => b.len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut expected = 0;
+    for batch in sizes.chunks(500) {
+        let mut run = 0;
+        for (n, &len) in batch.iter().enumerate() {
+            if n == 0 || run + len > 128 * 1024 {
+                expected += 1;
+                run = 0;
+            }
+            run += len;
+        }
+    }
+    assert!(expected >= 4, "500 events of {} bytes", sizes[0]);
     let Reply::Bulk(Some(stats)) = cli.call(&["INFO", "commandstats"]) else {
         panic!("INFO")
     };
     let stats = String::from_utf8_lossy(&stats);
-    assert!(stats.contains("cmdstat_rpush:calls=2,"), "{stats}");
+    assert!(
+        stats.contains(&format!("cmdstat_rpush:calls={expected},")),
+        "{stats}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! A batch is one pipeline: every command written, then every reply read and counted, so
 //! that each event is acknowledged only by the reply to its command. With `datatype:
 //! list`, consecutive events for the same key go in one `RPUSH key event...` (as Beats
-//! sends a batch): Redis runs a command whole or not at all, and one command per run of
+//! sends a batch; cut every [`RUN_BYTES`]): Redis runs a command whole or not at all, and one command per run of
 //! events costs the server far less than one per event. An error reply is that event's
 //! failure: a transient one (`LOADING` while a restarted server reads its append-only
 //! file, `OOM`, `READONLY`, ...) is retried, any other (`WRONGTYPE`: the key holds another
@@ -280,15 +280,18 @@ impl Output for RedisOutput {
         self.commands.clear();
         let mut bytes = 0u64;
         let bulk = self.command == b"RPUSH";
-        // The run of events for `run_key` not yet encoded: `sent[run_start..]`.
-        let (mut run_key, mut run_start) = (String::new(), 0usize);
+        // The run of events for `run_key` not yet encoded: `sent[run_start..]`, holding
+        // `run_bytes` of events.
+        let (mut run_key, mut run_start, mut run_bytes) = (String::new(), 0usize, 0usize);
         for (n, e) in batch.iter().enumerate() {
             let fields = RecordFields::new(e);
             if let Err(why) = self.selector.select_into(&fields, &mut self.key_buf) {
                 statuses[n] = EventStatus::Dropped(why);
                 continue;
             }
-            if !bulk || (self.sent.len() > run_start && self.key_buf != run_key) {
+            let run_ends = self.sent.len() > run_start
+                && (self.key_buf != run_key || run_bytes + e.len() > RUN_BYTES);
+            if !bulk || run_ends {
                 encode_run(
                     &mut self.buf,
                     self.command,
@@ -298,11 +301,13 @@ impl Output for RedisOutput {
                     &mut self.commands,
                 );
                 run_start = self.sent.len();
+                run_bytes = 0;
             }
             if self.sent.len() == run_start {
                 run_key.clone_from(&self.key_buf);
             }
             bytes += e.len() as u64;
+            run_bytes += e.len();
             self.sent.push(n);
         }
         encode_run(
@@ -340,6 +345,12 @@ impl Output for RedisOutput {
         }
     }
 }
+
+/// The most event bytes one `RPUSH` carries. A longer run for one key is cut into
+/// several commands of about this size, pipelined, so that the server stores the first
+/// while the next is still on its way instead of reading a whole large batch before
+/// starting; order within the key holds, since the commands run in turn.
+const RUN_BYTES: usize = 128 * 1024;
 
 /// Appends `command key event...` for the events of `batch` at `members` (nothing when
 /// there are none), counting them in `commands`.
