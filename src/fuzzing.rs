@@ -377,6 +377,47 @@ pub fn flows(data: &[u8]) {
     engine.finish();
 }
 
+/// The ICMP tracker alone (requests paired with replies, a bound of 4 pending, timeouts)
+/// and the message names: the input is a list of 8-byte messages, each version and
+/// direction (bit 0: v6, bit 1: reply way, bits 2-3: which of 4 hosts), time step (may go
+/// back), type, code, 2 bytes of identifier, 2 of sequence number.
+pub fn icmp(data: &[u8]) {
+    use proto::icmp::{Tracker, message};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let host = |v6: bool, n: u8| -> IpAddr {
+        if v6 {
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, u16::from(n)).into()
+        } else {
+            Ipv4Addr::new(10, 0, 0, n).into()
+        }
+    };
+    let mut t = Tracker::new(4, 1_000_000);
+    let mut now: u64 = 1_000_000_000;
+    for m in data.chunks_exact(8) {
+        let v6 = m[0] & 1 != 0;
+        let (a, b) = (host(v6, 1), host(v6, 2 + (m[0] >> 2 & 3)));
+        let (src, dst) = if m[0] & 2 != 0 { (b, a) } else { (a, b) };
+        now = now.saturating_add_signed(i64::from(m[1] as i8) * 100_000);
+        let h = crate::inspect::decode::IcmpHeader {
+            version: if v6 { 6 } else { 4 },
+            icmp_type: m[2],
+            code: m[3],
+            id: u16::from_be_bytes([m[4], m[5]]),
+            seq: u16::from_be_bytes([m[6], m[7]]),
+            payload_len: usize::from(m[7]),
+        };
+        let _ = message::name(h.version, h.icmp_type, h.code);
+        t.message(src, dst, &h, now);
+        assert!(t.pending() <= 4, "pending requests beyond the bound");
+        if m[0] & 0x80 != 0 {
+            t.expire(now);
+        }
+        t.out.clear();
+    }
+    t.close();
+    assert_eq!(t.pending(), 0, "requests left after close");
+}
+
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
     "decode",
@@ -397,6 +438,7 @@ pub const TARGETS: &[&str] = &[
     "cassandra",
     "thrift",
     "afpacket",
+    "icmp",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -552,6 +594,7 @@ pub fn run(target: &str, data: &[u8]) {
         "smtp" => smtp(data),
         "sip" => sip(data),
         "nfs" => nfs(data),
+        "icmp" => icmp(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
