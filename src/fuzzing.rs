@@ -406,6 +406,47 @@ pub fn flows(data: &[u8]) {
     engine.finish();
 }
 
+/// The ICMP tracker alone (requests paired with replies, a bound of 4 pending, timeouts)
+/// and the message names: the input is a list of 8-byte messages, each version and
+/// direction (bit 0: v6, bit 1: reply way, bits 2-3: which of 4 hosts), time step (may go
+/// back), type, code, 2 bytes of identifier, 2 of sequence number.
+pub fn icmp(data: &[u8]) {
+    use proto::icmp::{Tracker, message};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let host = |v6: bool, n: u8| -> IpAddr {
+        if v6 {
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, u16::from(n)).into()
+        } else {
+            Ipv4Addr::new(10, 0, 0, n).into()
+        }
+    };
+    let mut t = Tracker::new(4, 1_000_000);
+    let mut now: u64 = 1_000_000_000;
+    for m in data.chunks_exact(8) {
+        let v6 = m[0] & 1 != 0;
+        let (a, b) = (host(v6, 1), host(v6, 2 + (m[0] >> 2 & 3)));
+        let (src, dst) = if m[0] & 2 != 0 { (b, a) } else { (a, b) };
+        now = now.saturating_add_signed(i64::from(m[1] as i8) * 100_000);
+        let h = crate::inspect::decode::IcmpHeader {
+            version: if v6 { 6 } else { 4 },
+            icmp_type: m[2],
+            code: m[3],
+            id: u16::from_be_bytes([m[4], m[5]]),
+            seq: u16::from_be_bytes([m[6], m[7]]),
+            payload_len: usize::from(m[7]),
+        };
+        let _ = message::name(h.version, h.icmp_type, h.code);
+        t.message(src, dst, &h, now);
+        assert!(t.pending() <= 4, "pending requests beyond the bound");
+        if m[0] & 0x80 != 0 {
+            t.expire(now);
+        }
+        t.out.clear();
+    }
+    t.close();
+    assert_eq!(t.pending(), 0, "requests left after close");
+}
+
 /// Every target by name, for the fuzz crate and the tests.
 pub const TARGETS: &[&str] = &[
     "decode",
@@ -426,6 +467,7 @@ pub const TARGETS: &[&str] = &[
     "cassandra",
     "thrift",
     "afpacket",
+    "icmp",
 ];
 
 /// The memcache message parser alone, both directions, with values kept and not, and
@@ -581,6 +623,7 @@ pub fn run(target: &str, data: &[u8]) {
         "smtp" => smtp(data),
         "sip" => sip(data),
         "nfs" => nfs(data),
+        "icmp" => icmp(data),
         other => panic!("no fuzz target {other:?}; targets: {TARGETS:?}"),
     }
 }
@@ -656,6 +699,37 @@ mod tests {
                 input.push((r >> 60) as u8 | if r >> 59 & 1 == 0 { 0 } else { 0x80 });
             }
             tcp_stream(&input);
+        }
+    }
+
+    /// Inputs libFuzzer found crashing, replayed: through the `tcp` target, a MongoDB
+    /// OP_QUERY whose document has a string of length 0; through `mongodb`, a document
+    /// holding a date after year 9999 (both fixed in `mongodb::bson`).
+    #[test]
+    fn crashes_found_by_libfuzzer_stay_fixed() {
+        let tcp = [
+            "07204b0000001600000000000000d4070000000000007465737444422e74657374436f6c6c656374696f6e00",
+            "0000000000000000190000000274659393939393939393939393939393939393939393939393939393939393",
+            "9393939393939393939393939393939393939393939393939393939393939393939393939393939393939393",
+            "939393939393939393939393939393939393939393939393939393939393939393939393939373744b657900",
+            "07000000000000760061006c00750065003100000000214e0000007c00000016000000010000000800ffffff",
+            "ffffffff03000000000000010000002a000000075f696400554769b19370af252b761fe402746573744b6579",
+            "0100010701000100010001760161016c0175016501320100010028510000001700000000000000d407000000",
+            "0000007465737444422e24636d640000000000ffffffff290000000169734d617374657200000000000000f0",
+            "3f01666f725368656c000000214e0000007c00000016000000010000000800ffffffffffffff030000000000",
+            "00010000002a000000075f696400554769b19370af252b761fe402746573744b657901000107010001000100",
+            "01760161016c0175016501320100010028510000001700000000000000d40702106d61785772697465426174",
+            "636853697a6500e8030000096c6f63616c54696d65009cacf61e4d0100080000000000000000000000000000",
+            "00010000009e00001f00000000000000000869736d61737465720001106d617842736f0100",
+        ]
+        .concat();
+        let mongodb = "380000000900000000380000000b0000000b0108000000000000010000000094949494949494949494949494949400889a617465000000000000000000000000000000000000";
+        for (target, hex) in [("tcp", tcp.as_str()), ("mongodb", mongodb)] {
+            let input: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            run(target, &input);
         }
     }
 

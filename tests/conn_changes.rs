@@ -11,9 +11,7 @@ use connbeat::config::from_yaml_str;
 use connbeat::conn::source::ConnSource;
 use connbeat::event::CommonFields;
 use connbeat::monitor::{self, METRICS};
-use connbeat::output::{Outcome, Output, OutputError};
 use connbeat::publish::{self, PipelineSettings};
-use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,22 +150,6 @@ fn every_churned_connection_is_reported_by_change_polls() {
         totals.get("conn.changes.looked_up").copied().unwrap_or(0) >= 100,
         "{totals:?}"
     );
-}
-
-/// Collects published events.
-struct Collect(Arc<Mutex<Vec<Value>>>);
-
-impl Output for Collect {
-    fn name(&self) -> &'static str {
-        "collect"
-    }
-    fn publish(&mut self, batch: &[connbeat::event::Record]) -> Result<Outcome, OutputError> {
-        self.0
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(connbeat::event::Record::value));
-        Ok(Outcome::Acked)
-    }
 }
 
 /// A connection whose change is lost (thrown away before a poll could look it up) is

@@ -5,75 +5,18 @@
 //! Needs root (capture) and the servers the scripts install; without them it says
 //! SKIPPED loudly and returns.
 
+mod common;
+
+use common::{Collect, Service};
 use connbeat::config::from_yaml_str;
 use connbeat::event::CommonFields;
-use connbeat::output::{Outcome, Output, OutputError};
 use connbeat::publish::{self, PipelineSettings};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Collects published events.
-struct Collect(Arc<Mutex<Vec<Value>>>);
-
-impl Output for Collect {
-    fn name(&self) -> &'static str {
-        "collect"
-    }
-    fn publish(&mut self, batch: &[connbeat::event::Record]) -> Result<Outcome, OutputError> {
-        self.0
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(connbeat::event::Record::value));
-        Ok(Outcome::Acked)
-    }
-}
-
-/// A server started by a tests/services script, stopped (by PID) on drop.
-struct Service {
-    pid: u32,
-    dir: String,
-}
-
-impl Service {
-    fn start(script: &str, args: &[&str]) -> Option<Service> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/services")
-            .join(script);
-        let out = Command::new("bash").arg(path).args(args).output().ok()?;
-        if !out.status.success() {
-            eprintln!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-            return None;
-        }
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .map(str::to_string)
-        };
-        eprintln!("started: {line}");
-        Some(Service {
-            pid: field("pid=")?.parse().ok()?,
-            dir: field("dir=")?,
-        })
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -5,158 +5,20 @@
 //! `client_process` / `server_process` come through a [`ProcessLookup`]; in the agent that
 //! is the connection table, here a small /proc-based one ([`ProcLookup`]).
 
+mod common;
+
+use common::{Collect, ProcLookup, Service};
 use connbeat::config::from_yaml_str;
 use connbeat::event::CommonFields;
-use connbeat::inspect::{ProcessLookup, ProcessRef};
-use connbeat::output::{Outcome, Output, OutputError};
+use connbeat::inspect::ProcessLookup;
 use connbeat::publish::{self, PipelineSettings};
 use serde_json::Value;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Collects published events.
-struct Collect(Arc<Mutex<Vec<Value>>>);
-
-impl Output for Collect {
-    fn name(&self) -> &'static str {
-        "collect"
-    }
-    fn publish(&mut self, batch: &[connbeat::event::Record]) -> Result<Outcome, OutputError> {
-        self.0
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(connbeat::event::Record::value));
-        Ok(Outcome::Acked)
-    }
-}
-
-/// Socket owners from /proc/net/{tcp,tcp6,udp,udp6} and /proc/*/fd.
-struct ProcLookup;
-
-fn hex_addr(a: SocketAddr) -> String {
-    match a {
-        SocketAddr::V4(v4) => format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(v4.ip().octets()),
-            v4.port()
-        ),
-        SocketAddr::V6(v6) => {
-            let o = v6.ip().octets();
-            let words: String = o
-                .chunks(4)
-                .map(|c| format!("{:08X}", u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect();
-            format!("{words}:{:04X}", v6.port())
-        }
-    }
-}
-
-impl ProcessLookup for ProcLookup {
-    fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> Option<ProcessRef> {
-        let (l, r) = (hex_addr(local), hex_addr(remote));
-        let any_remote = if local.is_ipv4() {
-            "00000000:0000".to_string()
-        } else {
-            format!("{}:0000", "0".repeat(32))
-        };
-        let mut inode = None;
-        for table in ["tcp", "tcp6", "udp", "udp6"] {
-            let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap_or_default();
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() > 9
-                    && f[1] == l
-                    && (f[2] == r || (table.starts_with("udp") && f[2] == any_remote))
-                    && f[9] != "0"
-                {
-                    inode = Some(f[9].to_string());
-                }
-            }
-        }
-        let want = format!("socket:[{}]", inode?);
-        for p in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                if std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == want) {
-                    let binary = std::fs::read_to_string(p.path().join("comm"))
-                        .ok()?
-                        .trim()
-                        .to_string();
-                    return Some(ProcessRef { pid, binary });
-                }
-            }
-        }
-        None
-    }
-}
-
-/// A server started by a tests/services script, stopped (by PID) on drop.
-struct Service {
-    pid: u32,
-    dir: String,
-    line: String,
-}
-
-impl Service {
-    fn start(script: &str, args: &[&str]) -> Option<Service> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/services")
-            .join(script);
-        let out = Command::new("bash").arg(path).args(args).output().ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED part: {script} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .map(str::to_string)
-        };
-        eprintln!("started: {line}");
-        Some(Service {
-            pid: field("pid=")?.parse().ok()?,
-            dir: field("dir=")?,
-            line,
-        })
-    }
-}
-
-impl Service {
-    /// The port the script printed (`port=`).
-    fn port(&self) -> u16 {
-        self.line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("port="))
-            .and_then(|p| p.parse().ok())
-            .expect("port= in the service line")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
-        // Wait (bounded) for the server to go before removing its directory.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.line;
-    }
-}
 
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)

@@ -218,12 +218,12 @@ impl ConnEvent {
         out.push_str("\",\"family\":\"");
         out.push_str(self.family);
         out.push_str("\",\"local_ip\":\"");
-        push_ip(out, self.local_ip);
+        crate::event::push_ip(out, self.local_ip);
         out.push_str("\",\"local_port\":");
         out.push_str(n.format(self.local_port));
         if let Some(ip) = self.remote_ip {
             out.push_str(",\"remote_ip\":\"");
-            push_ip(out, ip);
+            crate::event::push_ip(out, ip);
             out.push('"');
         }
         if let Some(port) = self.remote_port {
@@ -276,25 +276,6 @@ impl ConnEvent {
         out.push_str("\",\"netns\":");
         out.push_str(n.format(self.netns));
         out.push('}');
-    }
-}
-
-/// An address as its text (what `Display` and serde write), IPv4 without the formatter.
-fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                out.push_str(n.format(octet));
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{v6}");
-        }
     }
 }
 

@@ -10,7 +10,7 @@
 use super::fields;
 use crate::config::ConfigError;
 use serde_json::{Map, Value};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// A compiled condition.
 #[derive(Debug, Clone)]
@@ -280,7 +280,7 @@ fn named(n: Named, ip: IpAddr) -> bool {
         IpAddr::V6(v6) => v6.is_unicast_link_local(),
     };
     let link_local_multicast = match ip {
-        IpAddr::V4(v4) => in_cidr(IpAddr::V4(v4), "224.0.0.0".parse().expect("ip"), 24),
+        IpAddr::V4(v4) => in_cidr(IpAddr::V4(v4), IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 24),
         IpAddr::V6(v6) => v6.segments()[0] & 0xff0f == 0xff02,
     };
     let interface_local_multicast = match ip {

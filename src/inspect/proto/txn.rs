@@ -542,7 +542,9 @@ impl<F: TxnObject> Txn<F> {
             }),
             error: (!notes.is_empty()).then_some(EcsError { message: &notes }),
         };
-        let mut e = Event::from_fields(UNIX_EPOCH + Duration::from_micros(start), proto, &f);
+        let mut text = String::with_capacity(1024);
+        f.write_json(&mut text);
+        let mut e = Event::from_object_text(UNIX_EPOCH + Duration::from_micros(start), proto, text);
         let at = EcsAt {
             client: ep.client,
             server: ep.server,
@@ -612,6 +614,162 @@ pub struct EcsEnd<'a> {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<&'a str>,
+}
+
+impl EcsTxnFields<'_> {
+    /// The JSON object `Serialize` writes (a test holds the two equal), written directly:
+    /// every transaction event has these fields, and serde spent most of its time escaping
+    /// keys fixed here and values that never need it (addresses, numbers, timestamps).
+    fn write_json(&self, out: &mut String) {
+        out.push_str("{\"status\":");
+        push_str(out, self.status);
+        for (key, v) in [
+            ("method", self.method),
+            ("path", self.path),
+            ("query", self.query),
+            ("resource", self.resource),
+            ("request", self.request),
+            ("response", self.response),
+        ] {
+            if let Some(v) = v {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
+                push_str(out, v);
+            }
+        }
+        let ev = &self.event;
+        out.push_str(",\"event\":{\"kind\":");
+        push_str(out, ev.kind);
+        if let Some(a) = &ev.action {
+            out.push_str(",\"action\":");
+            push_str(out, a);
+        }
+        out.push_str(",\"category\":");
+        push_strs(out, &ev.category);
+        out.push_str(",\"type\":");
+        push_strs(out, &ev.r#type);
+        out.push_str(",\"dataset\":");
+        push_str(out, ev.dataset);
+        out.push_str(",\"start\":");
+        push_str(out, &ev.start);
+        if let Some(end) = &ev.end {
+            out.push_str(",\"end\":");
+            push_str(out, end);
+        }
+        let mut n = itoa::Buffer::new();
+        if let Some(d) = ev.duration {
+            out.push_str(",\"duration\":");
+            out.push_str(n.format(d));
+        }
+        out.push('}');
+        for (key, end) in [
+            ("source", self.source),
+            ("client", self.client),
+            ("destination", self.destination),
+            ("server", self.server),
+        ] {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":{\"ip\":\"");
+            crate::event::push_ip(out, end.ip);
+            out.push('"');
+            if let Some(p) = end.port {
+                out.push_str(",\"port\":");
+                out.push_str(n.format(p));
+            }
+            if let Some(b) = end.bytes {
+                out.push_str(",\"bytes\":");
+                out.push_str(n.format(b));
+            }
+            if let Some(d) = end.domain {
+                out.push_str(",\"domain\":");
+                push_str(out, d);
+            }
+            out.push('}');
+        }
+        let net = &self.network;
+        out.push_str(",\"network\":{\"type\":");
+        push_str(out, net.r#type);
+        out.push_str(",\"transport\":");
+        push_str(out, net.transport);
+        if let Some(p) = net.protocol {
+            out.push_str(",\"protocol\":");
+            push_str(out, p);
+        }
+        out.push_str(",\"direction\":");
+        push_str(out, net.direction);
+        if let Some(c) = &net.community_id {
+            out.push_str(",\"community_id\":");
+            push_str(out, c.as_str());
+        }
+        if let Some(b) = net.bytes {
+            out.push_str(",\"bytes\":");
+            out.push_str(n.format(b));
+        }
+        if let Some(f) = net.forwarded_ip {
+            out.push_str(",\"forwarded_ip\":");
+            push_str(out, f);
+        }
+        out.push_str("},\"related\":{\"ip\":[");
+        for (i, ip) in self.related.ip.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            crate::event::push_ip(out, *ip);
+            out.push('"');
+        }
+        out.push_str("]}");
+        if let Some(p) = &self.process {
+            out.push_str(",\"process\":{\"pid\":");
+            out.push_str(n.format(p.pid));
+            out.push_str(",\"name\":");
+            push_str(out, p.name);
+            out.push('}');
+        }
+        if let Some(e) = &self.error {
+            out.push_str(",\"error\":{\"message\":");
+            push_str(out, e.message);
+            out.push('}');
+        }
+        if let Some(a) = &self.connbeat {
+            out.push_str(",\"connbeat\":{");
+            let mut first = true;
+            for (key, v) in [
+                ("server_agent", a.server_agent),
+                ("client_agent", a.client_agent),
+            ] {
+                if let Some(v) = v {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    out.push('"');
+                    out.push_str(key);
+                    out.push_str("\":");
+                    push_str(out, v);
+                }
+            }
+            out.push('}');
+        }
+        out.push('}');
+    }
+}
+
+fn push_str(out: &mut String, s: &str) {
+    crate::event::push_json_str(out, s);
+}
+
+fn push_strs(out: &mut String, list: &[&str]) {
+    out.push('[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(out, s);
+    }
+    out.push(']');
 }
 
 #[derive(Serialize)]
@@ -949,5 +1107,137 @@ mod tests {
         assert_eq!(e["direction"], "in");
         assert_eq!(e["http"]["x"], 1);
         assert_eq!(e["community_id"], "1:zZcrZw6iHYAz2U0wgSDHZWBCrMg=");
+    }
+}
+
+#[cfg(test)]
+mod ecs_json_tests {
+    use super::*;
+
+    /// The hand-written JSON of the ECS fields is the text serde writes, with every
+    /// optional part present and absent, IPv4 and IPv6, and strings that need escaping.
+    #[test]
+    fn ecs_fields_written_by_hand_equal_serde() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fe80::1:2".parse().unwrap();
+        let odd = "a\"b\\c\nd\u{1}é";
+        for full in [false, true] {
+            for ip in [v4, v6] {
+                let end = EcsEnd {
+                    ip,
+                    port: full.then_some(80),
+                    bytes: full.then_some(12),
+                    domain: full.then_some(odd),
+                };
+                let bare = EcsEnd {
+                    ip: v4,
+                    port: None,
+                    bytes: None,
+                    domain: None,
+                };
+                let f = EcsTxnFields {
+                    status: "OK",
+                    method: full.then_some("GET"),
+                    path: full.then_some(odd),
+                    query: full.then_some("q=1"),
+                    resource: full.then_some("r"),
+                    request: full.then_some(odd),
+                    response: full.then_some("ok"),
+                    event: EcsEventFields {
+                        kind: "event",
+                        action: full.then(|| "amqp.basic.publish".to_string()),
+                        category: ["network"],
+                        r#type: vec!["connection", "protocol"],
+                        dataset: "http",
+                        start: "2026-01-01T00:00:00.001Z".into(),
+                        end: full.then(|| "2026-01-01T00:00:00.002Z".into()),
+                        duration: full.then_some(1000),
+                    },
+                    source: &end,
+                    client: &bare,
+                    destination: &end,
+                    server: &bare,
+                    network: EcsNetwork {
+                        r#type: "ipv4",
+                        transport: "tcp",
+                        protocol: full.then_some("http"),
+                        direction: "internal",
+                        community_id: CommunityId::of_ports(
+                            "tcp",
+                            SocketAddr::new(ip, 1),
+                            SocketAddr::new(ip, 2),
+                        )
+                        .filter(|_| full),
+                        bytes: full.then_some(3),
+                        forwarded_ip: full.then_some(odd),
+                    },
+                    related: EcsRelated {
+                        ip: if full { vec![ip, v4] } else { vec![] },
+                    },
+                    process: full.then_some(EcsProcess { pid: 7, name: odd }),
+                    error: full.then_some(EcsError { message: odd }),
+                    connbeat: full.then_some(EcsAgents {
+                        server_agent: Some(odd),
+                        client_agent: (ip == v4).then_some("b"),
+                    }),
+                };
+                let mut hand = String::new();
+                f.write_json(&mut hand);
+                assert_eq!(hand, serde_json::to_string(&f).unwrap());
+            }
+        }
+        let only_client = EcsAgents {
+            server_agent: None,
+            client_agent: Some("c"),
+        };
+        let mut out = String::new();
+        let mut f_text = |a: EcsAgents<'_>| {
+            out.clear();
+            let e = EcsEnd {
+                ip: v4,
+                port: None,
+                bytes: None,
+                domain: None,
+            };
+            let f = EcsTxnFields {
+                status: "Error",
+                method: None,
+                path: None,
+                query: None,
+                resource: None,
+                request: None,
+                response: None,
+                event: EcsEventFields {
+                    kind: "event",
+                    action: None,
+                    category: ["network"],
+                    r#type: vec![],
+                    dataset: "d",
+                    start: String::new(),
+                    end: None,
+                    duration: None,
+                },
+                source: &e,
+                client: &e,
+                destination: &e,
+                server: &e,
+                network: EcsNetwork {
+                    r#type: "ipv6",
+                    transport: "udp",
+                    protocol: None,
+                    direction: "external",
+                    community_id: None,
+                    bytes: None,
+                    forwarded_ip: None,
+                },
+                related: EcsRelated { ip: vec![v6] },
+                process: None,
+                error: None,
+                connbeat: Some(a),
+            };
+            f.write_json(&mut out);
+            assert_eq!(out, serde_json::to_string(&f).unwrap());
+        };
+        f_text(only_client);
     }
 }

@@ -102,6 +102,131 @@ pub struct McMsg {
     pub line: Option<String>,
 }
 
+impl McMsg {
+    /// The JSON object `Serialize` writes, written directly (see `McTxn::write_json`).
+    pub fn write_json(&self, out: &mut String) {
+        use crate::event::push_json_str as string;
+        let mut n = itoa::Buffer::new();
+        let key = |out: &mut String, k: &str| {
+            out.push_str(",\"");
+            out.push_str(k);
+            out.push_str("\":");
+        };
+        out.push_str("{\"command\":");
+        string(out, self.command);
+        out.push_str(",\"type\":");
+        string(out, self.kind);
+        if let Some(v) = self.opcode {
+            key(out, "opcode");
+            string(out, v);
+        }
+        let ints = [
+            ("opcode_value", self.opcode_value.map(u64::from)),
+            ("opaque", self.opaque.map(u64::from)),
+            ("vbucket", self.vbucket.map(u64::from)),
+        ];
+        for (k, v) in ints {
+            if let Some(v) = v {
+                key(out, k);
+                out.push_str(n.format(v));
+            }
+        }
+        if let Some(v) = self.quiet {
+            key(out, "quiet");
+            out.push_str(if v { "true" } else { "false" });
+        }
+        if let Some(v) = self.status {
+            key(out, "status");
+            string(out, v);
+        }
+        if let Some(v) = self.status_code {
+            key(out, "status_code");
+            out.push_str(n.format(v));
+        }
+        let list = |out: &mut String, items: &[String]| {
+            out.push('[');
+            for (i, s) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(out, s);
+            }
+            out.push(']');
+        };
+        if !self.keys.is_empty() {
+            key(out, "keys");
+            list(out, &self.keys);
+        }
+        let ints = [
+            ("flags", self.flags.map(u64::from)),
+            ("exptime", self.exptime.map(u64::from)),
+            ("bytes", self.bytes),
+            ("count_values", self.count_values.map(u64::from)),
+        ];
+        for (k, v) in ints {
+            if let Some(v) = v {
+                key(out, k);
+                out.push_str(n.format(v));
+            }
+        }
+        if !self.values.is_empty() {
+            key(out, "values");
+            list(out, &self.values);
+        }
+        if let Some(v) = self.cas_unique {
+            key(out, "cas_unique");
+            out.push_str(n.format(v));
+        }
+        if let Some(v) = self.noreply {
+            key(out, "noreply");
+            out.push_str(if v { "true" } else { "false" });
+        }
+        let ints = [
+            ("delta", self.delta),
+            ("initial", self.initial),
+            ("value", self.value),
+            ("verbosity", self.verbosity),
+        ];
+        for (k, v) in ints {
+            if let Some(v) = v {
+                key(out, k);
+                out.push_str(n.format(v));
+            }
+        }
+        let texts = [
+            ("version", &self.version),
+            ("raw_args", &self.raw_args),
+            ("error_msg", &self.error_msg),
+        ];
+        for (k, v) in texts {
+            if let Some(v) = v {
+                key(out, k);
+                string(out, v);
+            }
+        }
+        if !self.stats.is_empty() {
+            key(out, "stats");
+            out.push('[');
+            for (i, s) in self.stats.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"name\":");
+                string(out, &s.name);
+                out.push_str(",\"value\":");
+                string(out, &s.value);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        if let Some(v) = &self.line {
+            key(out, "line");
+            string(out, v);
+        }
+        out.push('}');
+    }
+}
+
 /// What a text response says about its request's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -636,6 +761,63 @@ fn binary(data: &[u8], request: bool, l: &Limits) -> Result<Option<Message>, Par
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written JSON is serde's text, for an empty message and one with every
+    /// field (strings that need escaping among them).
+    #[test]
+    fn json_written_by_hand_equals_serde() {
+        let odd = || "k\"\\\n\u{7}é".to_string();
+        let full = McMsg {
+            command: "get",
+            kind: "Load",
+            opcode: Some("GetK"),
+            opcode_value: Some(12),
+            opaque: Some(u32::MAX),
+            vbucket: Some(3),
+            quiet: Some(false),
+            status: Some("Success"),
+            status_code: Some(0),
+            keys: vec![odd(), "b".into()],
+            flags: Some(1),
+            exptime: Some(2),
+            bytes: Some(u64::MAX),
+            count_values: Some(4),
+            values: vec!["YQ==".into()],
+            cas_unique: Some(5),
+            noreply: Some(true),
+            delta: Some(6),
+            initial: Some(7),
+            value: Some(8),
+            verbosity: Some(9),
+            version: Some(odd()),
+            raw_args: Some("items".into()),
+            error_msg: Some(odd()),
+            stats: vec![
+                Stat {
+                    name: "pid".into(),
+                    value: odd(),
+                },
+                Stat {
+                    name: "uptime".into(),
+                    value: "1".into(),
+                },
+            ],
+            line: Some(odd()),
+        };
+        for m in [McMsg::default(), full] {
+            let mut hand = String::new();
+            m.write_json(&mut hand);
+            assert_eq!(hand, serde_json::to_string(&m).unwrap());
+            let t = super::super::McTxn {
+                protocol_type: "binary",
+                request: Some(m.clone()),
+                response: (m.keys.is_empty()).then(|| m.clone()),
+            };
+            hand.clear();
+            t.write_json(&mut hand);
+            assert_eq!(hand, serde_json::to_string(&t).unwrap());
+        }
+    }
 
     const L: Limits = Limits {
         max_values: -1,

@@ -147,7 +147,9 @@ impl<'a> Elements<'a> {
         let string = || -> Option<(&'a [u8], usize)> {
             let n = usize::try_from(i32_at(b, at)?).ok()?;
             let s = b.get(at + 4..at + 4 + n)?;
-            (n >= 1 && s[n - 1] == 0).then_some((&s[..n - 1], at + 4 + n))
+            // `then`, not `then_some`: the value is only built (and `n - 1` taken) for a
+            // string that has its terminating zero.
+            (n >= 1 && s[n - 1] == 0).then(|| (&s[..n - 1], at + 4 + n))
         };
         let (v, next) = match ty {
             0x01 => {
@@ -228,6 +230,9 @@ impl<'a> Iterator for Elements<'a> {
         e
     }
 }
+
+/// 9999-12-31T23:59:59.999Z, the last BSON date written as a timestamp.
+const MAX_DATE_MS: u64 = 253_402_300_799_999;
 
 /// Writes documents as JSON, bounded, with some keys' values hidden.
 pub struct Json<'r> {
@@ -332,14 +337,16 @@ impl Json<'_> {
                 out.push('"');
             }
             Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
-            Value::DateTime(ms) => match u64::try_from(ms) {
-                Ok(ms) => {
+            // RFC 3339 ends with year 9999: a date outside 1970-9999 is written as its
+            // number of milliseconds.
+            Value::DateTime(ms) => match u64::try_from(ms).ok().filter(|&ms| ms <= MAX_DATE_MS) {
+                Some(ms) => {
                     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
                     out.push('"');
                     out.push_str(&crate::event::format_timestamp(t));
                     out.push('"');
                 }
-                Err(_) => {
+                None => {
                     let _ = write!(out, "{ms}");
                 }
             },
@@ -416,6 +423,47 @@ pub(crate) mod build {
 mod tests {
     use super::build::{B, doc};
     use super::*;
+
+    /// Found by the `mongodb` fuzz target: a date after year 9999 panicked while being
+    /// written as a timestamp; it is written as its number of milliseconds.
+    #[test]
+    fn date_after_year_9999_is_written_as_a_number() {
+        let json = Json {
+            hide: &[],
+            max: 4096,
+        };
+        for (ms, want) in [
+            (MAX_DATE_MS as i64, "{\"d\":\"9999-12-31T23:59:59.999Z\"}"),
+            (MAX_DATE_MS as i64 + 1, "{\"d\":253402300800000}"),
+            (i64::MAX, "{\"d\":9223372036854775807}"),
+            (-1, "{\"d\":-1}"),
+        ] {
+            let mut b = vec![0u8; 4];
+            b.extend_from_slice(b"\x09d\x00");
+            b.extend_from_slice(&ms.to_le_bytes());
+            b.push(0);
+            let n = b.len() as i32;
+            b[..4].copy_from_slice(&n.to_le_bytes());
+            let mut out = String::new();
+            json.write(&Doc::read(&b).unwrap(), &[], &mut out);
+            assert_eq!(out, want);
+        }
+    }
+
+    /// Found by the `mongodb` fuzz target: an OP_QUERY read as a document, whose first
+    /// element is a symbol (a string type) of length 0, panicked taking `0 - 1`.
+    #[test]
+    fn string_of_length_zero_is_malformed_not_a_panic() {
+        let input: &[u8] = b"\x3e\x00\x00\x00\x0e\x00\x00\x00\x00\x00\x00\x00\xd4\x07\x00\x00\
+            \x00\x00\x00\x00admin.$cmd\x00\x00\x00\x00\x00\xff\xff\xff\xff\x17\x00\x00\x00\x01\
+            isMaster\x00\x00\x00\x00\x00\x00\x00\xf0?\x00";
+        let d = Doc::read(input).expect("its length and final zero make a document");
+        assert!(!d.valid());
+        assert_eq!(d.iter().count(), 0);
+        // The same with a string (0x02) element.
+        let d = [12, 0, 0, 0, 2, b'k', 0, 0, 0, 0, 0, 0];
+        assert!(!Doc::read(&d).unwrap().valid());
+    }
 
     #[test]
     fn walks_and_writes_json() {
