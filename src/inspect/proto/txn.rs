@@ -720,7 +720,21 @@ impl EcsTxnFields<'_> {
             crate::event::push_ip(out, *ip);
             out.push('"');
         }
-        out.push_str("]}");
+        out.push(']');
+        for (key, list) in [("hosts", self.related.hosts), ("user", self.related.user)] {
+            if !list.is_empty() {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
+                push_strs(out, list);
+            }
+        }
+        out.push('}');
+        if let Some(u) = &self.user {
+            out.push_str(",\"user\":{\"name\":");
+            push_str(out, u.name);
+            out.push('}');
+        }
         if let Some(p) = &self.process {
             out.push_str(",\"process\":{\"pid\":");
             out.push_str(n.format(p.pid));
@@ -1173,7 +1187,10 @@ mod ecs_json_tests {
                     },
                     related: EcsRelated {
                         ip: if full { vec![ip, v4] } else { vec![] },
+                        hosts: if full { &["example.com", odd] } else { &[] },
+                        user: if full { &[odd] } else { &[] },
                     },
+                    user: full.then_some(EcsUser { name: odd }),
                     process: full.then_some(EcsProcess { pid: 7, name: odd }),
                     error: full.then_some(EcsError { message: odd }),
                     connbeat: full.then_some(EcsAgents {
@@ -1230,7 +1247,12 @@ mod ecs_json_tests {
                     bytes: None,
                     forwarded_ip: None,
                 },
-                related: EcsRelated { ip: vec![v6] },
+                related: EcsRelated {
+                    ip: vec![v6],
+                    hosts: &[],
+                    user: &[],
+                },
+                user: None,
                 process: None,
                 error: None,
                 connbeat: Some(a),
