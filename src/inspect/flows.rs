@@ -15,7 +15,7 @@
 //! new flows beyond that are counted (`inspect.flows.dropped`).
 
 use super::decode::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LinkInfo};
-use super::proto::txn::EcsSettings;
+use super::proto::txn::{EcsProcess, EcsRelated, EcsSettings};
 use crate::community_id::CommunityId;
 use crate::config::{Config, FlowsConfig};
 use crate::event::Event;
@@ -382,21 +382,6 @@ fn transport(proto: u8) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-struct EcsProcess<'a> {
-    pid: u32,
-    name: &'a str,
-}
-
-impl<'a> EcsProcess<'a> {
-    fn of(p: &'a ProcessRef) -> EcsProcess<'a> {
-        EcsProcess {
-            pid: p.pid,
-            name: &p.binary,
-        }
-    }
-}
-
 impl Report {
     fn ends(&self) -> (End, End) {
         if self.flow.src_is_a {
@@ -488,7 +473,11 @@ impl Report {
                 packets: f.packets[0] + f.packets[1],
                 community_id: self.community_id(),
             },
-            related: Related { ip: related },
+            related: EcsRelated {
+                ip: related,
+                hosts: &[],
+                user: &[],
+            },
             process: f.owners[1]
                 .as_ref()
                 .or(f.owners[0].as_ref())
@@ -540,7 +529,7 @@ struct EcsFlow<'a> {
     source: EcsFlowEnd<'a>,
     destination: EcsFlowEnd<'a>,
     network: EcsFlowNetwork,
-    related: Related,
+    related: EcsRelated<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<EcsProcess<'a>>,
 }
@@ -597,11 +586,6 @@ struct EcsFlowNetwork {
     packets: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     community_id: Option<CommunityId>,
-}
-
-#[derive(Serialize)]
-struct Related {
-    ip: Vec<IpAddr>,
 }
 
 /// A flow event's fields in the classic shape (Packetbeat 6's).

@@ -471,10 +471,7 @@ impl<F: TxnObject> Txn<F> {
             .server_process
             .as_ref()
             .or(ep.client_process.as_ref())
-            .map(|p| EcsProcess {
-                pid: p.pid,
-                name: &p.binary,
-            });
+            .map(EcsProcess::of);
         // Packetbeat's ICMP events are connections only, with no application protocol.
         let mut event_type: Vec<&str> = if icmp {
             vec!["connection"]
@@ -801,13 +798,14 @@ struct EcsNetwork<'a> {
     forwarded_ip: Option<&'a str>,
 }
 
+/// ECS `related` (transactions and flow events).
 #[derive(Serialize)]
-struct EcsRelated<'a> {
-    ip: Vec<IpAddr>,
+pub(crate) struct EcsRelated<'a> {
+    pub(crate) ip: Vec<IpAddr>,
     #[serde(skip_serializing_if = "<[&str]>::is_empty")]
-    hosts: &'a [&'a str],
+    pub(crate) hosts: &'a [&'a str],
     #[serde(skip_serializing_if = "<[&str]>::is_empty")]
-    user: &'a [&'a str],
+    pub(crate) user: &'a [&'a str],
 }
 
 #[derive(Serialize)]
@@ -815,10 +813,21 @@ struct EcsUser<'a> {
     name: &'a str,
 }
 
+/// ECS `process`: the pid and binary of a process at one end (transactions and flow
+/// events).
 #[derive(Serialize)]
-struct EcsProcess<'a> {
+pub(crate) struct EcsProcess<'a> {
     pid: u32,
     name: &'a str,
+}
+
+impl<'a> EcsProcess<'a> {
+    pub(crate) fn of(p: &'a ProcessRef) -> EcsProcess<'a> {
+        EcsProcess {
+            pid: p.pid,
+            name: &p.binary,
+        }
+    }
 }
 
 #[derive(Serialize)]
