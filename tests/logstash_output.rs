@@ -33,24 +33,6 @@ fn publish_all(yaml: &str, range: std::ops::Range<u64>) {
     assert!(pipe.finish(Duration::from_secs(60)), "not all acknowledged");
 }
 
-fn test_output(dir: &Path, yaml: &str) -> (bool, String) {
-    let cfg = write_config(dir, yaml);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connbeat"))
-        .arg("-c")
-        .arg(&cfg)
-        .args(["test", "output"])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// The agent's log of one `--once` run with this configuration (2 s to ship).
 fn agent_log(dir: &Path, yaml: &str) -> String {
     let cfg = write_config(dir, &format!("{yaml}shutdown_timeout: 2s\n"));

@@ -22,24 +22,6 @@ fn cookies(v: &[serde_json::Value]) -> Vec<u64> {
         .collect()
 }
 
-fn test_output(dir: &std::path::Path, yaml: &str) -> (bool, String) {
-    let cfg = write_config(dir, yaml);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connbeat"))
-        .arg("-c")
-        .arg(&cfg)
-        .args(["test", "output"])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_hundred_thousand_events_survive_two_kills_of_redis_in_order_and_acked_once() {
     require_redis!();

@@ -41,6 +41,26 @@ pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     p
 }
 
+/// `connbeat -c CONFIG test output` with this configuration: whether it passed, and what
+/// it printed (standard output, then standard error).
+pub fn test_output(dir: &Path, yaml: &str) -> (bool, String) {
+    let cfg = write_config(dir, yaml);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .arg("-c")
+        .arg(&cfg)
+        .args(["test", "output"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
