@@ -100,24 +100,35 @@ fn txn(i: u64, side: u8) -> String {
     )
 }
 
-/// The stream: each connection's four events, and for nginx's its transaction from both
-/// ends.
-fn events(total: u64) -> impl Iterator<Item = String> {
+/// The Kafka message key of connection `i`'s events: its address pair, which is what its
+/// `community_id` hashes, so that (as with agents keyed by `community_id`) both ends of a
+/// connection, and later connections that reuse its address pair, share one partition and
+/// keep their order.
+fn tuple_key(i: u64) -> String {
+    let ch = (i % HOSTS as u64) as u32;
+    let sh = ((i * 7 + 3) % HOSTS as u64) as u32;
+    let sport = SERVICES[(i % 5) as usize].1;
+    format!("{}:{}-{}:{sport}", ip(ch), 20000 + (i % 40000), ip(sh))
+}
+
+/// The stream, with each event's message key: each connection's four events, and for
+/// nginx's its transaction from both ends.
+fn events(total: u64) -> impl Iterator<Item = (String, String)> {
     let mut i = 0u64;
     std::iter::from_fn(move || {
-        let v = vec![
+        let mut v = vec![
             conn(i, 0, "open"),
             conn(i, 1, "open"),
             conn(i, 1, "closed"),
             conn(i, 0, "closed"),
         ];
-        let mut v = v;
         if i.is_multiple_of(5) {
             v.push(txn(i, 0));
             v.push(txn(i, 1));
         }
+        let key = tuple_key(i);
         i += 1;
-        Some(v)
+        Some(v.into_iter().map(move |e| (key.clone(), e)))
     })
     .flatten()
     .take(total as usize)
@@ -131,9 +142,7 @@ fn fill(bootstrap: &str, topic: &str, n: u64) {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
-    for (k, e) in events(n).enumerate() {
-        // Keyed by connection, as agents keyed by community_id are.
-        let key = (k / 6).to_string();
+    for (key, e) in events(n) {
         loop {
             match p.send(BaseRecord::to(topic).payload(&e).key(&key)) {
                 Ok(()) => break,
@@ -178,7 +187,7 @@ fn main() {
         Some("plain") => plain(&a[2], &a[3], a[4].parse().unwrap()),
         Some("file") => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for e in events(a[2].parse().unwrap()) {
+            for (_, e) in events(a[2].parse().unwrap()) {
                 writeln!(out, "{e}").unwrap();
             }
         }
