@@ -168,7 +168,6 @@ impl<'a> Cursor<'a> {
         }
         loop {
             let key = self.key()?;
-            self.expect(b':')?;
             field(self, key)?;
             match self.peek() {
                 Some(b',') => self.at += 1,
@@ -202,29 +201,33 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// An object's key, packed.
+    /// An object's key, packed, and the colon after it.
     #[inline(always)]
     fn key(&mut self) -> Result<Key> {
         self.expect(b'"')?;
         let b = self.bytes();
         let start = self.at;
         // Most keys end within the next sixteen bytes: one look finds the end, and the
-        // same bytes, those past the key masked off, are the key.
+        // same bytes, those past the key masked off, are the key; agents write the colon
+        // right after it.
         if let Some(w) = scan::word(b, start) {
             let n = scan::string_end_in(w);
-            if n < 16 && b[start + n] == b'"' {
-                self.at = start + n + 1;
+            if n < 15 && b[start + n] == b'"' && b[start + n + 1] == b':' {
+                self.at = start + n + 2;
                 return Ok(Key(w & FIRST_BYTES[n]));
             }
         }
         let end = scan::string_end(b, start);
-        if b.get(end) == Some(&b'"') {
+        let key = if b.get(end) == Some(&b'"') {
             self.at = end + 1;
-            return Ok(Key::packed(&b[start..end]));
-        }
-        // Escapes (or a control character, or the end, which `string` refuses).
-        self.at = start - 1;
-        Ok(Key::unescaped(&self.string()?))
+            Key::packed(&b[start..end])
+        } else {
+            // Escapes (or a control character, or the end, which `string` refuses).
+            self.at = start - 1;
+            Key::unescaped(&self.string()?)
+        };
+        self.expect(b':')?;
+        Ok(key)
     }
 
     /// A string, borrowed from the text unless it holds escapes.
