@@ -847,4 +847,19 @@ fn three_hosts_through_one_kafka_topic() {
         "{}",
         server.stderr()
     );
+    // What the served instance read, its group committed when it stopped: a run of that
+    // group starts after it and finds nothing new.
+    let (code, out, err) = topology(
+        &[
+            "-c",
+            config.to_str().unwrap(),
+            "-E",
+            "topology.group_id=live",
+            "--kafka",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    let after: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(after["events"]["read"], 0, "{err}");
 }
