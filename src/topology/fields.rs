@@ -160,7 +160,19 @@ impl<'a> Cursor<'a> {
 
     /// Calls `field` with each key of the object at the cursor; `field` reads or skips
     /// the key's value.
+    #[inline(always)]
     pub fn object(&mut self, mut field: impl FnMut(&mut Self, Key) -> Result<()>) -> Result<()> {
+        self.object_while(|c, key| field(c, key).map(|()| true))
+    }
+
+    /// As [`object`](Self::object), but `field` says whether it still wants keys: once it
+    /// says no, the rest of the object is stepped over unread, as a skipped value is. A
+    /// reader that has what it needs from `{"pid":1,"binary":"curl","cmdline":"..."}` is
+    /// spared the keys after it (a key given again after that point is not seen).
+    pub fn object_while(
+        &mut self,
+        mut field: impl FnMut(&mut Self, Key) -> Result<bool>,
+    ) -> Result<()> {
         self.expect(b'{')?;
         if self.peek() == Some(b'}') {
             self.at += 1;
@@ -168,9 +180,14 @@ impl<'a> Cursor<'a> {
         }
         loop {
             let key = self.key()?;
-            field(self, key)?;
+            let more = field(self, key)?;
             match self.peek() {
-                Some(b',') => self.at += 1,
+                Some(b',') => {
+                    self.at += 1;
+                    if !more {
+                        return self.skip_to_close(1);
+                    }
+                }
                 Some(b'}') => {
                     self.at += 1;
                     return Ok(());
@@ -461,8 +478,12 @@ impl<'a> Cursor<'a> {
 
     /// An object or array, by counting brackets (strings stepped over whole).
     fn skip_nested(&mut self) -> Result<()> {
+        self.skip_to_close(0)
+    }
+
+    /// To just past the bracket that closes the `depth` open ones the cursor is inside.
+    fn skip_to_close(&mut self, mut depth: usize) -> Result<()> {
         let b = self.bytes();
-        let mut depth = 0usize;
         loop {
             self.at = scan::structural(b, self.at);
             let Some(&c) = b.get(self.at) else {

@@ -232,13 +232,14 @@ struct Proc<'a> {
 impl<'a> Proc<'a> {
     fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
         let mut p = Proc::default();
-        c.object(|c, key| {
+        // Done once it has a binary: what follows it (the command line ...) is not read.
+        c.object_while(|c, key| {
             match key {
                 k::BINARY => p.binary = c.opt_str()?,
                 k::NAME => p.name = c.opt_str()?,
                 _ => c.skip()?,
             }
-            Ok(())
+            Ok(p.binary.as_deref().is_none_or(str::is_empty))
         })?;
         Ok(p)
     }
@@ -260,16 +261,18 @@ struct RawTcp {
 impl RawTcp {
     fn read(c: &mut Cursor) -> Result<Self, Bad> {
         let mut t = RawTcp::default();
-        c.object(|c, key| {
+        // Done once it has its five figures (one bit each).
+        let mut seen = 0u8;
+        c.object_while(|c, key| {
             match key {
-                k::RTT_US => t.rtt_us = c.u64()?,
-                k::RETRANSMITS => t.retransmits = c.u64()?,
-                k::TOTAL_RETRANS => t.total_retrans = c.opt(Cursor::u64)?,
-                k::BYTES_ACKED => t.bytes_acked = c.u64()?,
-                k::BYTES_RECEIVED => t.bytes_received = c.u64()?,
+                k::RTT_US => (t.rtt_us, seen) = (c.u64()?, seen | 1),
+                k::RETRANSMITS => (t.retransmits, seen) = (c.u64()?, seen | 2),
+                k::TOTAL_RETRANS => (t.total_retrans, seen) = (c.opt(Cursor::u64)?, seen | 4),
+                k::BYTES_ACKED => (t.bytes_acked, seen) = (c.u64()?, seen | 8),
+                k::BYTES_RECEIVED => (t.bytes_received, seen) = (c.u64()?, seen | 16),
                 _ => c.skip()?,
             }
-            Ok(())
+            Ok(seen != 31)
         })?;
         Ok(t)
     }
