@@ -600,6 +600,34 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_done_early_steps_over_the_rest_of_its_object() {
+        // The first key is all the reader wants; what follows, brackets and quotes in
+        // strings included, is stepped over, and reading goes on after the object.
+        let text = br#"{"a":{"want":7,"rest":"x}\"{","deep":[{"b":"]"}],"n":1},"after":2}"#;
+        let mut c = Cursor::new(text);
+        let (mut want, mut after, mut seen) = (0, 0, Vec::new());
+        c.object(|c, key| {
+            if key == Key::of("a") {
+                c.object_while(|c, key| {
+                    seen.push(key);
+                    want = c.u64()?;
+                    Ok(false)
+                })
+            } else {
+                after = c.u64()?;
+                Ok(())
+            }
+        })
+        .unwrap();
+        c.end().unwrap();
+        assert_eq!((want, after), (7, 2));
+        assert_eq!(seen, [Key::of("want")]);
+        // An object whose rest never closes is refused.
+        let mut c = Cursor::new(br#"{"want":7,"rest":[1,2"#);
+        assert_eq!(c.object_while(|c, _| c.u64().map(|_| false)), Err(Bad));
+    }
+
+    #[test]
     fn addresses_and_nulls() {
         let ips = value(r#"{"k":["10.0.0.5", "::1"]}"#, Cursor::ips).unwrap();
         assert_eq!(
