@@ -443,6 +443,15 @@ fn dhcp_lease_renewal_and_release_between_namespaces() {
         "ds0",
         "connbeat.protocols: [{type: dhcpv4, ports: [67, 68]}]",
     );
+    // And af_packet with four decoding threads: a request and its reply have different
+    // addresses (0.0.0.0 and broadcast, then the server's and the lease's), so a flow
+    // hash would give them to different threads; the exchanges must still pair.
+    let fanned = Agent::start(
+        &s,
+        "ds0",
+        "connbeat.interfaces.type: af_packet\nconnbeat.interfaces.workers: 4\n\
+         connbeat.protocols: [{type: dhcpv4, ports: [67, 68]}]",
+    );
     // udhcpc configures the address through its script, in the foreground.
     let hook = Path::new(&dns_dir).join("udhcpc.sh");
     std::fs::write(
@@ -487,9 +496,39 @@ fn dhcp_lease_renewal_and_release_between_namespaces() {
             .iter()
             .any(|e| e["method"] == "RELEASE")
     });
+    wait_until(60, "the release exchange with af_packet", || {
+        fanned
+            .of(&["dhcpv4"])
+            .iter()
+            .any(|e| e["method"] == "RELEASE")
+    });
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let _ = client.wait();
     let exchanges = classic.stop();
+    let fanned: Vec<Value> = fanned
+        .stop()
+        .into_iter()
+        .filter(|e| e["type"] == "dhcpv4")
+        .collect();
+    let pairs = |events: &[Value]| -> Vec<(String, String, String)> {
+        events
+            .iter()
+            .filter(|e| e["type"] == "dhcpv4")
+            .map(|e| {
+                let t = |v: &Value| v.as_str().unwrap_or("-").to_string();
+                (
+                    t(&e["method"]),
+                    t(&e["status"]),
+                    t(&e["dhcpv4"]["response"]["option"]["message_type"]),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        pairs(&fanned),
+        pairs(&exchanges),
+        "af_packet with 4 workers: {fanned:#?}"
+    );
     let events: Vec<Value> = agent
         .stop()
         .into_iter()

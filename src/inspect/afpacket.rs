@@ -9,7 +9,8 @@
 //! blocks (TPACKET_V3: the kernel hands over whole blocks of packets, one wake-up per
 //! block), and the sockets form a `PACKET_FANOUT_HASH` group: the kernel spreads packets
 //! by a symmetric flow hash, so both directions of a connection reach the same worker and
-//! each worker's engine sees whole conversations.
+//! each worker's engine sees whole conversations (DHCPv4, whose request and reply have
+//! different addresses, gets a socket of its own outside the group: `capture::open_rings`).
 //!
 //! Sockets are `SOCK_DGRAM`: the kernel strips the link header, every packet is an IP
 //! packet (`LINKTYPE_RAW` for the engine) whatever the interface, `any` included. The

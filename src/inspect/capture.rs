@@ -207,15 +207,17 @@ static FANOUT_GROUP: AtomicU16 = AtomicU16::new(0);
 fn open_rings(config: &Config) -> anyhow::Result<Vec<Ring>> {
     let i = &config.connbeat.interfaces;
     let device = device(config);
-    let text = bpf_filter(config);
-    let filter = if text.is_empty() {
-        Vec::new()
-    } else {
-        afpacket::compile_filter(&text, i.snaplen).map_err(|e| {
-            anyhow::anyhow!("connbeat.interfaces.bpf_filter: cannot compile {text:?}: {e}")
-        })?
-    };
     let workers = i.workers.max(1);
+    let (text, by_ports_text) = split_by_ports(&bpf_filter(config), config, workers);
+    let compile = |text: &str| {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        afpacket::compile_filter(text, i.snaplen).map_err(|e| {
+            anyhow::anyhow!("connbeat.interfaces.bpf_filter: cannot compile {text:?}: {e}")
+        })
+    };
+    let filter = compile(&text)?;
     let geometry =
         Geometry::for_bytes((i.buffer_size_mb as usize).saturating_mul(1 << 20) / workers);
     let fanout = (workers > 1).then(|| {
@@ -223,7 +225,7 @@ fn open_rings(config: &Config) -> anyhow::Result<Vec<Ring>> {
             .wrapping_mul(31)
             .wrapping_add(FANOUT_GROUP.fetch_add(1, Ordering::Relaxed))
     });
-    let rings = (0..workers)
+    let mut rings = (0..workers)
         .map(|_| Ring::open(device, geometry, &filter, fanout))
         .collect::<std::io::Result<Vec<Ring>>>()
         .with_context(|| {
@@ -237,7 +239,50 @@ fn open_rings(config: &Config) -> anyhow::Result<Vec<Ring>> {
     tracing::info!(target: "inspect",
         "af_packet capture on {device}: {workers} worker(s), ring of {} x {} KiB each",
         geometry.blocks, geometry.block_size >> 10);
+    if let Some(text) = by_ports_text {
+        let small = Geometry::for_bytes(0);
+        let ring = Ring::open(device, small, &compile(&text)?, None).with_context(|| {
+            format!("connbeat.interfaces.type: af_packet: opening the packet socket for {text:?}")
+        })?;
+        tracing::info!(target: "inspect",
+            "af_packet capture on {device}: one more worker, outside the fanout group, for {text}");
+        rings.push(ring);
+    }
     Ok(rings)
+}
+
+/// With several `af_packet` workers, the capture filter of the fanout group and, when some
+/// protocol pairs its UDP messages by ports alone ([`Protocol::UDP_BY_PORTS`], DHCPv4),
+/// the filter of one more socket outside the group that takes those ports. The group's
+/// flow hash deals packets by their addresses, and such a protocol's request and reply have
+/// different ones (a DHCP client asks from 0.0.0.0 to the broadcast address and is answered
+/// from the server to its lease): in the group, the two would often reach different
+/// threads and never pair.
+///
+/// [`Protocol::UDP_BY_PORTS`]: super::proto::Protocol::UDP_BY_PORTS
+fn split_by_ports(text: &str, config: &Config, workers: usize) -> (String, Option<String>) {
+    let mut ports: Vec<u16> = config
+        .connbeat
+        .protocols
+        .iter()
+        .filter(|p| p.common().enabled && p.udp_by_ports())
+        .flat_map(|p| p.common().ports.iter().copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if workers < 2 || ports.is_empty() {
+        return (text.to_string(), None);
+    }
+    let list: Vec<String> = ports.iter().map(|p| format!("port {p}")).collect();
+    let by_ports = format!("udp and ({})", list.join(" or "));
+    if text.is_empty() {
+        (format!("not ({by_ports})"), Some(by_ports))
+    } else {
+        (
+            format!("({text}) and not ({by_ports})"),
+            Some(format!("({text}) and ({by_ports})")),
+        )
+    }
 }
 
 /// One `af_packet` worker: its ring through its own engine until `stop`.
@@ -359,7 +404,7 @@ fn live_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::bpf_filter;
+    use super::{bpf_filter, split_by_ports};
 
     fn filter(yaml: &str) -> String {
         let c =
@@ -382,5 +427,44 @@ mod tests {
             "connbeat.protocols: [{type: dns, ports: [53]}]\nconnbeat.flows: {enabled: false}",
         );
         assert_eq!(f, "tcp port 53 or udp port 53 or (ip[6:2] & 0x3fff != 0)");
+    }
+
+    #[test]
+    fn several_af_packet_workers_leave_ports_paired_by_ports_to_one_more_socket() {
+        let yaml =
+            "connbeat.protocols: [{type: dns, ports: [53]}, {type: dhcpv4, ports: [68, 67]}]";
+        let c =
+            crate::config::from_yaml_str(&format!("output.console: {{}}\n{yaml}"), &[], &|_| None)
+                .unwrap();
+        let text = bpf_filter(&c);
+        assert_eq!(split_by_ports(&text, &c, 1), (text.clone(), None));
+        let (group, alone) = split_by_ports(&text, &c, 4);
+        assert_eq!(
+            group,
+            format!("({text}) and not (udp and (port 67 or port 68))")
+        );
+        assert_eq!(
+            alone.as_deref(),
+            Some(format!("({text}) and (udp and (port 67 or port 68))").as_str())
+        );
+        // A user's empty filter (everything) still splits.
+        assert_eq!(
+            split_by_ports("", &c, 2),
+            (
+                "not (udp and (port 67 or port 68))".to_string(),
+                Some("udp and (port 67 or port 68)".to_string())
+            )
+        );
+        // No such protocol: nothing to split.
+        let c = crate::config::from_yaml_str(
+            "output.console: {}\nconnbeat.protocols: [{type: dns, ports: [53]}]",
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            split_by_ports("udp port 53", &c, 4),
+            ("udp port 53".into(), None)
+        );
     }
 }
