@@ -91,19 +91,19 @@ pub fn suffix_parts(name: &str) -> Option<SuffixParts<'_>> {
     })
 }
 
-/// Packetbeat 8's `dns.header_flags`, in its order.
+/// Packetbeat 8's `dns.header_flags`, in its order: the bits set in the header of the
+/// message the event describes (the response, or the query when none came).
 fn header_flags(f: &Flags) -> Vec<&'static str> {
-    let on = |b: Option<bool>| b == Some(true);
     [
-        (on(f.authoritative), "AA"),
-        (on(f.truncated_response), "TC"),
-        (f.recursion_desired, "RD"),
-        (on(f.recursion_available), "RA"),
-        (on(f.authentic_data), "AD"),
-        (f.checking_disabled, "CD"),
+        (0x0400, "AA"),
+        (0x0200, "TC"),
+        (0x0100, "RD"),
+        (0x0080, "RA"),
+        (0x0020, "AD"),
+        (0x0010, "CD"),
     ]
     .into_iter()
-    .filter_map(|(set, name)| set.then_some(name))
+    .filter_map(|(bit, name)| (f.word & bit != 0).then_some(name))
     .collect()
 }
 
@@ -250,15 +250,13 @@ mod tests {
 
     #[test]
     fn header_flags_in_packetbeat_order() {
-        let f = Flags {
-            recursion_desired: true,
-            checking_disabled: true,
-            authoritative: Some(true),
-            truncated_response: Some(false),
-            recursion_available: Some(true),
-            authentic_data: None,
-        };
+        let f = super::super::flags(0x8000 | 0x0400 | 0x0100 | 0x0080 | 0x0010, true);
         assert_eq!(header_flags(&f), vec!["AA", "RD", "RA", "CD"]);
         assert!(header_flags(&Flags::default()).is_empty());
+        // A query never answered: its own bits, AD (asking for authenticated data)
+        // included, though the classic object keeps only RD and CD of a query.
+        let q = super::super::flags(0x0100 | 0x0020, false);
+        assert_eq!(header_flags(&q), vec!["RD", "AD"]);
+        assert_eq!(q.authentic_data, None);
     }
 }

@@ -85,6 +85,11 @@ pub struct DnsTxn {
 /// Header flags; the last four only in a response.
 #[derive(Debug, Default, Serialize)]
 pub struct Flags {
+    /// The header's flag word as the message had it, the query's included (ECS
+    /// `dns.header_flags` names every bit set, as Packetbeat does, also for a query
+    /// that was never answered).
+    #[serde(skip)]
+    pub word: u16,
     pub recursion_desired: bool,
     pub checking_disabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +281,7 @@ fn message_text(m: &parser::Message) -> String {
 fn flags(f: u16, response: bool) -> Flags {
     let bit = |mask: u16| response.then_some(f & mask != 0);
     Flags {
+        word: f,
         recursion_desired: f & 0x0100 != 0,
         checking_disabled: f & 0x0010 != 0,
         authoritative: bit(0x0400),
