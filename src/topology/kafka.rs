@@ -64,6 +64,9 @@ impl Batches {
     /// Forwards the fetch queues of the topic's `partitions` (before it is subscribed, so
     /// that no message goes elsewhere first).
     fn new(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -> Option<Batches> {
+        if partitions.is_empty() {
+            return None;
+        }
         let rk = consumer.client().native_ptr();
         let name = CString::new(topic).ok()?;
         // SAFETY: `rk` is the live consumer handle; the queues made here are destroyed in
