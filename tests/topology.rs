@@ -863,3 +863,153 @@ fn three_hosts_through_one_kafka_topic() {
     let after: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(after["events"]["read"], 0, "{err}");
 }
+
+/// `connbeat topology --kafka --serve` in group `group`, on the topic of `config`.
+fn serve_group(dir: &Path, name: &str, config: &Path, group: &str) -> Agent {
+    let stderr_path = dir.join(format!("{name}.stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
+        .arg("-c")
+        .arg(config)
+        .args(["-E", &format!("topology.group_id={group}")])
+        .args(["topology", "--kafka", "--serve", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    Agent { child, stderr_path }
+}
+
+/// Writes one connection's two ends (opened) from client host `host` to partition `p`.
+fn produce(p: &rdkafka::producer::BaseProducer, topic: &str, partition: i32, host: &str, n: u32) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let ip = format!("10.9.{partition}.{}", n % 200 + 1);
+    let client = format!("{ip}:{}", 30000 + n);
+    for e in [
+        conn(
+            host,
+            &ip,
+            "outgoing",
+            "open",
+            &client,
+            "10.9.9.9:80",
+            "curl",
+        ),
+        conn(
+            "web",
+            "10.9.9.9",
+            "incoming",
+            "open",
+            "10.9.9.9:80",
+            &client,
+            "nginx",
+        ),
+    ] {
+        // Now: a served graph's window ends at the present.
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let e = e.replace("2026-12-01T10:00:00.000Z", &now);
+        p.send(
+            BaseRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(&e),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+fn clients(g: &Value) -> BTreeSet<String> {
+    g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "client")
+        .map(|n| n["host"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_instances_of_a_group_split_the_partitions_and_one_reads_them_all_again_alone() {
+    require_tansu!();
+    let dir = TempDir::new("topology-group");
+    let broker = shipkit::kafka::Broker::start(dir.path());
+    broker.create_topic("group", 2);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "topology.kafka: {{hosts: [\"{}\"], topic: group}}\n",
+            broker.bootstrap()
+        ),
+    );
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let graph = |server: &mut Agent| -> Value {
+        let addr = serving_at(server);
+        let (_, body) = shipkit::http_get(addr, "/graph").expect("GET /graph");
+        serde_json::from_str(&body).unwrap()
+    };
+    let mut a = serve_group(dir.path(), "a", &config, "g");
+    produce(&producer, "group", 0, "first-p0", 1);
+    produce(&producer, "group", 1, "first-p1", 2);
+    wait_for(
+        Duration::from_secs(60),
+        "instance a to read both partitions",
+        || {
+            (clients(&graph(&mut a)) == BTreeSet::from(["first-p0".into(), "first-p1".into()]))
+                .then_some(())
+        },
+    );
+    // A second instance of the group: the partitions are dealt again. Events keep coming
+    // on both until it has read some (it then holds a partition), then one marker each.
+    let mut b = serve_group(dir.path(), "b", &config, "g");
+    let mut n = 10;
+    wait_for(
+        Duration::from_secs(90),
+        "instance b to be given a partition",
+        || {
+            n += 1;
+            if n % 10 == 0 {
+                produce(&producer, "group", 0, "joining", n);
+                produce(&producer, "group", 1, "joining", n + 1);
+            }
+            (!clients(&graph(&mut b)).is_empty()).then_some(())
+        },
+    );
+    produce(&producer, "group", 0, "split-p0", 3);
+    produce(&producer, "group", 1, "split-p1", 4);
+    let markers = ["split-p0".to_string(), "split-p1".to_string()];
+    let (ga, gb) = wait_for(Duration::from_secs(60), "both markers to be read", || {
+        let (ga, gb) = (clients(&graph(&mut a)), clients(&graph(&mut b)));
+        markers
+            .iter()
+            .all(|m| ga.contains(m) || gb.contains(m))
+            .then_some((ga, gb))
+    });
+    for m in &markers {
+        assert!(
+            ga.contains(m) != gb.contains(m),
+            "{m} read by exactly one instance: a {ga:?}, b {gb:?}"
+        );
+    }
+    assert!(
+        markers.iter().any(|m| ga.contains(m)) && markers.iter().any(|m| gb.contains(m)),
+        "one partition each: a {ga:?}, b {gb:?}"
+    );
+    // The second one leaves: the first gets both partitions back (revoked and assigned
+    // again) and reads what comes next on each.
+    assert_eq!(b.stop(Duration::from_secs(10)), Some(0), "{}", b.stderr());
+    produce(&producer, "group", 0, "third-p0", 5);
+    produce(&producer, "group", 1, "third-p1", 6);
+    wait_for(
+        Duration::from_secs(90),
+        "instance a to read both partitions again",
+        || {
+            let c = clients(&graph(&mut a));
+            (c.contains("third-p0") && c.contains("third-p1")).then_some(())
+        },
+    );
+    assert_eq!(a.stop(Duration::from_secs(10)), Some(0), "{}", a.stderr());
+}

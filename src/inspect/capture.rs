@@ -220,11 +220,12 @@ fn open_rings(config: &Config) -> anyhow::Result<Vec<Ring>> {
     let filter = compile(&text)?;
     let geometry =
         Geometry::for_bytes((i.buffer_size_mb as usize).saturating_mul(1 << 20) / workers);
-    let fanout = (workers > 1).then(|| {
+    let new_group = || {
         (std::process::id() as u16)
             .wrapping_mul(31)
             .wrapping_add(FANOUT_GROUP.fetch_add(1, Ordering::Relaxed))
-    });
+    };
+    let fanout = (workers > 1).then(new_group);
     let mut rings = (0..workers)
         .map(|_| Ring::open(device, geometry, &filter, fanout))
         .collect::<std::io::Result<Vec<Ring>>>()
@@ -240,10 +241,15 @@ fn open_rings(config: &Config) -> anyhow::Result<Vec<Ring>> {
         "af_packet capture on {device}: {workers} worker(s), ring of {} x {} KiB each",
         geometry.blocks, geometry.block_size >> 10);
     if let Some(text) = by_ports_text {
+        // A group of its own, with this one member: the kernel reassembles fragmented
+        // datagrams for it as it does for the others.
         let small = Geometry::for_bytes(0);
-        let ring = Ring::open(device, small, &compile(&text)?, None).with_context(|| {
-            format!("connbeat.interfaces.type: af_packet: opening the packet socket for {text:?}")
-        })?;
+        let ring =
+            Ring::open(device, small, &compile(&text)?, Some(new_group())).with_context(|| {
+                format!(
+                    "connbeat.interfaces.type: af_packet: opening the packet socket for {text:?}"
+                )
+            })?;
         tracing::info!(target: "inspect",
             "af_packet capture on {device}: one more worker, outside the fanout group, for {text}");
         rings.push(ring);

@@ -11,12 +11,13 @@ use crate::fast_hash::FxMap;
 use crate::output::kafka::librdkafka_settings;
 use anyhow::{Context, bail};
 use rdkafka::bindings as rd;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where a partition starts when the group has no committed offset for it.
@@ -49,49 +50,35 @@ fn consumer_settings(c: &KafkaOutputConfig) -> anyhow::Result<Vec<(String, Strin
 /// The topic's fetched messages, taken from librdkafka a batch at a time.
 ///
 /// rdkafka's `poll` hands out one message per call, each with a lock, a clock read and an
-/// allocation of its own: about a fifth of the reader's CPU on a million events. Here each
-/// partition's fetch queue is forwarded to one queue of ours (an application forward, which
-/// librdkafka keeps when it assigns the partition), read with
-/// `rd_kafka_consume_batch_queue`. The consumer's own queue keeps the group's rebalance and
-/// error events, which `poll` still serves, and any message of a partition that appeared
-/// after the start. rdkafka offers no safe batch API, hence the FFI.
+/// allocation of its own: about a fifth of the reader's CPU on a million events. Here the
+/// fetch queue of every partition assigned to this instance is forwarded to one queue of
+/// ours ([`Forwarding`]), read with `rd_kafka_consume_batch_queue`. The consumer's own queue
+/// keeps the group's rebalance and error events, which `poll` still serves. rdkafka offers
+/// no safe batch API, hence the FFI.
 struct Batches {
     queue: *mut rd::rd_kafka_queue_t,
     buf: Vec<*mut rd::rd_kafka_message_t>,
 }
 
 impl Batches {
-    /// Forwards the fetch queues of the topic's `partitions` (before it is subscribed, so
-    /// that no message goes elsewhere first).
-    fn new(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) -> Option<Batches> {
-        if partitions.is_empty() {
+    /// Makes the queue and hands it to the consumer's [`Forwarding`] context.
+    fn new(consumer: &BaseConsumer<Forwarding>) -> Option<Batches> {
+        // SAFETY: the consumer handle is live; the queue made here is destroyed in `drop`,
+        // which runs before the consumer's (it is declared after it).
+        let queue = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
+        if queue.is_null() {
             return None;
         }
-        let rk = consumer.client().native_ptr();
-        let name = CString::new(topic).ok()?;
-        // SAFETY: `rk` is the live consumer handle; the queues made here are destroyed in
-        // `drop`, which runs before the consumer's (it is declared after it).
-        unsafe {
-            let queue = rd::rd_kafka_queue_new(rk);
-            if queue.is_null() {
-                return None;
-            }
-            for &p in partitions {
-                let part = rd::rd_kafka_queue_get_partition(rk, name.as_ptr(), p);
-                if !part.is_null() {
-                    rd::rd_kafka_queue_forward(part, queue);
-                    rd::rd_kafka_queue_destroy(part);
-                }
-            }
-            Some(Batches {
-                queue,
-                buf: vec![std::ptr::null_mut(); 1024],
-            })
-        }
+        consumer.context().queue.store(queue, Ordering::Release);
+        Some(Batches {
+            queue,
+            buf: vec![std::ptr::null_mut(); 1024],
+        })
     }
 
-    /// Calls `each` with every message (partition, offset, payload) of one batch, waiting
-    /// up to `wait` for the first; returns how many there were. A fetch error is logged.
+    /// Calls `each` with every message (partition, offset, payload) of one batch and
+    /// returns how many there were; a fetch error is logged. librdkafka returns a batch when
+    /// it is full (1,024) or when `wait` has passed: with no wait, whatever is there.
     fn next(&mut self, wait: Duration, key: &str, each: &mut dyn FnMut(i32, i64, &[u8])) -> usize {
         let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: the buffer has room for `len` pointers; each returned message is read
@@ -125,8 +112,48 @@ impl Batches {
 
 impl Drop for Batches {
     fn drop(&mut self) {
-        // SAFETY: made by `rd_kafka_queue_new`, destroyed once.
+        // SAFETY: made by `rd_kafka_queue_new`, destroyed once. Partitions still forwarded
+        // to it keep the queue itself alive (librdkafka counts references) until closing.
         unsafe { rd::rd_kafka_queue_destroy(self.queue) }
+    }
+}
+
+/// The consumer's context: forwards each partition of the topic to the [`Batches`] queue
+/// as it is assigned, before librdkafka starts fetching it (it then leaves an application's
+/// forward in place). librdkafka drops the forward when the partition is revoked, so it is
+/// set again at every assignment: a partition given back after a rebalance is read again.
+struct Forwarding {
+    topic: String,
+    queue: AtomicPtr<rd::rd_kafka_queue_t>,
+}
+
+impl ClientContext for Forwarding {}
+
+impl ConsumerContext for Forwarding {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let queue = self.queue.load(Ordering::Acquire);
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let Ok(name) = CString::new(self.topic.as_str()) else {
+            return;
+        };
+        if queue.is_null() {
+            return;
+        }
+        let rk = consumer.client().native_ptr();
+        for e in tpl.elements_for_topic(&self.topic) {
+            // SAFETY: `rk` is the live consumer handle and `queue` the live batch queue
+            // (rebalances are served by `poll`, on the thread that owns both); the
+            // partition's queue handle is released once forwarded.
+            unsafe {
+                let part = rd::rd_kafka_queue_get_partition(rk, name.as_ptr(), e.partition());
+                if !part.is_null() {
+                    rd::rd_kafka_queue_forward(part, queue);
+                    rd::rd_kafka_queue_destroy(part);
+                }
+            }
+        }
     }
 }
 
@@ -168,9 +195,6 @@ pub fn consume(
             "enable.auto.offset.store",
             if o.follow { "true" } else { "false" },
         );
-    let consumer: BaseConsumer = cfg
-        .create()
-        .with_context(|| format!("{}: cannot create a Kafka consumer", o.key))?;
     let topic = o.kafka.topic.as_str();
     if topic.contains("%{") {
         bail!(
@@ -178,20 +202,16 @@ pub fn consume(
             o.key
         );
     }
+    let context = Forwarding {
+        topic: topic.to_string(),
+        queue: AtomicPtr::new(std::ptr::null_mut()),
+    };
+    let consumer: BaseConsumer<Forwarding> = cfg
+        .create_with_context(context)
+        .with_context(|| format!("{}: cannot create a Kafka consumer", o.key))?;
     let timeout = o.kafka.network.timeout.get().max(Duration::from_secs(1));
-    // The topic's partitions now, to read them in batches; should that fail, `poll` reads
-    // everything, message by message, and the checks below say what is wrong.
-    let partitions: Vec<i32> = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .ok()
-        .and_then(|md| {
-            md.topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        })
-        .unwrap_or_default();
-    let mut batches = Batches::new(&consumer, topic, &partitions);
+    // Without the batch queue (librdkafka could not make one), `poll` reads every message.
+    let mut batches = Batches::new(&consumer);
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("{}.topic: cannot subscribe to {topic:?}", o.key))?;
@@ -202,11 +222,10 @@ pub fn consume(
     let mut next: FxMap<i32, i64> = FxMap::default();
     let mut assigned_once = false;
     let mut checked = Instant::now();
-    let mut polled = 0u32;
+    let mut since_tick = 0usize;
     let mut last = FxMap::default();
     while !stop.load(Ordering::Relaxed) {
-        // The group's events (and any message not in a batch queue), without waiting when
-        // batches are read: they wait below.
+        // The group's events, and the messages when there is no batch queue.
         let wait = if batches.is_some() {
             Duration::ZERO
         } else {
@@ -218,6 +237,7 @@ pub fn consume(
                 if let Some(v) = m.payload() {
                     sink(v);
                 }
+                since_tick += 1;
                 false
             }
             Some(Err(KafkaError::PartitionEOF(_))) => true,
@@ -230,26 +250,28 @@ pub fn consume(
         if let Some(b) = batches.as_mut() {
             // The last offset read per partition is kept per batch, not per message.
             last.clear();
-            let wait = if idle {
-                Duration::from_millis(100)
-            } else {
-                Duration::ZERO
-            };
-            let n = b.next(wait, o.key, &mut |p, off, v| {
+            let mut record = |p, off, v: &[u8]| {
                 last.insert(p, off);
                 sink(v);
-            });
+            };
+            // What is there now; only when there is nothing, wait (librdkafka returns a
+            // batch once it is full or once the wait has passed).
+            let mut n = b.next(Duration::ZERO, o.key, &mut record);
+            if n == 0 && idle {
+                n = b.next(Duration::from_millis(100), o.key, &mut record);
+            }
             for (&p, &off) in &last {
                 next.insert(p, off + 1);
             }
+            since_tick += n;
             idle = idle && n == 0;
         }
-        // The clock (progress, the check below) is read when idle or every 256 polls: per
-        // message it was a visible share of the CPU.
-        polled = polled.wrapping_add(1);
-        if !idle && !polled.is_multiple_of(256) {
+        // The clock (progress, the check below) is read when idle or every 256 messages:
+        // per message it was a visible share of the CPU.
+        if !idle && since_tick < 256 {
             continue;
         }
+        since_tick = 0;
         tick();
         // Whether every assigned partition is read to its end: looked at when idle and
         // every 100 ms, not per message (each look is several librdkafka calls).
