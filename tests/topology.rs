@@ -837,7 +837,8 @@ fn three_hosts_through_one_kafka_topic() {
         || {
             let (_, body) = shipkit::http_get(addr, "/graph").filter(|(c, _)| *c == 200)?;
             let g: Value = serde_json::from_str(&body).ok()?;
-            (edge_set(&g) == edge_set(&s.graph)).then_some(g)
+            (edge_set(&g) == edge_set(&s.graph) && g["events"]["read"] == s.graph["events"]["read"])
+                .then_some(g)
         },
     );
     assert_eq!(live["events"]["read"], s.graph["events"]["read"]);
