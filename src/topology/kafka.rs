@@ -254,12 +254,11 @@ pub fn consume(
                 last.insert(p, off);
                 sink(v);
             };
-            // What is there now; only when there is nothing, wait (librdkafka returns a
-            // batch once it is full or once the wait has passed).
-            let mut n = b.next(Duration::ZERO, o.key, &mut record);
-            if n == 0 && idle {
-                n = b.next(Duration::from_millis(100), o.key, &mut record);
-            }
+            // librdkafka returns a batch once it is full (1,024) or once the wait has
+            // passed: 10 ms lets a batch fill while events stream in (taking what is there
+            // at once made batches small and the reading slower), and is the most a message
+            // waits once they trickle.
+            let n = b.next(Duration::from_millis(10), o.key, &mut record);
             for (&p, &off) in &last {
                 next.insert(p, off + 1);
             }
