@@ -170,6 +170,17 @@ impl Agent {
     }
 }
 
+/// A test that fails midway still ends its agents (they would go on capturing).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn ping(ns: &Netns, args: &[&str]) -> std::process::Output {
     Command::new("ip")
         .args(["netns", "exec", &ns.name, "ping"])
