@@ -78,18 +78,12 @@ pub fn udp(data: &[u8]) {
 /// Writes the transactions a parser made of the input as events, every other one in
 /// each shape (classic, ECS), so that the event writers see what the parsers produce.
 fn write_events(out: &mut Vec<Done>, transport: &'static str) {
-    let ep = Endpoints {
+    let ep = Endpoints::new(
         transport,
-        client: ([192, 0, 2, 1], 40000).into(),
-        server: ([192, 0, 2, 2], 80).into(),
-        client_process: None,
-        server_process: None,
-        icmp: None,
-    };
-    let s = EcsSettings {
-        internal_networks: Vec::new(),
-        precision: Default::default(),
-    };
+        ([192, 0, 2, 1], 40000).into(),
+        ([192, 0, 2, 2], 80).into(),
+    );
+    let s = EcsSettings::default();
     for (i, t) in out.drain(..).enumerate() {
         let e = if i % 2 == 0 {
             t.into_event("fuzz", &ep)

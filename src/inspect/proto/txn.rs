@@ -163,8 +163,9 @@ pub struct EcsAt<'a> {
     pub settings: &'a EcsSettings,
 }
 
-/// The settings of the ECS shape (`connbeat.event_format: ecs`).
-#[derive(Debug, Clone)]
+/// The settings of the ECS shape (`connbeat.event_format: ecs`); the default has no
+/// internal networks and millisecond timestamps.
+#[derive(Debug, Clone, Default)]
 pub struct EcsSettings {
     /// `connbeat.interfaces.internal_networks`, for `network.direction`.
     pub internal_networks: Vec<Net>,
@@ -299,6 +300,13 @@ pub struct Txn<F = Map<String, Value>> {
 impl<F: Default> Txn<F> {
     /// A transaction whose request started at `start` and took `bytes_in` bytes.
     pub fn new(start: u64, bytes_in: u64) -> Txn<F> {
+        Txn::with_fields(start, bytes_in, F::default())
+    }
+}
+
+impl<F> Txn<F> {
+    /// [`Txn::new`] with a protocol object that has no default.
+    pub fn with_fields(start: u64, bytes_in: u64, fields: F) -> Txn<F> {
         Txn {
             start,
             end: None,
@@ -313,7 +321,7 @@ impl<F: Default> Txn<F> {
             notes: Vec::new(),
             request: None,
             response: None,
-            fields: F::default(),
+            fields,
         }
     }
 }
@@ -919,6 +927,18 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// Two ends of `transport` with no process known and no ICMP type.
+    pub fn new(transport: &'static str, client: SocketAddr, server: SocketAddr) -> Endpoints {
+        Endpoints {
+            transport,
+            client,
+            server,
+            client_process: None,
+            server_process: None,
+            icmp: None,
+        }
+    }
+
     /// The Community ID of the connection (the same value its connection events carry).
     pub fn community_id(&self) -> Option<CommunityId> {
         match self.icmp {

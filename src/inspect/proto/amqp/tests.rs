@@ -398,18 +398,12 @@ fn ecs_events_have_the_action_and_the_user_id() {
     let mut t: Txn<AmqpTxn> = Txn::new(1_000_000, 10);
     t.method = Some("basic.publish".into());
     t.fields.user_id = Some("guest".into());
-    let ep = Endpoints {
-        transport: "tcp",
-        client: "10.0.0.1:5000".parse().unwrap(),
-        server: "10.0.0.2:5672".parse().unwrap(),
-        client_process: None,
-        server_process: None,
-        icmp: None,
-    };
-    let s = EcsSettings {
-        internal_networks: Vec::new(),
-        precision: Default::default(),
-    };
+    let ep = Endpoints::new(
+        "tcp",
+        "10.0.0.1:5000".parse().unwrap(),
+        "10.0.0.2:5672".parse().unwrap(),
+    );
+    let s = EcsSettings::default();
     let e = t.into_ecs_event("amqp", &ep, &s).to_value();
     assert_eq!(e["event"]["action"], "amqp.basic.publish");
     assert_eq!(e["user"]["id"], "guest");

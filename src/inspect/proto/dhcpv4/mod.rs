@@ -304,26 +304,6 @@ fn answers(reply: Option<u8>, request: Option<u8>) -> bool {
     }
 }
 
-/// A transaction of one DHCP parser.
-fn txn(start: u64, fields: DhcpTxn) -> Txn<DhcpTxn> {
-    Txn {
-        start,
-        end: None,
-        status: status::OK,
-        method: None,
-        path: None,
-        query: None,
-        resource: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        real_ip: None,
-        notes: Vec::new(),
-        request: None,
-        response: None,
-        fields,
-    }
-}
-
 /// The parser of every DHCP datagram between two ports.
 pub struct Dhcpv4 {
     events: Events,
@@ -349,8 +329,9 @@ impl Dhcpv4 {
     ) {
         let reply = msg.op == 2;
         let ends = if reply { (dst, src) } else { (src, dst) };
-        let mut t = txn(
+        let mut t = Txn::with_fields(
             cx.now,
+            0,
             DhcpTxn {
                 shape: Shape::Message(msg),
                 ends,
@@ -390,8 +371,9 @@ impl Dhcpv4 {
             mac: msg.chaddr.clone(),
             kind,
         };
-        let mut t = txn(
+        let mut t = Txn::with_fields(
             cx.now,
+            len,
             DhcpTxn {
                 shape: Shape::Exchange {
                     request: msg,
@@ -401,7 +383,6 @@ impl Dhcpv4 {
                 ends: (src, dst),
             },
         );
-        t.bytes_in = len;
         t.method = Some(kind.map_or("BOOTREQUEST".into(), |k| {
             parser::message_type_name(k).to_ascii_uppercase()
         }));
@@ -531,14 +512,11 @@ mod tests {
 
     fn flow() -> Endpoints {
         // What the engine gives a flow keyed by ports: no addresses of its own.
-        Endpoints {
-            transport: "udp",
-            client: "[::]:68".parse().unwrap(),
-            server: "[::]:67".parse().unwrap(),
-            client_process: None,
-            server_process: None,
-            icmp: None,
-        }
+        Endpoints::new(
+            "udp",
+            "[::]:68".parse().unwrap(),
+            "[::]:67".parse().unwrap(),
+        )
     }
 
     fn event(t: Done) -> Value {

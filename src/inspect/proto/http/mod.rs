@@ -1038,18 +1038,12 @@ HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop";
     #[test]
     fn ecs_events_name_the_host_and_the_basic_user_and_classic_ones_do_not() {
         use crate::inspect::proto::txn::{EcsSettings, Endpoints};
-        let ep = Endpoints {
-            transport: "tcp",
-            client: "10.0.0.1:5000".parse().unwrap(),
-            server: "10.0.0.2:8080".parse().unwrap(),
-            client_process: None,
-            server_process: None,
-            icmp: None,
-        };
-        let s = EcsSettings {
-            internal_networks: Vec::new(),
-            precision: Default::default(),
-        };
+        let ep = Endpoints::new(
+            "tcp",
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:8080".parse().unwrap(),
+        );
+        let s = EcsSettings::default();
         let exchange = |host: &str| {
             let req = format!(
                 "GET /a?b=1 HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic dXNlcjpwdw==\r\n\r\n"

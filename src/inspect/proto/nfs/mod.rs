@@ -249,14 +249,11 @@ mod tests {
             5,
         );
         assert_eq!(out.len(), 2);
-        let ep = crate::inspect::proto::txn::Endpoints {
-            transport: "tcp",
-            client: "10.0.0.1:800".parse().unwrap(),
-            server: "10.0.0.2:2049".parse().unwrap(),
-            client_process: None,
-            server_process: None,
-            icmp: None,
-        };
+        let ep = crate::inspect::proto::txn::Endpoints::new(
+            "tcp",
+            "10.0.0.1:800".parse().unwrap(),
+            "10.0.0.2:2049".parse().unwrap(),
+        );
         let ev: Vec<serde_json::Value> = out
             .into_iter()
             .map(|t| t.into_event("nfs", &ep).to_value())

@@ -200,14 +200,11 @@ mod send_tests {
             Some("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
         );
         assert_eq!(out[0].response.as_deref(), Some("$1\r\nv\r\n"));
-        let ep = crate::inspect::proto::txn::Endpoints {
-            transport: "tcp",
-            client: "10.0.0.1:5000".parse().unwrap(),
-            server: "10.0.0.2:6379".parse().unwrap(),
-            client_process: None,
-            server_process: None,
-            icmp: None,
-        };
+        let ep = crate::inspect::proto::txn::Endpoints::new(
+            "tcp",
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:6379".parse().unwrap(),
+        );
         let v = out
             .into_iter()
             .next()

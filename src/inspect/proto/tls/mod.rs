@@ -757,14 +757,11 @@ mod tests {
     }
 
     fn ecs(t: Done) -> Value {
-        let ep = Endpoints {
-            transport: "tcp",
-            client: "10.0.0.2:50000".parse().unwrap(),
-            server: "10.0.0.1:443".parse().unwrap(),
-            client_process: None,
-            server_process: None,
-            icmp: None,
-        };
+        let ep = Endpoints::new(
+            "tcp",
+            "10.0.0.2:50000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+        );
         let s = EcsSettings {
             internal_networks: Vec::new(),
             precision: crate::config::Precision::Millisecond,
