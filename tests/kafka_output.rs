@@ -335,30 +335,18 @@ fn a_real_agent_run_ships_its_connection_events_and_test_output_sees_the_topic()
     let dir = TempDir::new("kafka-agent");
     let broker = Broker::start(dir.path());
     broker.create_topic("connbeat-agent", 2);
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "output.kafka: {{hosts: [\"{}\"], topic: connbeat-agent, compression: zstd}}\n",
-            broker.bootstrap()
-        ),
+    let yaml = format!(
+        "output.kafka: {{hosts: [\"{}\"], topic: connbeat-agent, compression: zstd}}\n",
+        broker.bootstrap()
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connbeat"))
-        .arg("-c")
-        .arg(&cfg)
-        .args(["test", "output"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = test_output(dir.path(), &yaml);
+    assert!(ok, "{text}");
     assert!(
         text.contains("topic connbeat-agent... OK (2 partition(s))"),
         "{text}"
     );
 
+    let cfg = write_config(dir.path(), &yaml);
     let mut agent = Agent::start(dir.path(), &cfg, &["--once"]);
     assert_eq!(
         agent.wait(Duration::from_secs(120)),

@@ -815,21 +815,7 @@ fn three_hosts_through_one_kafka_topic() {
     assert_eq!(edge_set(&again), edge_set(&s.graph));
 
     // Served: it keeps consuming (its own group, which it commits) and answers the graph.
-    let stderr_path = s.dir.path().join("serve.stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
-        .args([
-            "-c",
-            config.to_str().unwrap(),
-            "-E",
-            "topology.group_id=live",
-        ])
-        .args(["topology", "--kafka", "--serve", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Agent { child, stderr_path };
+    let mut server = serve_group(s.dir.path(), "serve", &config, "live");
     let addr = serving_at(&mut server);
     let live = wait_for(
         Duration::from_secs(60),
@@ -881,7 +867,7 @@ fn serve_group(dir: &Path, name: &str, config: &Path, group: &str) -> Agent {
     Agent { child, stderr_path }
 }
 
-/// Writes one connection's two ends (opened) from client host `host` to partition `p`.
+/// Writes one connection's two ends (opened), from client host `host`, to `partition`.
 fn produce(p: &rdkafka::producer::BaseProducer, topic: &str, partition: i32, host: &str, n: u32) {
     use rdkafka::producer::{BaseRecord, Producer};
     let ip = format!("10.9.{partition}.{}", n % 200 + 1);
