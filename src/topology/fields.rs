@@ -83,6 +83,147 @@ const FIRST_BYTES: [u128; 16] = {
     t
 };
 
+/// The keys one object reader reads: an enum with a variant per key and one, last, for
+/// every other key, declared with [`known_keys!`](crate::known_keys). The reader receives
+/// a variant rather than a [`Key`], so that its `match` is a jump, not a search.
+pub trait KnownKeys: Copy + 'static {
+    /// The reader's own entry in [`Shapes`]; no two readers share one.
+    const SHAPE: usize;
+    /// The keys, in the order of the variants.
+    const KEYS: &'static [Key];
+    /// The variants, the one for other keys last.
+    const ALL: &'static [Self];
+}
+
+/// Declares a [`KnownKeys`] enum: `known_keys! { enum ProcKey (shape 1) { Binary =
+/// "binary", Name = "name" } }` adds the variant `Other`.
+#[macro_export]
+macro_rules! known_keys {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident (shape $shape:literal) {
+        $($variant:ident = $key:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name { $($variant,)+ Other }
+        impl $crate::topology::fields::KnownKeys for $name {
+            const SHAPE: usize = $shape;
+            const KEYS: &'static [$crate::topology::fields::Key] =
+                &[$($crate::topology::fields::Key::of($key)),+];
+            const ALL: &'static [Self] = &[$($name::$variant,)+ $name::Other];
+        }
+    };
+}
+
+/// Readers with their own [`Shape`], at most.
+pub const SHAPES: usize = 16;
+/// Distinct key texts one shape remembers, at most (one less than a power of two, so
+/// that a node's index, or [`START`], masked by it is in bounds).
+const NODES: usize = 63;
+/// No node.
+const NONE: u8 = u8::MAX;
+/// Before an object's first key (the successors of this "node" are the first keys).
+const START: u8 = NODES as u8;
+
+/// What a reader learned of the objects it read, one [`Shape`] per reader
+/// ([`KnownKeys::SHAPE`]). Agents write an event's keys in one order, always, so that the
+/// key after `"pid":1` is, as a rule, the one that came after it last time: comparing
+/// the text with that key's text (comma, quotes and colon included) is one sixteen-byte
+/// comparison, where reading the key and looking it up takes a scan and a search. A
+/// wrong guess costs only the comparison, and what is read is the same either way: the
+/// same bytes are the same key.
+pub struct Shapes([Shape; SHAPES]);
+
+impl Default for Shapes {
+    fn default() -> Self {
+        Shapes(std::array::from_fn(|_| Shape::default()))
+    }
+}
+
+/// The key texts one reader met (each a node), and which (up to two) followed each.
+struct Shape {
+    /// `count` of them in use (the last never is).
+    nodes: [Node; NODES + 1],
+    /// Nodes in use.
+    count: usize,
+    /// The nodes that followed each node, the latest first; at [`START`], the first keys.
+    next: [[u8; 2]; NODES + 1],
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            nodes: [Node::default(); NODES + 1],
+            count: 0,
+            next: [[NONE; 2]; NODES + 1],
+        }
+    }
+}
+
+/// One key's text, from the comma before it (if any) to its colon, at most 32 bytes:
+/// the first sixteen as `w0` (the bytes beyond the text masked off by `m0`), the rest as
+/// `w1`/`m1`.
+#[derive(Clone, Copy, Default)]
+struct Node {
+    w0: u128,
+    m0: u128,
+    w1: u128,
+    m1: u128,
+    len: u8,
+    /// The key's index in its reader's [`KnownKeys::KEYS`] (their number for other keys).
+    slot: u8,
+}
+
+impl Shape {
+    /// The node of the key text `text` (made if new and there is room, else [`NONE`]),
+    /// made the latest successor of `after`.
+    fn learn(&mut self, text: &[u8], slot: u8, after: u8) -> u8 {
+        let node = self.node_of(text, slot);
+        if node != NONE
+            && let Some(next) = self.next.get_mut(usize::from(after))
+            && next[0] != node
+        {
+            *next = [node, next[0]];
+        }
+        node
+    }
+
+    fn node_of(&mut self, text: &[u8], slot: u8) -> u8 {
+        if text.is_empty() || text.len() > 32 {
+            return NONE;
+        }
+        let word = |part: &[u8]| {
+            let mut w = [0u8; 16];
+            w[..part.len()].copy_from_slice(part);
+            let mut m = [0u8; 16];
+            m[..part.len()].fill(0xff);
+            (u128::from_le_bytes(w), u128::from_le_bytes(m))
+        };
+        let (head, tail) = text.split_at(text.len().min(16));
+        let ((w0, m0), (w1, m1)) = (word(head), word(tail));
+        let len = text.len() as u8;
+        let known = &self.nodes[..self.count];
+        if let Some(i) = known
+            .iter()
+            .position(|n| (n.w0, n.w1, n.len) == (w0, w1, len))
+        {
+            return i as u8;
+        }
+        if self.count == NODES {
+            return NONE;
+        }
+        self.nodes[self.count] = Node {
+            w0,
+            m0,
+            w1,
+            m1,
+            len,
+            slot,
+        };
+        self.count += 1;
+        (self.count - 1) as u8
+    }
+}
+
 /// An agent's addresses: one or two as a rule, kept inline rather than allocated per event.
 pub type Ips = smallvec::SmallVec<[IpAddr; 2]>;
 
@@ -93,9 +234,11 @@ pub struct Bad;
 type Result<T> = std::result::Result<T, Bad>;
 
 /// A position in one JSON text.
-pub struct Cursor<'a> {
+pub struct Cursor<'a, 's> {
     text: &'a [u8],
     at: usize,
+    /// What earlier texts taught about the order of keys, if the reader keeps it.
+    shapes: Option<&'s mut Shapes>,
 }
 
 /// Bytes the cursor has delimited as text: UTF-8, or the line is refused.
@@ -109,9 +252,24 @@ fn text(b: &[u8]) -> Result<&str> {
     }
 }
 
-impl<'a> Cursor<'a> {
+impl<'a, 's> Cursor<'a, 's> {
+    /// A cursor that learns nothing: every key is read and looked up.
     pub fn new(text: &'a [u8]) -> Self {
-        Cursor { text, at: 0 }
+        Cursor {
+            text,
+            at: 0,
+            shapes: None,
+        }
+    }
+
+    /// A cursor that predicts each key from the keys of earlier texts, and teaches
+    /// `shapes` what it finds.
+    pub fn learning(text: &'a [u8], shapes: &'s mut Shapes) -> Self {
+        Cursor {
+            text,
+            at: 0,
+            shapes: Some(shapes),
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -197,6 +355,104 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// As [`object`](Self::object), for a reader whose keys are the enum `F`: each key is
+    /// first looked for where the keys of earlier texts say it should be ([`Shapes`]).
+    #[inline(always)]
+    pub fn fields<F: KnownKeys>(
+        &mut self,
+        mut field: impl FnMut(&mut Self, F) -> Result<()>,
+    ) -> Result<()> {
+        self.fields_while(|c, key| field(c, key).map(|()| true))
+    }
+
+    /// As [`object_while`](Self::object_while), for a reader whose keys are the enum `F`.
+    pub fn fields_while<F: KnownKeys>(
+        &mut self,
+        mut field: impl FnMut(&mut Self, F) -> Result<bool>,
+    ) -> Result<()> {
+        self.expect(b'{')?;
+        let mut after = START;
+        loop {
+            let (slot, node) = match self.predicted(F::SHAPE, after) {
+                Some(hit) => hit,
+                None => match self.learn::<F>(after)? {
+                    Some(read) => read,
+                    None => return Ok(()),
+                },
+            };
+            if !field(self, F::ALL[usize::from(slot)])? {
+                return match self.peek() {
+                    Some(b',') => {
+                        self.at += 1;
+                        self.skip_to_close(1)
+                    }
+                    Some(b'}') => {
+                        self.at += 1;
+                        Ok(())
+                    }
+                    _ => Err(Bad),
+                };
+            }
+            after = node;
+        }
+    }
+
+    /// The slot of the key at the cursor and its node, when the text there is one of the
+    /// (at most two) key texts that followed node `after` before: compared with theirs
+    /// and stepped over, the comma before the key included.
+    #[inline(always)]
+    fn predicted(&mut self, shape: usize, after: u8) -> Option<(u8, u8)> {
+        let shape = &self.shapes.as_deref()?.0[shape];
+        let next = shape.next[usize::from(after) & NODES];
+        let w0 = scan::word(self.text, self.at)?;
+        for n in next {
+            if usize::from(n) >= shape.count {
+                break;
+            }
+            let l = &shape.nodes[usize::from(n) & NODES];
+            if (w0 ^ l.w0) & l.m0 == 0 && (l.len <= 16 || self.tail_matches(l)) {
+                self.at += usize::from(l.len);
+                return Some((l.slot, n));
+            }
+        }
+        None
+    }
+
+    /// The seventeenth to 32nd bytes of a key text longer than sixteen.
+    #[cold]
+    fn tail_matches(&self, l: &Node) -> bool {
+        scan::word(self.text, self.at + 16).is_some_and(|w1| (w1 ^ l.w1) & l.m1 == 0)
+    }
+
+    /// What [`predicted`](Self::predicted) did not know: the comma (after the first key)
+    /// and the key read, the key looked up in `F`'s keys, and its text (from the comma
+    /// on) made a node of `F`'s shape if new and there is room, and the latest successor
+    /// of node `after`. `None` at the end of the object.
+    #[cold]
+    fn learn<F: KnownKeys>(&mut self, after: u8) -> Result<Option<(u8, u8)>> {
+        let start = self.at;
+        match self.peek() {
+            Some(b'}') => {
+                self.at += 1;
+                return Ok(None);
+            }
+            Some(b',') if after != START => self.at += 1,
+            _ if after != START => return Err(Bad),
+            _ => {}
+        }
+        let key = self.key()?;
+        let slot = F::KEYS
+            .iter()
+            .position(|k| *k == key)
+            .unwrap_or(F::KEYS.len());
+        let slot = u8::try_from(slot).map_err(|_| Bad)?;
+        let Some(shapes) = self.shapes.as_deref_mut() else {
+            return Ok(Some((slot, NONE)));
+        };
+        let node = shapes.0[F::SHAPE].learn(&self.text[start..self.at], slot, after);
+        Ok(Some((slot, node)))
+    }
+
     /// `null` at the cursor, consumed.
     fn null(&mut self) -> bool {
         self.skip_ws();
@@ -252,7 +508,16 @@ impl<'a> Cursor<'a> {
         self.expect(b'"')?;
         let b = self.bytes();
         let start = self.at;
-        let end = scan::string_end(b, start);
+        // As a rule plain ASCII: one scan finds its end and shows it is UTF-8.
+        let end = scan::ascii_string_end(b, start);
+        if b.get(end) == Some(&b'"') {
+            self.at = end + 1;
+            // SAFETY: every byte before `end` is ASCII.
+            return Ok(Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(&b[start..end])
+            }));
+        }
+        let end = scan::string_end(b, end);
         match b.get(end) {
             Some(b'"') => {
                 self.at = end + 1;
@@ -364,6 +629,27 @@ impl<'a> Cursor<'a> {
         self.skip_ws();
         let b = self.bytes();
         let start = self.at;
+        // As a rule fewer than eight digits: found and added eight bytes at a time.
+        if let Some((value, digits)) = b
+            .get(start..start + 8)
+            .and_then(|w| short_number(u64::from_le_bytes(w.try_into().expect("eight"))))
+        {
+            let end = start + digits;
+            if (digits > 1 && b[start] == b'0')
+                || matches!(b.get(end), Some(b'-' | b'+' | b'.' | b'e' | b'E'))
+            {
+                return Err(Bad);
+            }
+            self.at = end;
+            return Ok(value);
+        }
+        self.u64_slowly()
+    }
+
+    /// [`u64`](Self::u64) a digit at a time.
+    fn u64_slowly(&mut self) -> Result<u64> {
+        let b = self.bytes();
+        let start = self.at;
         let mut n = 0u64;
         let mut i = start;
         // Numbers are short: a byte loop beats finding their end sixteen bytes at a time.
@@ -408,6 +694,18 @@ impl<'a> Cursor<'a> {
 
     /// An address written as a string.
     pub fn ip(&mut self) -> Result<IpAddr> {
+        // As a rule a dotted IPv4 address: read from the bytes up to the closing quote
+        // (an address holds no escape, and [`ipv4`] takes digits and dots only).
+        if self.peek() == Some(b'"') {
+            let start = self.at + 1;
+            let end = scan::string_end(self.text, start);
+            if self.text.get(end) == Some(&b'"')
+                && let Some(v4) = ipv4(&self.text[start..end])
+            {
+                self.at = end + 1;
+                return Ok(IpAddr::V4(v4));
+            }
+        }
         let s = self.string()?;
         match ipv4(s.as_bytes()) {
             Some(v4) => Ok(IpAddr::V4(v4)),
@@ -482,7 +780,47 @@ impl<'a> Cursor<'a> {
     }
 
     /// To just past the bracket that closes the `depth` open ones the cursor is inside.
+    ///
+    /// Sixteen bytes at a time while they hold no backslash: which quotes open and which
+    /// close strings then follows from the quotes alone ([`scan::inside_strings`]), and
+    /// only the brackets outside strings count. From a backslash on, and for the last
+    /// bytes, string by string ([`skip_to_close_slowly`](Self::skip_to_close_slowly)).
     fn skip_to_close(&mut self, mut depth: usize) -> Result<()> {
+        let b = self.bytes();
+        let mut inside = false;
+        let mut i = self.at;
+        while let Some(w) = scan::word(b, i) {
+            let m = scan::brackets(w);
+            if m.backslash != 0 {
+                break;
+            }
+            let strings = scan::inside_strings(m.quote, inside);
+            let mut brackets = (m.open | m.close) & !strings;
+            while brackets != 0 {
+                let at = brackets.trailing_zeros();
+                if m.close & (1 << at) != 0 {
+                    depth = depth.checked_sub(1).ok_or(Bad)?;
+                    if depth == 0 {
+                        self.at = i + at as usize + 1;
+                        return Ok(());
+                    }
+                } else {
+                    depth += 1;
+                }
+                brackets &= brackets - 1;
+            }
+            inside = strings & 0x8000 != 0;
+            i += 16;
+        }
+        self.at = i;
+        if inside {
+            self.skip_string_body()?;
+        }
+        self.skip_to_close_slowly(depth)
+    }
+
+    /// [`skip_to_close`](Self::skip_to_close) one string or bracket at a time.
+    fn skip_to_close_slowly(&mut self, mut depth: usize) -> Result<()> {
         let b = self.bytes();
         loop {
             self.at = scan::structural(b, self.at);
@@ -494,7 +832,7 @@ impl<'a> Cursor<'a> {
                 b'"' => self.skip_string_body()?,
                 b'{' | b'[' => depth += 1,
                 b'}' | b']' => {
-                    depth -= 1;
+                    depth = depth.checked_sub(1).ok_or(Bad)?;
                     if depth == 0 {
                         return Ok(());
                     }
@@ -505,32 +843,59 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The value and number of the decimal digits that start the eight bytes `w` (the
+/// first in the lowest bits), when there are one to seven of them.
+#[inline(always)]
+fn short_number(w: u64) -> Option<(u64, usize)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // A byte is a digit when its high nibble is 3 and its low one at most 9 (adding 6
+    // to a low nibble cannot carry beyond its byte): digits leave zero bytes.
+    let high = (w & (0xf0 * ONES)) ^ (0x30 * ONES);
+    let low = ((w & (0x0f * ONES)) + 6 * ONES) & (0xf0 * ONES);
+    let digits = ((high | low).trailing_zeros() / 8) as usize;
+    if digits == 0 || digits == 8 {
+        return None;
+    }
+    // The digits moved to the top bytes (zeros before them change nothing), then added
+    // in pairs, fours and eights.
+    let v = (w & (0x0f * ONES)) << (8 * (8 - digits));
+    let v = (v * 10 + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    let v = (v * 10_000 + (v >> 32)) & 0xffff_ffff;
+    Some((v, digits))
+}
+
 /// A dotted IPv4 address as `Ipv4Addr`'s parser reads one (four numbers of one to three
 /// digits up to 255, no leading zero), without its general machinery; `None` for
 /// anything else, which that parser then reads (or refuses) as before.
 fn ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut out = [0u8; 4];
-    let mut i = 0;
-    for (k, octet) in out.iter_mut().enumerate() {
-        if k > 0 {
-            if s.get(i) != Some(&b'.') {
+    let (mut k, mut octet, mut digits) = (0, 0u32, 0);
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || k == 3 {
                 return None;
             }
-            i += 1;
+            out[k] = octet as u8;
+            (k, octet, digits) = (k + 1, 0, 0);
+        } else {
+            let d = c.wrapping_sub(b'0');
+            // Not a digit, a digit after a leading zero, or above 255.
+            if d > 9 || (digits == 1 && octet == 0) {
+                return None;
+            }
+            octet = octet * 10 + u32::from(d);
+            digits += 1;
+            if octet > 255 {
+                return None;
+            }
         }
-        let start = i;
-        let mut v = 0u32;
-        while i < s.len() && i - start < 3 && s[i].is_ascii_digit() {
-            v = v * 10 + u32::from(s[i] - b'0');
-            i += 1;
-        }
-        let n = i - start;
-        if n == 0 || (n > 1 && s[start] == b'0') {
-            return None;
-        }
-        *octet = u8::try_from(v).ok()?;
     }
-    (i == s.len()).then(|| Ipv4Addr::from(out))
+    if digits == 0 || k != 3 {
+        return None;
+    }
+    out[3] = octet as u8;
+    Some(Ipv4Addr::from(out))
 }
 
 #[cfg(test)]
@@ -538,7 +903,7 @@ mod tests {
     use super::*;
 
     /// Reads `{"k": <value>}` with `read` for the value of `k`.
-    fn value<'a, T>(json: &'a str, read: impl Fn(&mut Cursor<'a>) -> Result<T>) -> Result<T> {
+    fn value<'a, T>(json: &'a str, read: impl Fn(&mut Cursor<'a, 'a>) -> Result<T>) -> Result<T> {
         let mut c = Cursor::new(json.as_bytes());
         let mut got = None;
         c.object(|c, key| {
@@ -625,6 +990,71 @@ mod tests {
         // An object whose rest never closes is refused.
         let mut c = Cursor::new(br#"{"want":7,"rest":[1,2"#);
         assert_eq!(c.object_while(|c, _| c.u64().map(|_| false)), Err(Bad));
+    }
+
+    /// Skipping sixteen bytes at a time ends where skipping string by string ends, on
+    /// texts of brackets, quotes, backslashes and letters of every length up to 70.
+    #[test]
+    fn skipping_by_words_ends_where_skipping_by_strings_ends() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"{}[]\"\\ab,:";
+        for len in 0..70 {
+            for _ in 0..300 {
+                let mut text = vec![b'{'];
+                text.extend((0..len).map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x >> 11) as usize % alphabet.len()]
+                }));
+                for depth in [0, 1] {
+                    let start = depth;
+                    let mut fast = Cursor::new(&text);
+                    fast.at = start;
+                    let mut slow = Cursor::new(&text);
+                    slow.at = start;
+                    let got = fast.skip_to_close(depth);
+                    let want = slow.skip_to_close_slowly(depth);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{:?} depth {depth}",
+                        String::from_utf8_lossy(&text)
+                    );
+                    if got.is_ok() {
+                        assert_eq!(fast.at, slow.at, "{:?}", String::from_utf8_lossy(&text));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Eight bytes at a time reads what a digit at a time reads, for numbers of every
+    /// length followed by every kind of byte.
+    #[test]
+    fn short_numbers_read_as_long_ones() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..24 {
+            for _ in 0..400 {
+                let mut text = String::from("{\"k\":");
+                for _ in 0..len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    text.push(char::from(b'0' + (x % 10) as u8));
+                }
+                let after = [",1}", "}", ".5}", "e3}", "-}", ":}", "/}", "\u{7f}}", "é}"];
+                text.push_str(after[(x >> 20) as usize % after.len()]);
+                let slow = value(&text, |c| c.u64_slowly());
+                assert_eq!(value(&text, Cursor::u64), slow, "{text}");
+            }
+        }
+        for n in [0, 9, 10, 99, 1_000_000, 9_999_999, 12_345_678, u64::MAX] {
+            assert_eq!(
+                value(&format!("{{\"k\":{n},\"padding\":1}}"), Cursor::u64),
+                Ok(n)
+            );
+        }
     }
 
     #[test]

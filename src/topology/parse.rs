@@ -6,58 +6,10 @@
 //! graph needs: who reported, which end it owns, the two addresses, and the figures.
 //! What cannot be read is a [`Skip`] with its reason, never an error that stops a read.
 
-use super::fields::{Bad, Cursor, Ips, Key};
+use super::fields::{Bad, Cursor, Ips, Shapes};
+use crate::known_keys;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
-
-/// The keys the readers below know.
-mod k {
-    use super::Key;
-    pub const TIMESTAMP: Key = Key::of("@timestamp");
-    pub const ACTION: Key = Key::of("action");
-    pub const AGENT: Key = Key::of("agent");
-    pub const BEAT: Key = Key::of("beat");
-    pub const BINARY: Key = Key::of("binary");
-    pub const BYTES_ACKED: Key = Key::of("bytes_acked");
-    pub const BYTES_RECEIVED: Key = Key::of("bytes_received");
-    pub const CLIENT_IP: Key = Key::of("client_ip");
-    pub const CLIENT_PORT: Key = Key::of("client_port");
-    pub const CLIENT_PROCESS: Key = Key::of("client_process");
-    pub const COMMUNITY_ID: Key = Key::of("community_id");
-    pub const CONNBEAT: Key = Key::of("connbeat");
-    pub const CONTAINER: Key = Key::of("container");
-    pub const DATASET: Key = Key::of("dataset");
-    pub const DESTINATION: Key = Key::of("destination");
-    pub const DIRECTION: Key = Key::of("direction");
-    pub const DURATION: Key = Key::of("duration");
-    pub const EVENT: Key = Key::of("event");
-    pub const HOST: Key = Key::of("host");
-    pub const HOSTNAME: Key = Key::of("hostname");
-    pub const ID: Key = Key::of("id");
-    pub const IP: Key = Key::of("ip");
-    pub const LOCAL_IP: Key = Key::of("local_ip");
-    pub const LOCAL_IPS: Key = Key::of("local_ips");
-    pub const LOCAL_PORT: Key = Key::of("local_port");
-    pub const LOCAL_PROCESS: Key = Key::of("local_process");
-    pub const NAME: Key = Key::of("name");
-    pub const NETWORK: Key = Key::of("network");
-    pub const OUTCOME: Key = Key::of("outcome");
-    pub const PORT: Key = Key::of("port");
-    pub const PROCESS: Key = Key::of("process");
-    pub const REMOTE_IP: Key = Key::of("remote_ip");
-    pub const REMOTE_PORT: Key = Key::of("remote_port");
-    pub const RESPONSETIME: Key = Key::of("responsetime");
-    pub const RETRANSMITS: Key = Key::of("retransmits");
-    pub const RTT_US: Key = Key::of("rtt_us");
-    pub const SERVER_PROCESS: Key = Key::of("server_process");
-    pub const SOURCE: Key = Key::of("source");
-    pub const START: Key = Key::of("start");
-    pub const STATUS: Key = Key::of("status");
-    pub const TCP: Key = Key::of("tcp");
-    pub const TOTAL_RETRANS: Key = Key::of("total_retrans");
-    pub const TRANSPORT: Key = Key::of("transport");
-    pub const TYPE: Key = Key::of("type");
-}
 
 /// Why a line gave nothing to the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,45 +133,84 @@ struct Raw<'a> {
     connbeat: Option<EcsConnbeat<'a>>,
 }
 
+known_keys! {
+    /// The keys of an event's top level, classic and ECS.
+    enum EventKey (shape 0) {
+        Timestamp = "@timestamp",
+        Type = "type",
+        Action = "action",
+        Direction = "direction",
+        Transport = "transport",
+        LocalIp = "local_ip",
+        LocalPort = "local_port",
+        RemoteIp = "remote_ip",
+        RemotePort = "remote_port",
+        LocalProcess = "local_process",
+        Tcp = "tcp",
+        CommunityId = "community_id",
+        Container = "container",
+        Beat = "beat",
+        Status = "status",
+        Responsetime = "responsetime",
+        ClientIp = "client_ip",
+        ClientPort = "client_port",
+        Ip = "ip",
+        Port = "port",
+        ClientProcess = "client_process",
+        ServerProcess = "server_process",
+        Event = "event",
+        Network = "network",
+        Source = "source",
+        Destination = "destination",
+        Process = "process",
+        Agent = "agent",
+        Host = "host",
+        Connbeat = "connbeat",
+    }
+}
+
 impl<'a> Raw<'a> {
     /// Into `r`, which is large: filled in place rather than moved.
-    fn read(c: &mut Cursor<'a>, r: &mut Self) -> Result<(), Bad> {
-        c.object(|c, key| {
-            match key {
-                k::TIMESTAMP => r.timestamp = c.opt_str()?,
-                k::TYPE => r.kind = c.opt_str()?,
-                k::ACTION => r.action = c.opt_str()?,
-                k::DIRECTION => r.direction = c.opt_str()?,
-                k::TRANSPORT => r.transport = c.opt_str()?,
-                k::LOCAL_IP => r.local_ip = c.opt(Cursor::ip)?,
-                k::LOCAL_PORT => r.local_port = c.opt(Cursor::u16)?,
-                k::REMOTE_IP => r.remote_ip = c.opt(Cursor::ip)?,
-                k::REMOTE_PORT => r.remote_port = c.opt(Cursor::u16)?,
-                k::LOCAL_PROCESS => r.local_process = c.opt(Proc::read)?,
-                k::TCP => r.tcp = c.opt(RawTcp::read)?,
-                k::COMMUNITY_ID => r.community_id = c.opt_str()?,
-                k::CONTAINER => r.container = c.opt(Container::read)?,
-                k::BEAT => r.beat = c.opt(Beat::read)?,
-                k::STATUS => r.status = c.opt_str()?,
-                k::RESPONSETIME => r.responsetime = c.opt(Cursor::f64)?,
-                k::CLIENT_IP => r.client_ip = c.opt(Cursor::ip)?,
-                k::CLIENT_PORT => r.client_port = c.opt(Cursor::u16)?,
-                k::IP => r.ip = c.opt(Cursor::ip)?,
-                k::PORT => r.port = c.opt(Cursor::u16)?,
-                k::CLIENT_PROCESS => r.client_process = c.opt(Proc::read)?,
-                k::SERVER_PROCESS => r.server_process = c.opt(Proc::read)?,
-                k::EVENT => r.event = c.opt(EcsEvent::read)?,
-                k::NETWORK => r.network = c.opt(EcsNetwork::read)?,
-                k::SOURCE => r.source = c.opt(EcsEnd::read)?,
-                k::DESTINATION => r.destination = c.opt(EcsEnd::read)?,
-                k::PROCESS => r.process = c.opt(Proc::read)?,
-                k::AGENT => r.agent = c.opt(Beat::read)?,
-                k::HOST => r.host = c.opt(EcsHost::read)?,
-                k::CONNBEAT => r.connbeat = c.opt(EcsConnbeat::read)?,
-                _ => c.skip()?,
-            }
-            Ok(())
-        })
+    fn read(c: &mut Cursor<'a, '_>, r: &mut Self) -> Result<(), Bad> {
+        c.fields(|c, key| r.field(c, key))
+    }
+
+    fn field(&mut self, c: &mut Cursor<'a, '_>, key: EventKey) -> Result<(), Bad> {
+        use EventKey as K;
+        match key {
+            K::Timestamp => self.timestamp = c.opt_str()?,
+            K::Type => self.kind = c.opt_str()?,
+            K::Action => self.action = c.opt_str()?,
+            K::Direction => self.direction = c.opt_str()?,
+            K::Transport => self.transport = c.opt_str()?,
+            K::LocalIp => self.local_ip = c.opt(Cursor::ip)?,
+            K::LocalPort => self.local_port = c.opt(Cursor::u16)?,
+            K::RemoteIp => self.remote_ip = c.opt(Cursor::ip)?,
+            K::RemotePort => self.remote_port = c.opt(Cursor::u16)?,
+            K::LocalProcess => self.local_process = c.opt(Proc::read)?,
+            K::Tcp => self.tcp = c.opt(RawTcp::read)?,
+            K::CommunityId => self.community_id = c.opt_str()?,
+            K::Container => self.container = c.opt(Container::read)?,
+            K::Beat => self.beat = c.opt(Beat::read)?,
+            K::Status => self.status = c.opt_str()?,
+            K::Responsetime => self.responsetime = c.opt(Cursor::f64)?,
+            K::ClientIp => self.client_ip = c.opt(Cursor::ip)?,
+            K::ClientPort => self.client_port = c.opt(Cursor::u16)?,
+            K::Ip => self.ip = c.opt(Cursor::ip)?,
+            K::Port => self.port = c.opt(Cursor::u16)?,
+            K::ClientProcess => self.client_process = c.opt(Proc::read)?,
+            K::ServerProcess => self.server_process = c.opt(Proc::read)?,
+            K::Event => self.event = c.opt(EcsEvent::read)?,
+            K::Network => self.network = c.opt(EcsNetwork::read)?,
+            K::Source => self.source = c.opt(EcsEnd::read)?,
+            K::Destination => self.destination = c.opt(EcsEnd::read)?,
+            K::Process => self.process = c.opt(Proc::read)?,
+            K::Agent => self.agent = c.opt(Beat::read)?,
+            K::Host => self.host = c.opt(EcsHost::read)?,
+            K::Connbeat => self.connbeat = c.opt(EcsConnbeat::read)?,
+            K::Other => c.skip()?,
+        }
+        Ok(())
     }
 }
 
@@ -229,15 +220,24 @@ struct Proc<'a> {
     name: Option<Cow<'a, str>>,
 }
 
+known_keys! {
+    /// The keys of `local_process`, `client_process`, `server_process` (classic), `process` (ECS).
+    enum ProcessKey (shape 1) {
+        Binary = "binary",
+        Name = "name",
+    }
+}
+
 impl<'a> Proc<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use ProcessKey as K;
         let mut p = Proc::default();
         // Done once it has a binary: what follows it (the command line ...) is not read.
-        c.object_while(|c, key| {
+        c.fields_while(|c, key| {
             match key {
-                k::BINARY => p.binary = c.opt_str()?,
-                k::NAME => p.name = c.opt_str()?,
-                _ => c.skip()?,
+                K::Binary => p.binary = c.opt_str()?,
+                K::Name => p.name = c.opt_str()?,
+                K::Other => c.skip()?,
             }
             Ok(p.binary.as_deref().is_none_or(str::is_empty))
         })?;
@@ -258,19 +258,31 @@ struct RawTcp {
     bytes_received: u64,
 }
 
+known_keys! {
+    /// The keys of `tcp`.
+    enum TcpKey (shape 2) {
+        RttUs = "rtt_us",
+        Retransmits = "retransmits",
+        TotalRetrans = "total_retrans",
+        BytesAcked = "bytes_acked",
+        BytesReceived = "bytes_received",
+    }
+}
+
 impl RawTcp {
-    fn read(c: &mut Cursor) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'_, '_>) -> Result<Self, Bad> {
+        use TcpKey as K;
         let mut t = RawTcp::default();
         // Done once it has its five figures (one bit each).
         let mut seen = 0u8;
-        c.object_while(|c, key| {
+        c.fields_while(|c, key| {
             match key {
-                k::RTT_US => (t.rtt_us, seen) = (c.u64()?, seen | 1),
-                k::RETRANSMITS => (t.retransmits, seen) = (c.u64()?, seen | 2),
-                k::TOTAL_RETRANS => (t.total_retrans, seen) = (c.opt(Cursor::u64)?, seen | 4),
-                k::BYTES_ACKED => (t.bytes_acked, seen) = (c.u64()?, seen | 8),
-                k::BYTES_RECEIVED => (t.bytes_received, seen) = (c.u64()?, seen | 16),
-                _ => c.skip()?,
+                K::RttUs => (t.rtt_us, seen) = (c.u64()?, seen | 1),
+                K::Retransmits => (t.retransmits, seen) = (c.u64()?, seen | 2),
+                K::TotalRetrans => (t.total_retrans, seen) = (c.opt(Cursor::u64)?, seen | 4),
+                K::BytesAcked => (t.bytes_acked, seen) = (c.u64()?, seen | 8),
+                K::BytesReceived => (t.bytes_received, seen) = (c.u64()?, seen | 16),
+                K::Other => c.skip()?,
             }
             Ok(seen != 31)
         })?;
@@ -284,14 +296,23 @@ struct Container<'a> {
     id: Option<Cow<'a, str>>,
 }
 
+known_keys! {
+    /// The keys of `container`.
+    enum ContainerKey (shape 3) {
+        Name = "name",
+        Id = "id",
+    }
+}
+
 impl<'a> Container<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use ContainerKey as K;
         let mut k = Container::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::NAME => k.name = c.opt_str()?,
-                k::ID => k.id = c.opt_str()?,
-                _ => c.skip()?,
+                K::Name => k.name = c.opt_str()?,
+                K::Id => k.id = c.opt_str()?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -307,15 +328,25 @@ struct Beat<'a> {
     local_ips: Ips,
 }
 
+known_keys! {
+    /// The keys of `beat` (classic), `agent` (ECS).
+    enum BeatKey (shape 4) {
+        Name = "name",
+        Hostname = "hostname",
+        LocalIps = "local_ips",
+    }
+}
+
 impl<'a> Beat<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use BeatKey as K;
         let mut b = Beat::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::NAME => b.name = c.opt_str()?,
-                k::HOSTNAME => b.hostname = c.opt_str()?,
-                k::LOCAL_IPS => b.local_ips = c.ips()?,
-                _ => c.skip()?,
+                K::Name => b.name = c.opt_str()?,
+                K::Hostname => b.hostname = c.opt_str()?,
+                K::LocalIps => b.local_ips = c.ips()?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -333,17 +364,29 @@ struct EcsEvent<'a> {
     start: Option<Cow<'a, str>>,
 }
 
+known_keys! {
+    /// The keys of ECS `event`.
+    enum EcsEventKey (shape 5) {
+        Action = "action",
+        Outcome = "outcome",
+        Duration = "duration",
+        Dataset = "dataset",
+        Start = "start",
+    }
+}
+
 impl<'a> EcsEvent<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use EcsEventKey as K;
         let mut e = EcsEvent::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::ACTION => e.action = c.opt_str()?,
-                k::OUTCOME => e.outcome = c.opt_str()?,
-                k::DURATION => e.duration = c.opt(Cursor::u64)?,
-                k::DATASET => e.dataset = c.opt_str()?,
-                k::START => e.start = c.opt_str()?,
-                _ => c.skip()?,
+                K::Action => e.action = c.opt_str()?,
+                K::Outcome => e.outcome = c.opt_str()?,
+                K::Duration => e.duration = c.opt(Cursor::u64)?,
+                K::Dataset => e.dataset = c.opt_str()?,
+                K::Start => e.start = c.opt_str()?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -358,15 +401,25 @@ struct EcsNetwork<'a> {
     transport: Option<Cow<'a, str>>,
 }
 
+known_keys! {
+    /// The keys of ECS `network`.
+    enum EcsNetworkKey (shape 6) {
+        CommunityId = "community_id",
+        Direction = "direction",
+        Transport = "transport",
+    }
+}
+
 impl<'a> EcsNetwork<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use EcsNetworkKey as K;
         let mut n = EcsNetwork::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::COMMUNITY_ID => n.community_id = c.opt_str()?,
-                k::DIRECTION => n.direction = c.opt_str()?,
-                k::TRANSPORT => n.transport = c.opt_str()?,
-                _ => c.skip()?,
+                K::CommunityId => n.community_id = c.opt_str()?,
+                K::Direction => n.direction = c.opt_str()?,
+                K::Transport => n.transport = c.opt_str()?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -383,15 +436,25 @@ struct EcsEnd<'a> {
     process: Option<Proc<'a>>,
 }
 
+known_keys! {
+    /// The keys of ECS `source`, `destination`.
+    enum EcsEndKey (shape 7) {
+        Ip = "ip",
+        Port = "port",
+        Process = "process",
+    }
+}
+
 impl<'a> EcsEnd<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use EcsEndKey as K;
         let mut e = EcsEnd::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::IP => e.ip = c.opt(Cursor::ip)?,
-                k::PORT => e.port = c.opt(Cursor::u16)?,
-                k::PROCESS => e.process = c.opt(Proc::read)?,
-                _ => c.skip()?,
+                K::Ip => e.ip = c.opt(Cursor::ip)?,
+                K::Port => e.port = c.opt(Cursor::u16)?,
+                K::Process => e.process = c.opt(Proc::read)?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -406,15 +469,25 @@ struct EcsHost<'a> {
     ip: Ips,
 }
 
+known_keys! {
+    /// The keys of ECS `host`.
+    enum EcsHostKey (shape 8) {
+        Name = "name",
+        Hostname = "hostname",
+        Ip = "ip",
+    }
+}
+
 impl<'a> EcsHost<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use EcsHostKey as K;
         let mut h = EcsHost::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::NAME => h.name = c.opt_str()?,
-                k::HOSTNAME => h.hostname = c.opt_str()?,
-                k::IP => h.ip = c.ips()?,
-                _ => c.skip()?,
+                K::Name => h.name = c.opt_str()?,
+                K::Hostname => h.hostname = c.opt_str()?,
+                K::Ip => h.ip = c.ips()?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -429,15 +502,25 @@ struct EcsConnbeat<'a> {
     tcp: Option<RawTcp>,
 }
 
+known_keys! {
+    /// The keys of ECS `connbeat`.
+    enum EcsConnbeatKey (shape 9) {
+        Action = "action",
+        Direction = "direction",
+        Tcp = "tcp",
+    }
+}
+
 impl<'a> EcsConnbeat<'a> {
-    fn read(c: &mut Cursor<'a>) -> Result<Self, Bad> {
+    fn read(c: &mut Cursor<'a, '_>) -> Result<Self, Bad> {
+        use EcsConnbeatKey as K;
         let mut k = EcsConnbeat::default();
-        c.object(|c, key| {
+        c.fields(|c, key| {
             match key {
-                k::ACTION => k.action = c.opt_str()?,
-                k::DIRECTION => k.direction = c.opt_str()?,
-                k::TCP => k.tcp = c.opt(RawTcp::read)?,
-                _ => c.skip()?,
+                K::Action => k.action = c.opt_str()?,
+                K::Direction => k.direction = c.opt_str()?,
+                K::Tcp => k.tcp = c.opt(RawTcp::read)?,
+                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -445,9 +528,26 @@ impl<'a> EcsConnbeat<'a> {
     }
 }
 
+/// Reads lines as [`parse`] does, remembering the order of their keys ([`Shapes`]) to
+/// read the next ones faster.
+#[derive(Default)]
+pub struct Reader {
+    shapes: Box<Shapes>,
+}
+
+impl Reader {
+    /// One line, as [`parse`] reads it.
+    pub fn parse<'a>(&mut self, line: &'a [u8]) -> Result<Observation<'a>, Skip> {
+        read(Cursor::learning(line, &mut self.shapes))
+    }
+}
+
 /// Reads one line (surrounding whitespace ignored).
 pub fn parse(line: &[u8]) -> Result<Observation<'_>, Skip> {
-    let mut cursor = Cursor::new(line);
+    read(Cursor::new(line))
+}
+
+fn read<'a>(mut cursor: Cursor<'a, '_>) -> Result<Observation<'a>, Skip> {
     let mut raw = Raw::default();
     Raw::read(&mut cursor, &mut raw).map_err(|_| Skip::Malformed)?;
     cursor.end().map_err(|_| Skip::Malformed)?;

@@ -61,6 +61,17 @@ mod sets {
         first(or(or(eq(v, b'"'), eq(v, b'\\')), control))
     }
 
+    /// As [`string_end`], or a byte above 0x7f (its high bit is the mask's).
+    #[inline(always)]
+    pub fn ascii_string_end(w: Word) -> usize {
+        let v = v(w);
+        let control = unsafe {
+            let low = _mm_set1_epi8(0x1f);
+            _mm_cmpeq_epi8(_mm_max_epu8(v, low), low)
+        };
+        first(or(or(or(eq(v, b'"'), eq(v, b'\\')), control), v))
+    }
+
     /// `"` or `\`.
     #[inline(always)]
     pub fn quote_or_backslash(w: Word) -> usize {
@@ -74,6 +85,20 @@ mod sets {
         let v = v(w);
         let f = or(v, unsafe { _mm_set1_epi8(0x20) });
         first(or(eq(v, b'"'), or(eq(f, b'{'), eq(f, b'}'))))
+    }
+
+    /// Bit `i` set for byte `i` in each class: `"`, `\`, `{` or `[`, `}` or `]`.
+    #[inline(always)]
+    pub fn brackets(w: Word) -> super::Brackets {
+        let v = v(w);
+        let f = or(v, unsafe { _mm_set1_epi8(0x20) });
+        let bits = |m: __m128i| unsafe { _mm_movemask_epi8(m) } as u32;
+        super::Brackets {
+            quote: bits(eq(v, b'"')),
+            backslash: bits(eq(v, b'\\')),
+            open: bits(eq(f, b'{')),
+            close: bits(eq(f, b'}')),
+        }
     }
 
     /// What ends a number, `true`, `false` or `null`: `,`, `}`, `]` or whitespace.
@@ -121,6 +146,11 @@ mod swar {
     }
 
     #[inline(always)]
+    pub fn ascii_string_end(w: Word) -> usize {
+        first(eq(w, b'"') | eq(w, b'\\') | control(w) | (w & HI))
+    }
+
+    #[inline(always)]
     pub fn quote_or_backslash(w: Word) -> usize {
         first(eq(w, b'"') | eq(w, b'\\'))
     }
@@ -129,6 +159,24 @@ mod swar {
     pub fn structural(w: Word) -> usize {
         let f = w | (LO * 0x20);
         first(eq(w, b'"') | eq(f, b'{') | eq(f, b'}'))
+    }
+
+    /// Every byte of each class, not only the first: a byte above a match may be
+    /// marked in error by [`eq`], so each byte is tested on its own bits.
+    pub fn brackets(w: Word) -> super::Brackets {
+        let b = w.to_le_bytes();
+        let mut m = super::Brackets::default();
+        for (i, c) in b.iter().enumerate() {
+            let bit = 1u32 << i;
+            match c {
+                b'"' => m.quote |= bit,
+                b'\\' => m.backslash |= bit,
+                b'{' | b'[' => m.open |= bit,
+                b'}' | b']' => m.close |= bit,
+                _ => {}
+            }
+        }
+        m
     }
 
     #[inline(always)]
@@ -143,6 +191,37 @@ mod swar {
                 | eq(w, b'\t'),
         )
     }
+}
+
+/// Where the bytes of one class are in sixteen bytes, bit `i` for byte `i`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Brackets {
+    pub quote: u32,
+    pub backslash: u32,
+    /// `{` or `[`.
+    pub open: u32,
+    /// `}` or `]`.
+    pub close: u32,
+}
+
+/// The classes of the sixteen bytes `w`.
+#[inline(always)]
+pub fn brackets(w: Word) -> Brackets {
+    best::brackets(w)
+}
+
+/// Bit `i` set when byte `i` is inside a string, given the quotes (bit `i` for byte
+/// `i`) and whether the sixteen bytes start inside one: each quote flips the state, so
+/// this is the running XOR of the quote bits (an opening quote counts as inside, a
+/// closing one as outside). Without backslashes every quote is a real one.
+#[inline(always)]
+pub fn inside_strings(quote: u32, starts_inside: bool) -> u32 {
+    let mut x = quote;
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    (x ^ if starts_inside { 0xffff } else { 0 }) & 0xffff
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -190,6 +269,17 @@ pub fn string_end_in(w: Word) -> usize {
 #[inline]
 pub fn string_end(b: &[u8], i: usize) -> usize {
     find(b, i, best::string_end, is_string_end)
+}
+
+fn is_ascii_string_end(c: u8) -> bool {
+    is_string_end(c) || c > 0x7f
+}
+
+/// The first `"`, `\`, control character or byte above 0x7f at or after `i` (where
+/// plain ASCII string content ends), else `b.len()`.
+#[inline]
+pub fn ascii_string_end(b: &[u8], i: usize) -> usize {
+    find(b, i, best::ascii_string_end, is_ascii_string_end)
 }
 
 /// The first `"` or `\` at or after `i`, else `b.len()`.
@@ -263,9 +353,11 @@ mod tests {
             0x2c ^ 0x80,
         ];
         type Set = (fn(Word) -> usize, fn(u8) -> bool);
-        let sets: [Set; 8] = [
+        let sets: [Set; 10] = [
             (best::string_end, is_string_end),
             (swar::string_end, is_string_end),
+            (best::ascii_string_end, is_ascii_string_end),
+            (swar::ascii_string_end, is_ascii_string_end),
             (best::quote_or_backslash, |c| c == b'"' || c == b'\\'),
             (swar::quote_or_backslash, |c| c == b'"' || c == b'\\'),
             (best::structural, is_structural),
