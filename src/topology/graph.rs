@@ -17,6 +17,7 @@ use super::latency::Histogram;
 use super::parse::{Action, ConnObs, ListenObs, Observation, Tcp, TxnObs};
 use crate::fast_hash::{FxHasher, FxMap, FxSet};
 use serde::Serialize;
+use slab::Slab;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -124,6 +125,8 @@ type CidKey = (u64, Option<Sym>);
 
 #[derive(Debug, Clone)]
 struct Flow {
+    /// The order it began in among all flows.
+    serial: u64,
     tuple: TupleKey,
     cid: Option<CidKey>,
     client: Option<Side>,
@@ -242,11 +245,14 @@ enum ListenKey {
 pub struct Graph {
     limits: Limits,
     interned: FxSet<Sym>,
-    flows: FxMap<u64, Flow>,
-    order: VecDeque<u64>,
-    next_id: u64,
-    by_tuple: FxMap<TupleKey, u64>,
-    by_cid: FxMap<CidKey, u64>,
+    /// The flows held, each at a key of its own while held (a key is reused after).
+    flows: Slab<Flow>,
+    /// The flows in the order they began, with their serial numbers (a key whose flow
+    /// is gone may hold a newer one).
+    order: VecDeque<(usize, u64)>,
+    next_serial: u64,
+    by_tuple: FxMap<TupleKey, usize>,
+    by_cid: FxMap<CidKey, usize>,
     listeners: FxMap<ListenKey, Side>,
     ip_hosts: FxMap<IpAddr, Sym>,
     folded: Aggregate,
@@ -266,9 +272,9 @@ impl Graph {
         Graph {
             limits,
             interned: FxSet::default(),
-            flows: FxMap::default(),
+            flows: Slab::new(),
             order: VecDeque::new(),
-            next_id: 0,
+            next_serial: 0,
             by_tuple: FxMap::default(),
             by_cid: FxMap::default(),
             listeners: FxMap::default(),
@@ -349,7 +355,7 @@ impl Graph {
         cid: Option<&str>,
         reporter: &Sym,
         reopening: Option<(bool, i64)>,
-    ) -> u64 {
+    ) -> usize {
         let scope =
             (client.ip().is_loopback() || server.ip().is_loopback()).then(|| reporter.clone());
         let cid_key = cid.map(|c| (hash_str(c), scope.clone()));
@@ -364,7 +370,7 @@ impl Graph {
             .or_else(|| self.by_tuple.get(&tuple))
             .copied();
         if let Some(id) = found {
-            let f = &self.flows[&id];
+            let f = &self.flows[id];
             let reused = match reopening {
                 Some((true, at)) => f.closed_client && at - f.last_ms >= REUSE_AFTER_MS,
                 Some((false, at)) => f.closed_server && at - f.last_ms >= REUSE_AFTER_MS,
@@ -375,51 +381,50 @@ impl Graph {
                     && let Some(k) = cid_key
                 {
                     self.by_cid.insert(k.clone(), id);
-                    self.flows.get_mut(&id).expect("held").cid = Some(k);
+                    self.flows[id].cid = Some(k);
                 }
                 return id;
             }
             self.retire(id);
         }
         while self.flows.len() >= self.limits.max_flows {
-            let Some(old) = self.order.pop_front() else {
+            let Some((old, serial)) = self.order.pop_front() else {
                 break;
             };
-            if self.flows.contains_key(&old) {
+            if self.flows.get(old).is_some_and(|f| f.serial == serial) {
                 self.counters.flows_folded_early += 1;
                 self.retire(old);
             }
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let id = self.flows.vacant_key();
         if let Some(k) = &cid_key {
             self.by_cid.insert(k.clone(), id);
         }
         self.by_tuple.insert(tuple.clone(), id);
-        self.order.push_back(id);
-        self.flows.insert(
-            id,
-            Flow {
-                tuple,
-                cid: cid_key,
-                client: None,
-                server: None,
-                seen_conn: false,
-                closed_client: false,
-                closed_server: false,
-                tcp_client: None,
-                tcp_server: None,
-                last_ms: i64::MIN,
-                protos: Vec::new(),
-                recent: VecDeque::new(),
-            },
-        );
+        self.order.push_back((id, serial));
+        self.flows.insert(Flow {
+            serial,
+            tuple,
+            cid: cid_key,
+            client: None,
+            server: None,
+            seen_conn: false,
+            closed_client: false,
+            closed_server: false,
+            tcp_client: None,
+            tcp_server: None,
+            last_ms: i64::MIN,
+            protos: Vec::new(),
+            recent: VecDeque::new(),
+        });
         id
     }
 
     /// Removes a flow and folds it into the graph (or drops it when outside the window).
-    fn retire(&mut self, id: u64) {
-        let Some(f) = self.flows.remove(&id) else {
+    fn retire(&mut self, id: usize) {
+        let Some(f) = self.flows.try_remove(id) else {
             return;
         };
         if self.by_tuple.get(&f.tuple) == Some(&id) {
@@ -451,7 +456,7 @@ impl Graph {
             &host,
             reopening,
         );
-        let f = self.flows.get_mut(&id).expect("held");
+        let f = &mut self.flows[id];
         f.seen_conn = true;
         f.last_ms = f.last_ms.max(c.at_ms);
         let (end, tcp, closed) = if c.reporter_is_client {
@@ -493,7 +498,7 @@ impl Graph {
             .as_deref()
             .map(|b| self.side(&host, t.reporter.container.as_deref(), Some(b)));
         let id = self.flow_for(t.client, t.server, t.community_id.as_deref(), &host, None);
-        let f = self.flows.get_mut(&id).expect("held");
+        let f = &mut self.flows[id];
         f.last_ms = f.last_ms.max(t.at_ms);
         if client.is_some() && f.client.as_ref().is_none_or(|e| e.binary.is_none()) {
             f.client = client;
@@ -628,7 +633,7 @@ impl Graph {
     /// The graph of what was seen from `start_ms` to `end_ms`.
     pub fn snapshot(&self, start_ms: i64, end_ms: i64) -> Aggregate {
         let mut agg = self.folded.clone();
-        for f in self.flows.values() {
+        for (_, f) in &self.flows {
             if f.last_ms >= start_ms && f.last_ms <= end_ms {
                 self.fold(f, &mut agg);
             }
@@ -640,16 +645,18 @@ impl Graph {
     /// Forgets what was last seen before `start_ms` (a live graph's window moving on).
     pub fn forget_before(&mut self, start_ms: i64) {
         self.horizon_ms = start_ms;
-        let old: Vec<u64> = self
+        let old: Vec<usize> = self
             .flows
             .iter()
             .filter(|(_, f)| f.last_ms < start_ms)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in old {
             self.retire(id);
         }
-        self.order.retain(|id| self.flows.contains_key(id));
+        let flows = &self.flows;
+        self.order
+            .retain(|(id, serial)| flows.get(*id).is_some_and(|f| f.serial == *serial));
         self.folded.retain_since(start_ms);
     }
 }
