@@ -504,6 +504,7 @@ impl<'a, 's> Cursor<'a, 's> {
     }
 
     /// A string, borrowed from the text unless it holds escapes.
+    #[inline]
     pub fn string(&mut self) -> Result<Cow<'a, str>> {
         self.expect(b'"')?;
         let b = self.bytes();
@@ -606,6 +607,7 @@ impl<'a, 's> Cursor<'a, 's> {
     }
 
     /// An optional string (`null` is `None`).
+    #[inline]
     pub fn opt_str(&mut self) -> Result<Option<Cow<'a, str>>> {
         self.opt(Self::string)
     }
@@ -698,11 +700,8 @@ impl<'a, 's> Cursor<'a, 's> {
         // (an address holds no escape, and [`ipv4`] takes digits and dots only).
         if self.peek() == Some(b'"') {
             let start = self.at + 1;
-            let end = scan::string_end(self.text, start);
-            if self.text.get(end) == Some(&b'"')
-                && let Some(v4) = ipv4(&self.text[start..end])
-            {
-                self.at = end + 1;
+            if let Some((v4, len)) = scan::word(self.text, start).and_then(ipv4_in_word) {
+                self.at = start + len + 1;
                 return Ok(IpAddr::V4(v4));
             }
         }
@@ -863,6 +862,37 @@ fn short_number(w: u64) -> Option<(u64, usize)> {
     let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
     let v = (v * 10_000 + (v >> 32)) & 0xffff_ffff;
     Some((v, digits))
+}
+
+/// A dotted IPv4 address, and its length, at the start of the sixteen bytes `w` and
+/// ended by a quote, read as [`ipv4`] reads one: its dots and digits found at once
+/// ([`scan::dots_and_digits`]), the octets read between the dots. `None` for anything
+/// else, which the general path then reads.
+#[inline]
+fn ipv4_in_word(w: scan::Word) -> Option<(Ipv4Addr, usize)> {
+    let b = w.to_le_bytes();
+    let (dots, digits) = scan::dots_and_digits(w);
+    // The address ends where its dots and digits end, at a quote.
+    let len = (!(dots | digits)).trailing_zeros() as usize;
+    if !(7..=15).contains(&len) || b[len] != b'"' || dots.count_ones() != 3 {
+        return None;
+    }
+    let mut out = [0u8; 4];
+    let (mut from, mut rest) = (0, dots | (1 << len));
+    for octet in &mut out {
+        let to = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        let d = |i: usize| u32::from(b[i] - b'0');
+        let v = match to - from {
+            1 => d(from),
+            2 if b[from] != b'0' => d(from) * 10 + d(from + 1),
+            3 if b[from] != b'0' => d(from) * 100 + d(from + 1) * 10 + d(from + 2),
+            _ => return None,
+        };
+        *octet = u8::try_from(v).ok()?;
+        from = to + 1;
+    }
+    Some((Ipv4Addr::from(out), len))
 }
 
 /// A dotted IPv4 address as `Ipv4Addr`'s parser reads one (four numbers of one to three
@@ -1152,6 +1182,13 @@ mod tests {
             if let Some(v4) = ipv4(s.as_bytes()) {
                 assert_eq!(Some(IpAddr::V4(v4)), want, "{s}");
             }
+            let quoted = format!("{s}\"0123456789abcdef");
+            let w = scan::word(quoted.as_bytes(), 0).expect("sixteen bytes");
+            assert_eq!(
+                ipv4_in_word(w).map(|(v4, len)| (IpAddr::V4(v4), len)),
+                want.filter(IpAddr::is_ipv4).map(|ip| (ip, s.len())),
+                "{s}"
+            );
         }
         // Every octet value, and each with a leading zero.
         for n in 0..300u32 {

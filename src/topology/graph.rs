@@ -309,7 +309,8 @@ impl Graph {
 
     fn learn_addresses(&mut self, host: &Sym, ips: &[IpAddr]) {
         for ip in ips {
-            if self.ip_hosts.get(ip) == Some(host) {
+            // Interned: the same host is the same allocation.
+            if self.ip_hosts.get(ip).is_some_and(|h| Arc::ptr_eq(h, host)) {
                 continue;
             }
             if self.ip_hosts.len() >= self.limits.max_nodes && !self.ip_hosts.contains_key(ip) {
@@ -447,7 +448,6 @@ impl Graph {
     fn conn(&mut self, c: &ConnObs) -> Use {
         let host = self.sym(&c.reporter.host);
         self.learn_addresses(&host, &c.reporter.local_ips);
-        let side = self.side(&host, c.reporter.container.as_deref(), c.binary.as_deref());
         let reopening = (c.action == Action::Open).then_some((c.reporter_is_client, c.at_ms));
         let id = self.flow_for(
             c.client,
@@ -456,6 +456,17 @@ impl Graph {
             &host,
             reopening,
         );
+        let f = &self.flows[id];
+        let end = if c.reporter_is_client {
+            &f.client
+        } else {
+            &f.server
+        };
+        // The first end with a binary stays.
+        let side = end
+            .as_ref()
+            .is_none_or(|e| e.binary.is_none())
+            .then(|| self.side(&host, c.reporter.container.as_deref(), c.binary.as_deref()));
         let f = &mut self.flows[id];
         f.seen_conn = true;
         f.last_ms = f.last_ms.max(c.at_ms);
@@ -464,8 +475,8 @@ impl Graph {
         } else {
             (&mut f.server, &mut f.tcp_server, &mut f.closed_server)
         };
-        if end.as_ref().is_none_or(|e| e.binary.is_none()) {
-            *end = Some(side);
+        if side.is_some() {
+            *end = side;
         }
         if let Some(t) = c.tcp {
             *tcp = Some(match *tcp {

@@ -101,6 +101,18 @@ mod sets {
         }
     }
 
+    /// Bit `i` set for byte `i` when it is a `.`, and when it is a decimal digit.
+    #[inline(always)]
+    pub fn dots_and_digits(w: Word) -> (u32, u32) {
+        let v = v(w);
+        let bits = |m: __m128i| unsafe { _mm_movemask_epi8(m) } as u32;
+        // A digit: at most 9 once '0' is taken away (unsigned, so below '0' wraps high).
+        let d = unsafe { _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8)) };
+        let nine = unsafe { _mm_set1_epi8(9) };
+        let digit = unsafe { _mm_cmpeq_epi8(_mm_min_epu8(d, nine), d) };
+        (bits(eq(v, b'.')), bits(digit))
+    }
+
     /// What ends a number, `true`, `false` or `null`: `,`, `}`, `]` or whitespace.
     #[inline(always)]
     pub fn scalar_end(w: Word) -> usize {
@@ -179,6 +191,15 @@ mod swar {
         m
     }
 
+    pub fn dots_and_digits(w: Word) -> (u32, u32) {
+        let (mut dots, mut digits) = (0, 0);
+        for (i, c) in w.to_le_bytes().iter().enumerate() {
+            dots |= u32::from(*c == b'.') << i;
+            digits |= u32::from(c.is_ascii_digit()) << i;
+        }
+        (dots, digits)
+    }
+
     #[inline(always)]
     pub fn scalar_end(w: Word) -> usize {
         first(
@@ -208,6 +229,12 @@ pub struct Brackets {
 #[inline(always)]
 pub fn brackets(w: Word) -> Brackets {
     best::brackets(w)
+}
+
+/// Bit `i` set for byte `i` of `w` when it is a `.`, and when it is a decimal digit.
+#[inline(always)]
+pub fn dots_and_digits(w: Word) -> (u32, u32) {
+    best::dots_and_digits(w)
 }
 
 /// Bit `i` set when byte `i` is inside a string, given the quotes (bit `i` for byte
@@ -304,6 +331,26 @@ pub fn scalar_end(b: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dots_and_digits_with_sse2_and_without() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            let mut b = [0u8; 16];
+            for c in &mut b {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *c = match x % 4 {
+                    0 => b'.',
+                    1 => b'0' + (x >> 8) as u8 % 10,
+                    _ => (x >> 16) as u8,
+                };
+            }
+            let w = Word::from_le_bytes(b);
+            assert_eq!(best::dots_and_digits(w), swar::dots_and_digits(w), "{b:?}");
+        }
+    }
 
     fn naive(b: &[u8], i: usize, hit: impl Fn(u8) -> bool) -> usize {
         (i..b.len()).find(|&j| hit(b[j])).unwrap_or(b.len())
