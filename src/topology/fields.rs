@@ -83,20 +83,20 @@ const FIRST_BYTES: [u128; 16] = {
     t
 };
 
-/// The keys one object reader reads: an enum with a variant per key and one, last, for
-/// every other key, declared with [`known_keys!`](crate::known_keys). The reader receives
-/// a variant rather than a [`Key`], so that its `match` is a jump, not a search.
+/// The keys one object reader reads: an enum with a variant per key, declared with
+/// [`known_keys!`](crate::known_keys). The reader receives a variant rather than a
+/// [`Key`], so that its `match` is a jump, not a search; other keys it never sees.
 pub trait KnownKeys: Copy + 'static {
     /// The reader's own entry in [`Shapes`]; no two readers share one.
     const SHAPE: usize;
     /// The keys, in the order of the variants.
     const KEYS: &'static [Key];
-    /// The variants, the one for other keys last.
+    /// The variants, in the same order.
     const ALL: &'static [Self];
 }
 
 /// Declares a [`KnownKeys`] enum: `known_keys! { enum ProcKey (shape 1) { Binary =
-/// "binary", Name = "name" } }` adds the variant `Other`.
+/// "binary", Name = "name" } }`.
 #[macro_export]
 macro_rules! known_keys {
     ($(#[$meta:meta])* $vis:vis enum $name:ident (shape $shape:literal) {
@@ -104,12 +104,12 @@ macro_rules! known_keys {
     }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        $vis enum $name { $($variant,)+ Other }
+        $vis enum $name { $($variant,)+ }
         impl $crate::topology::fields::KnownKeys for $name {
             const SHAPE: usize = $shape;
             const KEYS: &'static [$crate::topology::fields::Key] =
                 &[$($crate::topology::fields::Key::of($key)),+];
-            const ALL: &'static [Self] = &[$($name::$variant,)+ $name::Other];
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
         }
     };
 }
@@ -356,7 +356,8 @@ impl<'a, 's> Cursor<'a, 's> {
     }
 
     /// As [`object`](Self::object), for a reader whose keys are the enum `F`: each key is
-    /// first looked for where the keys of earlier texts say it should be ([`Shapes`]).
+    /// first looked for where the keys of earlier texts say it should be ([`Shapes`]), and
+    /// the value of a key not in `F` is stepped over without calling `field`.
     #[inline(always)]
     pub fn fields<F: KnownKeys>(
         &mut self,
@@ -380,7 +381,12 @@ impl<'a, 's> Cursor<'a, 's> {
                     None => return Ok(()),
                 },
             };
-            if !field(self, F::ALL[usize::from(slot)])? {
+            let Some(&key) = F::ALL.get(usize::from(slot)) else {
+                self.skip()?;
+                after = node;
+                continue;
+            };
+            if !field(self, key)? {
                 return match self.peek() {
                     Some(b',') => {
                         self.at += 1;
@@ -420,6 +426,7 @@ impl<'a, 's> Cursor<'a, 's> {
 
     /// The seventeenth to 32nd bytes of a key text longer than sixteen.
     #[cold]
+    #[inline(never)]
     fn tail_matches(&self, l: &Node) -> bool {
         scan::word(self.text, self.at + 16).is_some_and(|w1| (w1 ^ l.w1) & l.m1 == 0)
     }

@@ -208,7 +208,6 @@ impl<'a> Raw<'a> {
             K::Agent => self.agent = c.opt(Beat::read)?,
             K::Host => self.host = c.opt(EcsHost::read)?,
             K::Connbeat => self.connbeat = c.opt(EcsConnbeat::read)?,
-            K::Other => c.skip()?,
         }
         Ok(())
     }
@@ -237,7 +236,6 @@ impl<'a> Proc<'a> {
             match key {
                 K::Binary => p.binary = c.opt_str()?,
                 K::Name => p.name = c.opt_str()?,
-                K::Other => c.skip()?,
             }
             Ok(p.binary.as_deref().is_none_or(str::is_empty))
         })?;
@@ -282,7 +280,6 @@ impl RawTcp {
                 K::TotalRetrans => (t.total_retrans, seen) = (c.opt(Cursor::u64)?, seen | 4),
                 K::BytesAcked => (t.bytes_acked, seen) = (c.u64()?, seen | 8),
                 K::BytesReceived => (t.bytes_received, seen) = (c.u64()?, seen | 16),
-                K::Other => c.skip()?,
             }
             Ok(seen != 31)
         })?;
@@ -312,7 +309,6 @@ impl<'a> Container<'a> {
             match key {
                 K::Name => k.name = c.opt_str()?,
                 K::Id => k.id = c.opt_str()?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -346,7 +342,6 @@ impl<'a> Beat<'a> {
                 K::Name => b.name = c.opt_str()?,
                 K::Hostname => b.hostname = c.opt_str()?,
                 K::LocalIps => b.local_ips = c.ips()?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -386,7 +381,6 @@ impl<'a> EcsEvent<'a> {
                 K::Duration => e.duration = c.opt(Cursor::u64)?,
                 K::Dataset => e.dataset = c.opt_str()?,
                 K::Start => e.start = c.opt_str()?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -419,7 +413,6 @@ impl<'a> EcsNetwork<'a> {
                 K::CommunityId => n.community_id = c.opt_str()?,
                 K::Direction => n.direction = c.opt_str()?,
                 K::Transport => n.transport = c.opt_str()?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -454,7 +447,6 @@ impl<'a> EcsEnd<'a> {
                 K::Ip => e.ip = c.opt(Cursor::ip)?,
                 K::Port => e.port = c.opt(Cursor::u16)?,
                 K::Process => e.process = c.opt(Proc::read)?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -487,7 +479,6 @@ impl<'a> EcsHost<'a> {
                 K::Name => h.name = c.opt_str()?,
                 K::Hostname => h.hostname = c.opt_str()?,
                 K::Ip => h.ip = c.ips()?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;
@@ -520,7 +511,6 @@ impl<'a> EcsConnbeat<'a> {
                 K::Action => k.action = c.opt_str()?,
                 K::Direction => k.direction = c.opt_str()?,
                 K::Tcp => k.tcp = c.opt(RawTcp::read)?,
-                K::Other => c.skip()?,
             }
             Ok(())
         })?;

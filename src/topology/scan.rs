@@ -17,7 +17,9 @@ pub type Word = u128;
 /// The sixteen bytes at `b[i..]`, if there are sixteen.
 #[inline(always)]
 pub fn word(b: &[u8], i: usize) -> Option<Word> {
-    let w = b.get(i..i.checked_add(16)?)?;
+    // `i + 16` cannot overflow: a slice is at most `isize::MAX` bytes, and `i` is an
+    // index into one or one past it.
+    let w = b.get(i..i.wrapping_add(16))?;
     Some(u128::from_le_bytes(w.try_into().expect("sixteen bytes")))
 }
 
