@@ -17,6 +17,7 @@ use super::latency::Histogram;
 use super::parse::{Action, ConnObs, ListenObs, Observation, Tcp, TxnObs};
 use crate::fast_hash::{FxHasher, FxMap, FxSet};
 use serde::Serialize;
+use hashbrown::hash_table::{self, HashTable};
 use slab::Slab;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -251,7 +252,10 @@ pub struct Graph {
     /// is gone may hold a newer one).
     order: VecDeque<(usize, u64)>,
     next_serial: u64,
-    by_tuple: FxMap<TupleKey, usize>,
+    /// The flows by address pair: their keys only, found by the pair's hash and checked
+    /// against the flow's own pair, so that a bucket is a word (the flow is read next
+    /// anyway) rather than the pair again.
+    by_tuple: HashTable<usize>,
     by_cid: FxMap<CidKey, usize>,
     listeners: FxMap<ListenKey, Side>,
     ip_hosts: FxMap<IpAddr, Sym>,
@@ -259,6 +263,12 @@ pub struct Graph {
     /// Flows whose last event is before this are dropped rather than folded.
     pub horizon_ms: i64,
     pub counters: JoinCounters,
+}
+
+fn hash_tuple(t: &TupleKey) -> u64 {
+    let mut h = FxHasher::default();
+    t.hash(&mut h);
+    h.finish()
 }
 
 fn hash_str(s: &str) -> u64 {
@@ -275,7 +285,7 @@ impl Graph {
             flows: Slab::new(),
             order: VecDeque::new(),
             next_serial: 0,
-            by_tuple: FxMap::default(),
+            by_tuple: HashTable::new(),
             by_cid: FxMap::default(),
             listeners: FxMap::default(),
             ip_hosts: FxMap::default(),
@@ -287,6 +297,12 @@ impl Graph {
 
     pub fn flows(&self) -> usize {
         self.flows.len()
+    }
+
+    fn flow_of_tuple(&self, tuple: &TupleKey) -> Option<usize> {
+        self.by_tuple
+            .find(hash_tuple(tuple), |&k| self.flows[k].tuple == *tuple)
+            .copied()
     }
 
     fn sym(&mut self, s: &str) -> Sym {
@@ -368,8 +384,8 @@ impl Graph {
         let found = cid_key
             .as_ref()
             .and_then(|k| self.by_cid.get(k))
-            .or_else(|| self.by_tuple.get(&tuple))
-            .copied();
+            .copied()
+            .or_else(|| self.flow_of_tuple(&tuple));
         if let Some(id) = found {
             let f = &self.flows[id];
             let reused = match reopening {
@@ -403,7 +419,17 @@ impl Graph {
         if let Some(k) = &cid_key {
             self.by_cid.insert(k.clone(), id);
         }
-        self.by_tuple.insert(tuple.clone(), id);
+        let flows = &self.flows;
+        match self.by_tuple.entry(
+            hash_tuple(&tuple),
+            |&k| flows[k].tuple == tuple,
+            |&k| hash_tuple(&flows[k].tuple),
+        ) {
+            hash_table::Entry::Occupied(mut e) => *e.get_mut() = id,
+            hash_table::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+        }
         self.order.push_back((id, serial));
         self.flows.insert(Flow {
             serial,
@@ -428,8 +454,8 @@ impl Graph {
         let Some(f) = self.flows.try_remove(id) else {
             return;
         };
-        if self.by_tuple.get(&f.tuple) == Some(&id) {
-            self.by_tuple.remove(&f.tuple);
+        if let Ok(e) = self.by_tuple.find_entry(hash_tuple(&f.tuple), |&k| k == id) {
+            e.remove();
         }
         if let Some(k) = &f.cid
             && self.by_cid.get(k) == Some(&id)
