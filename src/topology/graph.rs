@@ -16,8 +16,8 @@
 use super::latency::Histogram;
 use super::parse::{Action, ConnObs, ListenObs, Observation, Tcp, TxnObs};
 use crate::fast_hash::{FxHasher, FxMap, FxSet};
-use serde::Serialize;
 use hashbrown::hash_table::{self, HashTable};
+use serde::Serialize;
 use slab::Slab;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet, VecDeque};

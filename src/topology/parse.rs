@@ -1024,4 +1024,53 @@ mod tests {
         let udp = OUT.replace("\"transport\":\"tcp\"", "\"transport\":\"udp\"");
         assert_eq!(parse(udp.as_bytes()), Err(Skip::UnknownType));
     }
+
+    /// A reader that has learned the order of keys from earlier lines reads every line as
+    /// a reader that learned nothing: on agents' lines in both shapes, on lines whose keys
+    /// come in another order, with spaces, escapes, nulls, duplicate keys or an empty
+    /// binary, and on thousands of mutations of them, all through one reader.
+    #[test]
+    fn a_reader_that_learned_reads_what_a_fresh_one_reads() {
+        let ecs_conn = r#"{"@timestamp":"2026-11-23T17:31:00.000Z","event":{"kind":"event","dataset":"connbeat.connection","action":"open"},"network":{"transport":"tcp","direction":"egress","community_id":"1:xyz"},"source":{"ip":"10.0.0.5","port":5000},"destination":{"ip":"10.0.0.9","port":80},"process":{"pid":4,"name":"curl"},"agent":{"name":"h3"},"host":{"ip":["10.0.0.5"]},"connbeat":{"action":"open","direction":"outgoing","tcp":{"rtt_us":40,"bytes_acked":1,"bytes_received":2}}}"#;
+        let txn = r#"{"@timestamp":"2026-12-01T10:00:01.000Z","type":"http","status":"OK","responsetime":3,"client_ip":"10.0.0.1","client_port":5000,"ip":"10.0.0.2","port":80,"client_process":{"pid":7,"binary":"curl"},"server_process":{"pid":8,"binary":"nginx"},"beat":{"name":"b"}}"#;
+        let mut lines: Vec<String> = vec![
+            OUT.into(),
+            ecs_conn.into(),
+            txn.into(),
+            OUT.replace(
+                "\"binary\":\"socat\"",
+                "\"binary\":\"\",\"name\":\"socat-name\"",
+            ),
+            OUT.replace(",\"", " , \"").replace("\":", "\" :"),
+            OUT.replace("\"local_port\"", "\"local\\u005fport\""),
+            OUT.replace("\"remote_port\":6380", "\"remote_port\":null"),
+            OUT.replace("\"cookie\"", "\"remote_port\":1,\"cookie\""),
+            OUT.replace("\"tcp\":{", "\"tcp\":{\"bytes_received\":1,"),
+            OUT.replace("10.0.0.5\",\"local_port", "fe80::1\",\"local_port"),
+            OUT.replace("\"beat\"", "\"container\":{\"id\":\"c1\"},\"beat\""),
+            OUT[..OUT.len() / 2].into(),
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let base = lines.clone();
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut d = base[i % base.len()].clone().into_bytes();
+            // Most lines as agents write them (so that predictions hit), some mutated.
+            if i % 3 == 0 {
+                let at = (x as usize) % d.len();
+                d[at] = (x >> 40) as u8;
+            }
+            lines.push(String::from_utf8_lossy(&d).into_owned());
+        }
+        let mut reader = Reader::default();
+        for line in &lines {
+            assert_eq!(
+                reader.parse(line.as_bytes()),
+                parse(line.as_bytes()),
+                "{line}"
+            );
+        }
+    }
 }
