@@ -50,6 +50,7 @@ measure() {
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), EVENTS=$EVENTS, commit $(git rev-parse --short HEAD)"
 echo "| run | plain consumer CPU s | events/s/core | topology CPU s | events/s/core | ratio |"
 echo "|---|---|---|---|---|---|"
+: >"$WORK/ratios"
 for r in $(seq "$RUNS"); do
   read -r pc pw < <(measure taskset -c 0 "$BIN" plain "127.0.0.1:$KPORT" fleet "$EVENTS")
   read -r tc tw < <(measure taskset -c 0 "$CB" -c "$WORK/topology.yml" -E "topology.group_id=bench-$r" \
@@ -59,6 +60,7 @@ import sys
 r, pc, tc, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 print(f"| {r} | {pc:.2f} | {n/pc:,.0f} | {tc:.2f} | {n/tc:,.0f} | {pc/tc:.2f} |")
 PY
+  echo "topology $pc $tc" >>"$WORK/ratios"
   if [[ -n "$BASE" ]]; then
     read -r bc bw < <(measure taskset -c 0 "$BASE" -c "$WORK/topology.yml" -E "topology.group_id=base-$r" \
       topology --kafka --output "$WORK/graph-base.json")
@@ -67,6 +69,18 @@ import sys
 r, pc, tc, n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 print(f"| {r} BASE | {pc:.2f} | {n/pc:,.0f} | {tc:.2f} | {n/tc:,.0f} | {pc/tc:.2f} |")
 PY
+    echo "BASE $pc $bc" >>"$WORK/ratios"
   fi
 done
+# Both consumers' CPU varies by a fifth from run to run on a shared machine: the median
+# of the runs' ratios is the figure.
+python3 - "$WORK/ratios" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    who, plain, cpu = line.split()
+    runs.setdefault(who, []).append(float(plain) / float(cpu))
+for who, r in runs.items():
+    print(f"median ratio ({who}, {len(r)} runs): {statistics.median(r):.2f}")
+PY
 python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); print("graph:", len(g["nodes"]), "nodes,", len(g["edges"]), "edges; events", g["events"])' "$WORK/graph.json"

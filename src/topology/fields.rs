@@ -409,7 +409,8 @@ impl<'a, 's> Cursor<'a, 's> {
     #[inline(always)]
     fn predicted(&mut self, shape: usize, after: u8) -> Option<(u8, u8)> {
         let shape = &self.shapes.as_deref()?.0[shape];
-        let next = shape.next[usize::from(after) & NODES];
+        // No node ([`NONE`]: a text too long, or the shape full): no guess.
+        let next = *shape.next.get(usize::from(after))?;
         let w0 = scan::word(self.text, self.at)?;
         for n in next {
             if usize::from(n) >= shape.count {
