@@ -1077,4 +1077,26 @@ mod tests {
             );
         }
     }
+
+    /// Each reader learns in a shape of its own: two sharing one would take each other's
+    /// key slots for their own.
+    #[test]
+    fn every_reader_has_its_own_shape() {
+        use crate::topology::fields::{KnownKeys, SHAPES};
+        let shapes = [
+            EventKey::SHAPE,
+            ProcessKey::SHAPE,
+            TcpKey::SHAPE,
+            ContainerKey::SHAPE,
+            BeatKey::SHAPE,
+            EcsEventKey::SHAPE,
+            EcsNetworkKey::SHAPE,
+            EcsEndKey::SHAPE,
+            EcsHostKey::SHAPE,
+            EcsConnbeatKey::SHAPE,
+        ];
+        let distinct: std::collections::BTreeSet<_> = shapes.iter().collect();
+        assert_eq!(distinct.len(), shapes.len());
+        assert!(shapes.iter().all(|s| *s < SHAPES));
+    }
 }
