@@ -887,7 +887,12 @@ fn ipv4_in_word(w: scan::Word) -> Option<(Ipv4Addr, usize)> {
     let (dots, digits) = scan::dots_and_digits(w);
     // The address ends where its dots and digits end, at a quote.
     let len = (!(dots | digits)).trailing_zeros() as usize;
-    if !(7..=15).contains(&len) || b[len] != b'"' || dots.count_ones() != 3 {
+    if !(7..=15).contains(&len) || b[len] != b'"' {
+        return None;
+    }
+    // Only the address's own dots: those after its quote are another value's.
+    let dots = dots & ((1 << len) - 1);
+    if dots.count_ones() != 3 {
         return None;
     }
     let mut out = [0u8; 4];
@@ -1184,6 +1189,8 @@ mod tests {
             ".1.2.3",
             "1.2.3.-4",
             "1.2.3.4 ",
+            "1.2.255",
+            "1.2",
             "",
             "::1",
             "::ffff:1.2.3.4",
@@ -1195,13 +1202,20 @@ mod tests {
             if let Some(v4) = ipv4(s.as_bytes()) {
                 assert_eq!(Some(IpAddr::V4(v4)), want, "{s}");
             }
-            let quoted = format!("{s}\"0123456789abcdef");
-            let w = scan::word(quoted.as_bytes(), 0).expect("sixteen bytes");
-            assert_eq!(
-                ipv4_in_word(w).map(|(v4, len)| (IpAddr::V4(v4), len)),
-                want.filter(IpAddr::is_ipv4).map(|ip| (ip, s.len())),
-                "{s}"
-            );
+            // Followed by other text, dots in it too.
+            for after in [
+                "0123456789abcdef",
+                ".1.2.3.4.5.6.7.8",
+                ",\"a.b\":\"1.2.3.4\"",
+            ] {
+                let quoted = format!("{s}\"{after}");
+                let w = scan::word(quoted.as_bytes(), 0).expect("sixteen bytes");
+                assert_eq!(
+                    ipv4_in_word(w).map(|(v4, len)| (IpAddr::V4(v4), len)),
+                    want.filter(IpAddr::is_ipv4).map(|ip| (ip, s.len())),
+                    "{quoted}"
+                );
+            }
         }
         // Every octet value, and each with a leading zero.
         for n in 0..300u32 {
