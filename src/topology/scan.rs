@@ -52,26 +52,28 @@ mod sets {
         (bits | 0x1_0000).trailing_zeros() as usize
     }
 
-    /// `"`, `\` or a control character (a byte whose maximum with 0x1f is 0x1f).
+    /// The bytes that end plain string content: `"`, `\` or a control character (a byte
+    /// whose maximum with 0x1f is 0x1f).
     #[inline(always)]
-    pub fn string_end(w: Word) -> usize {
-        let v = v(w);
+    fn string_ends(v: __m128i) -> __m128i {
         let control = unsafe {
             let low = _mm_set1_epi8(0x1f);
             _mm_cmpeq_epi8(_mm_max_epu8(v, low), low)
         };
-        first(or(or(eq(v, b'"'), eq(v, b'\\')), control))
+        or(or(eq(v, b'"'), eq(v, b'\\')), control)
+    }
+
+    /// `"`, `\` or a control character.
+    #[inline(always)]
+    pub fn string_end(w: Word) -> usize {
+        first(string_ends(v(w)))
     }
 
     /// As [`string_end`], or a byte above 0x7f (its high bit is the mask's).
     #[inline(always)]
     pub fn ascii_string_end(w: Word) -> usize {
         let v = v(w);
-        let control = unsafe {
-            let low = _mm_set1_epi8(0x1f);
-            _mm_cmpeq_epi8(_mm_max_epu8(v, low), low)
-        };
-        first(or(or(or(eq(v, b'"'), eq(v, b'\\')), control), v))
+        first(or(string_ends(v), v))
     }
 
     /// `"` or `\`.
