@@ -321,48 +321,10 @@ impl<'a, 's> Cursor<'a, 's> {
         }
     }
 
-    /// Calls `field` with each key of the object at the cursor; `field` reads or skips
-    /// the key's value.
-    #[inline(always)]
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, Key) -> Result<()>) -> Result<()> {
-        self.object_while(|c, key| field(c, key).map(|()| true))
-    }
-
-    /// As [`object`](Self::object), but `field` says whether it still wants keys: once it
-    /// says no, the rest of the object is stepped over unread, as a skipped value is. A
-    /// reader that has what it needs from `{"pid":1,"binary":"curl","cmdline":"..."}` is
-    /// spared the keys after it (a key given again after that point is not seen).
-    pub fn object_while(
-        &mut self,
-        mut field: impl FnMut(&mut Self, Key) -> Result<bool>,
-    ) -> Result<()> {
-        self.expect(b'{')?;
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            let key = self.key()?;
-            let more = field(self, key)?;
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    if !more {
-                        return self.skip_to_close(1);
-                    }
-                }
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err(Bad),
-            }
-        }
-    }
-
-    /// As [`object`](Self::object), for a reader whose keys are the enum `F`: each key is
-    /// first looked for where the keys of earlier texts say it should be ([`Shapes`]), and
-    /// the value of a key not in `F` is stepped over without calling `field`.
+    /// Calls `field` with each key of the object at the cursor that is one of the reader's
+    /// (the enum `F`); `field` reads the key's value. The value of any other key is
+    /// stepped over without calling `field`. Each key is first looked for where the keys of
+    /// earlier texts say it should be ([`Shapes`]).
     #[inline(always)]
     pub fn fields<F: KnownKeys>(
         &mut self,
@@ -371,7 +333,10 @@ impl<'a, 's> Cursor<'a, 's> {
         self.fields_while(|c, key| field(c, key).map(|()| true))
     }
 
-    /// As [`object_while`](Self::object_while), for a reader whose keys are the enum `F`.
+    /// As [`fields`](Self::fields), but `field` says whether it still wants keys: once it
+    /// says no, the rest of the object is stepped over unread, as a skipped value is. A
+    /// reader that has what it needs from `{"pid":1,"binary":"curl","cmdline":"..."}` is
+    /// spared the keys after it (a key given again after that point is not seen).
     pub fn fields_while<F: KnownKeys>(
         &mut self,
         mut field: impl FnMut(&mut Self, F) -> Result<bool>,
@@ -950,17 +915,19 @@ fn ipv4(s: &[u8]) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
 
+    crate::known_keys! {
+        enum OneKey (shape 15) {
+            K = "k",
+        }
+    }
+
     /// Reads `{"k": <value>}` with `read` for the value of `k`.
     fn value<'a, T>(json: &'a str, read: impl Fn(&mut Cursor<'a, 'a>) -> Result<T>) -> Result<T> {
         let mut c = Cursor::new(json.as_bytes());
         let mut got = None;
-        c.object(|c, key| {
-            if key == Key::of("k") {
-                got = Some(read(c)?);
-                Ok(())
-            } else {
-                c.skip()
-            }
+        c.fields(|c, OneKey::K| {
+            got = Some(read(c)?);
+            Ok(())
         })?;
         c.end()?;
         got.ok_or(Bad)
@@ -1017,16 +984,29 @@ mod tests {
         // The first key is all the reader wants; what follows, brackets and quotes in
         // strings included, is stepped over, and reading goes on after the object.
         let text = br#"{"a":{"want":7,"rest":"x}\"{","deep":[{"b":"]"}],"n":1},"after":2}"#;
+        crate::known_keys! {
+            enum Outer (shape 13) {
+                A = "a",
+                After = "after",
+            }
+        }
+        crate::known_keys! {
+            enum Inner (shape 14) {
+                Want = "want",
+                Rest = "rest",
+                Deep = "deep",
+                N = "n",
+            }
+        }
         let mut c = Cursor::new(text);
         let (mut want, mut after, mut seen) = (0, 0, Vec::new());
-        c.object(|c, key| {
-            if key == Key::of("a") {
-                c.object_while(|c, key| {
-                    seen.push(key);
-                    want = c.u64()?;
-                    Ok(false)
-                })
-            } else {
+        c.fields(|c, key| match key {
+            Outer::A => c.fields_while(|c, key: Inner| {
+                seen.push(key);
+                want = c.u64()?;
+                Ok(false)
+            }),
+            Outer::After => {
                 after = c.u64()?;
                 Ok(())
             }
@@ -1034,10 +1014,13 @@ mod tests {
         .unwrap();
         c.end().unwrap();
         assert_eq!((want, after), (7, 2));
-        assert_eq!(seen, [Key::of("want")]);
+        assert_eq!(seen, [Inner::Want]);
         // An object whose rest never closes is refused.
         let mut c = Cursor::new(br#"{"want":7,"rest":[1,2"#);
-        assert_eq!(c.object_while(|c, _| c.u64().map(|_| false)), Err(Bad));
+        assert_eq!(
+            c.fields_while(|c, _: Inner| c.u64().map(|_| false)),
+            Err(Bad)
+        );
     }
 
     /// Skipping sixteen bytes at a time ends where skipping string by string ends, on
@@ -1148,27 +1131,35 @@ mod tests {
             assert_eq!(value(other, Cursor::string), Err(Bad), "{other}");
         }
         // Keys of 16 and 17 bytes, at the end of the text (packed without a 16-byte load)
-        // and before more of it.
-        let k16 = Key::of("abcdefghijklmnop");
+        // and before more of it: the first is the reader's, the second none of its keys
+        // (its first sixteen bytes are the first's).
+        crate::known_keys! {
+            enum Long (shape 12) {
+                K16 = "abcdefghijklmnop",
+            }
+        }
         for text in [
             r#"{"abcdefghijklmnop":1}"#,
             r#"{"abcdefghijklmnop":1,"padding":"0123456789abcdef"}"#,
         ] {
             let mut c = Cursor::new(text.as_bytes());
             let mut keys = Vec::new();
-            c.object(|c, k| {
+            c.fields(|c, k: Long| {
                 keys.push(k);
                 c.skip()
             })
             .unwrap();
-            assert_eq!(keys[0], k16);
+            assert_eq!(keys, [Long::K16]);
         }
+        assert_eq!(Key::packed(b"abcdefghijklmnopq"), Key::OTHER);
         let mut c = Cursor::new(br#"{"abcdefghijklmnopq":1}"#);
-        c.object(|c, k| {
-            assert_eq!(k, Key::OTHER);
+        let mut keys = Vec::new();
+        c.fields(|c, k: Long| {
+            keys.push(k);
             c.skip()
         })
         .unwrap();
+        assert_eq!(keys, []);
     }
 
     #[test]
