@@ -15,13 +15,13 @@
 
 use super::latency::Histogram;
 use super::parse::{Action, ConnObs, ListenObs, Observation, Tcp, TxnObs};
-use crate::fast_hash::{FxHasher, FxMap, FxSet};
+use crate::fast_hash::{Fx, FxMap, FxSet};
 use hashbrown::hash_table::{self, HashTable};
 use serde::Serialize;
 use slab::Slab;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -265,16 +265,9 @@ pub struct Graph {
     pub counters: JoinCounters,
 }
 
-fn hash_tuple(t: &TupleKey) -> u64 {
-    let mut h = FxHasher::default();
-    t.hash(&mut h);
-    h.finish()
-}
-
-fn hash_str(s: &str) -> u64 {
-    let mut h = FxHasher::default();
-    s.hash(&mut h);
-    h.finish()
+/// FxHash of a key (a community ID, an address pair), as the graph's tables hash.
+fn fx_hash(v: &(impl Hash + ?Sized)) -> u64 {
+    Fx::default().hash_one(v)
 }
 
 impl Graph {
@@ -299,9 +292,14 @@ impl Graph {
         self.flows.len()
     }
 
+    /// Whether the flow at `id` is still the one that began `serial`-th.
+    fn holds(&self, id: usize, serial: u64) -> bool {
+        self.flows.get(id).is_some_and(|f| f.serial == serial)
+    }
+
     fn flow_of_tuple(&self, tuple: &TupleKey) -> Option<usize> {
         self.by_tuple
-            .find(hash_tuple(tuple), |&k| self.flows[k].tuple == *tuple)
+            .find(fx_hash(tuple), |&k| self.flows[k].tuple == *tuple)
             .copied()
     }
 
@@ -375,7 +373,7 @@ impl Graph {
     ) -> usize {
         let scope =
             (client.ip().is_loopback() || server.ip().is_loopback()).then(|| reporter.clone());
-        let cid_key = cid.map(|c| (hash_str(c), scope.clone()));
+        let cid_key = cid.map(|c| (fx_hash(c), scope.clone()));
         let tuple = TupleKey {
             client,
             server,
@@ -408,7 +406,7 @@ impl Graph {
             let Some((old, serial)) = self.order.pop_front() else {
                 break;
             };
-            if self.flows.get(old).is_some_and(|f| f.serial == serial) {
+            if self.holds(old, serial) {
                 self.counters.flows_folded_early += 1;
                 self.retire(old);
             }
@@ -421,9 +419,9 @@ impl Graph {
         }
         let flows = &self.flows;
         match self.by_tuple.entry(
-            hash_tuple(&tuple),
+            fx_hash(&tuple),
             |&k| flows[k].tuple == tuple,
-            |&k| hash_tuple(&flows[k].tuple),
+            |&k| fx_hash(&flows[k].tuple),
         ) {
             hash_table::Entry::Occupied(mut e) => *e.get_mut() = id,
             hash_table::Entry::Vacant(e) => {
@@ -454,7 +452,7 @@ impl Graph {
         let Some(f) = self.flows.try_remove(id) else {
             return;
         };
-        if let Ok(e) = self.by_tuple.find_entry(hash_tuple(&f.tuple), |&k| k == id) {
+        if let Ok(e) = self.by_tuple.find_entry(fx_hash(&f.tuple), |&k| k == id) {
             e.remove();
         }
         if let Some(k) = &f.cid
@@ -691,9 +689,9 @@ impl Graph {
         for id in old {
             self.retire(id);
         }
-        let flows = &self.flows;
-        self.order
-            .retain(|(id, serial)| flows.get(*id).is_some_and(|f| f.serial == *serial));
+        let mut order = std::mem::take(&mut self.order);
+        order.retain(|&(id, serial)| self.holds(id, serial));
+        self.order = order;
         self.folded.retain_since(start_ms);
     }
 }
