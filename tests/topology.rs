@@ -853,18 +853,21 @@ fn three_hosts_through_one_kafka_topic() {
 
 /// `connbeat topology --kafka --serve` in group `group`, on the topic of `config`.
 fn serve_group(dir: &Path, name: &str, config: &Path, group: &str) -> Agent {
-    let stderr_path = dir.join(format!("{name}.stderr"));
-    let child = Command::new(env!("CARGO_BIN_EXE_connbeat"))
-        .arg("-c")
-        .arg(config)
-        .args(["-E", &format!("topology.group_id={group}")])
-        .args(["topology", "--kafka", "--serve", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    Agent { child, stderr_path }
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let group = format!("topology.group_id={group}");
+    Agent::start(
+        &dir,
+        config,
+        &[
+            "-E",
+            &group,
+            "topology",
+            "--kafka",
+            "--serve",
+            "127.0.0.1:0",
+        ],
+    )
 }
 
 /// Writes one connection's two ends (opened), from client host `host`, to `partition`.
