@@ -681,10 +681,7 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.finish(5_000_000, None);
         let r = t.out.pop().unwrap();
-        let e = r.into_event(Some(&EcsSettings {
-            internal_networks: vec![],
-            precision: crate::config::Precision::Millisecond,
-        }));
+        let e = r.into_event(Some(&EcsSettings::default()));
         let v = e.to_value();
         assert_eq!(v["source"]["ip"], "10.0.0.9");
         assert_eq!(v["source"]["mac"], "09-09-09-09-09-09");

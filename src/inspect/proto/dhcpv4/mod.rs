@@ -637,10 +637,7 @@ mod tests {
             30_000_000,
         );
         assert_eq!(out.len(), 2);
-        let s = EcsSettings {
-            internal_networks: vec![],
-            precision: crate::config::Precision::Millisecond,
-        };
+        let s = EcsSettings::default();
         let reply = out.into_iter().nth(1).unwrap();
         let (c, srv) = reply.fields.ends().unwrap();
         let ep = Endpoints {

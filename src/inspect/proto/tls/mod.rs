@@ -762,10 +762,7 @@ mod tests {
             "10.0.0.2:50000".parse().unwrap(),
             "10.0.0.1:443".parse().unwrap(),
         );
-        let s = EcsSettings {
-            internal_networks: Vec::new(),
-            precision: crate::config::Precision::Millisecond,
-        };
+        let s = EcsSettings::default();
         t.into_ecs_event("tls", &ep, &s).to_value()
     }
 
