@@ -426,7 +426,9 @@ impl Default for RowOptions {
 }
 
 /// Rows of a SQL response as `send_response` writes them (Packetbeat's form): CSV, the
-/// column names first, at most `max_rows` rows, each cut to `max_row_length` bytes.
+/// column names first, at most `max_rows` rows. `max_row_length` bounds the bytes of a
+/// row's values, separators and quotes not counted: values are kept until it is reached,
+/// the last one cut to fit.
 #[derive(Debug, Default)]
 pub struct RowsText {
     text: String,
@@ -441,45 +443,43 @@ impl RowsText {
         self.line(names.iter().map(|n| n.as_bytes()), usize::MAX);
     }
 
-    /// One row (`None` values are NULL, written empty), unless `max_rows` are there.
+    /// One row, unless `max_rows` are there. A `None` value (SQL NULL) is written as
+    /// `null`, the protocol's own text for it (MySQL's `NULL`, PostgreSQL's nothing).
     pub fn row<'a>(
         &mut self,
         values: impl Iterator<Item = Option<&'a [u8]>>,
+        null: &'a [u8],
         max_rows: usize,
         max_len: usize,
     ) {
         if self.rows < max_rows {
             self.rows += 1;
-            self.line(values.map(|v| v.unwrap_or_default()), max_len);
+            self.line(values.map(|v| v.unwrap_or(null)), max_len);
         }
     }
 
     fn line<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>, max_len: usize) {
-        let mut line = String::new();
+        let mut kept = 0;
         for (i, v) in values.enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            let v = String::from_utf8_lossy(v);
-            if v.contains([',', '"', '\n', '\r']) {
-                line.push('"');
-                line.push_str(&v.replace('"', "\"\""));
-                line.push('"');
-            } else {
-                line.push_str(&v);
-            }
-            if line.len() >= max_len {
+            if kept >= max_len {
                 break;
             }
-        }
-        if line.len() > max_len {
-            let mut cut = max_len;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
+            let v = &v[..v.len().min(max_len - kept)];
+            kept += v.len();
+            if i > 0 {
+                self.text.push(',');
             }
-            line.truncate(cut);
+            let v = String::from_utf8_lossy(v);
+            // Quoted as Go's CSV writer quotes: separators, quotes, line ends, or a leading
+            // space.
+            if v.contains([',', '"', '\n', '\r']) || v.starts_with(char::is_whitespace) {
+                self.text.push('"');
+                self.text.push_str(&v.replace('"', "\"\""));
+                self.text.push('"');
+            } else {
+                self.text.push_str(&v);
+            }
         }
-        self.text.push_str(&line);
         self.text.push('\n');
     }
 
@@ -499,6 +499,29 @@ pub fn text(b: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `max_row_length` counts the values' bytes only, as Packetbeat does: values are kept
+    /// until the bound, the last one cut; NULL is the protocol's text; a value with a
+    /// separator or a leading space is quoted.
+    #[test]
+    fn rows_are_bounded_by_the_bytes_of_their_values() {
+        let mut t = RowsText::default();
+        t.names(&["a".into(), "b".into(), "c".into()]);
+        let row = [Some(&b"abc"[..]), Some(b"defg"), Some(b"h")];
+        t.row(row.into_iter(), b"NULL", 10, 5);
+        t.row(
+            [None, Some(&b" x"[..]), Some(b"1,2")].into_iter(),
+            b"NULL",
+            10,
+            100,
+        );
+        t.row(row.into_iter(), b"NULL", 10, 3);
+        t.row(row.into_iter(), b"NULL", 3, 100);
+        assert_eq!(
+            t.take().as_deref(),
+            Some("a,b,c\nabc,de\nNULL,\" x\",\"1,2\"\nabc\n")
+        );
+    }
 
     #[test]
     fn a_protocol_timeout_overrides_the_global_one() {

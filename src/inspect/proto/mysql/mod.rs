@@ -268,7 +268,7 @@ impl Mysql {
         if self.send[1] && front == Cmd::Query {
             let (max_rows, max_len) = self.rows_limits;
             self.text
-                .row(parser::text_row(b).into_iter(), max_rows, max_len);
+                .row(parser::text_row(b).into_iter(), b"NULL", max_rows, max_len);
         }
     }
 
@@ -535,7 +535,10 @@ mod tests {
             5,
         );
         assert_eq!(out[0].request.as_deref(), Some("SELECT id, name FROM t"));
-        assert_eq!(out[0].response.as_deref(), Some("id,name\n1,\"a,b\"\n2,\n"));
+        assert_eq!(
+            out[0].response.as_deref(),
+            Some("id,name\n1,\"a,b\"\n2,NULL\n")
+        );
         assert_eq!(out[0].object()["num_rows"], 3);
     }
 }

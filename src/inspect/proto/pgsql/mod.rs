@@ -270,7 +270,7 @@ impl Pgsql {
                 if self.send[1] {
                     let (max_rows, max_len) = self.rows_limits;
                     let values = parser::row_values(body);
-                    r.text.row(values.into_iter(), max_rows, max_len);
+                    r.text.row(values.into_iter(), b"", max_rows, max_len);
                 }
             }
             b'C' => r
@@ -514,7 +514,7 @@ mod tests {
             7,
         );
         assert_eq!(out[0].request.as_deref(), Some("SELECT k, v FROM kv"));
-        assert_eq!(out[0].response.as_deref(), Some("k,v\n\"a,b\",\nlong,v\n"));
+        assert_eq!(out[0].response.as_deref(), Some("k,v\n\"a,b\",\nlong,va\n"));
         assert_eq!(out[0].object()["num_rows"], 3);
     }
 }
