@@ -42,6 +42,7 @@ fn fields(i: u64) -> serde_json::Value {
 
 fn common() -> CommonFields {
     CommonFields {
+        agent_type: "connbeat",
         name: "bench".into(),
         hostname: "bench".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -447,6 +447,8 @@ impl Record {
 #[derive(Debug, Clone)]
 pub struct CommonFields {
     pub name: String,
+    /// `agent.type` of ECS events: see [`agent_type`].
+    pub agent_type: &'static str,
     pub hostname: String,
     pub version: String,
     pub tags: Vec<String>,
@@ -464,6 +466,21 @@ pub struct Shape {
     pub ecs: Option<Arc<crate::inspect::proto::txn::EcsSettings>>,
 }
 
+/// `agent.type` of ECS events. It follows the Elasticsearch index, as the index template's
+/// pattern does: events written to `packetbeat-…` indices say `packetbeat`, so Packetbeat's
+/// own Kibana dashboards and saved searches, which select Packetbeat's documents by index
+/// and agent type, find them. Everywhere else it is `connbeat`.
+pub fn agent_type(c: &crate::config::Config) -> &'static str {
+    let packetbeat_index = c.output.elasticsearch.as_ref().is_some_and(|e| {
+        e.enabled && (e.index.starts_with("packetbeat-") || e.index == "packetbeat")
+    });
+    if packetbeat_index {
+        "packetbeat"
+    } else {
+        "connbeat"
+    }
+}
+
 /// The ECS version the ECS shape follows (Packetbeat 8's).
 pub const ECS_VERSION: &str = "8.0.0";
 
@@ -475,6 +492,7 @@ impl CommonFields {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into());
         CommonFields {
+            agent_type: agent_type(c),
             name: if c.name.is_empty() {
                 hostname.clone()
             } else {
@@ -503,7 +521,7 @@ impl CommonFields {
         let ecs = self.shape.format == crate::config::EventFormat::Ecs;
         if ecs {
             // `beat_tail` closes the object the source's own members opened.
-            push_member(&mut beat_tail, "type", &"connbeat");
+            push_member(&mut beat_tail, "type", &self.agent_type);
         }
         push_member(&mut beat_tail, "name", &self.name);
         // Beats 8 dropped `agent.hostname` (the host is `host.name`).
@@ -681,6 +699,7 @@ mod tests {
 
     fn common(under_root: bool) -> CommonFields {
         CommonFields {
+            agent_type: "connbeat",
             name: "web1".into(),
             hostname: "web1.local".into(),
             version: "0.1.0".into(),
@@ -781,6 +800,7 @@ mod tests {
             json!({"a": 1, "b": "x\"y", "c": {"d": [1, 2]}, "type": "connbeat", "beat": {"local_ips": ["::1"]}})
         );
         let c = CommonFields {
+            agent_type: "connbeat",
             name: "n".into(),
             hostname: "h".into(),
             version: "v".into(),

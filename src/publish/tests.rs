@@ -67,6 +67,7 @@ fn settings() -> PipelineSettings {
 
 fn common() -> CommonFields {
     CommonFields {
+        agent_type: "connbeat",
         name: "t".into(),
         hostname: "t".into(),
         version: "0".into(),

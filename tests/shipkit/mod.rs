@@ -223,6 +223,7 @@ pub fn config(yaml: &str) -> connbeat::config::Config {
 pub fn pipeline(c: &connbeat::config::Config) -> (Publisher, Pipeline) {
     let out = connbeat::output::from_config(c).unwrap_or_else(|e| panic!("{e}"));
     let common = CommonFields {
+        agent_type: "connbeat",
         name: "test".into(),
         hostname: "test".into(),
         version: env!("CARGO_PKG_VERSION").into(),
