@@ -1,8 +1,7 @@
-//! Settings of Beats (and protocols of Packetbeat) that mean nothing to connbeat, accepted
-//! so that a Beats or Packetbeat file loads: each is taken out of the tree before typing,
-//! with one warning line for the startup log (and `test config`).
+//! Settings of Beats that mean nothing to connbeat, accepted so that a Beats or Packetbeat
+//! file loads: each is taken out of the tree before typing, with one warning line for the
+//! startup log (and `test config`).
 
-use super::error::ConfigError;
 use serde_json::Value;
 
 /// (dotted key, depth at which each key gets its own warning, why it has no effect).
@@ -33,37 +32,10 @@ const BEATS_ONLY: [(&str, usize, &str); 7] = [
     ),
 ];
 
-/// Packetbeat settings (after `packetbeat.*` became `connbeat.*`) that this build does not
-/// implement yet: set aside while the configuration model does not know them, read as
-/// soon as it does.
-const NOT_YET: [(&str, &str); 0] = [];
-
-/// Packetbeat 8's protocols: an entry of one that connbeat does not decode is set aside
-/// (with a warning) rather than refused.
-const PACKETBEAT_PROTOCOLS: [&str; 15] = [
-    "amqp",
-    "cassandra",
-    "dhcpv4",
-    "dns",
-    "http",
-    "icmp",
-    "memcache",
-    "mongodb",
-    "mysql",
-    "nfs",
-    "pgsql",
-    "redis",
-    "sip",
-    "thrift",
-    "tls",
-];
-
-/// What was set aside: the warnings, and the indices of the `connbeat.protocols` entries
-/// taken out (so that errors about later entries still name their place in the file).
+/// What was set aside: one warning per key.
 #[derive(Debug, Default)]
 pub struct SetAside {
     pub warnings: Vec<String>,
-    removed_protocols: Vec<usize>,
 }
 
 /// The keys of `setup.template` that the model reads.
@@ -86,8 +58,8 @@ fn take_path(tree: &mut Value, path: &str) -> Option<Value> {
     cur.and_then(|m| m.remove(last))
 }
 
-/// Takes the Beats-only settings and the entries of protocols connbeat does not decode out
-/// of the tree (after `packetbeat.*` became `connbeat.*`).
+/// Takes the Beats-only settings out of the tree (after `packetbeat.*` became
+/// `connbeat.*`).
 pub fn set_aside(tree: &mut Value) -> SetAside {
     let mut out = SetAside::default();
     // The four keys of setup.template that connbeat reads survive the Beats-only sweep.
@@ -124,88 +96,7 @@ pub fn set_aside(tree: &mut Value) -> SetAside {
             serde_json::json!({"template": Value::Object(template)}),
         );
     }
-    for (path, why) in NOT_YET {
-        let is_known = super::known_keys::all()
-            .iter()
-            .any(|k| k == path || k.starts_with(&format!("{path}.")));
-        if is_known {
-            continue;
-        }
-        if take_path(tree, path).is_some() {
-            out.warnings
-                .push(format!("{path}: accepted and ignored: {why}"));
-        }
-    }
-    let known = crate::inspect::proto::NAMES;
-    if let Some(Value::Array(list)) = tree
-        .get_mut("connbeat")
-        .and_then(|c| c.get_mut("protocols"))
-    {
-        let mut i = 0;
-        list.retain(|entry| {
-            let kind = entry.get("type").and_then(Value::as_str).unwrap_or("");
-            let drop = PACKETBEAT_PROTOCOLS.contains(&kind) && !known.contains(&kind);
-            if drop {
-                out.warnings.push(format!(
-                    "connbeat.protocols.{i}: accepted and ignored: connbeat does not decode {kind} (a Packetbeat protocol)"
-                ));
-                out.removed_protocols.push(i);
-            }
-            i += 1;
-            !drop
-        });
-    }
     out
-}
-
-impl SetAside {
-    /// An error about `connbeat.protocols.N…` of the typed tree, renamed to the entry's
-    /// index in the file.
-    pub fn restore_index(&self, e: ConfigError) -> ConfigError {
-        if self.removed_protocols.is_empty() {
-            return e;
-        }
-        // `connbeat.protocols.N…` (validation) or `connbeat.protocols[N]…` (typing).
-        let fix = |key: String| -> String {
-            let Some(rest) = key.strip_prefix("connbeat.protocols") else {
-                return key;
-            };
-            let (open, close) = if rest.starts_with('[') {
-                ("[", "]")
-            } else {
-                (".", "")
-            };
-            let Some(rest) = rest.strip_prefix(open) else {
-                return key;
-            };
-            let end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let Ok(n) = rest[..end].parse::<usize>() else {
-                return key;
-            };
-            // The n-th entry kept is the one after n kept ones in the file.
-            let orig = (0..)
-                .filter(|i| !self.removed_protocols.contains(i))
-                .nth(n)
-                .unwrap_or(n);
-            format!(
-                "connbeat.protocols{open}{orig}{close}{}",
-                &rest[end + close.len()..]
-            )
-        };
-        match e {
-            ConfigError::UnknownKey { key, suggestion } => ConfigError::UnknownKey {
-                key: fix(key),
-                suggestion: suggestion.map(fix),
-            },
-            ConfigError::Invalid { key, message } => ConfigError::Invalid {
-                key: fix(key),
-                message,
-            },
-            other => other,
-        }
-    }
 }
 
 fn keys_to_depth(v: &Value, at: &str, depth: usize, out: &mut Vec<String>) {
@@ -224,32 +115,13 @@ mod tests {
     use crate::config::from_yaml_str;
 
     #[test]
-    fn errors_after_a_set_aside_entry_name_its_place_in_the_file() {
-        let e = from_yaml_str(
-            "output.console: {}\nconnbeat.protocols:\n  - {type: icmp}\n  - {type: amqp, ports: [5672]}\n  - {type: http}\n",
-            &[],
-            &|_| None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("connbeat.protocols.2.ports"), "{e}");
-        let e = from_yaml_str(
-            "output.console: {}\nsetup.kibana: {host: x}\nconnbeat.protocols:\n  - {type: sip, ports: [5060]}\n  - {type: redis, ports: [1], send_headers: [a]}\n",
-            &[],
-            &|_| None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("connbeat.protocols[1]"), "{e}");
-    }
-
-    #[test]
     fn setup_template_keeps_its_four_keys_and_sets_the_rest_aside() {
         let mut tree = serde_json::json!({
             "setup": {
                 "template": {"enabled": false, "name": "x", "pattern": "x-*", "overwrite": true,
                              "settings": {"index": {"number_of_shards": 1}}},
-                "kibana": {"host": "k"}
+                "kibana": {"host": "k"},
+                "ilm": {"enabled": false}
             }
         });
         let aside = super::set_aside(&mut tree);
@@ -258,9 +130,15 @@ mod tests {
             serde_json::json!({"setup": {"template": {
                 "enabled": false, "name": "x", "pattern": "x-*", "overwrite": true}}})
         );
-        assert_eq!(aside.warnings.len(), 2, "{:?}", aside.warnings);
-        assert!(aside.warnings[0].starts_with("setup.template.settings: accepted and ignored"));
-        assert!(aside.warnings[1].starts_with("setup.kibana: accepted and ignored"));
+        assert_eq!(aside.warnings.len(), 3, "{:?}", aside.warnings);
+        for key in ["setup.template.settings", "setup.kibana", "setup.ilm"] {
+            let line = format!("{key}: accepted and ignored");
+            assert!(
+                aside.warnings.iter().any(|w| w.starts_with(&line)),
+                "{key}: {:?}",
+                aside.warnings
+            );
+        }
         let c = from_yaml_str(
             "output.console: {}\nsetup.template.name: mine\n",
             &[],

@@ -87,8 +87,8 @@ pub(super) fn parse(
     let mut notes = Vec::new();
     super::packetbeat::rename(&mut tree, &mut notes)?;
     let aside = super::beats::set_aside(&mut tree);
-    let config = typed(tree).map_err(|e| aside.restore_index(e))?;
-    super::validate::validate(&config).map_err(|e| aside.restore_index(e))?;
+    let config = typed(tree)?;
+    super::validate::validate(&config)?;
     notes.extend(aside.warnings);
     notes.extend(crate::processors::check(&config)?);
     Ok((config, notes))
