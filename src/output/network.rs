@@ -157,6 +157,35 @@ pub enum VerificationMode {
     None,
 }
 
+/// A TLS version of `ssl.supported_protocols`, by Beats' name. The versions before 1.2 are
+/// known so that choosing one is refused as insecure rather than as a typo.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[serde(rename = "SSLv3")]
+    Ssl3,
+    #[serde(rename = "TLSv1.0")]
+    Tls10,
+    #[serde(rename = "TLSv1.1")]
+    Tls11,
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Beats' name of the version.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::Ssl3 => "SSLv3",
+            TlsVersion::Tls10 => "TLSv1.0",
+            TlsVersion::Tls11 => "TLSv1.1",
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
+}
+
 /// The `ssl` block shared by every network output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -169,7 +198,7 @@ pub struct SslConfig {
     pub key_passphrase: String,
     pub verification_mode: VerificationMode,
     /// TLS versions offered: `TLSv1.2`, `TLSv1.3` (empty: both).
-    pub supported_protocols: Vec<String>,
+    pub supported_protocols: Vec<TlsVersion>,
     /// Cipher suites offered, by Beats' names (`ECDHE-RSA-AES-128-GCM-SHA256`; empty: all
     /// the safe ones).
     pub cipher_suites: Vec<String>,

@@ -9,6 +9,7 @@
 //! Every error names the setting at fault (`output.http.ssl.certificate_authorities`, ...).
 
 use super::OutputError;
+use super::network::TlsVersion;
 use crate::config::{SslConfig, VerificationMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -85,24 +86,23 @@ pub fn client_config(ssl: Option<&SslConfig>, key: &str) -> Result<ClientConfig,
 /// `supported_protocols`: Beats' names (`TLSv1.2`, `TLSv1.3`); empty means both. rustls
 /// has no TLS 1.0 or 1.1, which are refused by name.
 fn protocol_versions(
-    names: &[String],
+    versions: &[TlsVersion],
     key: &str,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, OutputError> {
-    if names.is_empty() {
+    if versions.is_empty() {
         return Ok(rustls::DEFAULT_VERSIONS.to_vec());
     }
-    names
+    versions
         .iter()
-        .map(|n| match n.as_str() {
-            "TLSv1.2" => Ok(&rustls::version::TLS12),
-            "TLSv1.3" => Ok(&rustls::version::TLS13),
-            "TLSv1.0" | "TLSv1.1" | "SSLv3" => Err(cfg(
+        .map(|v| match v {
+            TlsVersion::Tls12 => Ok(&rustls::version::TLS12),
+            TlsVersion::Tls13 => Ok(&rustls::version::TLS13),
+            TlsVersion::Ssl3 | TlsVersion::Tls10 | TlsVersion::Tls11 => Err(cfg(
                 &format!("{key}.supported_protocols"),
-                format!("{n} is not supported (insecure); use TLSv1.2 or TLSv1.3"),
-            )),
-            _ => Err(cfg(
-                &format!("{key}.supported_protocols"),
-                format!("unknown protocol {n:?}; use TLSv1.2 or TLSv1.3"),
+                format!(
+                    "{} is not supported (insecure); use TLSv1.2 or TLSv1.3",
+                    v.name()
+                ),
             )),
         })
         .collect()
