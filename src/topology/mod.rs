@@ -400,7 +400,9 @@ fn consume_kafka(
 }
 
 /// The fuzz target `topology` (fuzz/): any bytes, as lines, through parsing, joining and
-/// every renderer, with small bounds so that the bounds are reached too.
+/// every renderer, with small bounds so that the bounds are reached too. Built for tests
+/// and the fuzz crate only (feature `fuzzing`), like `connbeat::fuzzing`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz(data: &[u8]) {
     let limits = Limits {
         max_nodes: 8,
