@@ -536,7 +536,11 @@ impl UdpParser for MemcacheUdp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::proto::testutil::{common, drive};
+    use crate::inspect::proto::Done;
+    use crate::inspect::proto::testutil::{common, drive, drive_chunks};
+    use crate::inspect::tcp::Chunk;
+    use parser::tests::bin_with;
+    use serde_json::json;
 
     fn tcp(o: Options) -> Box<dyn TcpParser> {
         let e = Entry {
@@ -635,6 +639,7 @@ mod tests {
         assert_eq!(out[0].status, status::OK);
         assert!(!p.pending(), "nothing left once answered");
         // A datagram repeated, or announcing another count, drops the message (counted).
+        let dropped = monitor::get(&METRICS.inspect_memcache_udp_dropped);
         let mut cx = Cx {
             now: 2,
             timeout: 1_000_000,
@@ -651,5 +656,408 @@ mod tests {
         p.close(&mut cx);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].status, status::ERROR, "the get never got its reply");
+        assert!(monitor::get(&METRICS.inspect_memcache_udp_dropped) > dropped);
+    }
+
+    /// The parsers of a memcache entry of `connbeat.protocols` with these keys (each
+    /// written `, key: value`), read by name from the configuration.
+    fn configured(keys: &str) -> Parsers {
+        let c = crate::config::from_yaml_str(
+            &format!(
+                "output.console: {{}}\nconnbeat.protocols:\n  \
+                 - {{type: memcache, ports: [11211]{keys}}}"
+            ),
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        c.connbeat.protocols[0].parsers(&common())
+    }
+
+    /// One datagram, captured at `now`.
+    fn datagram(p: &mut dyn UdpParser, dir: Dir, d: &[u8], now: u64, out: &mut Vec<Done>) {
+        let mut cx = Cx {
+            now,
+            timeout: 10_000_000,
+            out,
+        };
+        p.datagram(dir, d, &mut cx).unwrap();
+    }
+
+    fn expire_udp(p: &mut dyn UdpParser, now: u64, out: &mut Vec<Done>) {
+        let mut cx = Cx {
+            now,
+            timeout: 10_000_000,
+            out,
+        };
+        p.expire(&mut cx);
+    }
+
+    #[test]
+    fn values_beyond_maxvalues_and_stats_beyond_the_bound_are_counted() {
+        let dropped = || monitor::get(&METRICS.inspect_memcache_values_dropped);
+        let before = dropped();
+        let mut p = configured(", maxvalues: 1").tcp.unwrap()();
+        let out = drive(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, b"get a b c\r\n"),
+                (
+                    Dir::ToClient,
+                    b"VALUE a 0 2\r\nxa\r\nVALUE b 0 2\r\nxb\r\nVALUE c 0 2\r\nxc\r\nEND\r\n",
+                ),
+            ],
+            1000,
+        );
+        assert_eq!(out.len(), 1);
+        let r = &out[0].object()["response"];
+        assert_eq!(r["keys"], json!(["a", "b", "c"]));
+        assert_eq!(r["count_values"], 3);
+        assert_eq!(r["bytes"], 6);
+        assert_eq!(r["values"], json!(["eGE="]), "the first value only, base64");
+        // Two of the three values were not kept.
+        assert!(dropped() >= before + 2);
+
+        // One stats response holds at most MAX_STATS entries: four more are dropped.
+        let before = dropped();
+        let mut reply = String::new();
+        for i in 0..MAX_STATS + 4 {
+            reply.push_str(&format!("STAT s{i} {i}\r\n"));
+        }
+        reply.push_str("END\r\n");
+        let mut p = configured("").tcp.unwrap()();
+        let out = drive(
+            p.as_mut(),
+            &[
+                (Dir::ToServer, b"stats\r\n"),
+                (Dir::ToClient, reply.as_bytes()),
+            ],
+            1 << 16,
+        );
+        assert_eq!(out.len(), 1);
+        let stats = &out[0].object()["response"]["stats"];
+        assert_eq!(stats.as_array().map(Vec::len), Some(MAX_STATS));
+        assert_eq!(stats[MAX_STATS - 1]["name"], format!("s{}", MAX_STATS - 1));
+        assert!(dropped() >= before + 4);
+    }
+
+    #[test]
+    fn udp_datagrams_over_the_bounds_are_dropped_and_counted() {
+        let dropped = || monitor::get(&METRICS.inspect_memcache_udp_dropped);
+        // A reply of two datagrams (20 and 13 bytes): held until whole when
+        // max_message_size allows its 33 bytes, dropped when it does not.
+        let reply = b"VALUE big 0 10\r\n0123456789\r\nEND\r\n";
+        let (a, b) = reply.split_at(20);
+        for (bound, whole) in [(33, true), (32, false)] {
+            let before = dropped();
+            let keys = format!(", max_message_size: {bound}");
+            let mut p = configured(&keys).udp.unwrap()();
+            let mut out = Vec::new();
+            let get = frame(1, 0, 1, b"get big\r\n");
+            datagram(p.as_mut(), Dir::ToServer, &get, 1, &mut out);
+            datagram(p.as_mut(), Dir::ToClient, &frame(1, 0, 2, a), 2, &mut out);
+            datagram(p.as_mut(), Dir::ToClient, &frame(1, 1, 2, b), 3, &mut out);
+            if whole {
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].status, status::OK);
+                assert_eq!(out[0].object()["response"]["bytes"], 10);
+                continue;
+            }
+            assert!(out.is_empty(), "the reply was dropped, the get still waits");
+            assert!(dropped() > before);
+            let mut cx = Cx {
+                now: 4,
+                timeout: 10_000_000,
+                out: &mut out,
+            };
+            p.close(&mut cx);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].status, status::ERROR);
+            assert!(out[0].object().get("response").is_none());
+        }
+
+        // More request ids waiting than max_pending (8): the ninth is dropped.
+        let before = dropped();
+        let mut p = configured("").udp.unwrap()();
+        let mut out = Vec::new();
+        for id in 0..8u16 {
+            let get = frame(100 + id, 0, 1, b"get k\r\n");
+            datagram(p.as_mut(), Dir::ToServer, &get, 1, &mut out);
+        }
+        datagram(
+            p.as_mut(),
+            Dir::ToServer,
+            &frame(200, 0, 1, b"get k\r\n"),
+            1,
+            &mut out,
+        );
+        assert!(dropped() > before);
+        // Its reply pairs with nothing; the eight others fail when the flow ends.
+        datagram(
+            p.as_mut(),
+            Dir::ToClient,
+            &frame(200, 0, 1, b"END\r\n"),
+            2,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        let mut cx = Cx {
+            now: 3,
+            timeout: 10_000_000,
+            out: &mut out,
+        };
+        p.close(&mut cx);
+        assert_eq!(out.len(), 8);
+        assert!(out.iter().all(|t| t.status == status::ERROR));
+    }
+
+    #[test]
+    fn udptransactiontimeout_read_by_name_expires_requests_and_unfinished_replies() {
+        let dropped = || monitor::get(&METRICS.inspect_memcache_udp_dropped);
+        let before = dropped();
+        let mut p = configured(", udptransactiontimeout: 1s").udp.unwrap()();
+        let mut out = Vec::new();
+        let reply = b"VALUE big 0 10\r\n0123456789\r\nEND\r\n";
+        datagram(
+            p.as_mut(),
+            Dir::ToServer,
+            &frame(7, 0, 1, b"get big\r\n"),
+            10,
+            &mut out,
+        );
+        // The first of two datagrams; the second never comes.
+        datagram(
+            p.as_mut(),
+            Dir::ToClient,
+            &frame(7, 0, 2, &reply[..20]),
+            10,
+            &mut out,
+        );
+        expire_udp(p.as_mut(), 10 + 999_999, &mut out);
+        assert!(out.is_empty());
+        assert!(p.pending());
+        expire_udp(p.as_mut(), 10 + 1_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, status::ERROR);
+        assert_eq!(out[0].notes, vec![txn::NOTE_TIMEOUT.to_string()]);
+        assert_eq!(out[0].object()["request"]["keys"], json!(["big"]));
+        assert!(!p.pending());
+        assert!(dropped() > before, "the unfinished reply is counted");
+
+        // Without the key, the protocol's timeout (10 s here) applies.
+        let mut p = configured("").udp.unwrap()();
+        let mut out = Vec::new();
+        datagram(
+            p.as_mut(),
+            Dir::ToServer,
+            &frame(7, 0, 1, b"get big\r\n"),
+            10,
+            &mut out,
+        );
+        expire_udp(p.as_mut(), 10 + 1_000_000, &mut out);
+        assert!(out.is_empty());
+        expire_udp(p.as_mut(), 10 + 10_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn tcptransactiontimeout_read_by_name_expires_an_unanswered_request() {
+        let expire = |p: &mut dyn TcpParser, now: u64, out: &mut Vec<Done>| {
+            let mut cx = Cx {
+                now,
+                timeout: 10_000_000,
+                out,
+            };
+            p.expire(&mut cx);
+        };
+        let get: &[u8] = b"get k\r\n";
+        let mut p = configured(", tcptransactiontimeout: 2s").tcp.unwrap()();
+        let mut out = drive_chunks(p.as_mut(), &[(Dir::ToServer, Chunk::Data(get))], false);
+        assert!(out.is_empty());
+        // drive_chunks captures its first chunk at 1_001_000 µs.
+        let start = 1_001_000;
+        expire(p.as_mut(), start + 1_999_999, &mut out);
+        assert!(out.is_empty());
+        expire(p.as_mut(), start + 2_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].start, start);
+        assert_eq!(out[0].status, status::ERROR);
+        assert_eq!(out[0].notes, vec![txn::NOTE_TIMEOUT.to_string()]);
+        assert_eq!(out[0].object()["request"]["keys"], json!(["k"]));
+
+        let mut p = configured("").tcp.unwrap()();
+        let mut out = drive_chunks(p.as_mut(), &[(Dir::ToServer, Chunk::Data(get))], false);
+        expire(p.as_mut(), start + 2_000_000, &mut out);
+        assert!(out.is_empty(), "the protocol's timeout (10 s here) applies");
+        expire(p.as_mut(), start + 10_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn options_read_by_name_keep_and_cut_values_and_report_unknown_commands() {
+        let req: &[u8] = b"get a b\r\nfrobnicate x\r\n";
+        let resp: &[u8] = b"VALUE a 0 5\r\nhello\r\nVALUE b 0 5\r\nworld\r\nEND\r\nERROR\r\n";
+        let keys = ", parseunknown: true, maxvalues: 1, maxbytespervalue: 3";
+        let mut p = configured(keys).tcp.unwrap()();
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, req), (Dir::ToClient, resp)],
+            1000,
+        );
+        assert_eq!(out.len(), 2);
+        let get = out[0].object();
+        assert_eq!(
+            get["response"]["values"],
+            json!(["aGVs"]),
+            "\"hel\" in base64"
+        );
+        assert_eq!(get["response"]["count_values"], 2);
+        assert_eq!(get["response"]["bytes"], 10);
+        assert_eq!(out[0].status, status::OK);
+        let unknown = out[1].object();
+        assert_eq!(unknown["request"]["command"], "UNKNOWN");
+        assert_eq!(unknown["request"]["type"], "UNKNOWN");
+        assert_eq!(unknown["request"]["line"], "frobnicate x");
+        assert_eq!(unknown["response"]["command"], "ERROR");
+        assert_eq!(out[1].status, status::ERROR);
+
+        // Packetbeat's defaults: no values kept, an unknown command is a parse error.
+        let mut p = configured("").tcp.unwrap()();
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, req), (Dir::ToClient, resp)],
+            1000,
+        );
+        assert_eq!(out.len(), 1);
+        let get = out[0].object();
+        assert!(get["response"].get("values").is_none());
+        assert_eq!(get["response"]["count_values"], 2);
+        // All values, each whole, with a negative maxvalues and no maxbytespervalue.
+        let mut p = configured(", maxvalues: -1").tcp.unwrap()();
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, req), (Dir::ToClient, resp)],
+            1000,
+        );
+        assert_eq!(
+            out[0].object()["response"]["values"],
+            json!(["aGVsbG8=", "d29ybGQ="])
+        );
+    }
+
+    #[test]
+    fn binary_quiet_multiget_pairs_hits_and_publishes_misses_alone() {
+        // The client asks for a, b and c with GetKQ (opaques 1 to 3), then a No-op (4),
+        // then a plain GetK of d (5). The server answers the hit b, the No-op, and the
+        // miss of d (a GetK miss carries the key and status 1, Key not found).
+        let flags = 5u32.to_be_bytes();
+        let mut req = Vec::new();
+        for (opaque, key) in [(1, b"a"), (2, b"b"), (3, b"c")] {
+            req.extend(bin_with(0x80, 0x0d, opaque, &[], key, b"", 0));
+        }
+        req.extend(bin_with(0x80, 0x0a, 4, &[], b"", b"", 0));
+        req.extend(bin_with(0x80, 0x0c, 5, &[], b"d", b"", 0));
+        let mut resp = bin_with(0x81, 0x0d, 2, &flags, b"b", b"vb", 0);
+        resp.extend(bin_with(0x81, 0x0a, 4, &[], b"", b"", 0));
+        resp.extend(bin_with(0x81, 0x0c, 5, &[], b"d", b"", 1));
+        let mut p = tcp(Options::default());
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, &req[..]), (Dir::ToClient, &resp[..])],
+            7,
+        );
+        assert_eq!(out.len(), 5);
+        let objs: Vec<_> = out.iter().map(|t| t.object()).collect();
+        let keys: Vec<_> = objs.iter().map(|o| o["request"]["keys"].clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                json!(["a"]),
+                json!(["b"]),
+                json!(["c"]),
+                json!(null),
+                json!(["d"])
+            ]
+        );
+        let opcodes: Vec<_> = objs
+            .iter()
+            .map(|o| o["request"]["opcode"].clone())
+            .collect();
+        assert_eq!(opcodes, ["GetKQ", "GetKQ", "GetKQ", "No-op", "GetK"]);
+        let statuses: Vec<_> = out.iter().map(|t| t.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                status::OK,
+                status::OK,
+                status::OK,
+                status::OK,
+                status::ERROR
+            ]
+        );
+        // The misses a and c: quiet, no response, published as they stand.
+        for i in [0, 2] {
+            assert_eq!(objs[i]["request"]["quiet"], true);
+            assert!(objs[i].get("response").is_none(), "{}", objs[i]);
+            assert!(out[i].end.is_none());
+            assert!(out[i].notes.is_empty());
+        }
+        // The hit b.
+        let hit = &objs[1]["response"];
+        assert_eq!(hit["keys"], json!(["b"]));
+        assert_eq!(hit["opaque"], 2);
+        assert_eq!(hit["status"], "Success");
+        assert_eq!(hit["flags"], 5);
+        assert_eq!(hit["bytes"], 2);
+        assert_eq!(hit["count_values"], 1);
+        assert!(out[1].end.is_some());
+        assert_eq!(objs[3]["response"]["opcode"], "No-op");
+        assert_eq!(objs[3]["protocol_type"], "binary");
+        let miss = &objs[4]["response"];
+        assert_eq!(miss["status"], "Key not found");
+        assert_eq!(miss["status_code"], 1);
+    }
+
+    #[test]
+    fn binary_touch_request_and_response() {
+        // Touch: extras are the new expiration; the response has no extras, key or value
+        // on success, and the status (and its text as the value) on a miss.
+        let mut req = bin_with(0x80, 0x1c, 9, &300u32.to_be_bytes(), b"k", b"", 0);
+        req.extend(bin_with(
+            0x80,
+            0x1c,
+            10,
+            &60u32.to_be_bytes(),
+            b"gone",
+            b"",
+            0,
+        ));
+        let mut resp = bin_with(0x81, 0x1c, 9, &[], b"", b"", 0);
+        resp.extend(bin_with(0x81, 0x1c, 10, &[], b"", b"Not found", 1));
+        let mut p = tcp(Options::default());
+        let out = drive(
+            p.as_mut(),
+            &[(Dir::ToServer, &req[..]), (Dir::ToClient, &resp[..])],
+            5,
+        );
+        assert_eq!(out.len(), 2);
+        let touch = out[0].object();
+        let r = &touch["request"];
+        assert_eq!(r["command"], "touch");
+        assert_eq!(r["type"], "Store");
+        assert_eq!(r["opcode"], "Touch");
+        assert_eq!(r["opcode_value"], 0x1c);
+        assert_eq!(r["quiet"], false);
+        assert_eq!(r["keys"], json!(["k"]));
+        assert_eq!(r["exptime"], 300);
+        assert_eq!(touch["response"]["status"], "Success");
+        assert_eq!(touch["response"]["opcode"], "Touch");
+        assert_eq!(out[0].status, status::OK);
+        assert_eq!((out[0].bytes_in, out[0].bytes_out), (24 + 4 + 1, 24));
+        let miss = out[1].object();
+        assert_eq!(miss["request"]["keys"], json!(["gone"]));
+        assert_eq!(miss["request"]["exptime"], 60);
+        assert_eq!(miss["response"]["status"], "Key not found");
+        assert_eq!(out[1].status, status::ERROR);
     }
 }

@@ -759,7 +759,7 @@ fn binary(data: &[u8], request: bool, l: &Limits) -> Result<Option<Message>, Par
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The hand-written JSON is serde's text, for an empty message and one with every
@@ -872,18 +872,36 @@ mod tests {
         assert_eq!(message(b"get a", true, &L).unwrap(), None);
     }
 
-    fn bin(magic: u8, op: u8, extras: &[u8], key: &[u8], value: &[u8], status: u16) -> Vec<u8> {
+    /// A binary message: the 24-byte header (magic, opcode, key length, extras length,
+    /// data type 0, vbucket or status, body length, opaque, CAS 0), then extras, key, value.
+    pub(crate) fn bin_with(
+        magic: u8,
+        op: u8,
+        opaque: u32,
+        extras: &[u8],
+        key: &[u8],
+        value: &[u8],
+        status: u16,
+    ) -> Vec<u8> {
         let mut v = vec![magic, op];
         v.extend((key.len() as u16).to_be_bytes());
         v.push(extras.len() as u8);
         v.push(0);
         v.extend(status.to_be_bytes());
         v.extend(((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
-        v.extend(7u32.to_be_bytes());
-        v.extend(9u64.to_be_bytes());
+        v.extend(opaque.to_be_bytes());
+        v.extend(0u64.to_be_bytes());
         v.extend(extras);
         v.extend(key);
         v.extend(value);
+        assert_eq!(v.len(), HEADER + extras.len() + key.len() + value.len());
+        v
+    }
+
+    /// [`bin_with`] with opaque 7 and CAS 9.
+    fn bin(magic: u8, op: u8, extras: &[u8], key: &[u8], value: &[u8], status: u16) -> Vec<u8> {
+        let mut v = bin_with(magic, op, 7, extras, key, value, status);
+        v[16..24].copy_from_slice(&9u64.to_be_bytes());
         v
     }
 

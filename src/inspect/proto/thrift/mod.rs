@@ -439,4 +439,139 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A Thrift connection of a `connbeat.protocols` entry with these keys (each written
+    /// `, key: value`), read by name from the configuration.
+    fn configured(keys: &str) -> Box<dyn TcpParser> {
+        let c = crate::config::from_yaml_str(
+            &format!(
+                "output.console: {{}}\nconnbeat.protocols:\n  \
+                 - {{type: thrift, ports: [9090]{keys}}}"
+            ),
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        c.connbeat.protocols[0].parsers(&common()).tcp.unwrap()()
+    }
+
+    /// A binary string field: type 11, id, length, bytes.
+    fn string_field(id: u8, s: &[u8]) -> Vec<u8> {
+        let mut f = vec![11, 0, id];
+        f.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        f.extend_from_slice(s);
+        f
+    }
+
+    #[test]
+    fn obfuscate_strings_read_by_name_hides_every_string() {
+        // echo(1: "hello", 2: "", 3: i32 7, 4: list<string> ["a"]) returning "world".
+        let mut args = string_field(1, b"hello");
+        args.extend(string_field(2, b""));
+        args.extend_from_slice(&[8, 0, 3, 0, 0, 0, 7]);
+        args.extend_from_slice(&[15, 0, 4, 11, 0, 0, 0, 1, 0, 0, 0, 1, b'a']);
+        let req = msg(parser::CALL, "echo", &args);
+        let resp = msg(parser::REPLY, "echo", &string_field(0, b"world"));
+        let run = |mut p: Box<dyn TcpParser>| {
+            let out = drive(
+                p.as_mut(),
+                &[(Dir::ToServer, &req[..]), (Dir::ToClient, &resp[..])],
+                9,
+            );
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].status, status::OK);
+            out[0].object()
+        };
+        // As Packetbeat: a non-empty string is "*", an empty one stays "".
+        let o = run(configured(", obfuscate_strings: true"));
+        assert_eq!(o["params"], r#"(1: "*", 2: "", 3: 7, 4: ["*"])"#);
+        assert_eq!(o["return_value"], r#""*""#);
+        let o = run(configured(""));
+        assert_eq!(o["params"], r#"(1: "hello", 2: "", 3: 7, 4: ["a"])"#);
+        assert_eq!(o["return_value"], r#""world""#);
+    }
+
+    #[test]
+    fn capture_reply_false_read_by_name_pairs_without_reading_the_reply() {
+        let add = msg(
+            parser::CALL,
+            "add",
+            &[8, 0, 1, 0, 0, 0, 1, 8, 0, 2, 0, 0, 0, 1],
+        );
+        let two = msg(parser::REPLY, "add", &[8, 0, 0, 0, 0, 0, 2]);
+        let exchange = [
+            (Dir::ToServer, &add[..]),
+            (Dir::ToClient, &two[..]),
+            (Dir::ToServer, &add[..]),
+            (Dir::ToClient, &two[..]),
+        ];
+        let mut p = configured(", capture_reply: false");
+        let out = drive(p.as_mut(), &exchange, 5);
+        // Both exchanges, one after the other in the same stream, complete.
+        assert_eq!(out.len(), 2);
+        for t in &out {
+            let o = t.object();
+            assert_eq!(t.method.as_deref(), Some("add"));
+            assert_eq!(o["params"], "(1: 1, 2: 1)");
+            assert_eq!(o["return_value"], "", "{o}");
+            assert!(o.get("exceptions").is_none());
+            assert_eq!(t.status, status::OK);
+            assert!(t.end.is_some());
+            assert_eq!(t.bytes_out, two.len() as u64);
+        }
+        let mut p = configured("");
+        let out = drive(p.as_mut(), &exchange, 5);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].object()["return_value"], "2");
+    }
+
+    #[test]
+    fn size_limits_read_by_name_cut_strings_collections_and_drop_wide_structs() {
+        // f(1: "hello", 2: list<i32> [1, 2, 3], 3: i32 9) returning
+        // map<string, string> {"k1": "vvvv", "k2": "x", "k3": "y"}.
+        let mut args = string_field(1, b"hello");
+        args.extend_from_slice(&[15, 0, 2, 8, 0, 0, 0, 3]);
+        for i in 1..=3u32 {
+            args.extend_from_slice(&i.to_be_bytes());
+        }
+        args.extend_from_slice(&[8, 0, 3, 0, 0, 0, 9]);
+        let call = msg(parser::CALL, "f", &args);
+        let mut map = vec![13, 0, 0, 11, 11, 0, 0, 0, 3];
+        for (k, v) in [(b"k1", &b"vvvv"[..]), (b"k2", b"x"), (b"k3", b"y")] {
+            for s in [&k[..], v] {
+                map.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                map.extend_from_slice(s);
+            }
+        }
+        let reply = msg(parser::REPLY, "f", &map);
+        // g(...) with four fields: more than a struct may have below.
+        let mut wide = Vec::new();
+        for id in 1..=4 {
+            wide.extend_from_slice(&[3, 0, id, 0]);
+        }
+        let g = msg(parser::CALL, "g", &wide);
+        let g_reply = msg(parser::REPLY, "g", &[]);
+        let stream = [
+            (Dir::ToServer, &call[..]),
+            (Dir::ToClient, &reply[..]),
+            (Dir::ToServer, &g[..]),
+            (Dir::ToClient, &g_reply[..]),
+        ];
+        let keys = ", string_max_size: 3, collection_max_size: 2, drop_after_n_struct_fields: 4";
+        let mut p = configured(keys);
+        let out = drive(p.as_mut(), &stream, 11);
+        assert_eq!(out.len(), 1, "g, with four fields, is dropped");
+        let o = out[0].object();
+        assert_eq!(o["params"], r#"(1: "hel...", 2: [1, 2, ...], ...)"#);
+        assert_eq!(o["return_value"], r#"{"k1": "vvv...", "k2": "x", ...}"#);
+        assert_eq!(out[0].method.as_deref(), Some("f"));
+
+        let mut p = configured("");
+        let out = drive(p.as_mut(), &stream, 11);
+        assert_eq!(out.len(), 2);
+        let o = out[0].object();
+        assert_eq!(o["params"], r#"(1: "hello", 2: [1, 2, 3], 3: 9)"#);
+        assert_eq!(o["return_value"], r#"{"k1": "vvvv", "k2": "x", "k3": "y"}"#);
+        assert_eq!(out[1].object()["params"], "(1: 0, 2: 0, 3: 0, 4: 0)");
+    }
 }
