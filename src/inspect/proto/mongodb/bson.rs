@@ -384,6 +384,7 @@ pub(crate) mod build {
         F(f64),
         D(Vec<u8>),
         Bin(&'a [u8]),
+        T(bool),
     }
 
     pub fn doc(fields: &[(&str, B<'_>)]) -> Vec<u8> {
@@ -406,6 +407,7 @@ pub(crate) mod build {
                     v.extend(*b);
                     (0x05, v)
                 }
+                B::T(b) => (0x08, vec![u8::from(*b)]),
             };
             body.push(ty);
             body.extend(k.as_bytes());

@@ -517,8 +517,12 @@ impl TcpParser for Mongo {
 #[cfg(test)]
 mod tests {
     use super::bson::build::{B, doc};
+    use super::parser::build::{self as wire, op_msg};
     use super::*;
     use crate::inspect::proto::testutil::{common, drive};
+    use crate::inspect::proto::txn::{EcsSettings, Endpoints};
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex};
 
     fn mongo(send: bool) -> Box<dyn TcpParser> {
         let mut e = Entry::<Options>::default();
@@ -529,16 +533,69 @@ mod tests {
             .unwrap())()
     }
 
-    fn op_msg(id: i32, to: i32, body: &[u8]) -> Vec<u8> {
-        let mut b = 0u32.to_le_bytes().to_vec();
-        b.push(0);
-        b.extend(body);
-        let mut m = ((b.len() + 16) as i32).to_le_bytes().to_vec();
-        m.extend(id.to_le_bytes());
-        m.extend(to.to_le_bytes());
-        m.extend(parser::OP_MSG.to_le_bytes());
-        m.extend(b);
-        m
+    /// Every event (classic and ECS) of one connection carrying `msgs`, as JSON text.
+    fn events(msgs: &[(Dir, &[u8])]) -> String {
+        let ep = Endpoints::new(
+            "tcp",
+            "10.0.0.1:50000".parse().unwrap(),
+            "10.0.0.2:27017".parse().unwrap(),
+        );
+        let mut all = String::new();
+        for t in drive(mongo(true).as_mut(), msgs, 7) {
+            all.push_str(&t.into_event("mongodb", &ep).to_value().to_string());
+        }
+        for t in drive(mongo(true).as_mut(), msgs, 7) {
+            let e = t.into_ecs_event("mongodb", &ep, &EcsSettings::default());
+            all.push_str(&e.to_value().to_string());
+        }
+        all
+    }
+
+    fn base64(b: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    /// Runs `scenario` and asserts that `counter` rose by exactly `n`. The counter is
+    /// process-wide and other tests add to it concurrently (never subtract): every run must
+    /// add at least `n`, and some run, not disturbed by another test, exactly `n`.
+    fn rises_by(counter: &AtomicU64, n: u64, mut scenario: impl FnMut()) {
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            let before = monitor::get(counter);
+            scenario();
+            let rise = monitor::get(counter) - before;
+            assert!(rise >= n, "rose by {rise}, not {n}");
+            if rise == n {
+                return;
+            }
+            seen.push(rise);
+        }
+        panic!("never rose by exactly {n}: {seen:?}");
+    }
+
+    /// What `tracing` writes while `f` runs on this thread.
+    fn logs(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -590,23 +647,8 @@ mod tests {
             e.write_all(&plain[16..]).unwrap();
             e.finish().unwrap()
         };
-        let mut c = Vec::new();
-        c.extend(parser::OP_MSG.to_le_bytes());
-        c.extend(((plain.len() - 16) as i32).to_le_bytes());
-        c.push(2);
-        c.extend(z);
-        let mut comp = ((c.len() + 16) as i32).to_le_bytes().to_vec();
-        comp.extend(2i32.to_le_bytes());
-        comp.extend(0i32.to_le_bytes());
-        comp.extend(parser::OP_COMPRESSED.to_le_bytes());
-        comp.extend(c);
-        let unknown = {
-            let mut m = 20i32.to_le_bytes().to_vec();
-            m.extend([0; 8]);
-            m.extend(2269i32.to_le_bytes());
-            m.extend([0; 4]);
-            m
-        };
+        let comp = wire::compressed(2, 0, &plain, 2, &z);
+        let unknown = wire::message(0, 0, 2269, &[0; 4]);
         let mut reqs = plain.clone();
         reqs.extend(&unknown);
         reqs.extend(&comp);
@@ -624,5 +666,321 @@ mod tests {
         assert_eq!(out[1].status, status::OK);
         assert_eq!(out[1].method.as_deref(), Some("find"));
         assert_eq!(out[1].bytes_in, comp.len() as u64);
+    }
+
+    /// The legacy writes (OP_INSERT, OP_UPDATE, OP_DELETE) and OP_KILL_CURSORS get no
+    /// reply: each is a transaction of its own. OP_GET_MORE is answered by the OP_REPLY
+    /// whose responseTo is its requestID.
+    #[test]
+    fn legacy_opcodes_make_transactions() {
+        let pen = doc(&[("_id", B::I(1)), ("name", B::S("pen"))]);
+        let ink = doc(&[("_id", B::I(2)), ("name", B::S("ink"))]);
+        let sel = doc(&[("_id", B::I(1))]);
+        let upd = doc(&[("$set", B::D(doc(&[("qty", B::I(5))])))]);
+        let insert = wire::insert(1, 0, "shop.items", &[&pen, &ink]);
+        let mut reqs = insert.clone();
+        reqs.extend(wire::update(2, "shop.items", 1, &sel, &upd));
+        reqs.extend(wire::delete(3, "shop.items", 0, &sel));
+        reqs.extend(wire::get_more(4, "shop.items", 10, 77));
+        reqs.extend(wire::kill_cursors(5, &[77]));
+        // The last batch (cursor 0) for the OP_GET_MORE, then a reply answering the
+        // OP_INSERT, which no server sends: it matches nothing.
+        let reply = wire::reply(100, 4, 0, 0, 2, &[&ink]);
+        let mut resps = reply.clone();
+        resps.extend(wire::reply(101, 1, 0, 0, 0, &[&pen]));
+        let out = drive(
+            mongo(true).as_mut(),
+            &[(Dir::ToServer, &reqs), (Dir::ToClient, &resps)],
+            5,
+        );
+        let methods: Vec<_> = out.iter().map(|t| t.method.as_deref().unwrap()).collect();
+        assert_eq!(
+            methods,
+            ["insert", "update", "delete", "killCursors", "getMore"]
+        );
+        for t in &out[..4] {
+            assert_eq!(t.status, status::OK);
+            assert_eq!((t.end, t.bytes_out, &t.response), (None, 0, &None));
+        }
+        let [ins, upd, del, kill, more] = &out[..] else {
+            unreachable!()
+        };
+        assert_eq!(ins.resource.as_deref(), Some("shop.items"));
+        assert_eq!(ins.query.as_deref(), Some("shop.items.insert()"));
+        assert_eq!(ins.bytes_in, insert.len() as u64);
+        assert_eq!(
+            ins.object(),
+            serde_json::json!({"fullCollectionName": "shop.items"})
+        );
+        assert_eq!(upd.query.as_deref(), Some("shop.items.update()"));
+        assert_eq!(
+            upd.object(),
+            serde_json::json!({
+                "fullCollectionName": "shop.items",
+                "selector": r#"{"_id":1}"#,
+                "update": r#"{"$set":{"qty":5}}"#,
+            })
+        );
+        assert_eq!(del.query.as_deref(), Some("shop.items.delete()"));
+        assert_eq!(
+            del.object(),
+            serde_json::json!({"fullCollectionName": "shop.items", "selector": r#"{"_id":1}"#})
+        );
+        assert_eq!(kill.query.as_deref(), Some(".killCursors()"));
+        assert_eq!(kill.object(), serde_json::json!({}));
+        assert_eq!(more.status, status::OK);
+        assert_eq!(more.resource.as_deref(), Some("shop.items"));
+        assert_eq!(more.query.as_deref(), Some("shop.items.getMore()"));
+        assert!(more.end.is_some());
+        assert_eq!(more.bytes_out, reply.len() as u64);
+        assert_eq!(more.response.as_deref(), Some(r#"{"_id":2,"name":"ink"}"#));
+        assert_eq!(
+            more.object(),
+            serde_json::json!({
+                "fullCollectionName": "shop.items",
+                "numberToReturn": 10,
+                "cursorId": 0,
+                "startingFrom": 2,
+                "numberReturned": 1,
+            })
+        );
+    }
+
+    /// An OP_REPLY whose first document has `$err`, or that sets QueryFailure (flag bit
+    /// 1), makes the query an error; so does a command's `ok: 0` with its `errmsg`.
+    #[test]
+    fn op_reply_err_and_query_failure_are_errors() {
+        let q = doc(&[("qty", B::I(5))]);
+        let err = doc(&[
+            ("$err", B::S("not authorized for query on shop.items")),
+            ("code", B::I(13)),
+        ]);
+        let found = doc(&[("_id", B::I(1)), ("qty", B::I(5))]);
+        let count = doc(&[("count", B::S("items"))]);
+        let failed = doc(&[("ok", B::F(0.0)), ("errmsg", B::S("ns does not exist"))]);
+        let mut reqs = Vec::new();
+        for id in 1..=4 {
+            reqs.extend(wire::query(id, "shop.items", 0, 0, &q));
+        }
+        reqs.extend(wire::query(5, "shop.$cmd", 0, -1, &count));
+        let mut resps = wire::reply(11, 1, 2, 0, 0, &[&err]); // QueryFailure and $err
+        resps.extend(wire::reply(12, 2, 0, 0, 0, &[&err])); // $err alone
+        resps.extend(wire::reply(13, 3, 2, 0, 0, &[])); // QueryFailure alone
+        resps.extend(wire::reply(14, 4, 0, 0, 0, &[&found]));
+        resps.extend(wire::reply(15, 5, 0, 0, 0, &[&failed]));
+        let out = drive(
+            mongo(false).as_mut(),
+            &[(Dir::ToServer, &reqs), (Dir::ToClient, &resps)],
+            6,
+        );
+        assert_eq!(out.len(), 5);
+        let errors: Vec<_> = out
+            .iter()
+            .map(|t| (t.status, t.object().get("error").cloned()))
+            .collect();
+        let e = |s: &str| (status::ERROR, Some(serde_json::Value::from(s)));
+        assert_eq!(
+            errors,
+            [
+                e("not authorized for query on shop.items"),
+                e("not authorized for query on shop.items"),
+                e("query failure"),
+                (status::OK, None),
+                e("ns does not exist"),
+            ]
+        );
+        for t in &out[..4] {
+            assert_eq!(t.method.as_deref(), Some("find"));
+            assert_eq!(t.query.as_deref(), Some("shop.items.find()"));
+        }
+        assert_eq!(out[2].object()["numberReturned"], 0);
+        assert_eq!(out[4].method.as_deref(), Some("count"));
+        assert_eq!(out[4].resource.as_deref(), Some("shop.items"));
+    }
+
+    /// Messages whose opcode connbeat does not know are skipped whole and counted one by
+    /// one, in both directions; the connection logs the first only, and decodes the
+    /// messages after them.
+    #[test]
+    fn unknown_opcodes_are_counted_logged_once_and_skipped() {
+        let find = |id| {
+            op_msg(
+                id,
+                0,
+                &doc(&[("find", B::S("items")), ("$db", B::S("shop"))]),
+            )
+        };
+        let ok = |id, to| op_msg(id, to, &doc(&[("ok", B::I(1))]));
+        let mut reqs = wire::message(1, 0, 2269, &[0; 4]);
+        reqs.extend(find(2));
+        reqs.extend(wire::message(3, 0, 0, &[])); // opcode 0, a header alone
+        reqs.extend(wire::message(4, 0, 9999, &[0xab; 40]));
+        reqs.extend(find(5));
+        let mut resps = wire::message(20, 2, -1, &[0xcd; 100]);
+        resps.extend(ok(21, 2));
+        resps.extend(ok(22, 5));
+        let conn = || {
+            let mut out = Vec::new();
+            let log = logs(|| {
+                out = drive(
+                    mongo(false).as_mut(),
+                    &[(Dir::ToServer, &reqs), (Dir::ToClient, &resps)],
+                    3,
+                );
+            });
+            (out, log)
+        };
+        // Two connections, four unknown messages each.
+        rises_by(&METRICS.inspect_mongodb_unknown_opcodes, 8, || {
+            for _ in 0..2 {
+                let (out, log) = conn();
+                let warnings: Vec<_> = log
+                    .lines()
+                    .filter(|l| l.contains("mongodb: unknown opcode"))
+                    .collect();
+                assert_eq!(warnings.len(), 1, "{log}");
+                assert!(warnings[0].contains("WARN"), "{log}");
+                assert!(warnings[0].contains("unknown opcode 2269 "), "{log}");
+                assert_eq!(out.len(), 2);
+                for (t, to) in out.iter().zip([2, 5]) {
+                    assert_eq!(t.status, status::OK);
+                    assert_eq!(t.method.as_deref(), Some("find"));
+                    assert_eq!(t.query.as_deref(), Some("shop.items.find()"));
+                    assert_eq!(t.bytes_out, ok(0, to).len() as u64);
+                }
+            }
+        });
+    }
+
+    /// An OP_COMPRESSED message whose compressor connbeat does not know (ids other than
+    /// 0 noop, 1 snappy, 2 zlib, 3 zstd) is counted in `compressed_undecoded` and skipped;
+    /// the connection goes on.
+    #[test]
+    fn unknown_compressor_is_counted_and_skipped() {
+        let find = |id| {
+            op_msg(
+                id,
+                0,
+                &doc(&[("find", B::S("items")), ("$db", B::S("shop"))]),
+            )
+        };
+        let ok = |id, to| op_msg(id, to, &doc(&[("ok", B::I(1))]));
+        let mut reqs = wire::compressed(1, 0, &find(1), 9, b"bytes of compressor 9");
+        reqs.extend(find(2));
+        let mut resps = wire::compressed(10, 1, &ok(0, 1), 200, b"bytes of compressor 200");
+        resps.extend(ok(11, 2));
+        let mut out = Vec::new();
+        rises_by(&METRICS.inspect_mongodb_compressed_undecoded, 2, || {
+            out = drive(
+                mongo(false).as_mut(),
+                &[(Dir::ToServer, &reqs), (Dir::ToClient, &resps)],
+                4,
+            );
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, status::OK);
+        assert_eq!(out[0].query.as_deref(), Some("shop.items.find()"));
+        assert_eq!(out[0].bytes_in, find(2).len() as u64);
+        assert_eq!(out[0].bytes_out, ok(11, 2).len() as u64);
+    }
+
+    /// SCRAM's later steps: the `saslContinue` payloads (the client's proof, the server's
+    /// signature) are written as `xxxxx`, in OP_MSG and in a legacy OP_QUERY / OP_REPLY.
+    #[test]
+    fn sasl_continue_payloads_never_reach_the_event() {
+        let client: &[u8] = b"c=biws,r=CLIENTNONCEsrv,p=CLIENTPROOFdGhlIHByb29m";
+        let server: &[u8] = b"v=SERVERSIGNATUREc2lnbmF0dXJl";
+        let cmd = |db: bool| {
+            let mut f = vec![
+                ("saslContinue", B::I(1)),
+                ("conversationId", B::I(1)),
+                ("payload", B::Bin(client)),
+            ];
+            if db {
+                f.push(("$db", B::S("admin")));
+            }
+            doc(&f)
+        };
+        let resp = doc(&[
+            ("conversationId", B::I(1)),
+            ("done", B::T(true)),
+            ("payload", B::Bin(server)),
+            ("ok", B::F(1.0)),
+        ]);
+        let mut reqs = op_msg(1, 0, &cmd(true));
+        reqs.extend(wire::query(2, "admin.$cmd", 0, -1, &cmd(false)));
+        let mut resps = op_msg(11, 1, &resp);
+        resps.extend(wire::reply(12, 2, 0, 0, 0, &[&resp]));
+        let msgs = [(Dir::ToServer, &reqs[..]), (Dir::ToClient, &resps[..])];
+        let out = drive(mongo(true).as_mut(), &msgs, 7);
+        assert_eq!(out.len(), 2);
+        for t in &out {
+            assert_eq!(t.method.as_deref(), Some("saslContinue"));
+            assert_eq!(t.status, status::OK);
+        }
+        let all = events(&msgs);
+        assert!(all.contains("conversationId"), "{all}");
+        // Each of 2 transactions, in each of 2 event shapes, hides its request's payload
+        // and its response's.
+        assert_eq!(all.matches("xxxxx").count(), 8, "{all}");
+        for secret in [
+            "CLIENTNONCE",
+            "CLIENTPROOF",
+            "SERVERSIGNATURE",
+            &base64(client)[..12],
+            &base64(server)[..12],
+        ] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
+    }
+
+    /// MONGODB-CR's `authenticate` carries the client's `nonce` and its `key` (a digest of
+    /// the password): both are written as `xxxxx`, the user name stays.
+    #[test]
+    fn authenticate_key_and_nonce_never_reach_the_event() {
+        let nonce = "2375531c32080ae8";
+        let key = "21742f26431831d5cfca035a08c5bdf6";
+        let auth = |db: bool| {
+            let mut f = vec![
+                ("authenticate", B::I(1)),
+                ("user", B::S("alice")),
+                ("nonce", B::S(nonce)),
+                ("key", B::S(key)),
+            ];
+            if db {
+                f.push(("$db", B::S("admin")));
+            }
+            doc(&f)
+        };
+        // The same command wrapped in `$query`, as drivers send it with a read preference.
+        let wrapped = doc(&[
+            ("$query", B::D(auth(false))),
+            ("$readPreference", B::D(doc(&[("mode", B::S("primary"))]))),
+        ]);
+        let ok = doc(&[
+            ("dbname", B::S("admin")),
+            ("user", B::S("alice")),
+            ("ok", B::F(1.0)),
+        ]);
+        let mut reqs = wire::query(1, "admin.$cmd", 0, -1, &auth(false));
+        reqs.extend(wire::query(2, "admin.$cmd", 0, -1, &wrapped));
+        reqs.extend(op_msg(3, 0, &auth(true)));
+        let mut resps = wire::reply(11, 1, 0, 0, 0, &[&ok]);
+        resps.extend(wire::reply(12, 2, 0, 0, 0, &[&ok]));
+        resps.extend(op_msg(13, 3, &ok));
+        let msgs = [(Dir::ToServer, &reqs[..]), (Dir::ToClient, &resps[..])];
+        let out = drive(mongo(true).as_mut(), &msgs, 7);
+        assert_eq!(out.len(), 3);
+        for t in &out {
+            assert_eq!(t.method.as_deref(), Some("authenticate"));
+            assert_eq!(t.status, status::OK);
+        }
+        let all = events(&msgs);
+        assert!(all.contains("alice"), "{all}");
+        // `nonce` and `key` of each of 3 requests, in each of 2 event shapes.
+        assert_eq!(all.matches("xxxxx").count(), 12, "{all}");
+        for secret in [nonce, key] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
     }
 }

@@ -225,7 +225,17 @@ pub fn body(opcode: i32, b: &[u8]) -> Result<Body<'_>, ParseError> {
                 selector,
             }
         }
-        OP_KILL_CURSORS => Body::KillCursors { count: int(4)? },
+        OP_KILL_CURSORS => {
+            // numberOfCursorIDs, then that many int64 cursor IDs.
+            let count = int(4)?;
+            let end = usize::try_from(count)
+                .ok()
+                .and_then(|n| n.checked_mul(8)?.checked_add(8));
+            if end.is_none_or(|end| end > b.len()) {
+                return Err(ParseError("mongodb: fewer cursor IDs than announced"));
+            }
+            Body::KillCursors { count }
+        }
         OP_MSG => msg(b)?,
         OP_MSG_LEGACY => Body::LegacyMsg {
             message: cstr(b, 0)?.0,
@@ -331,11 +341,14 @@ fn read_bounded(r: impl Read, size: usize) -> Result<Vec<u8>, Undecoded> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::bson::build::{B, doc as bdoc};
+pub(crate) mod build {
+    //! Builds wire messages for tests: the standard header (messageLength, requestID,
+    //! responseTo, opCode, each a little-endian int32) followed by the opcode's body.
+
     use super::*;
 
-    fn message(id: i32, to: i32, op: i32, body: &[u8]) -> Vec<u8> {
+    /// A message of `op` carrying `body`.
+    pub fn message(id: i32, to: i32, op: i32, body: &[u8]) -> Vec<u8> {
         let mut v = ((body.len() + HEADER) as i32).to_le_bytes().to_vec();
         v.extend(id.to_le_bytes());
         v.extend(to.to_le_bytes());
@@ -343,6 +356,113 @@ mod tests {
         v.extend(body);
         v
     }
+
+    fn cstring(v: &mut Vec<u8>, s: &str) {
+        v.extend(s.as_bytes());
+        v.push(0);
+    }
+
+    /// `OP_MSG`: flagBits 0 and one kind-0 section holding `doc`.
+    pub fn op_msg(id: i32, to: i32, doc: &[u8]) -> Vec<u8> {
+        let mut b = 0u32.to_le_bytes().to_vec();
+        b.push(0);
+        b.extend(doc);
+        message(id, to, OP_MSG, &b)
+    }
+
+    /// `OP_QUERY`: flags, fullCollectionName, numberToSkip, numberToReturn, query.
+    pub fn query(id: i32, collection: &str, skip: i32, limit: i32, query: &[u8]) -> Vec<u8> {
+        let mut b = 0i32.to_le_bytes().to_vec();
+        cstring(&mut b, collection);
+        b.extend(skip.to_le_bytes());
+        b.extend(limit.to_le_bytes());
+        b.extend(query);
+        message(id, 0, OP_QUERY, &b)
+    }
+
+    /// `OP_REPLY`: responseFlags, cursorID, startingFrom, numberReturned, documents.
+    pub fn reply(id: i32, to: i32, flags: i32, cursor: i64, from: i32, docs: &[&[u8]]) -> Vec<u8> {
+        let mut b = flags.to_le_bytes().to_vec();
+        b.extend(cursor.to_le_bytes());
+        b.extend(from.to_le_bytes());
+        b.extend((docs.len() as i32).to_le_bytes());
+        docs.iter().for_each(|d| b.extend(*d));
+        message(id, to, OP_REPLY, &b)
+    }
+
+    /// `OP_INSERT`: flags, fullCollectionName, documents.
+    pub fn insert(id: i32, flags: i32, collection: &str, docs: &[&[u8]]) -> Vec<u8> {
+        let mut b = flags.to_le_bytes().to_vec();
+        cstring(&mut b, collection);
+        docs.iter().for_each(|d| b.extend(*d));
+        message(id, 0, OP_INSERT, &b)
+    }
+
+    /// `OP_UPDATE`: ZERO, fullCollectionName, flags, selector, update.
+    pub fn update(
+        id: i32,
+        collection: &str,
+        flags: i32,
+        selector: &[u8],
+        update: &[u8],
+    ) -> Vec<u8> {
+        let mut b = 0i32.to_le_bytes().to_vec();
+        cstring(&mut b, collection);
+        b.extend(flags.to_le_bytes());
+        b.extend(selector);
+        b.extend(update);
+        message(id, 0, OP_UPDATE, &b)
+    }
+
+    /// `OP_DELETE`: ZERO, fullCollectionName, flags, selector.
+    pub fn delete(id: i32, collection: &str, flags: i32, selector: &[u8]) -> Vec<u8> {
+        let mut b = 0i32.to_le_bytes().to_vec();
+        cstring(&mut b, collection);
+        b.extend(flags.to_le_bytes());
+        b.extend(selector);
+        message(id, 0, OP_DELETE, &b)
+    }
+
+    /// `OP_GET_MORE`: ZERO, fullCollectionName, numberToReturn, cursorID.
+    pub fn get_more(id: i32, collection: &str, limit: i32, cursor: i64) -> Vec<u8> {
+        let mut b = 0i32.to_le_bytes().to_vec();
+        cstring(&mut b, collection);
+        b.extend(limit.to_le_bytes());
+        b.extend(cursor.to_le_bytes());
+        message(id, 0, OP_GET_MORE, &b)
+    }
+
+    /// `OP_KILL_CURSORS`: ZERO, numberOfCursorIDs, cursorIDs.
+    pub fn kill_cursors(id: i32, cursors: &[i64]) -> Vec<u8> {
+        let mut b = 0i32.to_le_bytes().to_vec();
+        b.extend((cursors.len() as i32).to_le_bytes());
+        cursors.iter().for_each(|c| b.extend(c.to_le_bytes()));
+        message(id, 0, OP_KILL_CURSORS, &b)
+    }
+
+    /// `OP_COMPRESSED` carrying `original` (a whole message, whose header gives the
+    /// originalOpcode and whose body length is the uncompressedSize), its body compressed
+    /// by `compressor` into `payload`.
+    pub fn compressed(
+        id: i32,
+        to: i32,
+        original: &[u8],
+        compressor: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut b = original[12..16].to_vec();
+        b.extend(((original.len() - HEADER) as i32).to_le_bytes());
+        b.push(compressor);
+        b.extend(payload);
+        message(id, to, OP_COMPRESSED, &b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bson::build::{B, doc as bdoc};
+    use super::build::{self, message};
+    use super::*;
 
     #[test]
     fn op_msg_sections_and_checksum() {
@@ -394,6 +514,118 @@ mod tests {
             Err(Undecoded::Compressor(9))
         );
         assert_eq!(decompress(3, b"junk", 4, 1000), Err(Undecoded::Bad));
+    }
+
+    fn parse(m: &[u8]) -> (Header, Body<'_>) {
+        let h = header(m).unwrap().unwrap();
+        assert_eq!(h.len, m.len());
+        (h, body(h.opcode, &m[HEADER..]).unwrap())
+    }
+
+    /// The legacy opcodes' bodies, laid out as the wire protocol reference gives them.
+    #[test]
+    fn legacy_opcodes() {
+        let pen = bdoc(&[("_id", B::I(1)), ("name", B::S("pen"))]);
+        let ink = bdoc(&[("_id", B::I(2)), ("name", B::S("ink"))]);
+        let sel = bdoc(&[("_id", B::I(1))]);
+        let upd = bdoc(&[("$set", B::D(bdoc(&[("qty", B::I(5))])))]);
+
+        // OP_INSERT with ContinueOnError (flag bit 0) and two documents.
+        let m = build::insert(11, 1, "shop.items", &[&pen, &ink]);
+        let (h, b) = parse(&m);
+        assert_eq!((h.request_id, h.response_to, h.opcode), (11, 0, OP_INSERT));
+        let Body::Insert { collection, docs } = b else {
+            panic!("{b:?}")
+        };
+        assert_eq!(collection, "shop.items");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0], Doc::read(&pen).unwrap());
+        assert_eq!(docs[1].get("name").unwrap().as_str(), Some("ink"));
+
+        // OP_UPDATE with Upsert (flag bit 0).
+        let m = build::update(12, "shop.items", 1, &sel, &upd);
+        let (h, b) = parse(&m);
+        assert_eq!(h.opcode, OP_UPDATE);
+        assert_eq!(
+            b,
+            Body::Update {
+                collection: "shop.items",
+                selector: Doc::read(&sel).unwrap(),
+                update: Doc::read(&upd).unwrap(),
+            }
+        );
+
+        // OP_DELETE with SingleRemove (flag bit 0).
+        let m = build::delete(13, "shop.items", 1, &sel);
+        let (h, b) = parse(&m);
+        assert_eq!(h.opcode, OP_DELETE);
+        assert_eq!(
+            b,
+            Body::Delete {
+                collection: "shop.items",
+                selector: Doc::read(&sel).unwrap(),
+            }
+        );
+
+        let m = build::get_more(14, "shop.items", 10, 0x0102_0304_0506_0708);
+        let (h, b) = parse(&m);
+        assert_eq!(h.opcode, OP_GET_MORE);
+        assert_eq!(
+            b,
+            Body::GetMore {
+                collection: "shop.items",
+                limit: 10,
+                cursor_id: 0x0102_0304_0506_0708,
+            }
+        );
+
+        let m = build::kill_cursors(15, &[77, 78]);
+        let (h, b) = parse(&m);
+        assert_eq!(h.opcode, OP_KILL_CURSORS);
+        assert_eq!(b, Body::KillCursors { count: 2 });
+
+        // OP_REPLY with AwaitCapable (flag bit 3), answering request 14.
+        let m = build::reply(16, 14, 8, 77, 1, &[&pen, &ink]);
+        let (h, b) = parse(&m);
+        assert_eq!((h.request_id, h.response_to, h.opcode), (16, 14, OP_REPLY));
+        assert_eq!(
+            b,
+            Body::Reply {
+                flags: 8,
+                cursor_id: 77,
+                starting_from: 1,
+                number_returned: 2,
+                docs: vec![Doc::read(&pen).unwrap(), Doc::read(&ink).unwrap()],
+            }
+        );
+    }
+
+    /// A legacy message one byte short of its last field is an error, not a message.
+    #[test]
+    fn truncated_legacy_bodies_are_errors() {
+        let sel = bdoc(&[("_id", B::I(1))]);
+        for m in [
+            build::insert(1, 0, "shop.items", &[&sel]),
+            build::update(1, "shop.items", 0, &sel, &sel),
+            build::delete(1, "shop.items", 0, &sel),
+            build::get_more(1, "shop.items", 0, 77),
+            build::kill_cursors(1, &[77, 78]),
+            build::reply(1, 0, 0, 0, 0, &[&sel]),
+            build::query(1, "shop.items", 0, 0, &sel),
+        ] {
+            let op = header(&m).unwrap().unwrap().opcode;
+            assert!(body(op, &m[HEADER..]).is_ok(), "opcode {op}");
+            let short = &m[HEADER..m.len() - 1];
+            assert!(
+                body(op, short).is_err(),
+                "opcode {op}: {:?}",
+                body(op, short)
+            );
+        }
+        // A negative numberOfCursorIDs.
+        let mut m = build::kill_cursors(1, &[77]);
+        m[HEADER + 4..HEADER + 8].copy_from_slice(&(-1i32).to_le_bytes());
+        assert!(body(OP_KILL_CURSORS, &m[HEADER..]).is_err());
     }
 
     #[test]
