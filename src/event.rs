@@ -784,6 +784,47 @@ mod tests {
         assert_eq!(v["@timestamp"], "2026-11-18T11:06:40.123Z");
     }
 
+    /// `agent.type` follows the Elasticsearch index, as the template's pattern does.
+    #[test]
+    fn agent_type_follows_a_packetbeat_index() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_000);
+        let agent_type = |yaml: &str| {
+            let c = crate::config::from_yaml_str(
+                &format!("connbeat.event_format: ecs\n{yaml}"),
+                &[],
+                &|_| None,
+            )
+            .unwrap();
+            let v = CommonFields::from_config(&c)
+                .finish(Event::new(t, "http", json!({"status": "OK"})))
+                .value();
+            assert!(v.get("beat").is_none(), "{v}");
+            v["agent"]["type"].clone()
+        };
+        let packetbeat = "output.elasticsearch: {hosts: [\"http://127.0.0.1:9200\"], \
+                          index: \"packetbeat-%{+yyyy.MM.dd}\"}";
+        assert_eq!(agent_type(packetbeat), "packetbeat");
+        assert_eq!(
+            agent_type("output.elasticsearch: {hosts: [\"http://127.0.0.1:9200\"]}"),
+            "connbeat"
+        );
+        assert_eq!(agent_type("output.console: {}"), "connbeat");
+        let off = format!(
+            "{}, enabled: false}}\noutput.console: {{}}",
+            &packetbeat[..packetbeat.len() - 1]
+        );
+        assert_eq!(agent_type(&off), "connbeat");
+        let c = crate::config::from_yaml_str(
+            &format!("connbeat.event_format: ecs\n{packetbeat}"),
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        let template: serde_json::Value =
+            serde_json::from_str(&crate::output::template::for_config(&c)).unwrap();
+        assert_eq!(template["index_patterns"][0], "packetbeat-*");
+    }
+
     #[test]
     fn struct_fields_serialize_straight_to_members() {
         #[derive(Serialize)]

@@ -102,6 +102,10 @@ pub fn properties() -> Value {
         add(k, port());
     }
     add("notes", text_kw());
+    // What `send_request` / `send_response` write.
+    for k in ["request", "response"] {
+        add(k, text_kw());
+    }
     add("client_process", process());
     add("server_process", process());
     // flow events (connbeat.flows), Packetbeat 6's shape
@@ -124,6 +128,8 @@ pub fn properties() -> Value {
     for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }
+    // NFS's calls carry the ONC RPC header beside `nfs`, as Packetbeat writes them.
+    add("rpc", dynamic());
     Value::Object(p)
 }
 
@@ -156,7 +162,10 @@ pub fn ecs_properties() -> Value {
         "event",
         obj(json!({
             "kind": kw(), "category": kw(), "type": kw(), "dataset": kw(), "action": kw(),
-            "start": date(), "end": date(), "duration": long()
+            "start": date(), "end": date(), "duration": long(),
+            // SIP's: the CSeq number, the whole message, its outcome and reason phrase.
+            "sequence": long(), "original": json!({"type": "keyword", "index": false, "doc_values": false}),
+            "outcome": kw(), "reason": kw()
         })),
     );
     for k in ["source", "destination", "client", "server"] {
@@ -166,7 +175,8 @@ pub fn ecs_properties() -> Value {
         "network",
         obj(json!({
             "type": kw(), "transport": kw(), "protocol": kw(), "direction": kw(),
-            "community_id": kw(), "bytes": long(), "forwarded_ip": ip(), "packets": long()
+            "community_id": kw(), "bytes": long(), "forwarded_ip": ip(), "packets": long(),
+            "application": kw(), "iana_number": kw()
         })),
     );
     // flow events (connbeat.flows)
@@ -227,9 +237,12 @@ pub fn ecs_properties() -> Value {
     add("user_agent", obj(json!({"original": kw()})));
     // The user a transaction names (HTTP Basic, SIP, AMQP).
     add("user", obj(json!({"name": kw(), "id": kw()})));
+    // The group of an NFS call's credentials.
+    add("group", obj(json!({"id": kw()})));
     for k in crate::inspect::proto::NAMES {
         add(k, dynamic());
     }
+    add("rpc", dynamic());
     // The addresses a DNS answer resolves to, so that they can be searched as addresses;
     // the rest of `dns` stays dynamic.
     add(
@@ -305,6 +318,9 @@ pub fn compatible(mapping_type: &str, v: &Value) -> bool {
         (_, Value::Null) => true,
         (t, Value::Array(items)) => items.iter().all(|i| compatible(t, i)),
         ("keyword" | "text", Value::String(_)) => true,
+        // Elasticsearch indexes a number or a boolean sent to a keyword field as its text
+        // (an NFS uid in `user.id`).
+        ("keyword", Value::Number(_) | Value::Bool(_)) => true,
         ("long" | "integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
         ("ip", Value::String(s)) => s.parse::<std::net::IpAddr>().is_ok(),
         ("date", Value::String(s)) => humantime::parse_rfc3339(s).is_ok(),
