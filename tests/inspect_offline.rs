@@ -580,3 +580,97 @@ fn smtp_matches_tshark() {
         "{text}"
     );
 }
+
+/// The ECS transactions of Packetbeat's `http_minitwit.pcap` (a browser at 192.168.1.104
+/// asks 192.168.1.110:80, which asks a local app on 127.0.0.1:5000) under `settings`:
+/// (client ip, network.direction, @timestamp) of each.
+fn minitwit_ecs(settings: &str) -> Vec<(String, String, String)> {
+    let yaml = format!(
+        "output.console: {{enabled: true}}\nconnbeat.event_format: ecs\n{settings}\n\
+         connbeat.protocols:\n  - {{type: http, ports: [80, 5000]}}\n"
+    );
+    let config = connbeat::config::from_yaml_str(&yaml, &[], &|_| None).unwrap();
+    let mut events = Vec::new();
+    let mut sink = |e: connbeat::event::Event| events.push(e);
+    let path = data("packetbeat-suite/pcaps/http_minitwit.pcap");
+    connbeat::inspect::run_offline_with(&config, &path, &mut sink, None).expect("offline run");
+    let common = connbeat::event::CommonFields::from_config(&config);
+    events
+        .into_iter()
+        .map(|e| {
+            let v = common.finish(e).value();
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&v["client"]["ip"]),
+                s(&v["network"]["direction"]),
+                s(&v["@timestamp"]),
+            )
+        })
+        .collect()
+}
+
+/// `network.direction` follows `connbeat.interfaces.internal_networks` (Packetbeat's key
+/// and default, `private`), from client to server; `timestamp.precision: microsecond`
+/// keeps the capture's microseconds.
+#[test]
+fn ecs_direction_follows_internal_networks_and_precision_is_honoured() {
+    let directions = |settings: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = minitwit_ecs(settings)
+            .into_iter()
+            .map(|(client, direction, _)| (client, direction))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    // Default: 192.168/16 is private, loopback is not.
+    assert_eq!(
+        directions(""),
+        [
+            pair("127.0.0.1", "external"),
+            pair("192.168.1.104", "internal")
+        ]
+    );
+    // Only the browser's address inside: it goes out.
+    assert_eq!(
+        directions("connbeat.interfaces.internal_networks: [192.168.1.104/32]"),
+        [
+            pair("127.0.0.1", "external"),
+            pair("192.168.1.104", "outbound")
+        ]
+    );
+    // Only the server inside: the browser comes in.
+    assert_eq!(
+        directions("connbeat.interfaces.internal_networks: [192.168.1.110]"),
+        [
+            pair("127.0.0.1", "external"),
+            pair("192.168.1.104", "inbound")
+        ]
+    );
+    assert_eq!(
+        directions("connbeat.interfaces.internal_networks: [loopback]"),
+        [
+            pair("127.0.0.1", "internal"),
+            pair("192.168.1.104", "external")
+        ]
+    );
+    // Precision: the first request, at 16:29:39.645787 in the capture.
+    let first = |settings: &str| {
+        minitwit_ecs(settings)
+            .into_iter()
+            .map(|(_, _, at)| at)
+            .min()
+            .unwrap()
+    };
+    assert_eq!(first(""), "2013-07-22T16:29:39.645Z");
+    assert_eq!(
+        first("timestamp.precision: microsecond"),
+        "2013-07-22T16:29:39.645787Z"
+    );
+    assert_eq!(
+        first("timestamp.precision: nanosecond"),
+        "2013-07-22T16:29:39.645787Z",
+        "a capture has microseconds; Go drops trailing zeros"
+    );
+}
