@@ -12,13 +12,28 @@ twice adds nothing.
 """
 import hashlib
 import pathlib
+import re
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent
-# Registry order of src/inspect/proto/mod.rs (the `tcp`/`udp` targets' first byte).
-REGISTRY = ["http", "dns", "redis", "mysql", "pgsql", "tls", "memcache", "mongodb", "amqp",
-            "icmp", "dhcpv4", "smtp", "sip", "nfs", "cassandra", "thrift"]
+PROTO = ROOT.parent / "src" / "inspect" / "proto"
+
+
+def registry():
+    """The protocols' names in the order of the `registry!` of src/inspect/proto/mod.rs,
+    which the `tcp` and `udp` targets index with their first byte."""
+    src = (PROTO / "mod.rs").read_text()
+    block = src[src.index("\nregistry! {"):]
+    block = block[:block.index("\n}")]
+    names = []
+    for module in re.findall(r"^\s*\w+ => (\w+)::Proto,", block, re.M):
+        text = (PROTO / module / "mod.rs").read_text()
+        names.append(re.search(r'const NAME: &\'static str = "(\w+)";', text).group(1))
+    return names
+
+
+REGISTRY = registry()
 PORTS = {"http": [80, 8080, 8000, 5000], "dns": [53], "redis": [6379], "mysql": [3306],
          "pgsql": [5432], "tls": [443], "memcache": [11211], "mongodb": [27017],
          "amqp": [5672], "dhcpv4": [67, 68], "smtp": [25, 587, 10025], "sip": [5060],

@@ -49,7 +49,7 @@ fn oracle(flows: &[Flow]) -> Option<Vec<String>> {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("skipped: python3 is not available ({e})");
+            eprintln!("SKIPPED community_id: python3 is not available ({e})");
             return None;
         }
     };
@@ -68,7 +68,7 @@ fn oracle(flows: &[Flow]) -> Option<Vec<String>> {
     let text = String::from_utf8(out.stdout).unwrap();
     if text.starts_with("MISSING") {
         eprintln!(
-            "skipped: the communityid Python package is not installed \
+            "SKIPPED community_id: the communityid Python package is not installed \
              (scripts/install-deps.sh test installs it)"
         );
         return None;
