@@ -191,13 +191,12 @@ fn serve_http(l: TcpListener) {
     });
 }
 
-/// A real loopback connection, with the agent polling sockets and capturing `lo`: its two
-/// connection events (client end, server end) and its HTTP transaction carry one value,
-/// the one computed from the tuple.
-#[test]
-fn both_ends_and_the_transaction_share_one_value() {
-    if !root_or_skip("both_ends_and_the_transaction_share_one_value") {
-        return;
+/// One HTTP exchange on a real loopback connection, with the agent (events in `format`)
+/// polling sockets and capturing `lo`: the agent's events once both connection ends and
+/// the transaction are there, and the exchange's client and server addresses.
+fn loopback_exchange(test: &str, format: &str) -> Option<(Vec<Value>, SocketAddr, SocketAddr)> {
+    if !root_or_skip(test) {
+        return None;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -206,7 +205,8 @@ fn both_ends_and_the_transaction_share_one_value() {
     let cfg = console_config(
         &dir,
         &format!(
-            "connbeat.poll_interval: 100ms\nconnbeat.interfaces.device: lo\n\
+            "connbeat.event_format: {format}\n\
+             connbeat.poll_interval: 100ms\nconnbeat.interfaces.device: lo\n\
              connbeat.protocols: [{{type: http, ports: [{port}]}}]\n\
              queue.mem: {{events: 256, flush.min_events: 1, flush.timeout: 50ms}}"
         ),
@@ -235,21 +235,73 @@ fn both_ends_and_the_transaction_share_one_value() {
         assert!(n > 0, "server closed early");
         got.extend_from_slice(&buf[..n]);
     }
-    let is_end = |e: &Value, local: SocketAddr, remote: SocketAddr| {
-        s(e, "/type") == "connbeat" && tuple(e) == Some(Tuple { local, remote })
+    let ends = |e: &Value| {
+        let t = if format == "ecs" {
+            ecs_tuple(e)
+        } else {
+            tuple(e)
+        };
+        t == Some(Tuple {
+            local: client,
+            remote: server,
+        }) || t
+            == Some(Tuple {
+                local: server,
+                remote: client,
+            })
+    };
+    let is_txn = |e: &Value| {
+        s(e, "/type") == "http" && (s(e, "/path") == "/cid" || s(e, "/url/path") == "/cid")
     };
     agent.wait_events(
         "both ends and the transaction",
         Duration::from_secs(30),
-        |evs| {
-            evs.iter().any(|e| is_end(e, client, server))
-                && evs.iter().any(|e| is_end(e, server, client))
-                && evs
-                    .iter()
-                    .any(|e| s(e, "/type") == "http" && s(e, "/path") == "/cid")
-        },
+        |evs| evs.iter().filter(|e| ends(e)).count() >= 2 && evs.iter().any(is_txn),
     );
     let evs = agent.events();
+    drop(c);
+    Some((evs, client, server))
+}
+
+/// The (local, remote) ends of an ECS connection event: `source` and `destination` by
+/// direction (the remote end is the source of an incoming connection).
+fn ecs_tuple(e: &Value) -> Option<Tuple> {
+    if s(e, "/event/dataset") != "connbeat.connection" {
+        return None;
+    }
+    let end = |k: &str| -> Option<SocketAddr> {
+        Some(SocketAddr::new(
+            e[k]["ip"].as_str()?.parse().ok()?,
+            e[k]["port"].as_u64()? as u16,
+        ))
+    };
+    let (src, dst) = (end("source")?, end("destination")?);
+    Some(if s(e, "/connbeat/direction") == "incoming" {
+        Tuple {
+            local: dst,
+            remote: src,
+        }
+    } else {
+        Tuple {
+            local: src,
+            remote: dst,
+        }
+    })
+}
+
+/// A real loopback connection: its two connection events (client end, server end) and
+/// its HTTP transaction carry one value, the one computed from the tuple.
+#[test]
+fn both_ends_and_the_transaction_share_one_value() {
+    let Some((evs, client, server)) =
+        loopback_exchange("both_ends_and_the_transaction_share_one_value", "classic")
+    else {
+        return;
+    };
+    let port = server.port();
+    let is_end = |e: &Value, local: SocketAddr, remote: SocketAddr| {
+        s(e, "/type") == "connbeat" && tuple(e) == Some(Tuple { local, remote })
+    };
     let want = CommunityId::of_ports("tcp", client, server).unwrap();
     let cli = evs.iter().find(|e| is_end(e, client, server)).unwrap();
     let srv = evs.iter().find(|e| is_end(e, server, client)).unwrap();
@@ -275,5 +327,58 @@ fn both_ends_and_the_transaction_share_one_value() {
     }]) {
         assert_eq!(o[0], want.as_str());
     }
-    drop(c);
+}
+
+/// The same exchange in ECS: `network.community_id` on both connection events and the
+/// transaction, and the transaction's `process` is this test's own process, which owns
+/// the server's socket.
+#[test]
+fn ecs_events_carry_it_as_network_community_id() {
+    let Some((evs, client, server)) =
+        loopback_exchange("ecs_events_carry_it_as_network_community_id", "ecs")
+    else {
+        return;
+    };
+    let want = CommunityId::of_ports("tcp", client, server).unwrap();
+    let cli = evs
+        .iter()
+        .find(|e| {
+            ecs_tuple(e)
+                == Some(Tuple {
+                    local: client,
+                    remote: server,
+                })
+        })
+        .unwrap();
+    let srv = evs
+        .iter()
+        .find(|e| {
+            ecs_tuple(e)
+                == Some(Tuple {
+                    local: server,
+                    remote: client,
+                })
+        })
+        .unwrap();
+    let txn = evs
+        .iter()
+        .find(|e| s(e, "/type") == "http" && s(e, "/url/path") == "/cid")
+        .unwrap();
+    for e in [cli, srv, txn] {
+        assert_eq!(s(e, "/network/community_id"), want.as_str(), "{e}");
+        assert!(e.get("community_id").is_none(), "{e}");
+    }
+    assert_eq!(s(txn, "/client/ip"), "127.0.0.1");
+    assert_eq!(u(txn, "/client/port"), Some(client.port().into()));
+    assert_eq!(u(txn, "/server/port"), Some(server.port().into()));
+    assert_eq!(
+        u(txn, "/process/pid"),
+        Some(std::process::id().into()),
+        "{txn}"
+    );
+    assert_eq!(
+        u(cli, "/process/pid"),
+        Some(std::process::id().into()),
+        "{cli}"
+    );
 }
