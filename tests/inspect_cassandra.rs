@@ -1,9 +1,9 @@
 //! Cassandra (CQL v3 to v5) from frames built by a real protocol implementation: the
 //! conversation of tests/data/cassandra/conversation.py (cassandra-driver's own message
 //! classes, compressors and v5 segment codec) written into a capture with real TCP
-//! framing, decoded by connbeat, and for v3 and v4 checked against tshark's dissection of
-//! the same file (tshark does not know v5: there the driver, which decodes every response
-//! it wrote, is the oracle). Then the same captures damaged: cut, reordered, noise.
+//! framing, decoded by connbeat, and checked against the driver's own reading of the same
+//! bytes on every version, and for v3 and v4 against tshark's dissection of the file too
+//! (tshark does not know v5). Then the same captures damaged: cut, reordered, noise.
 
 mod inspect_util;
 
@@ -20,36 +20,91 @@ use std::sync::atomic::Ordering;
 const YAML: &str =
     "output.console: {enabled: true}\nconnbeat.protocols:\n  - {type: cassandra, ports: [9042]}\n";
 
-/// The conversation's sends, or None (said why) without the driver.
-fn conversation(version: u8, compression: &str, repeat: usize) -> Option<Vec<(bool, Vec<u8>)>> {
+/// Every version and compression the conversation is written in (snappy is not a v5
+/// compressor).
+const EVERY_VARIANT: [(u8, &str); 8] = [
+    (3, "none"),
+    (3, "snappy"),
+    (3, "lz4"),
+    (4, "none"),
+    (4, "snappy"),
+    (4, "lz4"),
+    (5, "none"),
+    (5, "lz4"),
+];
+
+/// What conversation.py printed: the sends, and with `--decoded` the driver's reading of
+/// them (its `decoded ...` lines).
+struct Script {
+    sends: Vec<(bool, Vec<u8>)>,
+    decoded: Vec<String>,
+}
+
+/// Runs conversation.py; None (said why) without python3, the driver or a compressor.
+fn run_script(
+    test: &str,
+    version: u8,
+    compression: &str,
+    repeat: usize,
+    decoded: bool,
+) -> Option<Script> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cassandra/conversation.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([&version.to_string(), compression, &repeat.to_string()])
-        .output()
-        .ok()?;
-    if !out.status.success() {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args([&version.to_string(), compression, &repeat.to_string()]);
+    if decoded {
+        cmd.arg("--decoded");
+    }
+    let skip = |why: &str| {
         eprintln!(
-            "SKIPPED: the CQL conversation needs python3 with cassandra-driver, lz4, python-snappy \
-             (scripts/install-deps.sh test): {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
+            "SKIPPED {test}: the CQL conversation needs python3 with cassandra-driver, lz4, \
+             python-snappy (scripts/install-deps.sh test): {why}"
         );
+    };
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            skip(&e.to_string());
+            return None;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Status 3: the driver or a compression library is missing.
+    if out.status.code() == Some(3) {
+        skip(stderr.lines().last().unwrap_or_default());
         return None;
     }
-    let sends = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let (side, hex) = l.split_once(' ').expect("side hex");
-            let b = (0..hex.len() / 2)
-                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            (side == "c", b)
-        })
-        .collect();
-    Some(sends)
+    assert!(
+        out.status.success(),
+        "conversation.py v{version} {compression}: {stderr}"
+    );
+    let mut sends = Vec::new();
+    let mut lines = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let (side, rest) = l.split_once(' ').expect("side hex");
+        if side == "decoded" {
+            lines.push(rest.to_string());
+            continue;
+        }
+        let b = (0..rest.len() / 2)
+            .map(|i| u8::from_str_radix(&rest[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        sends.push((side == "c", b));
+    }
+    Some(Script {
+        sends,
+        decoded: lines,
+    })
+}
+
+/// The conversation's sends, or None (said why) without the driver.
+fn conversation(
+    test: &str,
+    version: u8,
+    compression: &str,
+    repeat: usize,
+) -> Option<Vec<(bool, Vec<u8>)>> {
+    run_script(test, version, compression, repeat, false).map(|s| s.sends)
 }
 
 /// The sends as one TCP connection to port 9042, each send cut into 1400-byte segments.
@@ -178,17 +233,13 @@ fn check(events: &[Value], version: u8, repeat: usize) {
 #[test]
 fn driver_frames_every_version_and_compression() {
     let dir = TempDir::new("cql");
-    for (version, compression) in [
-        (3, "none"),
-        (3, "snappy"),
-        (3, "lz4"),
-        (4, "none"),
-        (4, "snappy"),
-        (4, "lz4"),
-        (5, "none"),
-        (5, "lz4"),
-    ] {
-        let Some(sends) = conversation(version, compression, 1) else {
+    for (version, compression) in EVERY_VARIANT {
+        let Some(sends) = conversation(
+            "driver_frames_every_version_and_compression",
+            version,
+            compression,
+            1,
+        ) else {
             return;
         };
         let f = dir.0.join(format!("cql-v{version}-{compression}.pcap"));
@@ -215,7 +266,7 @@ fn v3_and_v4_match_tshark() {
     }
     let dir = TempDir::new("cql-tshark");
     for (version, compression) in [(3, "none"), (4, "none"), (4, "lz4"), (3, "snappy")] {
-        let Some(sends) = conversation(version, compression, 2) else {
+        let Some(sends) = conversation("v3_and_v4_match_tshark", version, compression, 2) else {
             return;
         };
         let f = dir.0.join(format!("cql-v{version}-{compression}.pcap"));
@@ -274,114 +325,204 @@ fn the_suites_compressed_capture_pairs_as_tshark_does() {
     same_as_tshark(&f, &ours, "cassandra_compressed.pcap", false);
 }
 
+/// A transaction as the oracles are compared on: request opcode ("" for a server push),
+/// stream, response opcode, the row count of a RESULT of rows, the code of an ERROR.
+#[derive(Debug, PartialEq, Eq)]
+struct Txn {
+    request: String,
+    stream: i64,
+    response: String,
+    rows: Option<i64>,
+    error: Option<i64>,
+}
+
+/// connbeat's transactions, in the order it reported them.
+fn transactions(events: &[Value]) -> Vec<Txn> {
+    events
+        .iter()
+        .map(|e| {
+            let c = &e["cassandra"];
+            Txn {
+                request: op(e, "request"),
+                stream: c["request"]["headers"]["stream"]
+                    .as_i64()
+                    .or(c["response"]["headers"]["stream"].as_i64())
+                    .expect("a stream"),
+                response: op(e, "response"),
+                rows: c["response"]["result"]["rows"]["num_rows"].as_i64(),
+                error: c["response"]["error"]["code"].as_i64(),
+            }
+        })
+        .collect()
+}
+
+/// The driver's reading of the conversation (the `decoded SIDE STREAM OPCODE [rows=N]
+/// [error=N]` lines, in wire order) paired as the driver pairs: a response answers the
+/// pending request of its stream; a negative stream is a server push.
+fn driver_transactions(lines: &[String]) -> Vec<Txn> {
+    let mut pending = std::collections::HashMap::new();
+    let mut txns = Vec::new();
+    for l in lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (side, stream, opcode) = (f[0], f[1].parse::<i64>().unwrap(), f[2].to_string());
+        if side == "c" {
+            let reused = pending.insert(stream, opcode);
+            assert!(
+                reused.is_none(),
+                "stream {stream} reused while pending: {l}"
+            );
+            continue;
+        }
+        let field = |key: &str| {
+            f[3..]
+                .iter()
+                .find_map(|x| x.strip_prefix(key))
+                .map(|n| n.parse().unwrap())
+        };
+        let request = if stream < 0 {
+            String::new()
+        } else {
+            pending
+                .remove(&stream)
+                .unwrap_or_else(|| panic!("no request for {l}"))
+        };
+        txns.push(Txn {
+            request,
+            stream,
+            response: opcode,
+            rows: field("rows="),
+            error: field("error="),
+        });
+    }
+    assert!(pending.is_empty(), "unanswered: {pending:?}");
+    txns
+}
+
+fn opcode(name: &str) -> u8 {
+    match name {
+        "ERROR" => 0x00,
+        "STARTUP" => 0x01,
+        "READY" => 0x02,
+        "AUTHENTICATE" => 0x03,
+        "OPTIONS" => 0x05,
+        "SUPPORTED" => 0x06,
+        "QUERY" => 0x07,
+        "RESULT" => 0x08,
+        "PREPARE" => 0x09,
+        "EXECUTE" => 0x0A,
+        "REGISTER" => 0x0B,
+        "EVENT" => 0x0C,
+        "BATCH" => 0x0D,
+        "AUTH_RESPONSE" => 0x0F,
+        "AUTH_SUCCESS" => 0x10,
+        other => panic!("{other}"),
+    }
+}
+
 /// Compares connbeat's transactions of a capture with tshark's dissection of it: the
 /// (request opcode, stream, response opcode) pairs, and the row counts and error codes
 /// where tshark could read them (`complete`: it must read them all).
 fn same_as_tshark(f: &Path, ours: &[Value], label: &str, complete: bool) {
-    {
-        let rows = tshark(
-            f,
-            "cql",
-            &[
-                "frame.number",
-                "cql.opcode",
-                "cql.stream",
-                "cql.response_to",
-                "cql.result.rows.row_count",
-                "cql.error_code",
-            ],
+    let rows = tshark(
+        f,
+        "cql",
+        &[
+            "frame.number",
+            "cql.opcode",
+            "cql.stream",
+            "cql.response_to",
+            "cql.result.rows.row_count",
+            "cql.error_code",
+        ],
+    );
+    // Frame number → (opcodes, streams) of its CQL messages.
+    let mut by_frame = std::collections::HashMap::new();
+    for r in &rows {
+        by_frame.insert(r[0].clone(), (r[1].clone(), r[2].clone()));
+    }
+    let mut theirs = Vec::new();
+    for r in &rows {
+        let (ops, streams, to) = (
+            r[1].split('|').collect::<Vec<_>>(),
+            r[2].split('|').collect::<Vec<_>>(),
+            r[3].split('|').collect::<Vec<_>>(),
         );
-        // Frame number → (opcodes, streams) of its CQL messages.
-        let mut by_frame = std::collections::HashMap::new();
-        for r in &rows {
-            by_frame.insert(r[0].clone(), (r[1].clone(), r[2].clone()));
-        }
-        let mut theirs = Vec::new();
-        for r in &rows {
-            let (ops, streams, to) = (
-                r[1].split('|').collect::<Vec<_>>(),
-                r[2].split('|').collect::<Vec<_>>(),
-                r[3].split('|').collect::<Vec<_>>(),
-            );
-            for (i, o) in ops.iter().enumerate() {
-                let stream: i64 = streams.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
-                if stream < 0 {
-                    continue;
-                }
-                let Some(req_frame) = to.get(i).filter(|s| !s.is_empty()) else {
-                    continue;
-                };
-                let (rops, rstreams) = &by_frame[*req_frame];
-                let j = rstreams.split('|').position(|s| s == stream.to_string());
-                let rop = j.and_then(|j| rops.split('|').nth(j)).unwrap_or_default();
-                theirs.push((
-                    rop.parse::<u8>().unwrap_or(255),
-                    stream,
-                    o.parse::<u8>().unwrap(),
-                ));
+        for (i, o) in ops.iter().enumerate() {
+            let stream: i64 = streams.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if stream < 0 {
+                continue;
             }
+            let Some(req_frame) = to.get(i).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let (rops, rstreams) = &by_frame[*req_frame];
+            let j = rstreams.split('|').position(|s| s == stream.to_string());
+            let rop = j.and_then(|j| rops.split('|').nth(j)).unwrap_or_default();
+            theirs.push((
+                rop.parse::<u8>().unwrap_or(255),
+                stream,
+                o.parse::<u8>().unwrap(),
+            ));
         }
-        let code = |name: &str| match name {
-            "OPTIONS" => 5u8,
-            "STARTUP" => 1,
-            "AUTH_RESPONSE" => 15,
-            "REGISTER" => 11,
-            "QUERY" => 7,
-            "PREPARE" => 9,
-            "EXECUTE" => 10,
-            "BATCH" => 13,
-            "SUPPORTED" => 6,
-            "AUTHENTICATE" => 3,
-            "AUTH_SUCCESS" => 16,
-            "READY" => 2,
-            "RESULT" => 8,
-            "ERROR" => 0,
-            other => panic!("{other}"),
+    }
+    let txns = transactions(ours);
+    let mut mine: Vec<(u8, i64, u8)> = txns
+        .iter()
+        .filter(|t| !t.request.is_empty())
+        .map(|t| (opcode(&t.request), t.stream, opcode(&t.response)))
+        .collect();
+    mine.sort();
+    theirs.sort();
+    assert_eq!(mine, theirs, "{label}: pairs by stream");
+    let column = |i: usize| -> Vec<String> {
+        rows.iter()
+            .flat_map(|r| r[i].split('|').filter(|s| !s.is_empty()).map(String::from))
+            .collect()
+    };
+    let (their_rows, their_errors) = (column(4), column(5));
+    if complete || !their_rows.is_empty() {
+        let our_rows: Vec<String> = txns
+            .iter()
+            .filter_map(|t| t.rows.map(|n| n.to_string()))
+            .collect();
+        assert_eq!(our_rows, their_rows, "{label}: row counts");
+    }
+    if complete || !their_errors.is_empty() {
+        let our_errors: Vec<String> = txns
+            .iter()
+            .filter_map(|t| t.error.map(|n| n.to_string()))
+            .collect();
+        assert_eq!(our_errors, their_errors, "{label}: error codes");
+    }
+}
+
+/// cassandra-driver as the oracle on every version and compression, v5 included: its own
+/// receive path (Connection.process_io_buffer: v5 segments, frames; process_msg and
+/// ProtocolHandler.decode_message for the responses) reads back the bytes it wrote, and
+/// the transactions it sees (request and response opcodes, stream, row count, error
+/// code) are connbeat's, in the same order.
+#[test]
+fn every_version_matches_the_drivers_decoding() {
+    let dir = TempDir::new("cql-driver");
+    for (version, compression) in EVERY_VARIANT {
+        let Some(script) = run_script(
+            "every_version_matches_the_drivers_decoding",
+            version,
+            compression,
+            2,
+            true,
+        ) else {
+            return;
         };
-        let mut mine: Vec<(u8, i64, u8)> = ours
-            .iter()
-            .filter(|e| e["cassandra"]["no_request"].is_null())
-            .map(|e| {
-                (
-                    code(&op(e, "request")),
-                    e["cassandra"]["request"]["headers"]["stream"]
-                        .as_i64()
-                        .unwrap(),
-                    code(&op(e, "response")),
-                )
-            })
-            .collect();
-        mine.sort();
-        theirs.sort();
-        assert_eq!(mine, theirs, "{label}: pairs by stream");
-        let counts = |v: Vec<&str>| -> Vec<String> { v.into_iter().map(String::from).collect() };
-        let their_rows: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r[4].split('|').filter(|s| !s.is_empty()).map(String::from))
-            .collect();
-        let our_rows: Vec<String> = ours
-            .iter()
-            .filter_map(|e| e["cassandra"]["response"]["result"]["rows"]["num_rows"].as_i64())
-            .map(|n| n.to_string())
-            .collect();
-        if complete || !their_rows.is_empty() {
-            assert_eq!(our_rows, their_rows, "{label}: row counts");
-        }
-        let their_errors: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r[5].split('|').filter(|s| !s.is_empty()).map(String::from))
-            .collect();
-        if complete || !their_errors.is_empty() {
-            let our_errors: Vec<String> = ours
-                .iter()
-                .filter_map(|e| e["cassandra"]["response"]["error"]["code"].as_i64())
-                .map(|n| n.to_string())
-                .collect();
-            assert_eq!(
-                our_errors,
-                counts(their_errors.iter().map(|s| s.as_str()).collect())
-            );
-        }
+        let f = dir.0.join(format!("cql-v{version}-{compression}.pcap"));
+        capture(&script.sends, &f);
+        let theirs = driver_transactions(&script.decoded);
+        assert_eq!(theirs.len(), 5 + 5 * 2 + 1, "v{version} {compression}");
+        assert_eq!(
+            transactions(&events_of(&f)),
+            theirs,
+            "v{version} {compression}"
+        );
     }
 }
 
@@ -390,7 +531,7 @@ fn same_as_tshark(f: &Path, ours: &[Value], label: &str, complete: bool) {
 #[test]
 fn damaged_cql_captures() {
     let dir = TempDir::new("cql-damage");
-    let Some(sends) = conversation(4, "lz4", 3) else {
+    let Some(sends) = conversation("damaged_cql_captures", 4, "lz4", 3) else {
         return;
     };
     let f = dir.0.join("good.pcap");

@@ -6,23 +6,43 @@ Requests are encoded by the driver (ProtocolHandler.encode_message); responses a
 written with the driver's notation writers and checked by decoding them with the
 driver's ProtocolHandler.decode_message; v5 frames after the STARTUP exchange go into
 segments made by the driver's SegmentCodec. Prints one line per TCP send:
-`c HEX` (client to server) or `s HEX` (server to client)."""
+`c HEX` (client to server) or `s HEX` (server to client).
+
+With --decoded (anywhere in the arguments), each send is also read back the way the
+driver reads a server's bytes: Connection.process_io_buffer takes each direction's
+stream apart (segments from the STARTUP answer on in v5, frames), requests are named by
+the driver's opcode table, responses go through its process_msg and
+ProtocolHandler.decode_message. After each send, one line per message it completed:
+`decoded c|s STREAM OPCODE [rows=N] [error=N]` (rows: a RESULT of kind rows; error: an
+ERROR's code).
+
+Exits with status 3 when the driver or the compression library is missing."""
 import io
 import sys
 
-from cassandra import ConsistencyLevel
-from cassandra.connection import locally_supported_compressions
-from cassandra.protocol import (AuthResponseMessage, BatchMessage, ExecuteMessage,
-                                OptionsMessage, PrepareMessage, ProtocolHandler,
-                                QueryMessage, RegisterMessage, StartupMessage,
-                                write_int, write_short, write_string, write_stringlist,
-                                write_stringmultimap, write_longstring)
-from cassandra.query import BatchType
-from cassandra.segment import SegmentCodec
+try:
+    from cassandra import ConsistencyLevel
+    from cassandra.connection import Connection, locally_supported_compressions
+    from cassandra.protocol import (AuthResponseMessage, BatchMessage, ExecuteMessage,
+                                    OptionsMessage, PrepareMessage, ProtocolHandler,
+                                    QueryMessage, RegisterMessage, RESULT_KIND_ROWS,
+                                    StartupMessage, write_int, write_short, write_string,
+                                    write_stringlist, write_stringmultimap, write_longstring)
+    from cassandra.query import BatchType
+    from cassandra.segment import SegmentCodec
+except ImportError as e:
+    print(f"cassandra-driver is not installed: {e}", file=sys.stderr)
+    sys.exit(3)
 
-VERSION = int(sys.argv[1])
-COMPRESSION = sys.argv[2]
-REPEAT = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+DECODED = "--decoded" in sys.argv
+ARGS = [a for a in sys.argv[1:] if a != "--decoded"]
+VERSION = int(ARGS[0])
+COMPRESSION = ARGS[1]
+REPEAT = int(ARGS[2]) if len(ARGS) > 2 else 1
+if COMPRESSION != "none" and COMPRESSION not in locally_supported_compressions:
+    print(f"no {COMPRESSION} compressor (python-snappy, lz4) for cassandra-driver",
+          file=sys.stderr)
+    sys.exit(3)
 compressor, decompressor = (None, None) if COMPRESSION == "none" \
     else locally_supported_compressions[COMPRESSION]
 modern = False  # v5 segments in force
@@ -33,12 +53,97 @@ OP = {"ERROR": 0x00, "READY": 0x02, "AUTHENTICATE": 0x03, "SUPPORTED": 0x06,
       "RESULT": 0x08, "EVENT": 0x0C, "AUTH_SUCCESS": 0x10}
 
 
+class Reader(Connection):
+    """One direction of the connection as the driver reads it: bytes go into the
+    connection's buffer and Connection.process_io_buffer cuts them into segments (once
+    checksumming is on) and frames, each handed to process_msg. No socket is opened."""
+
+    def __init__(self):
+        super().__init__(protocol_version=VERSION)
+        # As the driver does when it sends the STARTUP naming the compression; the
+        # compressor itself (and with it lz4 segments) is on after the answer.
+        self._compressor, self.decompressor = compressor, decompressor
+
+    def feed(self, data):
+        self._iobuf.write(data)
+        self.process_io_buffer()
+        if failures:  # process_msg logs and ignores what its callbacks raise
+            raise failures[0]
+
+    def defunct(self, exc):
+        raise exc
+
+
+class ClientReader(Reader):
+    """The requests. The driver only ever sends them: their frames are named by its
+    opcode table, and each registers the decoder that reads its answer, as send_msg
+    does."""
+
+    def process_msg(self, header, body):
+        decoded("c", header.stream, ProtocolHandler.message_types_by_opcode[header.opcode])
+        answered = startup_answered if header.opcode == StartupMessage.opcode else answer
+        server._requests[header.stream] = (answered, ProtocolHandler.decode_message, None)
+
+
+class ServerReader(Reader):
+    """The responses, through the driver's own process_msg; server pushes (stream -1)
+    end in handle_pushed."""
+
+    def handle_pushed(self, response):
+        answer(response)
+
+
+failures = []
+
+
+def noting_failures(callback):
+    def wrapper(msg):
+        try:
+            callback(msg)
+        except Exception as e:
+            failures.append(e)
+    return wrapper
+
+
+def decoded(side, stream, msg, extra=""):
+    print("decoded", side, stream, msg.name + extra)
+
+
+@noting_failures
+def answer(msg):
+    if isinstance(msg, Exception) and not hasattr(msg, "stream_id"):
+        raise msg
+    extra = ""
+    if msg.name == "RESULT" and msg.kind == RESULT_KIND_ROWS:
+        extra = f" rows={len(msg.parsed_rows)}"
+    elif msg.name == "ERROR":
+        extra = f" error={msg.code}"
+    decoded("s", msg.stream_id, msg, extra)
+
+
+@noting_failures
+def startup_answered(msg):
+    # The STARTUP's answer turns the negotiated compression on, and in v5 segments
+    # (checksumming) in both directions.
+    answer(msg)
+    for r in (client, server):
+        r._enable_compression()
+        if VERSION >= 5:
+            r._enable_checksumming()
+
+
+if DECODED:
+    client, server = ClientReader(), ServerReader()
+
+
 def emit(side, data):
     if modern:
         buf = io.BytesIO()
         codec.encode(buf, data)
         data = buf.getvalue()
     print(side, data.hex())
+    if DECODED:
+        (client if side == "c" else server).feed(data)
 
 
 def request(msg, stream):

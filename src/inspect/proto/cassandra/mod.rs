@@ -133,7 +133,8 @@ struct Settings {
 pub struct Headers {
     pub version: String,
     pub flags: Cow<'static, str>,
-    pub stream: u16,
+    /// A signed [short]: server pushes (EVENT) come on -1.
+    pub stream: i16,
     pub op: Cow<'static, str>,
     pub length: u32,
 }
@@ -143,7 +144,7 @@ impl Headers {
         Headers {
             version: h.version.to_string(),
             flags: parser::flags_name(h.flags),
-            stream: h.stream as u16,
+            stream: h.stream,
             op: parser::op_name(h.op),
             length: h.length,
         }
@@ -576,7 +577,7 @@ mod tests {
         assert_eq!(o["no_request"], true);
         assert_eq!(o["response"]["event"]["host"], "10.0.0.1");
         assert_eq!(o["response"]["event"]["port"], 9042);
-        assert_eq!(o["response"]["headers"]["stream"], 65535);
+        assert_eq!(o["response"]["headers"]["stream"], -1);
     }
 
     #[test]
