@@ -472,6 +472,21 @@ impl Client {
     }
 }
 
+/// Starts memccp (`servers`, `args`) copying `file` and then `fifo`: it does
+/// `file`'s operation, then waits in open() on the FIFO, its connection still open, until
+/// something is written to the FIFO (stored too, under the FIFO's name).
+fn held_memccp(servers: &str, args: &[&str], file: &Path, fifo: &Path) -> std::process::Child {
+    let _ = std::fs::remove_file(fifo);
+    nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    Command::new("memccp")
+        .arg(servers)
+        .args(args)
+        .arg(file)
+        .arg(fifo)
+        .spawn()
+        .expect("memccp runs")
+}
+
 /// Waits until `pred` holds for `n` events (or 30 s pass), then returns those events.
 fn wait_n(events: &Mutex<Vec<Value>>, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -618,26 +633,66 @@ fn live_memcache_text_binary_udp() {
     );
     client.finish();
 
-    // Binary protocol, libmemcached's tools: set, get, delete, each closed by a Quit.
-    let file = std::env::temp_dir().join(format!("mc-bin-{}", std::process::id()));
-    std::fs::write(&file, "hello").unwrap();
+    // Binary protocol, libmemcached's tools: set, get, delete, each connection closed by
+    // a Quit. The agent decodes a segment once the sort window has held it, by which time
+    // a tool left to itself has usually exited and its socket is gone: nothing names it.
+    // Two are kept alive instead: memccp, copying a file and then a FIFO, waits in open()
+    // on the FIFO with its connection open; memccat, reading a value larger than a pipe
+    // holds, blocks writing it to a stdout nobody reads yet. Each is let go only once the
+    // agent reported its first transaction, and the owner found then is the connection's,
+    // so every transaction of theirs names them. memcrm runs to its end unheld: the /proc
+    // lookup here cannot see its closed socket, so it may be unnamed, never misnamed. That
+    // lookup finds memcached by the port it also listens on for UDP, so every transaction
+    // names the server, its connection closed or not.
+    let tmp = std::env::temp_dir();
+    let name = format!("mc-bin-{}", std::process::id());
+    let file = tmp.join(&name);
+    let value: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(&file, &value).unwrap();
+    let fifo = tmp.join(format!("mc-fifo-{}", std::process::id()));
     let servers = format!("--servers=127.0.0.1:{port}");
-    let name = file.file_name().unwrap().to_string_lossy().to_string();
-    let dir = file.parent().unwrap();
-    for (tool, arg) in [
-        ("memccp", file.to_str().unwrap()),
-        ("memccat", &name),
-        ("memcrm", &name),
-    ] {
-        let st = Command::new(tool)
-            .current_dir(dir)
-            .args([servers.as_str(), "--binary", arg])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "{tool}");
-    }
-    let got = wait_n(&events, 6, of("binary", "tcp"));
+    let is_binary = of("binary", "tcp");
+    let opcode = |e: &Value| {
+        e["memcache"]["request"]["opcode"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let named = |e: &Value, pid: u32, binary: &str| {
+        assert_eq!(e["client_process"]["pid"], pid, "{e}");
+        assert_eq!(e["client_process"]["binary"], binary, "{e}");
+    };
+
+    let mut memccp = held_memccp(&servers, &["--binary"], &file, &fifo);
+    let set = wait_for(&events, "memccp's first Set", |e| {
+        is_binary(e) && opcode(e).as_deref() == Some("Set")
+    });
+    named(&set, memccp.id(), "memccp");
+    std::fs::write(&fifo, "later").unwrap();
+    assert!(memccp.wait().unwrap().success(), "memccp");
+
+    let mut memccat = Command::new("memccat")
+        .current_dir(&tmp)
+        .args([servers.as_str(), "--binary", &name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("memccat runs");
+    let getk = wait_for(&events, "memccat's GetK", |e| {
+        is_binary(e) && opcode(e).as_deref() == Some("GetK")
+    });
+    named(&getk, memccat.id(), "memccat");
+    let mut printed = Vec::new();
+    std::io::Read::read_to_end(&mut memccat.stdout.take().unwrap(), &mut printed).unwrap();
+    assert!(memccat.wait().unwrap().success(), "memccat");
+    assert_eq!(printed, [&value[..], b"\n"].concat());
+
+    let mut memcrm = Command::new("memcrm")
+        .args([servers.as_str(), "--binary", &name])
+        .spawn()
+        .expect("memcrm runs");
+    let memcrm_pid = memcrm.id();
+    assert!(memcrm.wait().unwrap().success(), "memcrm");
+
+    let got = wait_n(&events, 7, is_binary);
     let mut ops: Vec<String> = got
         .iter()
         .map(|e| {
@@ -656,52 +711,85 @@ fn live_memcache_text_binary_udp() {
             "\"Quit\" \"Success\"",
             "\"Quit\" \"Success\"",
             "\"Quit\" \"Success\"",
+            "\"Set\" \"Success\"",
             "\"Set\" \"Success\""
         ]
     );
     assert!(got.iter().all(|e| e["status"] == "OK"));
     let get = got
         .iter()
-        .find(|e| e["memcache"]["request"]["opcode"] == "GetK")
+        .find(|e| opcode(e).as_deref() == Some("GetK"))
         .unwrap();
-    assert_eq!(get["memcache"]["response"]["bytes"], 5);
+    assert_eq!(get["memcache"]["response"]["bytes"], value.len());
+    // Each connection by its client port: the tool whose operation it carried.
+    let port_of = |op: &str| {
+        let e = got.iter().find(|e| opcode(e).as_deref() == Some(op));
+        e.map(|e| e["client_port"].clone()).unwrap()
+    };
+    let (memccp_port, memccat_port, memcrm_port) =
+        (port_of("Set"), port_of("GetK"), port_of("Delete"));
     for e in &got {
-        server_is(e, "memcached");
+        assert_eq!(e["server_process"]["pid"], mc.pid, "{e}");
+        assert_eq!(e["server_process"]["binary"], "memcached", "{e}");
+        let port = &e["client_port"];
+        if *port == memccp_port {
+            named(e, memccp.id(), "memccp");
+        } else if *port == memccat_port {
+            named(e, memccat.id(), "memccat");
+        } else {
+            assert_eq!(*port, memcrm_port, "{e}");
+            if !e["client_process"].is_null() {
+                named(e, memcrm_pid, "memcrm");
+            }
+        }
     }
     let _ = std::fs::remove_file(&file);
 
-    // UDP: a text set (noreply) and a binary SetQ from memccp; a get whose reply spans
-    // several datagrams, from raw frames.
-    for extra in [None, Some("--binary")] {
-        let mut args = vec![servers.as_str(), "--udp"];
+    // UDP: a text set (noreply) and a binary SetQ from memccp, each run held on the FIFO
+    // after its first datagram as above; a get whose reply spans several datagrams, from
+    // raw frames of the Python client. memccp's second datagram (the FIFO's content, sent
+    // as it exits) may be attributed once memccp is gone: unnamed then, never misnamed.
+    let udp_file = tmp.join(format!("mc-udp-{}", std::process::id()));
+    std::fs::write(&udp_file, "over udp").unwrap();
+    let is_udp = |e: &Value| e["type"] == "memcache" && e["transport"] == "udp";
+    let mut memccp_pids = Vec::new();
+    for (extra, first) in [(None, "set"), (Some("--binary"), "SetQ")] {
+        let mut args = vec!["--udp"];
         args.extend(extra);
-        let f = std::env::temp_dir().join(format!("mc-udp-{}", std::process::id()));
-        std::fs::write(&f, "over udp").unwrap();
-        args.push(f.to_str().unwrap());
-        assert!(
-            Command::new("memccp")
-                .args(&args)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let _ = std::fs::remove_file(&f);
+        let mut memccp = held_memccp(&servers, &args, &udp_file, &fifo);
+        let e = wait_for(&events, &format!("memccp's UDP {first}"), |e| {
+            is_udp(e)
+                && e["memcache"]["request"]["opcode"]
+                    .as_str()
+                    .or(e["memcache"]["request"]["command"].as_str())
+                    == Some(first)
+        });
+        named(&e, memccp.id(), "memccp");
+        std::fs::write(&fifo, "later").unwrap();
+        assert!(memccp.wait().unwrap().success(), "memccp {args:?}");
+        memccp_pids.push(memccp.id());
     }
+    let _ = std::fs::remove_file(&udp_file);
+    let _ = std::fs::remove_file(&fifo);
     let client = Client::run("memcache-client.py", &["udp".into(), port.to_string()]);
-    let udp = wait_n(&events, 3, |e| {
-        e["type"] == "memcache" && e["transport"] == "udp"
-    });
-    assert_eq!(udp.len(), 3, "{udp:#?}");
-    let text_set = udp
+    let udp = wait_n(&events, 5, is_udp);
+    assert_eq!(udp.len(), 5, "{udp:#?}");
+    let text_sets: Vec<&Value> = udp
         .iter()
-        .find(|e| e["memcache"]["protocol_type"] == "text" && pair(e).0 == "set")
-        .expect("memccp's text set");
-    assert_eq!(text_set["memcache"]["request"]["noreply"], true);
-    let setq = udp
+        .filter(|e| e["memcache"]["protocol_type"] == "text" && pair(e).0 == "set")
+        .collect();
+    assert_eq!(text_sets.len(), 2, "memccp's text sets: {udp:#?}");
+    assert!(
+        text_sets
+            .iter()
+            .all(|e| e["memcache"]["request"]["noreply"] == true)
+    );
+    let setqs: Vec<&Value> = udp
         .iter()
-        .find(|e| e["memcache"]["request"]["opcode"] == "SetQ")
-        .expect("memccp's binary SetQ");
-    assert_eq!(setq["status"], "OK");
+        .filter(|e| e["memcache"]["request"]["opcode"] == "SetQ")
+        .collect();
+    assert_eq!(setqs.len(), 2, "memccp's binary SetQs: {udp:#?}");
+    assert!(setqs.iter().all(|e| e["status"] == "OK"));
     let get = udp
         .iter()
         .find(|e| pair(e).0 == "get")
@@ -709,8 +797,16 @@ fn live_memcache_text_binary_udp() {
     assert_eq!(get["memcache"]["response"]["bytes"], 3000);
     assert_eq!(get["memcache"]["response"]["count_values"], 1);
     assert_eq!(get["status"], "OK");
-    assert_eq!(get["server_process"]["pid"], mc.pid, "{get}");
-    assert_eq!(get["client_process"]["pid"], client.pid(), "{get}");
+    named(get, client.pid(), "python3");
+    for e in &udp {
+        assert_eq!(e["server_process"]["pid"], mc.pid, "{e}");
+        assert_eq!(e["server_process"]["binary"], "memcached", "{e}");
+        if pair(e).0 != "get" && !e["client_process"].is_null() {
+            assert_eq!(e["client_process"]["binary"], "memccp", "{e}");
+            let pid = e["client_process"]["pid"].as_u64().unwrap();
+            assert!(memccp_pids.iter().any(|&p| u64::from(p) == pid), "{e}");
+        }
+    }
     client.finish();
 
     stop.store(true, Ordering::Relaxed);

@@ -156,6 +156,69 @@ fn a_channel_close_with_an_error_replaces_the_request_and_is_an_error() {
 }
 
 #[test]
+fn a_connection_close_with_an_error_code_is_an_error() {
+    // The broker closes the connection: 320 when it shuts down, 530 in answer to a
+    // connection.open of a virtual host the user may not use (the open itself is setup,
+    // replaced by the close when shown). A reply code under 300 is a normal close.
+    let open = [&short("prod")[..], &short(""), &[0]].concat();
+    let cases: [(u16, &str, bool, &str); 3] = [
+        (
+            320,
+            "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+            false,
+            status::ERROR,
+        ),
+        (
+            530,
+            "NOT_ALLOWED - access to vhost 'prod' refused for user 'guest'",
+            true,
+            status::ERROR,
+        ),
+        (200, "Goodbye", false, status::OK),
+    ];
+    for (code, text, after_open, want) in cases {
+        let close = [&code.to_be_bytes()[..], &short(text), &[0, 0, 0, 0]].concat();
+        let cli = Frames::default().method(0, 10, 40, &open);
+        let srv = Frames::default().method(0, 10, 50, &close);
+        let close_ok = Frames::default().method(0, 10, 51, &[]);
+        let mut msgs = vec![
+            (Dir::ToClient, &srv.0[..]),
+            (Dir::ToServer, &close_ok.0[..]),
+        ];
+        if after_open {
+            msgs.insert(0, (Dir::ToServer, &cli.0[..]));
+        }
+        for hide in [true, false] {
+            let mut p = parser(|e| {
+                e.options.hide_connection_information = hide;
+                e.common.send_request = true;
+            });
+            let out = drive(p.as_mut(), &msgs, 5);
+            if hide && want == status::OK {
+                assert!(out.is_empty(), "{code}: {out:?}");
+                continue;
+            }
+            assert_eq!(out.len(), 1, "{code} hide {hide}: {out:?}");
+            let t = &out[0];
+            assert_eq!(t.method.as_deref(), Some("connection.close"), "{code}");
+            assert_eq!(t.status, want, "{code} hide {hide}");
+            assert_eq!(t.request.as_deref(), Some("connection.close"));
+            assert!(t.end.is_some(), "{code}: paired with its close-ok");
+            // Sent by the server: its bytes out, the client's close-ok in.
+            assert_eq!(t.bytes_out, close.len() as u64 + 4 + 8);
+            assert_eq!(t.bytes_in, 4 + 8);
+            let o = t.object();
+            assert_eq!(o["reply-code"], code, "{code}");
+            assert_eq!(o["reply-text"], text, "{code}");
+            assert_eq!(
+                (o["class-id"].clone(), o["method-id"].clone()),
+                (0.into(), 0.into())
+            );
+        }
+    }
+}
+
+#[test]
 fn normal_closes_and_connection_setup_are_hidden_unless_asked() {
     let start_ok = [
         &[0, 0, 0, 0][..],
