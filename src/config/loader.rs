@@ -311,9 +311,22 @@ fn typed(tree: Value) -> Result<Config, ConfigError> {
     }
     result.map_err(|e| {
         let key = e.path().to_string();
-        ConfigError::Invalid {
-            key,
-            message: e.into_inner().to_string(),
+        // An error inside the network settings an output flattens into its section names
+        // only the section: find the key in it.
+        let inner = key
+            .strip_prefix("output.")
+            .filter(|name| !name.contains('.'))
+            .and_then(|name| tree.get("output")?.get(name))
+            .and_then(crate::output::network::first_invalid_setting);
+        match inner {
+            Some((path, message)) => ConfigError::Invalid {
+                key: format!("{key}.{path}"),
+                message,
+            },
+            None => ConfigError::Invalid {
+                key,
+                message: e.into_inner().to_string(),
+            },
         }
     })
 }
@@ -347,6 +360,30 @@ mod tests {
 
     fn env(_: &str) -> Option<String> {
         None
+    }
+
+    /// A bad value among the settings network outputs share names its own key, not only
+    /// the output's section.
+    #[test]
+    fn a_bad_shared_network_setting_names_its_key() {
+        let err = |yaml: &str| from_yaml_str(yaml, &[], &env).unwrap_err().to_string();
+        let e =
+            err("output.logstash: {hosts: [\"h:5044\"], ssl: {supported_protocols: [TLSv1.4]}}");
+        assert!(
+            e.contains("`output.logstash.ssl.supported_protocols[0]`"),
+            "{e}"
+        );
+        assert!(e.contains("unknown variant `TLSv1.4`"), "{e}");
+        let e = err("output.elasticsearch: {ssl.verification_mode: fulll}");
+        assert!(
+            e.contains("`output.elasticsearch.ssl.verification_mode`"),
+            "{e}"
+        );
+        let e = err("output.kafka: {hosts: [\"h:9092\"], topic: t, bulk_max_size: x}");
+        assert!(e.contains("`output.kafka.bulk_max_size`"), "{e}");
+        // An output's own setting keeps its own path.
+        let e = err("output.elasticsearch: {index: [1]}");
+        assert!(e.contains("`output.elasticsearch.index`"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,20 @@ pub struct NetworkSettings<D> {
     defaults: PhantomData<fn() -> D>,
 }
 
+/// The first shared network setting of an output's `section` that does not type, as its
+/// dotted path inside the section, and why. serde loses the path of an error inside a
+/// `flatten`ed struct, so the configuration loader asks here to name the key at fault.
+pub fn first_invalid_setting(section: &serde_json::Value) -> Option<(String, String)> {
+    struct AnyOutput;
+    impl Defaults for AnyOutput {
+        const HOSTS: &'static [&'static str] = &[];
+        const BULK_MAX_SIZE: usize = 0;
+    }
+    serde_path_to_error::deserialize::<_, NetworkSettings<AnyOutput>>(section)
+        .err()
+        .map(|e| (e.path().to_string(), e.into_inner().to_string()))
+}
+
 impl<D: Defaults> Default for NetworkSettings<D> {
     fn default() -> Self {
         NetworkSettings {
