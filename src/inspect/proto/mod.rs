@@ -412,7 +412,7 @@ pub fn lower_all(v: &[String]) -> Vec<String> {
 pub struct RowOptions {
     /// Rows of a result written into `response` (with `send_response`).
     pub max_rows: usize,
-    /// Bytes of one such row.
+    /// Bytes of the values of one such row (separators and quotes not counted).
     pub max_row_length: usize,
 }
 
@@ -440,7 +440,7 @@ impl RowsText {
     pub fn names(&mut self, names: &[String]) {
         self.text.clear();
         self.rows = 0;
-        self.line(names.iter().map(|n| n.as_bytes()), usize::MAX);
+        self.line(names.iter().map(|n| n.as_bytes()), usize::MAX, false);
     }
 
     /// One row, unless `max_rows` are there. A `None` value (SQL NULL) is written as
@@ -454,11 +454,13 @@ impl RowsText {
     ) {
         if self.rows < max_rows {
             self.rows += 1;
-            self.line(values.map(|v| v.unwrap_or(null)), max_len);
+            self.line(values.map(|v| v.unwrap_or(null)), max_len, true);
         }
     }
 
-    fn line<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>, max_len: usize) {
+    /// One CSV line, as Packetbeat writes it: line breaks inside a value written `\n` (and,
+    /// in a row, `\r`), then quoted as Go's CSV writer quotes.
+    fn line<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>, max_len: usize, row: bool) {
         let mut kept = 0;
         for (i, v) in values.enumerate() {
             if kept >= max_len {
@@ -469,10 +471,13 @@ impl RowsText {
             if i > 0 {
                 self.text.push(',');
             }
-            let v = String::from_utf8_lossy(v);
-            // Quoted as Go's CSV writer quotes: separators, quotes, line ends, or a leading
-            // space.
-            if v.contains([',', '"', '\n', '\r']) || v.starts_with(char::is_whitespace) {
+            let mut v = String::from_utf8_lossy(v).replace('\n', "\\n");
+            if row {
+                v = v.replace('\r', "\\r");
+            }
+            let quoted =
+                v.contains([',', '"', '\r']) || v.starts_with(char::is_whitespace) || v == "\\.";
+            if quoted {
                 self.text.push('"');
                 self.text.push_str(&v.replace('"', "\"\""));
                 self.text.push('"');
@@ -520,6 +525,17 @@ mod tests {
         assert_eq!(
             t.take().as_deref(),
             Some("a,b,c\nabc,de\nNULL,\" x\",\"1,2\"\nabc\n")
+        );
+        // Line breaks inside values are written as `\n` and `\r` (names: `\n` only); a
+        // value cut inside a character ends in U+FFFD, as Go's JSON writes the cut bytes;
+        // Go quotes `\.`.
+        t.names(&["x\ny".into(), "r\rs".into()]);
+        let row = [Some(&b"1\r\n2"[..]), Some("\u{e9}t\u{e9}".as_bytes())];
+        t.row(row.into_iter(), b"", 9, 5);
+        t.row([Some(&b"\\."[..])].into_iter(), b"", 9, 100);
+        assert_eq!(
+            t.take().as_deref(),
+            Some("x\\ny,\"r\rs\"\n1\\r\\n2,\u{fffd}\n\"\\.\"\n")
         );
     }
 
