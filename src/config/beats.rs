@@ -10,7 +10,7 @@ const BEATS_ONLY: [(&str, usize, &str); 7] = [
         "setup.template",
         3,
         "connbeat's template is its own (`connbeat export template`); only enabled, name, \
-         pattern and overwrite are read",
+         pattern, overwrite and priority are read",
     ),
     (
         "setup",
@@ -39,7 +39,7 @@ pub struct SetAside {
 }
 
 /// The keys of `setup.template` that the model reads.
-const TEMPLATE_KEYS: [&str; 4] = ["enabled", "name", "pattern", "overwrite"];
+const TEMPLATE_KEYS: [&str; 5] = ["enabled", "name", "pattern", "overwrite", "priority"];
 
 /// The value at a dotted `path`, if it is there.
 fn path_ref<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
@@ -62,7 +62,7 @@ fn take_path(tree: &mut Value, path: &str) -> Option<Value> {
 /// `connbeat.*`).
 pub fn set_aside(tree: &mut Value) -> SetAside {
     let mut out = SetAside::default();
-    // The four keys of setup.template that connbeat reads survive the Beats-only sweep.
+    // The keys of setup.template that connbeat reads survive the Beats-only sweep.
     let mut template = serde_json::Map::new();
     for k in TEMPLATE_KEYS {
         if let Some(v) = take_path(tree, &format!("setup.template.{k}")) {

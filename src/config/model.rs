@@ -61,6 +61,9 @@ pub struct TemplateSetupConfig {
     pub pattern: String,
     /// Replace a template of that name that is already there.
     pub overwrite: bool,
+    /// The template's priority among the templates whose patterns match the same indices
+    /// (Beats' default, 150; Elasticsearch refuses two overlapping ones of equal priority).
+    pub priority: u32,
 }
 
 impl Default for TemplateSetupConfig {
@@ -70,6 +73,7 @@ impl Default for TemplateSetupConfig {
             name: "connbeat".into(),
             pattern: String::new(),
             overwrite: false,
+            priority: 150,
         }
     }
 }

@@ -86,11 +86,7 @@ impl super::Kind for Elasticsearch {
                         .into(),
                 ));
             }
-            let mut body =
-                super::template::index_template_for(&c.index, whole.connbeat.event_format);
-            if !t.pattern.is_empty() {
-                body["index_patterns"] = serde_json::json!([t.pattern]);
-            }
+            let body = super::template::configured_template(&c.index, whole);
             o.template = Some(TemplateLoad {
                 name: t.name.clone(),
                 body: Bytes::from(serde_json::to_vec(&body).expect("json serializes")),

@@ -297,6 +297,18 @@ fn template_with(index: &str, properties: Value) -> Value {
     })
 }
 
+/// The template the Elasticsearch output loads for `index`: the format's mappings, with
+/// `setup.template.pattern` (when set) and `setup.template.priority`.
+pub fn configured_template(index: &str, c: &crate::config::Config) -> Value {
+    let mut t = index_template_for(index, c.connbeat.event_format);
+    let setup = &c.setup.template;
+    if !setup.pattern.is_empty() {
+        t["index_patterns"] = json!([setup.pattern]);
+    }
+    t["priority"] = json!(setup.priority);
+    t
+}
+
 /// `export template`: the template for the configured (or default) index name, as pretty
 /// JSON.
 pub fn for_config(c: &crate::config::Config) -> String {
@@ -306,7 +318,7 @@ pub fn for_config(c: &crate::config::Config) -> String {
         .as_ref()
         .map(|e| e.index.clone())
         .unwrap_or_else(|| crate::config::ElasticsearchOutputConfig::default().index);
-    let t = index_template_for(&index, c.connbeat.event_format);
+    let t = configured_template(&index, c);
     let mut s = serde_json::to_string_pretty(&t).expect("json serializes");
     s.push('\n');
     s
@@ -332,6 +344,21 @@ pub fn compatible(mapping_type: &str, v: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// `setup.template.pattern` and `setup.template.priority` reach the template.
+    #[test]
+    fn the_setup_keys_shape_the_loaded_template() {
+        let c = |yaml: &str| crate::config::from_yaml_str(yaml, &[], &|_| None).unwrap();
+        let t = super::configured_template("packetbeat-%{+yyyy.MM.dd}", &c("output.console: {}"));
+        assert_eq!(t["index_patterns"][0], "packetbeat-*");
+        assert_eq!(t["priority"], 150);
+        let t = super::configured_template(
+            "x",
+            &c("output.console: {}\nsetup.template: {pattern: \"pb-*\", priority: 151}"),
+        );
+        assert_eq!(t["index_patterns"][0], "pb-*");
+        assert_eq!(t["priority"], 151);
+    }
+
     #[test]
     fn the_pattern_replaces_placeholders() {
         let t = super::index_template("connbeat-%{[type]}-%{+yyyy.MM.dd}");
