@@ -291,9 +291,6 @@ fn v3_and_v4_match_tshark() {
 /// (tests/packetbeat_suite.rs, `AMENDED`).
 #[test]
 fn the_suites_compressed_capture_pairs_as_tshark_does() {
-    if !have_tshark("the_suites_compressed_capture_pairs_as_tshark_does") {
-        return;
-    }
     let f = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/packetbeat-suite/pcaps/cassandra/v4/cassandra_compressed.pcap");
     let ours = events_of(&f);
@@ -322,7 +319,9 @@ fn the_suites_compressed_capture_pairs_as_tshark_does() {
         local["cassandra"]["response"]["result"]["rows"]["meta"]["table"],
         "local"
     );
-    same_as_tshark(&f, &ours, "cassandra_compressed.pcap", false);
+    if have_tshark("the_suites_compressed_capture_pairs_as_tshark_does") {
+        same_as_tshark(&f, &ours, "cassandra_compressed.pcap", false);
+    }
 }
 
 /// A transaction as the oracles are compared on: request opcode ("" for a server push),

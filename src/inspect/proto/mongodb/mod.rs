@@ -593,7 +593,12 @@ mod tests {
             .with_writer(move || w.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::with_default(sub, f);
+        tracing::subscriber::with_default(sub, || {
+            // A call site first reached by another test thread, before this subscriber
+            // existed, may have cached "nobody listens": ask again.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let out = buf.0.lock().unwrap().clone();
         String::from_utf8(out).unwrap()
     }
