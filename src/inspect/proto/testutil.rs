@@ -93,3 +93,21 @@ pub fn common() -> Common {
         event_format: crate::config::EventFormat::Classic,
     }
 }
+
+/// Runs `scenario` and asserts that `counter` rose by exactly `n`. The counter is
+/// process-wide and other tests add to it concurrently (never subtract): every run must
+/// add at least `n`, and some run, not disturbed by another test, exactly `n`.
+pub fn rises_by(counter: &std::sync::atomic::AtomicU64, n: u64, mut scenario: impl FnMut()) {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let before = crate::monitor::get(counter);
+        scenario();
+        let rise = crate::monitor::get(counter) - before;
+        assert!(rise >= n, "rose by {rise}, not {n}");
+        if rise == n {
+            return;
+        }
+        seen.push(rise);
+    }
+    panic!("never rose by exactly {n}: {seen:?}");
+}

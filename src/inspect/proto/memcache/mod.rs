@@ -537,7 +537,7 @@ impl UdpParser for MemcacheUdp {
 mod tests {
     use super::*;
     use crate::inspect::proto::Done;
-    use crate::inspect::proto::testutil::{common, drive, drive_chunks};
+    use crate::inspect::proto::testutil::{common, drive, drive_chunks, rises_by};
     use crate::inspect::tcp::Chunk;
     use parser::tests::bin_with;
     use serde_json::json;
@@ -695,50 +695,49 @@ mod tests {
 
     #[test]
     fn values_beyond_maxvalues_and_stats_beyond_the_bound_are_counted() {
-        let dropped = || monitor::get(&METRICS.inspect_memcache_values_dropped);
-        let before = dropped();
-        let mut p = configured(", maxvalues: 1").tcp.unwrap()();
-        let out = drive(
-            p.as_mut(),
-            &[
-                (Dir::ToServer, b"get a b c\r\n"),
-                (
-                    Dir::ToClient,
-                    b"VALUE a 0 2\r\nxa\r\nVALUE b 0 2\r\nxb\r\nVALUE c 0 2\r\nxc\r\nEND\r\n",
-                ),
-            ],
-            1000,
-        );
-        assert_eq!(out.len(), 1);
-        let r = &out[0].object()["response"];
-        assert_eq!(r["keys"], json!(["a", "b", "c"]));
-        assert_eq!(r["count_values"], 3);
-        assert_eq!(r["bytes"], 6);
-        assert_eq!(r["values"], json!(["eGE="]), "the first value only, base64");
-        // Two of the three values were not kept.
-        assert!(dropped() >= before + 2);
+        // Two of the three values are not kept.
+        rises_by(&METRICS.inspect_memcache_values_dropped, 2, || {
+            let mut p = configured(", maxvalues: 1").tcp.unwrap()();
+            let out = drive(
+                p.as_mut(),
+                &[
+                    (Dir::ToServer, b"get a b c\r\n"),
+                    (
+                        Dir::ToClient,
+                        b"VALUE a 0 2\r\nxa\r\nVALUE b 0 2\r\nxb\r\nVALUE c 0 2\r\nxc\r\nEND\r\n",
+                    ),
+                ],
+                1000,
+            );
+            assert_eq!(out.len(), 1);
+            let r = &out[0].object()["response"];
+            assert_eq!(r["keys"], json!(["a", "b", "c"]));
+            assert_eq!(r["count_values"], 3);
+            assert_eq!(r["bytes"], 6);
+            assert_eq!(r["values"], json!(["eGE="]), "the first value only, base64");
+        });
 
         // One stats response holds at most MAX_STATS entries: four more are dropped.
-        let before = dropped();
         let mut reply = String::new();
         for i in 0..MAX_STATS + 4 {
             reply.push_str(&format!("STAT s{i} {i}\r\n"));
         }
         reply.push_str("END\r\n");
-        let mut p = configured("").tcp.unwrap()();
-        let out = drive(
-            p.as_mut(),
-            &[
-                (Dir::ToServer, b"stats\r\n"),
-                (Dir::ToClient, reply.as_bytes()),
-            ],
-            1 << 16,
-        );
-        assert_eq!(out.len(), 1);
-        let stats = &out[0].object()["response"]["stats"];
-        assert_eq!(stats.as_array().map(Vec::len), Some(MAX_STATS));
-        assert_eq!(stats[MAX_STATS - 1]["name"], format!("s{}", MAX_STATS - 1));
-        assert!(dropped() >= before + 4);
+        rises_by(&METRICS.inspect_memcache_values_dropped, 4, || {
+            let mut p = configured("").tcp.unwrap()();
+            let out = drive(
+                p.as_mut(),
+                &[
+                    (Dir::ToServer, b"stats\r\n"),
+                    (Dir::ToClient, reply.as_bytes()),
+                ],
+                1 << 16,
+            );
+            assert_eq!(out.len(), 1);
+            let stats = &out[0].object()["response"]["stats"];
+            assert_eq!(stats.as_array().map(Vec::len), Some(MAX_STATS));
+            assert_eq!(stats[MAX_STATS - 1]["name"], format!("s{}", MAX_STATS - 1));
+        });
     }
 
     #[test]
@@ -776,22 +775,19 @@ mod tests {
             assert!(out[0].object().get("response").is_none());
         }
 
-        // More request ids waiting than max_pending (8): the ninth is dropped.
-        let before = dropped();
+        // More request ids waiting than max_pending (8): the ninth (id 200) is dropped,
+        // and counted once.
+        let nine_gets = |p: &mut dyn UdpParser, out: &mut Vec<Done>| {
+            for id in (100..108u16).chain([200]) {
+                datagram(p, Dir::ToServer, &frame(id, 0, 1, b"get k\r\n"), 1, out);
+            }
+        };
+        rises_by(&METRICS.inspect_memcache_udp_dropped, 1, || {
+            nine_gets(configured("").udp.unwrap()().as_mut(), &mut Vec::new());
+        });
         let mut p = configured("").udp.unwrap()();
         let mut out = Vec::new();
-        for id in 0..8u16 {
-            let get = frame(100 + id, 0, 1, b"get k\r\n");
-            datagram(p.as_mut(), Dir::ToServer, &get, 1, &mut out);
-        }
-        datagram(
-            p.as_mut(),
-            Dir::ToServer,
-            &frame(200, 0, 1, b"get k\r\n"),
-            1,
-            &mut out,
-        );
-        assert!(dropped() > before);
+        nine_gets(p.as_mut(), &mut out);
         // Its reply pairs with nothing; the eight others fail when the flow ends.
         datagram(
             p.as_mut(),

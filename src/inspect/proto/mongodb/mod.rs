@@ -519,9 +519,8 @@ mod tests {
     use super::bson::build::{B, doc};
     use super::parser::build::{self as wire, op_msg};
     use super::*;
-    use crate::inspect::proto::testutil::{common, drive};
+    use crate::inspect::proto::testutil::{common, drive, rises_by};
     use crate::inspect::proto::txn::{EcsSettings, Endpoints};
-    use std::sync::atomic::AtomicU64;
     use std::sync::{Arc, Mutex};
 
     fn mongo(send: bool) -> Box<dyn TcpParser> {
@@ -554,24 +553,6 @@ mod tests {
     fn base64(b: &[u8]) -> String {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(b)
-    }
-
-    /// Runs `scenario` and asserts that `counter` rose by exactly `n`. The counter is
-    /// process-wide and other tests add to it concurrently (never subtract): every run must
-    /// add at least `n`, and some run, not disturbed by another test, exactly `n`.
-    fn rises_by(counter: &AtomicU64, n: u64, mut scenario: impl FnMut()) {
-        let mut seen = Vec::new();
-        for _ in 0..200 {
-            let before = monitor::get(counter);
-            scenario();
-            let rise = monitor::get(counter) - before;
-            assert!(rise >= n, "rose by {rise}, not {n}");
-            if rise == n {
-                return;
-            }
-            seen.push(rise);
-        }
-        panic!("never rose by exactly {n}: {seen:?}");
     }
 
     /// What `tracing` writes while `f` runs on this thread.
