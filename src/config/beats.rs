@@ -115,11 +115,11 @@ mod tests {
     use crate::config::from_yaml_str;
 
     #[test]
-    fn setup_template_keeps_its_four_keys_and_sets_the_rest_aside() {
+    fn setup_template_keeps_the_keys_read_and_sets_the_rest_aside() {
         let mut tree = serde_json::json!({
             "setup": {
                 "template": {"enabled": false, "name": "x", "pattern": "x-*", "overwrite": true,
-                             "settings": {"index": {"number_of_shards": 1}}},
+                             "priority": 200, "settings": {"index": {"number_of_shards": 1}}},
                 "kibana": {"host": "k"},
                 "ilm": {"enabled": false}
             }
@@ -128,7 +128,8 @@ mod tests {
         assert_eq!(
             tree,
             serde_json::json!({"setup": {"template": {
-                "enabled": false, "name": "x", "pattern": "x-*", "overwrite": true}}})
+                "enabled": false, "name": "x", "pattern": "x-*", "overwrite": true,
+                "priority": 200}}})
         );
         assert_eq!(aside.warnings.len(), 3, "{:?}", aside.warnings);
         for key in ["setup.template.settings", "setup.kibana", "setup.ilm"] {

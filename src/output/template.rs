@@ -253,13 +253,14 @@ pub fn ecs_properties() -> Value {
 }
 
 /// The composable index template (`PUT _index_template/connbeat`) for indices named by
-/// the `index` setting: placeholders become `*` in the pattern.
-pub fn index_template(index: &str) -> Value {
+/// the `index` setting: placeholders become `*` in the pattern. Its priority comes from
+/// the configuration ([`configured_template`]).
+fn index_template(index: &str) -> Value {
     template_with(index, properties())
 }
 
 /// [`index_template`] for the configured `connbeat.event_format`.
-pub fn index_template_for(index: &str, format: crate::config::EventFormat) -> Value {
+fn index_template_for(index: &str, format: crate::config::EventFormat) -> Value {
     match format {
         crate::config::EventFormat::Classic => index_template(index),
         crate::config::EventFormat::Ecs => template_with(index, ecs_properties()),
@@ -280,7 +281,6 @@ fn template_with(index: &str, properties: Value) -> Value {
     }
     json!({
         "index_patterns": [pattern],
-        "priority": 150,
         "template": {
             "settings": {"index": {"refresh_interval": "5s"}},
             "mappings": {
